@@ -1,0 +1,1 @@
+"""Encoders turn item media into fixed-size vectors; plain classes, no Kafka."""

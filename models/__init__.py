@@ -1,0 +1,1 @@
+"""The recommendation core: plain classes, no Kafka. ``streams/`` adapts them to Faust."""

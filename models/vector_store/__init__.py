@@ -1,0 +1,34 @@
+"""Vector stores: ``open_vector_store`` picks the backend from a location."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from models.vector_store.base import TRENDING_FIELD, Hit, StoredItem, VectorStore, point_id
+from models.vector_store.edge import EdgeVectorStore
+from models.vector_store.server import QdrantServerStore
+
+__all__ = [
+    "TRENDING_FIELD",
+    "EdgeVectorStore",
+    "Hit",
+    "QdrantServerStore",
+    "StoredItem",
+    "VectorStore",
+    "open_vector_store",
+    "point_id",
+]
+
+
+def open_vector_store(
+    location: str | Path,
+    vector_sizes: Mapping[str, int],
+    collection: str = "items",
+    api_key: str | None = None,
+) -> VectorStore:
+    """A server store for ``http(s)://`` URLs and ``:memory:``, else an embedded shard at a path."""
+    text = str(location)
+    if text == ":memory:" or text.startswith(("http://", "https://")):
+        return QdrantServerStore(text, vector_sizes, collection=collection, api_key=api_key)
+    return EdgeVectorStore(Path(text) / collection, vector_sizes)

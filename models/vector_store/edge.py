@@ -1,0 +1,139 @@
+"""The embedded backend: Qdrant Edge (``qdrant-edge-py``), in process and persisted on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from models.vector_store.base import TRENDING_FIELD, Hit, StoredItem, VectorStore, point_id
+
+
+class EdgeVectorStore(VectorStore):
+    """A Qdrant Edge shard in a directory: HNSW, payload indexes, WAL; no server.
+
+    >>> import tempfile, numpy as np
+    >>> with EdgeVectorStore(tempfile.mkdtemp(), {"content": 2}) as store:
+    ...     store.upsert([StoredItem("a", {"content": np.array([1.0, 0.0])}, {"title": "A"}),
+    ...                   StoredItem("b", {"content": np.array([0.0, 1.0])}, {"title": "B"})])
+    ...     [hit.item_id for hit in store.nearest(np.array([0.9, 0.1]), "content", limit=2)]
+    ['a', 'b']
+    """
+
+    def __init__(self, path: str | Path, vector_sizes: Mapping[str, int]) -> None:
+        super().__init__(vector_sizes)
+        self.path = Path(path)
+        self._shard: qe.EdgeShard | None = None
+
+    def _config(self) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={
+                name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
+                for name, size in self.vector_sizes.items()
+            }
+        )
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise RuntimeError("the vector store is not started: call start() first")
+        return self._shard
+
+    def start(self) -> None:
+        if self._shard is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        if (self.path / "edge_config.json").exists():
+            self._shard = qe.EdgeShard.load(str(self.path), self._config())
+        else:
+            self._shard = qe.EdgeShard.create(str(self.path), self._config())
+            self._shard.update(
+                qe.UpdateOperation.create_field_index(TRENDING_FIELD, qe.PayloadSchemaType.Float)
+            )
+
+    def stop(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+
+    def upsert(self, items: Sequence[StoredItem]) -> None:
+        if not items:
+            return
+        self._check(items)
+        points = [
+            qe.Point(
+                point_id(item.item_id),
+                {name: vector.astype(np.float32).tolist() for name, vector in item.vectors.items()},
+                {**item.payload, "item_id": item.item_id},
+            )
+            for item in items
+        ]
+        self.shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def get(self, item_ids: Collection[str], with_vectors: bool = True) -> dict[str, StoredItem]:
+        if not item_ids:
+            return {}
+        records = self.shard.retrieve([point_id(i) for i in item_ids], True, with_vectors)
+        return {
+            record.payload["item_id"]: StoredItem(
+                record.payload["item_id"], _vectors(record.vector), record.payload
+            )
+            for record in records
+        }
+
+    def nearest(
+        self,
+        vector: np.ndarray,
+        using: str,
+        limit: int,
+        exclude: Collection[str] = (),
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(vector.astype(np.float32).tolist(), using=using),
+            filter=_excluding(exclude),
+            with_payload=True,
+            with_vector=with_vectors,
+        )
+        return [_hit(point, point.score) for point in self.shard.query(request)]
+
+    def top_by(
+        self, field: str, limit: int, exclude: Collection[str] = (), with_vectors: bool = False
+    ) -> list[Hit]:
+        records, _ = self.shard.scroll(
+            qe.ScrollRequest(
+                limit=limit,
+                filter=_excluding(exclude),
+                with_payload=True,
+                with_vector=with_vectors,
+                order_by=qe.OrderBy(field, qe.Direction.Desc),
+            )
+        )
+        return [_hit(record, float(record.payload[field])) for record in records]
+
+    def set_payload(self, item_id: str, values: Mapping[str, Any]) -> None:
+        self.shard.update(qe.UpdateOperation.set_payload([point_id(item_id)], dict(values)))
+
+    def count(self) -> int:
+        return self.shard.info().points_count
+
+
+def _excluding(item_ids: Collection[str]) -> qe.Filter | None:
+    if not item_ids:
+        return None
+    return qe.Filter(must_not=[qe.HasIdCondition({point_id(i) for i in item_ids})])
+
+
+def _vectors(raw: Any) -> dict[str, np.ndarray]:
+    if not raw:
+        return {}
+    return {name: np.asarray(values, dtype=np.float32) for name, values in raw.items()}
+
+
+def _hit(point: Any, score: float) -> Hit:
+    return Hit(point.payload["item_id"], float(score), point.payload, _vectors(point.vector))

@@ -1,0 +1,1 @@
+"""Kafka adapters: the Faust app, event schemas, the local broker, the CLI."""

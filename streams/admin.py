@@ -1,0 +1,112 @@
+"""Topic administration and plain producing/consuming with kafka-python (tools, not workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [
+        settings.topic_items,
+        settings.topic_interactions,
+        settings.topic_recommendations,
+        settings.topic_item_updates,
+        settings.topic_dead_letters,
+    ]
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create every topic with the configured partitions (existing ones are left as they are).
+
+    Workers must not rely on auto-creation: an auto-created topic gets the broker's
+    default partition count, and Faust then refuses tables co-partitioned with it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.effective_bootstrap_servers,
+                client_id="streamrec-admin",
+                **settings.kafka_client_options(),
+            )
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(name, settings.partitions, settings.replication_factor)
+            for name in topic_names(settings)
+            if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
+                admin.create_topics(missing)
+    finally:
+        admin.close()
+
+
+def producer(settings: Settings) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=settings.effective_bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        **settings.kafka_client_options(),
+    )
+
+
+def produce(settings: Settings, topic: str, messages: Iterable[tuple[str, Any]]) -> int:
+    """Send (key, JSON-serialisable value) pairs; returns how many were sent."""
+    client = producer(settings)
+    count = 0
+    try:
+        for key, value in messages:
+            data = value if isinstance(value, bytes) else json.dumps(value).encode()
+            client.send(topic, key=key.encode(), value=data)
+            count += 1
+        client.flush()
+    finally:
+        client.close()
+    return count
+
+
+def read_topic(
+    settings: Settings, topic: str, idle_timeout_s: float = 2.0
+) -> Iterator[tuple[str | None, bytes]]:
+    """Every message of a topic from the beginning to its current end, as (key, value)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.effective_bootstrap_servers,
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(idle_timeout_s * 1000),
+        **settings.kafka_client_options(),
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if end[tp] > 0}
+        while remaining:
+            batch = consumer.poll(timeout_ms=int(idle_timeout_s * 1000))
+            if not batch:
+                break
+            for tp, records in batch.items():
+                for record in records:
+                    key = record.key.decode() if record.key is not None else None
+                    yield key, record.value
+                if consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.close()

@@ -1,0 +1,240 @@
+"""The ``streamrec`` command line: broker, worker, produce, recommend, demo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as error:  # pydantic names the field; say where settings come from
+        raise click.ClickException(
+            f"invalid settings (STREAMREC_* variables or the STREAMREC_CONFIG file): {error}"
+        ) from error
+
+
+@click.group()
+def main() -> None:
+    """streamrec: a streaming, multimodal recommender on Kafka and Qdrant."""
+
+
+# -- broker ------------------------------------------------------------------------------
+
+
+@main.group()
+def broker() -> None:
+    """The local noida-db Kafka broker (used when no bootstrap servers are configured)."""
+
+
+def _local_broker(settings: Settings) -> Any:
+    from streams.broker import LocalBroker
+
+    return LocalBroker(settings.local_broker_port, settings.data_dir / "broker")
+
+
+@broker.command("start")
+def broker_start() -> None:
+    """Start the local broker in the background."""
+    settings = _settings()
+    _local_broker(settings).up()
+    click.echo(f"local broker on {settings.effective_bootstrap_servers}")
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    """Stop the background local broker (its data stays under the data directory)."""
+    _local_broker(_settings()).down()
+    click.echo("local broker stopped")
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+@main.command()
+def worker() -> None:
+    """Run the Faust worker: items, interactions and item-updates agents."""
+    import faust
+
+    from encoders.text import MiniLMTextEncoder
+    from streams.admin import create_topics
+    from streams.app import StreamrecApp
+
+    settings = _settings()
+    if settings.uses_local_broker:
+        _local_broker(settings).up()
+    create_topics(settings)
+    streamrec = StreamrecApp(settings, MiniLMTextEncoder(threads=settings.torch_threads))
+    streamrec.start()
+    try:
+        faust.Worker(streamrec.app, loglevel="info").execute_from_commandline()
+    finally:
+        streamrec.stop()
+
+
+# -- produce -----------------------------------------------------------------------------
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """JSON lines (``.jsonl``/``.json``) or CSV (``.csv``; ``tags`` separated by ``|``)."""
+    if path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                record: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
+                if "tags" in record:
+                    record["tags"] = [t for t in record["tags"].split("|") if t]
+                if "value" in record:
+                    record["value"] = float(record["value"])
+                yield record
+        return
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise click.ClickException(f"{path}:{number}: not JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise click.ClickException(f"{path}:{number}: expected a JSON object per line")
+            yield record
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["items", "interactions"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def produce(kind: str, file: Path) -> None:
+    """Send a JSON-lines or CSV FILE to the items or interactions topic.
+
+    Records are sent as they are (the worker validates and dead-letters bad ones),
+    keyed by item_id or user_id.
+    """
+    from streams.admin import produce as send
+
+    settings = _settings()
+    topic = settings.topic_items if kind == "items" else settings.topic_interactions
+    key_field = "item_id" if kind == "items" else "user_id"
+    records = []
+    for number, record in enumerate(read_records(file), start=1):
+        if not record.get(key_field):
+            raise click.ClickException(f"{file} record {number}: '{key_field}' is missing")
+        records.append((str(record[key_field]), record))
+    sent = send(settings, topic, records)
+    click.echo(f"sent {sent} {kind} to '{topic}' on {settings.effective_bootstrap_servers}")
+
+
+# -- recommend ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="print the message as JSON")
+def recommend(user: str, as_json: bool) -> None:
+    """Print the latest recommendations for USER from the recommendations topic."""
+    from streams.admin import read_topic
+    from streams.events import Recommendations
+
+    settings = _settings()
+    latest = None
+    for key, value in read_topic(settings, settings.topic_recommendations):
+        if key == user:
+            latest = value
+    if latest is None:
+        raise click.ClickException(
+            f"no recommendations for {user!r} yet: send an interaction for that user first"
+        )
+    message = Recommendations.model_validate_json(latest)
+    if as_json:
+        click.echo(message.model_dump_json(indent=2))
+    else:
+        click.echo(format_recommendations(message))
+
+
+def format_recommendations(message: Any, limit: int | None = None) -> str:
+    lines = [
+        f"{message.user_id}: after {message.trigger_event_id} "
+        f"({message.based_on_events} interactions, {message.model_version})"
+    ]
+    for rank, item in enumerate(message.items[:limit], start=1):
+        why = ", ".join(
+            f"{r.source}" + (f" (like {r.because_of})" if r.because_of else "")
+            for r in item.reasons
+        )
+        lines.append(f"  {rank:>2}. {item.item_id:<10} {item.score:6.3f}  {item.title}  <- {why}")
+    return "\n".join(lines)
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--delay", default=0.5, show_default=True, help="seconds between demo clicks")
+def demo(delay: float) -> None:
+    """Start everything locally, load the demo catalog, click, and show the lists change."""
+    from kafka import KafkaConsumer
+
+    from streams.admin import create_topics
+    from streams.admin import produce as send
+    from streams.demo import catalog_uploads, demo_interactions
+    from streams.events import Recommendations
+    from streams.process import WorkerProcess
+
+    settings = _settings()
+    local = _local_broker(settings) if settings.uses_local_broker else None
+    if local is not None:
+        click.echo(f"starting the local broker on {settings.effective_bootstrap_servers} ...")
+        local.up()
+    create_topics(settings)
+    worker_process = WorkerProcess(settings, settings.data_dir / "logs" / "worker.log")
+    click.echo(f"starting the worker (log: {worker_process.log_path}) ...")
+    worker_process.start()
+    try:
+        worker_process.wait_until(lambda s: True, timeout_s=180, what="web server up")
+        catalog = catalog_uploads()
+        before = worker_process.stats() or {"items": 0}
+        send(settings, settings.topic_items, catalog)
+        click.echo(f"uploaded {len(catalog)} items; encoding ...")
+        worker_process.wait_until(
+            lambda s: s["items"] >= len(catalog) or s["items"] > before["items"],
+            timeout_s=120,
+            what="catalog indexed",
+        )
+        worker_process.wait_until(lambda s: s["items"] >= len(catalog), 120, "catalog indexed")
+        consumer = KafkaConsumer(
+            settings.topic_recommendations,
+            bootstrap_servers=settings.effective_bootstrap_servers,
+            auto_offset_reset="latest",
+            group_id=None,
+            consumer_timeout_ms=15_000,
+            **settings.kafka_client_options(),
+        )
+        consumer.poll(timeout_ms=1000)  # join before producing, so no list is missed
+        clicks = demo_interactions(run_id=str(int(time.time())))
+        for key, click_event in clicks:
+            sent_at = time.perf_counter()
+            send(settings, settings.topic_interactions, [(key, click_event)])
+            for record in consumer:
+                message = Recommendations.model_validate_json(record.value)
+                if message.trigger_event_id == click_event["event_id"]:
+                    latency_ms = (time.perf_counter() - sent_at) * 1000
+                    click.echo(
+                        f"\n{click_event['user_id']} {click_event['kind']}s "
+                        f"{click_event['item_id']} -> new list in {latency_ms:.0f} ms"
+                    )
+                    click.echo(format_recommendations(message, limit=5))
+                    break
+            time.sleep(delay)
+        consumer.close()
+        click.echo(f"\nworker stats: {json.dumps(worker_process.stats())}")
+        click.echo("try: streamrec recommend alice")
+    finally:
+        worker_process.stop()

@@ -1,0 +1,163 @@
+"""Event contracts on the wire: pydantic v2 models, JSON encoded.
+
+Every model forbids unknown fields, so a producer's typo is a dead letter that names
+the field instead of a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+
+#: An event more than this far in the future is a producer's clock or unit error.
+MAX_CLOCK_SKEW = timedelta(days=1)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class MediaRef(Event):
+    """A media file by reference (``uri``) or inline (base64 ``data`` with its ``mime``)."""
+
+    uri: str | None = None
+    data: str | None = None
+    mime: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MediaRef:
+        if (self.uri is None) == (self.data is None):
+            raise ValueError("give exactly one of 'uri' or 'data' (base64) for a media reference")
+        if self.data is not None and not self.mime:
+            raise ValueError("inline media 'data' needs its 'mime' type, e.g. 'image/png'")
+        return self
+
+
+class ItemUpload(Event):
+    item_id: Identifier
+    title: str = Field(default="", max_length=1_000)
+    text: str = Field(default="", max_length=20_000)
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
+    image: MediaRef | None = None
+    audio: MediaRef | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ItemUpload:
+        if not (self.title.strip() or self.text.strip() or self.tags or self.image or self.audio):
+            raise ValueError(
+                "empty item: give at least one of title, text, tags, image or audio to encode"
+            )
+        return self
+
+
+class InteractionKind(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    LIKE = "like"
+    PURCHASE = "purchase"
+    RATING = "rating"
+    SKIP = "skip"
+    DISLIKE = "dislike"
+
+
+class Interaction(Event):
+    event_id: Identifier
+    user_id: Identifier
+    item_id: Identifier
+    kind: InteractionKind
+    value: float | None = None
+    ts: datetime
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("value must be a finite number")
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _plausible_time(cls, ts: datetime) -> datetime:
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        if ts.timestamp() < 0:
+            raise ValueError("ts is before 1970: send an ISO-8601 time or epoch seconds")
+        if ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("ts is more than a day in the future: check the producer's clock/unit")
+        return ts
+
+    @model_validator(mode="after")
+    def _rating_has_value(self) -> Interaction:
+        if self.kind is InteractionKind.RATING and self.value is None:
+            raise ValueError("a 'rating' interaction needs its 'value' (e.g. 1 to 5)")
+        return self
+
+
+class Reason(Event):
+    """Why an item is in a list: the source that proposed it, and the user's item it resembles."""
+
+    source: str
+    because_of: str | None = None
+    score: float
+
+
+class RecommendedItem(Event):
+    item_id: str
+    score: float
+    title: str = ""
+    reasons: list[Reason]
+
+
+class Recommendations(Event):
+    user_id: str
+    items: list[RecommendedItem]
+    trigger_event_id: str
+    based_on_events: int
+    generated_at: datetime
+    model_version: str
+
+
+class ItemSignal(Event):
+    """What the item-keyed owner needs to update an item's popularity (item-updates topic)."""
+
+    event_id: str
+    item_id: str
+    weight: float
+    ts: datetime
+    source_partition: int
+    source_offset: int
+
+
+class DeadLetter(Event):
+    source_topic: str
+    partition: int | None
+    offset: int | None
+    key: str | None
+    reason: str
+    error: str
+    raw: str
+    failed_at: datetime
+
+
+#: Dead-letter payloads keep at most this much of the offending value.
+MAX_RAW_CHARS = 4_096
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the field, e.g. ``kind: Input should be 'view', ...``."""
+    parts = []
+    for problem in error.errors():
+        field = ".".join(str(p) for p in problem["loc"]) or "(value)"
+        parts.append(f"{field}: {problem['msg']}")
+    return "; ".join(parts)

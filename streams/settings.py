@@ -1,0 +1,119 @@
+"""Settings from environment variables (``STREAMREC_*``) and an optional TOML file.
+
+The file is named by ``STREAMREC_CONFIG``; environment variables win over it, so a
+deployment can keep a shared file and override one value per worker. See
+``deploy/streamrec.example.toml`` for every key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "STREAMREC_CONFIG"
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the CLI and the tools need to know about their environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="forbid")
+
+    # Kafka connection. No bootstrap servers means "start the local noida-db broker".
+    bootstrap_servers: str | None = None
+    local_broker_port: int = 19092
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # Topics. Interactions, item-updates and their tables must share a partition count.
+    topic_items: str = "items"
+    topic_interactions: str = "interactions"
+    topic_recommendations: str = "recommendations"
+    topic_item_updates: str = "item-updates"
+    topic_dead_letters: str = "dead-letters"
+    partitions: int = Field(default=2, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    consumer_group: str = "streamrec"
+
+    # Storage. A qdrant_url selects the Qdrant server backend; otherwise the embedded
+    # engine keeps its shard under data_dir.
+    data_dir: Path = Path(".streamrec")
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    collection: str = "items"
+
+    # Recommendation.
+    top_k: int = Field(default=10, ge=1, le=1000)
+    model_version: str = "hybrid-content-trending-1"
+
+    # Item ingestion: how many uploads are encoded together, and how long to wait for them.
+    encode_batch_size: int = Field(default=32, ge=1)
+    encode_batch_window_s: float = Field(default=0.1, gt=0)
+    torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default")
+
+    # Worker web server (stats and health; used by the demo to see when items are in).
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _blank_means_local(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return self.bootstrap_servers is None
+
+    @property
+    def effective_bootstrap_servers(self) -> str:
+        return self.bootstrap_servers or f"127.0.0.1:{self.local_broker_port}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(
+                    f"{CONFIG_FILE_ENV}={config_file!r} does not name a file: "
+                    "point it at a TOML file like deploy/streamrec.example.toml, or unset it"
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Security options in kafka-python's spelling (admin, replay and CLI clients)."""
+        options: dict[str, object] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            options["ssl_cafile"] = str(self.ssl_cafile)
+        if self.ssl_certfile:
+            options["ssl_certfile"] = str(self.ssl_certfile)
+        if self.ssl_keyfile:
+            options["ssl_keyfile"] = str(self.ssl_keyfile)
+        return options
