@@ -1,0 +1,85 @@
+"""Shared fixtures: a real noida-db broker per session and per-test settings on it."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.admin import create_topics
+from streams.broker import LocalBroker
+from streams.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    local = LocalBroker(free_port(), tmp_path_factory.mktemp("broker"))
+    local.start()
+    yield local
+    local.stop()
+
+
+def isolated_settings(broker: LocalBroker, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings on the test broker with topics and consumer group of their own (created)."""
+    run = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "bootstrap_servers": broker.bootstrap_servers,
+        "data_dir": data_dir,
+        "web_port": free_port(),
+        "consumer_group": f"streamrec-{run}",
+        "topic_items": f"items-{run}",
+        "topic_interactions": f"interactions-{run}",
+        "topic_recommendations": f"recommendations-{run}",
+        "topic_item_updates": f"item-updates-{run}",
+        "topic_dead_letters": f"dead-letters-{run}",
+        "torch_threads": 1,
+        **overrides,
+    }
+    settings = Settings(**values)
+    create_topics(settings)
+    return settings
+
+
+class TopicReader:
+    """Reads a topic from the beginning and waits for messages a test expects."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.effective_bootstrap_servers, enable_auto_commit=False
+        )
+        deadline = time.monotonic() + 10
+        partitions = None
+        while not partitions and time.monotonic() < deadline:
+            partitions = self.consumer.partitions_for_topic(topic)
+        assert partitions, f"topic {topic} does not exist"
+        self.consumer.assign([TopicPartition(topic, p) for p in partitions])
+        self.consumer.seek_to_beginning()
+        self.messages: list[tuple[str | None, bytes]] = []
+
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str | None, bytes]]], bool], timeout_s: float = 60
+    ) -> list[tuple[str | None, bytes]]:
+        deadline = time.monotonic() + timeout_s
+        while not predicate(self.messages):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"expected messages did not arrive; got {self.messages}")
+            for records in self.consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    key = record.key.decode() if record.key is not None else None
+                    self.messages.append((key, record.value))
+        return self.messages
+
+    def close(self) -> None:
+        self.consumer.close()
