@@ -1,0 +1,246 @@
+"""Click-to-recommendation latency through the real broker, beside the raw core in process.
+
+Starts noida-db and a worker, uploads a synthetic catalog, then produces interactions at
+a target rate and times each one from produce to the consumed recommendations message.
+The reference is the same core (learn + recommend on an embedded store with the same
+catalog) called directly in this process. Prints one JSON line.
+
+    python tests/bench/bench_latency.py --items 1000 --rate 50 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import random
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer
+
+from encoders.text import MiniLMTextEncoder, compose_item_text
+from models.engine import InProcessRecommender
+from models.hybrid import CONTENT, HybridRecommender
+from models.popularity import ItemStats
+from models.vector_store import EdgeVectorStore, StoredItem
+from streams.admin import create_topics, produce
+from streams.broker import LocalBroker
+from streams.events import Recommendations
+from streams.process import WorkerProcess
+from streams.settings import Settings
+from tests.conftest import free_port
+
+ADJECTIVES = [
+    "Silent",
+    "Golden",
+    "Lost",
+    "Electric",
+    "Hidden",
+    "Broken",
+    "Wild",
+    "Last",
+    "Frozen",
+    "Secret",
+]
+NOUNS = [
+    "River",
+    "Planet",
+    "Kitchen",
+    "Orchestra",
+    "Garden",
+    "Stadium",
+    "City",
+    "Machine",
+    "Forest",
+    "Ocean",
+]
+GENRES = [
+    "thriller",
+    "comedy",
+    "documentary",
+    "jazz album",
+    "cookbook",
+    "sci-fi novel",
+    "football story",
+    "podcast",
+    "travel guide",
+    "drama",
+]
+
+
+def synthetic_catalog(n: int) -> list[dict]:
+    combos = itertools.cycle(itertools.product(ADJECTIVES, NOUNS, GENRES))
+    return [
+        {"item_id": f"item-{i}", "title": f"The {a} {b}", "tags": [g]}
+        for i, (a, b, g) in zip(range(n), combos, strict=False)
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def interactions(n: int, items: int, users: int, seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    return [
+        {
+            "event_id": f"bench-{i}",
+            "user_id": f"user-{rng.randrange(users)}",
+            "item_id": f"item-{rng.randrange(items)}",
+            "kind": rng.choice(["click", "view", "like", "purchase", "skip"]),
+            "ts": (start + timedelta(milliseconds=i)).isoformat(),
+        }
+        for i in range(n)
+    ]
+
+
+def reference_core(catalog: list[dict], events: list[dict], k: int, workdir: Path) -> dict:
+    """The same core, called in process: learn_one + recommend per event."""
+    encoder = MiniLMTextEncoder(threads=1)
+    texts = [compose_item_text(c["title"], "", c["tags"]) for c in catalog]
+    started = time.perf_counter()
+    vectors = encoder.encode(texts)
+    encode_s = time.perf_counter() - started
+    latencies = []
+    with EdgeVectorStore(workdir / "reference", {CONTENT: encoder.dim}) as store:
+        store.upsert(
+            [
+                StoredItem(
+                    c["item_id"], {CONTENT: v}, {"title": c["title"], **ItemStats().payload()}
+                )
+                for c, v in zip(catalog, vectors, strict=True)
+            ]
+        )
+        engine = InProcessRecommender(HybridRecommender(store))
+        for event in events:
+            started = time.perf_counter()
+            ts = datetime.fromisoformat(event["ts"]).timestamp()
+            engine.learn_one(
+                event["event_id"], event["user_id"], event["item_id"], event["kind"], None, ts
+            )
+            engine.recommend(event["user_id"], k)
+            latencies.append((time.perf_counter() - started) * 1000)
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "encode_items_per_s": len(texts) / encode_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=50.0, help="interactions per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    catalog = synthetic_catalog(args.items)
+    events = interactions(int(args.rate * args.seconds), args.items, args.users)
+    broker = LocalBroker(free_port(), workdir / "broker")
+    broker.start()
+    settings = Settings(
+        bootstrap_servers=broker.bootstrap_servers, data_dir=workdir / "data", web_port=free_port()
+    )
+    create_topics(settings)
+    worker = WorkerProcess(settings, workdir / "worker.log")
+    worker.start()
+    try:
+        worker.wait_until(lambda s: True, 180, "web server up")
+        ingest_started = time.perf_counter()
+        produce(settings, settings.topic_items, [(c["item_id"], c) for c in catalog])
+        worker.wait_until(lambda s: s["items"] >= len(catalog), 600, "catalog indexed")
+        ingest_s = time.perf_counter() - ingest_started
+
+        sent_at: dict[str, float] = {}
+        latencies: list[float] = []
+        done = threading.Event()
+
+        def consume() -> None:
+            consumer = KafkaConsumer(
+                settings.topic_recommendations,
+                bootstrap_servers=settings.effective_bootstrap_servers,
+                auto_offset_reset="earliest",
+                group_id=None,
+            )
+            while not done.is_set():
+                for records in consumer.poll(timeout_ms=100).values():
+                    now = time.perf_counter()
+                    for record in records:
+                        trigger = Recommendations.model_validate_json(record.value).trigger_event_id
+                        if trigger in sent_at:
+                            latencies.append((now - sent_at[trigger]) * 1000)
+                if len(latencies) >= len(events):
+                    break
+            consumer.close()
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        time.sleep(2)  # let the reader join before the first event
+        producer = KafkaProducer(
+            bootstrap_servers=settings.effective_bootstrap_servers, acks="all", linger_ms=0
+        )
+        interval = 1.0 / args.rate
+        started = time.perf_counter()
+        for n, event in enumerate(events):
+            delay = started + n * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent_at[event["event_id"]] = time.perf_counter()
+            producer.send(
+                settings.topic_interactions,
+                key=event["user_id"].encode(),
+                value=json.dumps(event).encode(),
+            )
+        producer.flush()
+        reader.join(timeout=120)
+        done.set()
+        elapsed = time.perf_counter() - started
+        worker_peak_mb = peak_rss_mb(worker.pid) if worker.pid else float("nan")
+    finally:
+        worker.stop()
+        broker.stop()
+
+    reference = reference_core(catalog, events, settings.top_k, workdir)
+    p50 = percentile(latencies, 50)
+    print(
+        json.dumps(
+            {
+                "bench": "click_to_recommendation",
+                "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}".strip(),
+                "catalog_items": len(catalog),
+                "users": args.users,
+                "target_rate_per_s": args.rate,
+                "events_sent": len(events),
+                "recommendations_received": len(latencies),
+                "sustained_rate_per_s": round(len(latencies) / elapsed, 1),
+                "p50_ms": round(p50, 1),
+                "p99_ms": round(percentile(latencies, 99), 1),
+                "worker_peak_rss_mb": round(worker_peak_mb, 1),
+                "catalog_ingest_items_per_s": round(len(catalog) / ingest_s, 1),
+                "reference_core_p50_ms": round(reference["p50_ms"], 2),
+                "reference_core_p99_ms": round(reference["p99_ms"], 2),
+                "reference_raw_encoder_items_per_s": round(reference["encode_items_per_s"], 1),
+                "p50_ratio_end_to_end_over_core": round(p50 / reference["p50_ms"], 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
