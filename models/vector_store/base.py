@@ -45,6 +45,18 @@ class Hit:
     vectors: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
+def vectors_of(raw: Any) -> dict[str, np.ndarray]:
+    """Named vectors as returned by either Qdrant library, as float32 arrays."""
+    if not raw or not isinstance(raw, dict):
+        return {}
+    return {name: np.asarray(values, dtype=np.float32) for name, values in raw.items()}
+
+
+def hit_of(point: Any, score: float) -> Hit:
+    """A Hit from either library's scored point or record (both have payload and vector)."""
+    return Hit(point.payload["item_id"], float(score), point.payload, vectors_of(point.vector))
+
+
 class VectorStore(ABC):
     """Items with named vectors and a payload, searchable by similarity and by a payload field.
 

@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from models.vector_store.base import TRENDING_FIELD, Hit, StoredItem, VectorStore, point_id
+from models.vector_store.base import (
+    TRENDING_FIELD,
+    Hit,
+    StoredItem,
+    VectorStore,
+    hit_of,
+    point_id,
+    vectors_of,
+)
 
 
 class EdgeVectorStore(VectorStore):
@@ -80,7 +88,7 @@ class EdgeVectorStore(VectorStore):
         records = self.shard.retrieve([point_id(i) for i in item_ids], True, with_vectors)
         return {
             record.payload["item_id"]: StoredItem(
-                record.payload["item_id"], _vectors(record.vector), record.payload
+                record.payload["item_id"], vectors_of(record.vector), record.payload
             )
             for record in records
         }
@@ -100,7 +108,7 @@ class EdgeVectorStore(VectorStore):
             with_payload=True,
             with_vector=with_vectors,
         )
-        return [_hit(point, point.score) for point in self.shard.query(request)]
+        return [hit_of(point, point.score) for point in self.shard.query(request)]
 
     def top_by(
         self, field: str, limit: int, exclude: Collection[str] = (), with_vectors: bool = False
@@ -114,7 +122,7 @@ class EdgeVectorStore(VectorStore):
                 order_by=qe.OrderBy(field, qe.Direction.Desc),
             )
         )
-        return [_hit(record, float(record.payload[field])) for record in records]
+        return [hit_of(record, float(record.payload[field])) for record in records]
 
     def set_payload(self, item_id: str, values: Mapping[str, Any]) -> None:
         self.shard.update(qe.UpdateOperation.set_payload([point_id(item_id)], dict(values)))
@@ -127,13 +135,3 @@ def _excluding(item_ids: Collection[str]) -> qe.Filter | None:
     if not item_ids:
         return None
     return qe.Filter(must_not=[qe.HasIdCondition({point_id(i) for i in item_ids})])
-
-
-def _vectors(raw: Any) -> dict[str, np.ndarray]:
-    if not raw:
-        return {}
-    return {name: np.asarray(values, dtype=np.float32) for name, values in raw.items()}
-
-
-def _hit(point: Any, score: float) -> Hit:
-    return Hit(point.payload["item_id"], float(score), point.payload, _vectors(point.vector))

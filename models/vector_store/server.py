@@ -9,7 +9,15 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from models.vector_store.base import TRENDING_FIELD, Hit, StoredItem, VectorStore, point_id
+from models.vector_store.base import (
+    TRENDING_FIELD,
+    Hit,
+    StoredItem,
+    VectorStore,
+    hit_of,
+    point_id,
+    vectors_of,
+)
 
 
 class QdrantServerStore(VectorStore):
@@ -90,7 +98,7 @@ class QdrantServerStore(VectorStore):
             with_vectors=with_vectors,
         )
         return {
-            r.payload["item_id"]: StoredItem(r.payload["item_id"], _vectors(r.vector), r.payload)
+            r.payload["item_id"]: StoredItem(r.payload["item_id"], vectors_of(r.vector), r.payload)
             for r in records
             if r.payload
         }
@@ -112,7 +120,7 @@ class QdrantServerStore(VectorStore):
             with_payload=True,
             with_vectors=with_vectors,
         )
-        return [_hit(point, point.score) for point in response.points]
+        return [hit_of(point, point.score) for point in response.points]
 
     def top_by(
         self, field: str, limit: int, exclude: Collection[str] = (), with_vectors: bool = False
@@ -125,7 +133,7 @@ class QdrantServerStore(VectorStore):
             with_vectors=with_vectors,
             order_by=qm.OrderBy(key=field, direction=qm.Direction.DESC),
         )
-        return [_hit(record, float(record.payload[field])) for record in records]
+        return [hit_of(record, float(record.payload[field])) for record in records]
 
     def set_payload(self, item_id: str, values: Mapping[str, Any]) -> None:
         self.client.set_payload(
@@ -140,13 +148,3 @@ def _excluding(item_ids: Collection[str]) -> qm.Filter | None:
     if not item_ids:
         return None
     return qm.Filter(must_not=[qm.HasIdCondition(has_id=[point_id(i) for i in item_ids])])
-
-
-def _vectors(raw: Any) -> dict[str, np.ndarray]:
-    if not raw or not isinstance(raw, dict):
-        return {}
-    return {name: np.asarray(values, dtype=np.float32) for name, values in raw.items()}
-
-
-def _hit(point: Any, score: float) -> Hit:
-    return Hit(point.payload["item_id"], float(score), point.payload, _vectors(point.vector))
