@@ -128,6 +128,7 @@ class StreamrecApp:
             topic_replication_factor=s.replication_factor,
             consumer_auto_offset_reset="earliest",
             web_host=s.web_host,
+            web_bind=s.web_host,
             web_port=s.web_port,
             web_in_thread=False,
             producer_acks=-1,
