@@ -340,11 +340,10 @@ def _key(event: EventT) -> str | None:
 
 def _owned_fields(existing: StoredItem | None) -> dict[str, Any]:
     """Payload fields the item's owner maintains, kept across re-uploads."""
+    defaults = ItemStats().payload()
     if existing is None:
-        return ItemStats().payload()
-    return {
-        name: existing.payload[name] for name in ItemStats().payload() if name in existing.payload
-    }
+        return defaults
+    return {name: existing.payload.get(name, value) for name, value in defaults.items()}
 
 
 def _credentials(s: Settings) -> faust.types.auth.CredentialsT | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from streams.events import Recommendations
 from streams.settings import Settings
 
 
@@ -141,7 +142,6 @@ def produce(kind: str, file: Path) -> None:
 def recommend(user: str, as_json: bool) -> None:
     """Print the latest recommendations for USER from the recommendations topic."""
     from streams.admin import read_topic
-    from streams.events import Recommendations
 
     settings = _settings()
     latest = None
@@ -159,7 +159,7 @@ def recommend(user: str, as_json: bool) -> None:
         click.echo(format_recommendations(message))
 
 
-def format_recommendations(message: Any, limit: int | None = None) -> str:
+def format_recommendations(message: Recommendations, limit: int | None = None) -> str:
     lines = [
         f"{message.user_id}: after {message.trigger_event_id} "
         f"({message.based_on_events} interactions, {message.model_version})"
@@ -185,7 +185,6 @@ def demo(delay: float) -> None:
     from streams.admin import create_topics
     from streams.admin import produce as send
     from streams.demo import catalog_uploads, demo_interactions
-    from streams.events import Recommendations
     from streams.process import WorkerProcess
 
     settings = _settings()
