@@ -20,10 +20,10 @@ from tests.integration.helpers import click, recommendations_for, start_worker_w
 
 pytestmark = [
     pytest.mark.integration,
-    # Seen in about one run in three on noida-db: after a restart the worker joins the group,
-    # gets its partitions and reports ready, yet its interactions stream never delivers
-    # (no event processed, no error logged). Kept running so a pass shows as XPASS and
-    # the stall stays visible; tracked in issue 6 (reliability).
+    # Seen in roughly one restart in eight on noida-db: interactions that reach the topic
+    # while the restarted worker recovers its tables are fetched but never delivered to
+    # the agent (its read offset stays put, nothing is logged); later interactions are
+    # processed. A pass shows as XPASS; tracked in issue 6 (reliability).
     pytest.mark.xfail(
         reason="intermittent stall of the restarted Faust worker on noida-db", strict=False
     ),
