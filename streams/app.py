@@ -174,11 +174,12 @@ class StreamrecApp:
 
     async def ingest_batch(self, events: Sequence[EventT]) -> None:
         """Validate, encode (in a thread: torch releases the GIL) and upsert one batch."""
-        uploads: dict[str, ItemUpload] = {}
+        uploads: dict[str, tuple[ItemUpload, str]] = {}
         for event in events:
             try:
                 upload = parse(ItemUpload, event.value, _key(event))
-                if not compose_item_text(upload.title, upload.text, upload.tags):
+                text = compose_item_text(upload.title, upload.text, upload.tags)
+                if not text:
                     raise Rejected(
                         "no-text",
                         "item has no title, text or tags: this worker encodes text; add a title",
@@ -186,11 +187,10 @@ class StreamrecApp:
             except Rejected as rejected:
                 await self.dead_letter(event, rejected)
                 continue
-            uploads[upload.item_id] = upload  # a later upload of the same item in a batch wins
+            uploads[upload.item_id] = (upload, text)  # a later upload in the batch wins
         if not uploads:
             return
-        texts = [compose_item_text(u.title, u.text, u.tags) for u in uploads.values()]
-        vectors = await asyncio.to_thread(self.encoder.encode, texts)
+        vectors = await asyncio.to_thread(self.encoder.encode, [t for _, t in uploads.values()])
         # Re-uploading an item must not reset what its owner learned about it.
         known = self.store.get(list(uploads), with_vectors=False)
         self.store.upsert(
@@ -207,7 +207,7 @@ class StreamrecApp:
                         **_owned_fields(known.get(upload.item_id)),
                     },
                 )
-                for upload, vector in zip(uploads.values(), vectors, strict=True)
+                for (upload, _), vector in zip(uploads.values(), vectors, strict=True)
             ]
         )
         self.metrics.processed[self.settings.topic_items] += len(uploads)
