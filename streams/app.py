@@ -10,18 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import numpy as np
 from faust.types import EventT
 from pydantic import ValidationError
 
-from encoders.base import Encoder
-from encoders.text import compose_item_text
+from encoders.fusion import (
+    AverageFusion,
+    Embeddings,
+    Fusion,
+    ModalityProjection,
+    WeightedFusion,
+)
+from encoders.learned_fusion import LearnedFusion
+from encoders.media import MediaError, MediaFetcher, MediaPolicy
+from encoders.multimodal import ItemContent, MediaSource, MultimodalEncoder
 from models.hybrid import CONTENT, HybridRecommender, Recommendation, UnknownItemError
 from models.popularity import ItemStats, TrendingPopularity
 from models.signals import signal_weight
@@ -33,6 +42,7 @@ from streams.events import (
     Interaction,
     ItemSignal,
     ItemUpload,
+    MediaRef,
     Reason,
     Recommendations,
     RecommendedItem,
@@ -41,6 +51,9 @@ from streams.events import (
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Co-engaged pairs kept for refitting a learned fusion (the most recent ones).
+MAX_COENGAGED_PAIRS = 20_000
 
 
 class Rejected(Exception):
@@ -88,20 +101,25 @@ class StreamrecApp:
     def __init__(
         self,
         settings: Settings,
-        encoder: Encoder[str],
+        encoder: MultimodalEncoder,
         store: VectorStore | None = None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
+        # The fused vector, and each modality's own (what a learned fusion is refitted from).
         self.store = store or open_vector_store(
             settings.qdrant_url or settings.data_dir / "qdrant",
-            {CONTENT: encoder.dim},
+            {CONTENT: encoder.fusion.dim, **encoder.dims},
             collection=settings.collection,
             api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
         )
         self.hybrid = HybridRecommender(self.store)
         self.trending = TrendingPopularity()
         self.metrics = Metrics()
+        #: Items users engaged with one after the other: what a learned fusion learns from.
+        self.coengaged: deque[tuple[str, str]] = deque(maxlen=MAX_COENGAGED_PAIRS)
+        self.pairs_since_fit = 0
+        self.fusion_path = settings.data_dir / "fusion" / "learned.pt"
         self.app = self._create_faust_app()
         self._declare()
 
@@ -109,6 +127,10 @@ class StreamrecApp:
 
     def start(self) -> None:
         self.store.start()
+        fusion = self.encoder.fusion
+        if isinstance(fusion, LearnedFusion) and self.fusion_path.exists():
+            fusion.load(self.fusion_path)
+            log.info("loaded fusion %s from %s", fusion.version, self.fusion_path)
 
     def stop(self) -> None:
         self.store.stop()
@@ -160,10 +182,14 @@ class StreamrecApp:
                     "items": self.store.count(),
                     "processed": dict(self.metrics.processed),
                     "dead_letters": dict(self.metrics.dead_letters),
+                    "fusion": self.encoder.fusion.version,
                 }
             )
 
         app.page("/streamrec/stats/")(stats)
+
+        if isinstance(self.encoder.fusion, LearnedFusion):
+            app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self._maybe_refit_fusion)
 
     # -- agents ------------------------------------------------------------------------
 
@@ -173,44 +199,96 @@ class StreamrecApp:
             await self.ingest_batch(events)
 
     async def ingest_batch(self, events: Sequence[EventT]) -> None:
-        """Validate, encode (in a thread: torch releases the GIL) and upsert one batch."""
-        uploads: dict[str, tuple[ItemUpload, str]] = {}
+        """Validate, fetch and encode (in threads: I/O and torch release the GIL), upsert.
+
+        An item whose media fails is dead-lettered alone; the rest of the batch is stored.
+        """
+        uploads: dict[str, tuple[ItemUpload, EventT]] = {}
         for event in events:
             try:
                 upload = parse(ItemUpload, event.value, _key(event))
-                text = compose_item_text(upload.title, upload.text, upload.tags)
-                if not text:
-                    raise Rejected(
-                        "no-text",
-                        "item has no title, text or tags: this worker encodes text; add a title",
-                    )
             except Rejected as rejected:
                 await self.dead_letter(event, rejected)
                 continue
-            uploads[upload.item_id] = (upload, text)  # a later upload in the batch wins
+            uploads[upload.item_id] = (upload, event)  # a later upload in the batch wins
         if not uploads:
             return
-        vectors = await asyncio.to_thread(self.encoder.encode, [t for _, t in uploads.values()])
+        contents = [content_of(upload) for upload, _ in uploads.values()]
+        results = await asyncio.to_thread(self.encoder.encode, contents)
         # Re-uploading an item must not reset what its owner learned about it.
         known = self.store.get(list(uploads), with_vectors=False)
-        self.store.upsert(
-            [
-                StoredItem(
-                    upload.item_id,
-                    {CONTENT: vector},
-                    {
-                        "title": upload.title,
-                        "tags": upload.tags,
-                        "modalities": ["text"],
-                        "metadata": upload.metadata,
-                        "created_at": upload.created_at.isoformat() if upload.created_at else None,
-                        **_owned_fields(known.get(upload.item_id)),
-                    },
-                )
-                for (upload, _), vector in zip(uploads.values(), vectors, strict=True)
-            ]
-        )
-        self.metrics.processed[self.settings.topic_items] += len(uploads)
+        stored = []
+        for (upload, event), result in zip(uploads.values(), results, strict=True):
+            if isinstance(result, MediaError):
+                await self.dead_letter(event, Rejected(result.reason, result.message))
+                continue
+            payload = {
+                "title": upload.title,
+                "tags": upload.tags,
+                "modalities": result.modalities,
+                "fusion": self.encoder.fusion.version,
+                "metadata": upload.metadata,
+                "created_at": upload.created_at.isoformat() if upload.created_at else None,
+                **_owned_fields(known.get(upload.item_id)),
+            }
+            vectors = {CONTENT: result.vector, **result.embeddings}
+            stored.append(StoredItem(upload.item_id, vectors, payload))
+        self.store.upsert(stored)
+        self.metrics.processed[self.settings.topic_items] += len(stored)
+
+    async def _maybe_refit_fusion(self) -> None:
+        if self.pairs_since_fit >= self.settings.fusion_refresh_pairs:
+            await self.refit_fusion()
+
+    async def refit_fusion(self) -> dict[str, float]:
+        """Fit the learned fusion to the co-engaged pairs, save it, re-fuse the catalog."""
+        fusion = self.encoder.fusion
+        assert isinstance(fusion, LearnedFusion)
+        pairs = list(self.coengaged)
+        self.pairs_since_fit = 0
+        ids = sorted({item for pair in pairs for item in pair})
+        stored = self.store.get(ids, with_vectors=True)
+        index = {item_id: n for n, item_id in enumerate(i for i in ids if i in stored)}
+        items = [_modality_embeddings(stored[item_id]) for item_id in index]
+        usable = [(index[a], index[b]) for a, b in pairs if a in index and b in index]
+        report = await asyncio.to_thread(fusion.fit, items, usable)
+        self.fusion_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.fusion_path.with_suffix(".tmp")
+        fusion.save(partial)
+        partial.replace(self.fusion_path)  # atomic: a crash never leaves half a model
+        refused = await asyncio.to_thread(self._refuse_catalog)
+        for batch in refused:
+            # Payloads are read again here, in the event loop, so a popularity update that
+            # arrived while vectors were computed is kept.
+            current = self.store.get([item_id for item_id, _ in batch], with_vectors=True)
+            self.store.upsert(
+                [
+                    StoredItem(
+                        item_id,
+                        {**current[item_id].vectors, CONTENT: vector},
+                        {**current[item_id].payload, "fusion": fusion.version},
+                    )
+                    for item_id, vector in batch
+                    if item_id in current
+                ]
+            )
+        log.info("fusion refitted to %s on %d pairs: %s", fusion.version, len(usable), report)
+        return report
+
+    def _refuse_catalog(self, batch_size: int = 256) -> list[list[tuple[str, np.ndarray]]]:
+        batches, batch = [], []
+        for item in self.store.scroll(batch_size):
+            batch.append(item)
+            if len(batch) == batch_size:
+                batches.append(self._fuse_stored(batch))
+                batch = []
+        if batch:
+            batches.append(self._fuse_stored(batch))
+        return batches
+
+    def _fuse_stored(self, items: list[StoredItem]) -> list[tuple[str, np.ndarray]]:
+        vectors = self.encoder.fusion.fuse([_modality_embeddings(item) for item in items])
+        return [(item.item_id, vector) for item, vector in zip(items, vectors, strict=True)]
 
     async def _on_interactions(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -224,6 +302,7 @@ class StreamrecApp:
         message = event.message
         entry = self.users.get(interaction.user_id) or {}
         state = UserState.from_dict(entry.get("state", {}))
+        previous = state.history[-1][0] if state.history else None
         weight = signal_weight(interaction.kind.value, interaction.value)
         signal = ItemSignal(
             event_id=interaction.event_id,
@@ -248,6 +327,9 @@ class StreamrecApp:
             raise Rejected(
                 "duplicate", f"event_id {interaction.event_id!r} was already applied; ignored"
             )
+        if weight > 0 and previous is not None and previous != interaction.item_id:
+            self.coengaged.append((previous, interaction.item_id))
+            self.pairs_since_fit += 1
         offsets = {**entry.get("offsets", {}), str(message.partition): message.offset}
         self.users[interaction.user_id] = {"state": state.to_dict(), "offsets": offsets}
         await self._send(self.item_updates_topic, interaction.item_id, signal.to_bytes())
@@ -336,6 +418,53 @@ def _key(event: EventT) -> str | None:
     if key is None:
         return None
     return key.decode("utf-8", errors="replace") if isinstance(key, bytes) else str(key)
+
+
+def build_item_encoder(settings: Settings) -> MultimodalEncoder:
+    """The encoders, fusion strategy and media policy the settings ask for."""
+    from encoders.audio import LogMelAudioEncoder
+    from encoders.image import EfficientNetLite0ImageEncoder
+    from encoders.text import MiniLMTextEncoder
+
+    s = settings
+    text = MiniLMTextEncoder(threads=s.torch_threads)
+    image = EfficientNetLite0ImageEncoder(threads=s.torch_threads)
+    audio = LogMelAudioEncoder(threads=s.torch_threads)
+    projection = ModalityProjection(
+        {e.modality: e.dim for e in (text, image, audio)}, common_dim=text.dim
+    )
+    fusion: Fusion = {
+        "average": lambda: AverageFusion(projection),
+        "weighted": lambda: WeightedFusion(projection, s.fusion_weights),
+        "learned": lambda: LearnedFusion(projection),
+    }[s.fusion]()
+    policy = MediaPolicy(
+        max_bytes=s.media_max_bytes,
+        max_image_pixels=s.media_max_image_pixels,
+        max_audio_seconds=s.media_max_audio_seconds,
+        allowed_schemes=tuple(s.media_allowed_schemes),
+        allowed_dirs=tuple(s.media_allowed_dirs),
+        allowed_hosts=tuple(h.lower() for h in s.media_allowed_hosts),
+        allow_private_hosts=s.media_allow_private_hosts,
+        connect_timeout_s=s.media_connect_timeout_s,
+        read_timeout_s=s.media_read_timeout_s,
+    )
+    return MultimodalEncoder(text, fusion, MediaFetcher(policy), image=image, audio=audio)
+
+
+def content_of(upload: ItemUpload) -> ItemContent:
+    """The encoder's view of an upload (the core knows nothing of the wire format)."""
+
+    def source(ref: MediaRef | None) -> MediaSource | None:
+        return None if ref is None else MediaSource(uri=ref.uri, data=ref.data, mime=ref.mime)
+
+    return ItemContent(
+        upload.title, upload.text, upload.tags, source(upload.image), source(upload.audio)
+    )
+
+
+def _modality_embeddings(item: StoredItem) -> Embeddings:
+    return {name: vector for name, vector in item.vectors.items() if name != CONTENT}
 
 
 def _owned_fields(existing: StoredItem | None) -> dict[str, Any]:

@@ -66,15 +66,14 @@ def worker() -> None:
     """Run the Faust worker: items, interactions and item-updates agents."""
     import faust
 
-    from encoders.text import MiniLMTextEncoder
     from streams.admin import create_topics
-    from streams.app import StreamrecApp
+    from streams.app import StreamrecApp, build_item_encoder
 
     settings = _settings()
     if settings.uses_local_broker:
         _local_broker(settings).up()
     create_topics(settings)
-    streamrec = StreamrecApp(settings, MiniLMTextEncoder(threads=settings.torch_threads))
+    streamrec = StreamrecApp(settings, build_item_encoder(settings))
     streamrec.start()
     try:
         faust.Worker(streamrec.app, loglevel="info").execute_from_commandline()

@@ -18,10 +18,11 @@ from streams.settings import Settings
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process the same settings."""
     env = dict(os.environ)
-    for name, value in settings.model_dump(exclude_none=True).items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"STREAMREC_{name.upper()}"] = str(value)
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+        if name in ("sasl_password", "qdrant_api_key"):
+            value = getattr(settings, name).get_secret_value()
+        # Lists and mappings travel as JSON, which pydantic-settings reads back.
+        env[f"STREAMREC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     env["STREAMREC_BOOTSTRAP_SERVERS"] = settings.effective_bootstrap_servers
     return env
 

@@ -64,6 +64,28 @@ class Settings(BaseSettings):
     encode_batch_window_s: float = Field(default=0.1, gt=0)
     torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default")
 
+    # Fusion of an item's modality vectors into its "content" vector.
+    fusion: Literal["average", "weighted", "learned"] = "average"
+    fusion_weights: dict[Literal["text", "image", "audio"], float] = Field(
+        default_factory=lambda: {"text": 1.0, "image": 1.0, "audio": 1.0}
+    )
+    #: Learned fusion: retrain after this many new co-engaged item pairs, checked this often.
+    fusion_refresh_pairs: int = Field(default=500, ge=1)
+    fusion_refresh_interval_s: float = Field(default=30.0, gt=0)
+
+    # Media: what a worker may fetch for an item, and how much.
+    media_max_bytes: int = Field(default=20_000_000, ge=1)
+    media_max_image_pixels: int = Field(default=40_000_000, ge=1)
+    media_max_audio_seconds: float = Field(default=600.0, gt=0)
+    media_allowed_schemes: list[Literal["data", "file", "http", "https"]] = Field(
+        default_factory=lambda: ["data", "file", "http", "https"]
+    )
+    media_allowed_dirs: list[Path] = Field(default_factory=list)
+    media_allowed_hosts: list[str] = Field(default_factory=list)
+    media_allow_private_hosts: bool = False
+    media_connect_timeout_s: float = Field(default=3.0, gt=0)
+    media_read_timeout_s: float = Field(default=10.0, gt=0)
+
     # Worker web server (stats and health; used by the demo to see when items are in).
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -72,6 +94,13 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_means_local(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("fusion_weights")
+    @classmethod
+    def _some_weight(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError("fusion_weights must be >= 0 with at least one > 0")
+        return weights
 
     @property
     def uses_local_broker(self) -> bool:

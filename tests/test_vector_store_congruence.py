@@ -83,6 +83,35 @@ def test_get_count_and_reupsert_agree(stores) -> None:
         assert store.get(["item-1"])["item-1"].payload["title"] == "new"
 
 
+def test_scroll_returns_every_item_with_its_vectors(stores) -> None:
+    edge, memory = stores
+    scrolled = [{i.item_id: i for i in store.scroll(batch_size=64)} for store in (edge, memory)]
+    assert set(scrolled[0]) == set(scrolled[1]) == {f"item-{n}" for n in range(300)}
+    assert np.allclose(
+        scrolled[0]["item-7"].vectors["content"], scrolled[1]["item-7"].vectors["content"]
+    )
+
+
+def test_items_may_lack_a_named_vector(tmp_path) -> None:
+    """A text-only item has no "image" vector; both engines store and search it alike."""
+    sizes = {"content": 2, "image": 3}
+    items = [
+        StoredItem("text-only", {"content": np.array([1.0, 0.0])}),
+        StoredItem("both", {"content": np.array([0.0, 1.0]), "image": np.array([1.0, 0, 0])}),
+    ]
+    results = []
+    for store in (EdgeVectorStore(tmp_path / "edge", sizes), QdrantServerStore(":memory:", sizes)):
+        with store:
+            store.upsert(items)
+            results.append(
+                (
+                    [h.item_id for h in store.nearest(np.array([1.0, 0, 0]), "image", limit=5)],
+                    sorted(store.get(["text-only"])["text-only"].vectors),
+                )
+            )
+    assert results[0] == results[1] == (["both"], ["content"])
+
+
 def test_embedded_store_persists_across_reopen(tmp_path) -> None:
     store = open_vector_store(tmp_path, {"content": 2})
     assert isinstance(store, EdgeVectorStore)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,10 @@ class VectorStore(ABC):
     @abstractmethod
     def set_payload(self, item_id: str, values: Mapping[str, Any]) -> None:
         """Set some payload fields of one stored item, leaving the others."""
+
+    @abstractmethod
+    def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
+        """Every stored item with its vectors, in point-id order, fetched in pages."""
 
     @abstractmethod
     def count(self) -> int:

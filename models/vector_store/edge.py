@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,20 @@ class EdgeVectorStore(VectorStore):
 
     def set_payload(self, item_id: str, values: Mapping[str, Any]) -> None:
         self.shard.update(qe.UpdateOperation.set_payload([point_id(item_id)], dict(values)))
+
+    def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
+        offset = None
+        while True:
+            records, offset = self.shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset, limit=batch_size, with_payload=True, with_vector=True
+                )
+            )
+            for record in records:
+                item_id = record.payload["item_id"]
+                yield StoredItem(item_id, vectors_of(record.vector), record.payload)
+            if offset is None:
+                return
 
     def count(self) -> int:
         return self.shard.info().points_count

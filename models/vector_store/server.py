@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -139,6 +139,21 @@ class QdrantServerStore(VectorStore):
         self.client.set_payload(
             self.collection, dict(values), points=[point_id(item_id)], wait=True
         )
+
+    def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection,
+                offset=offset,
+                limit=batch_size,
+                with_payload=True,
+                with_vectors=True,
+            )
+            for r in records:
+                yield StoredItem(r.payload["item_id"], vectors_of(r.vector), r.payload)
+            if offset is None:
+                return
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count

@@ -1,0 +1,254 @@
+"""Fetching media bytes for an item safely: inline base64 or a URI, under a policy.
+
+Everything a producer can point us at is untrusted: the policy limits which URI schemes,
+directories and hosts may be read, how many bytes, how long a download may take, and the
+content must look like the modality it claims to be. Every refusal is a ``MediaError``
+whose ``reason`` is a short code (counted, and put on the dead letter) and whose message
+says what to change.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import socket
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+class MediaError(ValueError):
+    """Media that cannot be used; ``reason`` is one of the ``media-*`` codes below."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+DISALLOWED = "media-disallowed-uri"
+UNREACHABLE = "media-unreachable"
+OVERSIZED = "media-oversized"
+CORRUPT = "media-corrupt"
+UNSUPPORTED = "media-unsupported-format"
+MISLABELLED = "media-mislabelled"
+
+#: Leading bytes of the formats we decode, by the format name we report.
+_SIGNATURES: dict[str, tuple[str, Sequence[bytes]]] = {
+    "png": ("image", (b"\x89PNG\r\n\x1a\n",)),
+    "jpeg": ("image", (b"\xff\xd8\xff",)),
+    "gif": ("image", (b"GIF87a", b"GIF89a")),
+    "webp": ("image", (b"RIFF",)),  # confirmed by "WEBP" at byte 8 below
+    "bmp": ("image", (b"BM",)),
+    "wav": ("audio", (b"RIFF",)),  # confirmed by "WAVE" at byte 8 below
+    "flac": ("audio", (b"fLaC",)),
+    "ogg": ("audio", (b"OggS",)),
+    "mp3": ("audio", (b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b"\xff\xfa")),
+}
+
+
+def sniff_format(data: bytes) -> tuple[str, str] | None:
+    """(modality, format) from the leading bytes, or None for anything else.
+
+    >>> sniff_format(b"\\x89PNG\\r\\n\\x1a\\n...")
+    ('image', 'png')
+    >>> sniff_format(b"RIFF\\x00\\x00\\x00\\x00WAVEfmt ")
+    ('audio', 'wav')
+    >>> sniff_format(b"<html>") is None
+    True
+    """
+    for name, (modality, prefixes) in _SIGNATURES.items():
+        if not data.startswith(tuple(prefixes)):
+            continue
+        if prefixes == (b"RIFF",) and data[8:12] != {"webp": b"WEBP", "wav": b"WAVE"}[name]:
+            continue
+        return modality, name
+    return None
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    """What a worker may read, and how much.
+
+    ``allowed_dirs`` are the only directories ``file://`` URIs may point into (none by
+    default: file access is opt-in). ``allowed_hosts`` restricts http(s) to those host
+    names when not empty; addresses that resolve to loopback, private, link-local or
+    reserved networks are refused unless ``allow_private_hosts`` (for a media server on
+    the same network), so a URI cannot reach cloud metadata or internal services.
+    """
+
+    max_bytes: int = 20_000_000
+    max_image_pixels: int = 40_000_000
+    max_audio_seconds: float = 600.0
+    allowed_schemes: Sequence[str] = ("data", "file", "http", "https")
+    allowed_dirs: Sequence[Path] = ()
+    allowed_hosts: Sequence[str] = ()
+    allow_private_hosts: bool = False
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    user_agent: str = "streamrec-media-fetcher"
+    _resolved_dirs: tuple[Path, ...] = field(init=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        resolved = tuple(Path(d).resolve() for d in self.allowed_dirs)
+        object.__setattr__(self, "_resolved_dirs", resolved)
+
+
+class MediaFetcher:
+    """Turns a media reference (``uri``, or base64 ``data`` with ``mime``) into checked bytes.
+
+    >>> fetcher = MediaFetcher(MediaPolicy())
+    >>> png = base64.b64encode(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(8)).decode()
+    >>> len(fetcher.fetch("image", data=png, mime="image/png"))
+    16
+    >>> fetcher.fetch("image", uri="file:///etc/passwd")
+    Traceback (most recent call last):
+    ...
+    encoders.media.MediaError: file:// URIs are disabled: add the directory to media_allowed_dirs
+    """
+
+    def __init__(self, policy: MediaPolicy) -> None:
+        self.policy = policy
+
+    def fetch(
+        self,
+        modality: str,
+        uri: str | None = None,
+        data: str | None = None,
+        mime: str | None = None,
+    ) -> bytes:
+        """The bytes of one media reference, checked against the policy and ``modality``."""
+        if data is not None:
+            content = self._inline(data)
+        elif uri is not None:
+            content = self._from_uri(uri)
+        else:
+            raise MediaError(CORRUPT, "a media reference needs a 'uri' or inline 'data'")
+        self._check_kind(modality, content, mime)
+        return content
+
+    # -- sources -----------------------------------------------------------------------
+
+    def _inline(self, data: str) -> bytes:
+        # base64 grows data by 4/3: refuse before decoding what would be too large.
+        if len(data) * 3 // 4 > self.policy.max_bytes:
+            raise self._oversized(len(data) * 3 // 4)
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise MediaError(CORRUPT, "inline 'data' is not valid base64") from None
+
+    def _from_uri(self, uri: str) -> bytes:
+        parsed = urllib.parse.urlsplit(uri)
+        scheme = parsed.scheme.lower()
+        if scheme not in self.policy.allowed_schemes or scheme not in ("file", "http", "https"):
+            raise MediaError(
+                DISALLOWED,
+                f"URI scheme {scheme or '(none)'!r} is not allowed: "
+                f"use one of {sorted(set(self.policy.allowed_schemes) - {'data'})} or inline data",
+            )
+        if scheme == "file":
+            return self._read_file(parsed)
+        return self._download(uri, parsed)
+
+    def _read_file(self, parsed: urllib.parse.SplitResult) -> bytes:
+        if parsed.netloc not in ("", "localhost"):
+            raise MediaError(DISALLOWED, f"file URI names a host {parsed.netloc!r}: drop it")
+        if not self.policy._resolved_dirs:
+            raise MediaError(
+                DISALLOWED, "file:// URIs are disabled: add the directory to media_allowed_dirs"
+            )
+        # Resolve symlinks and '..' before the check, so neither can step outside.
+        path = Path(urllib.parse.unquote(parsed.path)).resolve()
+        if not any(path.is_relative_to(root) for root in self.policy._resolved_dirs):
+            raise MediaError(
+                DISALLOWED, f"{path} is outside media_allowed_dirs {list(self.policy.allowed_dirs)}"
+            )
+        try:
+            size = path.stat().st_size
+            if size > self.policy.max_bytes:
+                raise self._oversized(size)
+            return path.read_bytes()
+        except OSError as error:
+            raise MediaError(UNREACHABLE, f"cannot read {path}: {error.strerror}") from None
+
+    def _download(self, uri: str, parsed: urllib.parse.SplitResult) -> bytes:
+        host = (parsed.hostname or "").lower()
+        if self.policy.allowed_hosts and host not in self.policy.allowed_hosts:
+            raise MediaError(
+                DISALLOWED,
+                f"host {host!r} is not in media_allowed_hosts {list(self.policy.allowed_hosts)}",
+            )
+        self._check_address(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        timeout = httpx.Timeout(self.policy.read_timeout_s, connect=self.policy.connect_timeout_s)
+        try:
+            # No redirects: a redirect could lead to a host the checks above refuse.
+            with httpx.stream(
+                "GET",
+                uri,
+                timeout=timeout,
+                follow_redirects=False,
+                headers={"User-Agent": self.policy.user_agent},
+            ) as response:
+                if response.status_code != 200:
+                    raise MediaError(UNREACHABLE, f"GET {uri} answered HTTP {response.status_code}")
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > self.policy.max_bytes:
+                    raise self._oversized(declared)
+                chunks, received = [], 0
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > self.policy.max_bytes:
+                        raise self._oversized(received)
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as error:
+            failure = f"GET {uri} failed: {type(error).__name__}: {error}"
+            raise MediaError(UNREACHABLE, failure) from None
+
+    def _check_address(self, host: str, port: int) -> None:
+        if self.policy.allow_private_hosts:
+            return
+        try:
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        except (socket.gaierror, UnicodeError) as error:
+            raise MediaError(UNREACHABLE, f"cannot resolve host {host!r}: {error}") from None
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise MediaError(
+                    DISALLOWED,
+                    f"host {host!r} resolves to non-public address {address}: "
+                    "set media_allow_private_hosts for an internal media server",
+                )
+
+    # -- checks ------------------------------------------------------------------------
+
+    def _check_kind(self, modality: str, content: bytes, mime: str | None) -> None:
+        if not content:
+            raise MediaError(CORRUPT, f"the {modality} is empty (0 bytes)")
+        if len(content) > self.policy.max_bytes:
+            raise self._oversized(len(content))
+        sniffed = sniff_format(content)
+        if sniffed is None:
+            formats = sorted(name for name, (kind, _) in _SIGNATURES.items() if kind == modality)
+            raise MediaError(
+                UNSUPPORTED, f"the {modality} is not a format we decode (one of {formats})"
+            )
+        actual, name = sniffed
+        if actual != modality:
+            raise MediaError(MISLABELLED, f"the {modality} field holds {actual} data ({name})")
+        if mime and not mime.lower().startswith(f"{modality}/"):
+            raise MediaError(
+                MISLABELLED, f"mime {mime!r} does not match the content ({modality}/{name})"
+            )
+
+    def _oversized(self, size: int) -> MediaError:
+        return MediaError(
+            OVERSIZED,
+            f"media of {size:,} bytes exceeds media_max_bytes={self.policy.max_bytes:,}",
+        )

@@ -1,0 +1,137 @@
+"""Items with any subset of text, image and audio, to modality embeddings and a fused vector.
+
+One batch goes through in four steps: fetch and decode every item's media in parallel
+threads (I/O and decoding release the GIL), encode each modality as one batch (what
+the networks are fast at), fuse, and report per item either its vectors or why it failed.
+A bad file fails only its own item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from encoders.audio import Clip, decode_audio
+from encoders.base import Encoder
+from encoders.fusion import Fusion
+from encoders.image import decode_image
+from encoders.media import MediaError, MediaFetcher
+from encoders.text import compose_item_text
+
+
+@dataclass(frozen=True)
+class MediaSource:
+    """Where one media file comes from: a ``uri``, or base64 ``data`` with its ``mime``."""
+
+    uri: str | None = None
+    data: str | None = None
+    mime: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemContent:
+    title: str = ""
+    text: str = ""
+    tags: Sequence[str] = ()
+    image: MediaSource | None = None
+    audio: MediaSource | None = None
+
+
+@dataclass(frozen=True)
+class EncodedItem:
+    """Each present modality's embedding, and the fused content vector."""
+
+    embeddings: dict[str, np.ndarray]
+    vector: np.ndarray
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted(self.embeddings)
+
+
+@dataclass
+class _Decoded:
+    """One item between the steps: its encoder inputs by modality, or its error."""
+
+    inputs: dict[str, object] = field(default_factory=dict)
+    error: MediaError | None = None
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class MultimodalEncoder:
+    """Encoders per modality, a fusion strategy and a media fetcher, used together.
+
+    ``image`` and ``audio`` encoders are optional: without one, items carrying that
+    modality fail with a clear reason instead of being stored without it.
+    """
+
+    def __init__(
+        self,
+        text: Encoder[str],
+        fusion: Fusion,
+        fetcher: MediaFetcher,
+        image: Encoder | None = None,
+        audio: Encoder[Clip] | None = None,
+        fetch_threads: int = 8,
+    ) -> None:
+        self.encoders: dict[str, Encoder] = {"text": text}
+        if image is not None:
+            self.encoders["image"] = image
+        if audio is not None:
+            self.encoders["audio"] = audio
+        self.fusion = fusion
+        self.fetcher = fetcher
+        self.fetch_threads = fetch_threads
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {modality: encoder.dim for modality, encoder in self.encoders.items()}
+
+    def encode(self, items: Sequence[ItemContent]) -> list[EncodedItem | MediaError]:
+        """One result per item, in order: its vectors, or the MediaError that rejected it."""
+        if not items:
+            return []
+        with ThreadPoolExecutor(min(self.fetch_threads, len(items))) as pool:
+            decoded = list(pool.map(self._decode, items))
+        for modality, encoder in self.encoders.items():
+            rows = [d for d in decoded if d.error is None and modality in d.inputs]
+            if rows:
+                vectors = encoder.encode([d.inputs[modality] for d in rows])
+                for d, vector in zip(rows, vectors, strict=True):
+                    d.embeddings[modality] = vector
+        ok = [d for d in decoded if d.error is None]
+        fused = iter(self.fusion.fuse([d.embeddings for d in ok]) if ok else [])
+        return [
+            d.error if d.error is not None else EncodedItem(d.embeddings, next(fused))
+            for d in decoded
+        ]
+
+    def _decode(self, item: ItemContent) -> _Decoded:
+        decoded = _Decoded()
+        policy = self.fetcher.policy
+        text = compose_item_text(item.title, item.text, item.tags)
+        if text:
+            decoded.inputs["text"] = text
+        try:
+            if item.image is not None:
+                data = self._fetch("image", item.image)
+                decoded.inputs["image"] = decode_image(data, policy.max_image_pixels)
+            if item.audio is not None:
+                data = self._fetch("audio", item.audio)
+                decoded.inputs["audio"] = decode_audio(data, policy.max_audio_seconds)
+            if not decoded.inputs:
+                raise MediaError("empty", "item has no title, text, tags, image or audio to encode")
+        except MediaError as error:
+            decoded.error = error
+        return decoded
+
+    def _fetch(self, modality: str, source: MediaSource) -> bytes:
+        if modality not in self.encoders:
+            raise MediaError(
+                "media-unsupported-format",
+                f"this worker has no {modality} encoder: enable it or drop the item's {modality}",
+            )
+        return self.fetcher.fetch(modality, uri=source.uri, data=source.data, mime=source.mime)
