@@ -87,9 +87,9 @@ class LogMelAudioEncoder(Encoder[Clip]):
         self.window = int(window_s * self.SAMPLE_RATE)
         mel_options = {"n_fft": 400, "hop_length": 160, "n_mels": self.N_MELS}
         self.melspec = torchaudio.transforms.MelSpectrogram(self.SAMPLE_RATE, **mel_options)
-        self.mfcc = torchaudio.transforms.MFCC(
-            self.SAMPLE_RATE, n_mfcc=self.N_MFCC, log_mels=True, melkwargs=mel_options
-        )
+        # MFCCs are the DCT of the log-mel bands (torchaudio's MFCC with log_mels=True);
+        # applying the DCT to the log-mel already computed avoids a second spectrogram.
+        self.dct = torchaudio.functional.create_dct(self.N_MFCC, self.N_MELS, norm="ortho")
 
     def encode(self, batch: Sequence[Clip]) -> np.ndarray:
         if not batch:
@@ -115,8 +115,8 @@ class LogMelAudioEncoder(Encoder[Clip]):
         ]
         stats = []
         for window in windows:
-            log_mel = torch.log(self.melspec(window) + 1e-6)
-            mfcc = self.mfcc(window)
-            features = torch.cat([log_mel, mfcc])  # (bands, frames)
+            log_mel = torch.log(self.melspec(window) + 1e-6)  # (bands, frames)
+            mfcc = (log_mel.T @ self.dct).T
+            features = torch.cat([log_mel, mfcc])
             stats.append(torch.cat([features.mean(dim=1), features.std(dim=1, correction=0)]))
         return torch.stack(stats).mean(dim=0).numpy()

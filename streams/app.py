@@ -8,16 +8,17 @@ and the agent carries on with the next message.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import ssl
+import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import numpy as np
 from faust.types import EventT
 from pydantic import ValidationError
 
@@ -48,12 +49,15 @@ from streams.events import (
     RecommendedItem,
     describe_validation_error,
 )
+from streams.fetch_backoff import install_empty_fetch_backoff
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Co-engaged pairs kept for refitting a learned fusion (the most recent ones).
 MAX_COENGAGED_PAIRS = 20_000
+#: Items re-fused per step after a refit.
+REFUSE_PAGE = 256
 
 
 class Rejected(Exception):
@@ -140,6 +144,7 @@ class StreamrecApp:
     def _create_faust_app(self) -> faust.App:
         s = self.settings
         servers = [f"kafka://{host}" for host in s.effective_bootstrap_servers.split(",")]
+        install_empty_fetch_backoff(s.empty_fetch_backoff_ms / 1000)
         return faust.App(
             s.consumer_group,
             broker=servers,
@@ -149,6 +154,7 @@ class StreamrecApp:
             topic_partitions=s.partitions,
             topic_replication_factor=s.replication_factor,
             consumer_auto_offset_reset="earliest",
+            consumer_max_fetch_size=s.consumer_max_fetch_bytes,
             web_host=s.web_host,
             web_bind=s.web_host,
             web_port=s.web_port,
@@ -214,7 +220,9 @@ class StreamrecApp:
         if not uploads:
             return
         contents = [content_of(upload) for upload, _ in uploads.values()]
+        started = time.perf_counter()
         results = await asyncio.to_thread(self.encoder.encode, contents)
+        encoded_s = time.perf_counter() - started
         # Re-uploading an item must not reset what its owner learned about it.
         known = self.store.get(list(uploads), with_vectors=False)
         stored = []
@@ -235,60 +243,62 @@ class StreamrecApp:
             stored.append(StoredItem(upload.item_id, vectors, payload))
         self.store.upsert(stored)
         self.metrics.processed[self.settings.topic_items] += len(stored)
+        log.info(
+            "items: %d of %d stored; fetch+decode+encode %.3f s, upsert %.3f s",
+            len(stored),
+            len(events),
+            encoded_s,
+            time.perf_counter() - started - encoded_s,
+        )
 
     async def _maybe_refit_fusion(self) -> None:
         if self.pairs_since_fit >= self.settings.fusion_refresh_pairs:
             await self.refit_fusion()
 
     async def refit_fusion(self) -> dict[str, float]:
-        """Fit the learned fusion to the co-engaged pairs, save it, re-fuse the catalog."""
-        fusion = self.encoder.fusion
-        assert isinstance(fusion, LearnedFusion)
+        """Fit the learned fusion to the co-engaged pairs, save it, re-fuse the catalog.
+
+        A copy is trained in a thread while the live model keeps fusing new uploads; the
+        copy replaces it once saved, and the catalog pass then moves every item, including
+        those uploaded meanwhile, to the new version.
+        """
+        live = self.encoder.fusion
+        assert isinstance(live, LearnedFusion)
         pairs = list(self.coengaged)
         self.pairs_since_fit = 0
         ids = sorted({item for pair in pairs for item in pair})
         stored = self.store.get(ids, with_vectors=True)
         index = {item_id: n for n, item_id in enumerate(i for i in ids if i in stored)}
-        items = [_modality_embeddings(stored[item_id]) for item_id in index]
         usable = [(index[a], index[b]) for a, b in pairs if a in index and b in index]
-        report = await asyncio.to_thread(fusion.fit, items, usable)
+        if not usable:
+            return {"pairs": 0}
+        items = [_modality_embeddings(stored[item_id]) for item_id in index]
+        candidate = copy.deepcopy(live)
+        report = await asyncio.to_thread(candidate.fit, items, usable)
         self.fusion_path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.fusion_path.with_suffix(".tmp")
-        fusion.save(partial)
+        candidate.save(partial)
         partial.replace(self.fusion_path)  # atomic: a crash never leaves half a model
-        refused = await asyncio.to_thread(self._refuse_catalog)
-        for batch in refused:
-            # Payloads are read again here, in the event loop, so a popularity update that
-            # arrived while vectors were computed is kept.
-            current = self.store.get([item_id for item_id, _ in batch], with_vectors=True)
+        self.encoder.fusion = candidate
+        # Store calls stay in the event loop (one caller at a time); only fusing is threaded.
+        # Payloads are read just before writing, so a popularity update is never undone.
+        for page in _pages(self.store.scroll(REFUSE_PAGE), REFUSE_PAGE):
+            embeddings = [_modality_embeddings(item) for item in page]
+            vectors = await asyncio.to_thread(candidate.fuse, embeddings)
+            current = self.store.get([item.item_id for item in page], with_vectors=True)
             self.store.upsert(
                 [
                     StoredItem(
-                        item_id,
-                        {**current[item_id].vectors, CONTENT: vector},
-                        {**current[item_id].payload, "fusion": fusion.version},
+                        item.item_id,
+                        {**current[item.item_id].vectors, CONTENT: vector},
+                        {**current[item.item_id].payload, "fusion": candidate.version},
                     )
-                    for item_id, vector in batch
-                    if item_id in current
+                    for item, vector in zip(page, vectors, strict=True)
+                    if item.item_id in current
                 ]
             )
-        log.info("fusion refitted to %s on %d pairs: %s", fusion.version, len(usable), report)
+        log.info("fusion refitted to %s on %d pairs: %s", candidate.version, len(usable), report)
         return report
-
-    def _refuse_catalog(self, batch_size: int = 256) -> list[list[tuple[str, np.ndarray]]]:
-        batches, batch = [], []
-        for item in self.store.scroll(batch_size):
-            batch.append(item)
-            if len(batch) == batch_size:
-                batches.append(self._fuse_stored(batch))
-                batch = []
-        if batch:
-            batches.append(self._fuse_stored(batch))
-        return batches
-
-    def _fuse_stored(self, items: list[StoredItem]) -> list[tuple[str, np.ndarray]]:
-        vectors = self.encoder.fusion.fuse([_modality_embeddings(item) for item in items])
-        return [(item.item_id, vector) for item, vector in zip(items, vectors, strict=True)]
 
     async def _on_interactions(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -461,6 +471,17 @@ def content_of(upload: ItemUpload) -> ItemContent:
     return ItemContent(
         upload.title, upload.text, upload.tags, source(upload.image), source(upload.audio)
     )
+
+
+def _pages(items: Iterator[StoredItem], size: int) -> Iterator[list[StoredItem]]:
+    page: list[StoredItem] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def _modality_embeddings(item: StoredItem) -> Embeddings:

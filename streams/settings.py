@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     partitions: int = Field(default=2, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     consumer_group: str = "streamrec"
+    #: Pause after a fetch that brought nothing (streams/fetch_backoff.py); 0 turns it off.
+    empty_fetch_backoff_ms: float = Field(default=5.0, ge=0)
+    #: Largest fetch per partition: items with inline media are large messages.
+    consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     # Storage. A qdrant_url selects the Qdrant server backend; otherwise the embedded
     # engine keeps its shard under data_dir.

@@ -5,7 +5,7 @@ a target rate and times each one from produce to the consumed recommendations me
 The reference is the same core (learn + recommend on an embedded store with the same
 catalog) called directly in this process. Prints one JSON line.
 
-    python tests/bench/bench_latency.py --items 1000 --rate 50 --seconds 20
+    python -m tests.bench.bench_latency --items 1000 --rate 50 --seconds 20
 """
 
 from __future__ import annotations

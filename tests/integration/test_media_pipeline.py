@@ -42,6 +42,9 @@ def test_multimodal_items_are_stored_and_bad_media_is_dead_lettered(
         media_max_image_pixels=20_000_000,
         media_max_audio_seconds=5,
         media_read_timeout_s=2,
+        fusion="learned",
+        fusion_refresh_pairs=2,
+        fusion_refresh_interval_s=1,
     )
     png = encoded(stripes(256, 32))
     wav = audio_file(tone(440))
@@ -112,6 +115,10 @@ def test_multimodal_items_are_stored_and_bad_media_is_dead_lettered(
             settings, settings.topic_interactions, [("vera", click("m-1", "vera", "stripes-a"))]
         )
         got = recs.wait_for(lambda m: recommendations_for(m, "m-1") is not None)
+        # Two more clicks make two co-engaged pairs: the worker refits its learned fusion.
+        more = [click("m-2", "vera", "stripes-b", minute=1), click("m-3", "vera", "tone", minute=2)]
+        produce(settings, settings.topic_interactions, [("vera", event) for event in more])
+        worker.wait_until(lambda s: s["fusion"] == "learned-v1", 60, "learned fusion refitted")
     finally:
         worker.stop()
         letters.close()
@@ -125,8 +132,10 @@ def test_multimodal_items_are_stored_and_bad_media_is_dead_lettered(
     assert "media_allowed_dirs" in errors["passwd"]
     assert "pixels" in errors["bomb"] and "media_max_audio_seconds" in errors["too-long"]
 
+    # Before any refit the learned fusion is the average one: the other rendering of the
+    # same pattern is the closest item.
     ranked = [item.item_id for item in recommendations_for(got, "m-1").items]
-    assert ranked[0] == "stripes-b", ranked  # the other rendering of the same pattern
+    assert ranked[0] == "stripes-b", ranked
 
     with EdgeVectorStore(
         settings.data_dir / "qdrant" / settings.collection,
@@ -141,4 +150,5 @@ def test_multimodal_items_are_stored_and_bad_media_is_dead_lettered(
     assert modalities["tone"] == ["audio", "text"]
     assert modalities["all-three"] == ["audio", "image", "text"]
     assert set(stored["all-three"].vectors) == {CONTENT, "text", "image", "audio"}
-    assert stored["stripes-a"].payload["fusion"] == "average"
+    assert {item.payload["fusion"] for item in stored.values()} == {"learned-v1"}
+    assert (settings.data_dir / "fusion" / "learned.pt").exists()

@@ -1,0 +1,34 @@
+"""A pause after an empty fetch, for brokers that answer empty fetches at once.
+
+A Kafka broker holds a fetch until data arrives or ``fetch.max.wait.ms`` passes, so an
+idle consumer costs nothing. noida-db (the local broker) answers at once, and aiokafka
+then fetches again immediately: an idle worker spins a whole core, which on a small
+machine halves the CPU left for the encoders. Pausing briefly after a fetch that
+brought nothing bounds that loop. On a real broker an empty answer only comes after the
+broker's own wait, so the pause adds at most ``seconds`` once the stream goes idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.consumer.fetcher import Fetcher
+
+_original_proc_fetch_request = Fetcher._proc_fetch_request
+_backoff_s = 0.0
+
+
+async def _proc_fetch_request_with_backoff(self: Fetcher, *args: Any, **kwargs: Any) -> bool:
+    got_something = await _original_proc_fetch_request(self, *args, **kwargs)
+    if not got_something and _backoff_s > 0:
+        # The node stays "in flight" while this task sleeps, so no new fetch goes out.
+        await asyncio.sleep(_backoff_s)
+    return got_something
+
+
+def install_empty_fetch_backoff(seconds: float) -> None:
+    """Make every aiokafka consumer in this process pause ``seconds`` after an empty fetch."""
+    global _backoff_s
+    _backoff_s = seconds
+    Fetcher._proc_fetch_request = _proc_fetch_request_with_backoff  # type: ignore[method-assign]

@@ -1,0 +1,85 @@
+"""The worker's learned fusion without a broker: refitted from co-engaged pairs, saved,
+the catalog re-fused, and the model loaded again by the next worker on the same data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from encoders.fusion import ModalityProjection
+from encoders.learned_fusion import LearnedFusion
+from encoders.media import MediaFetcher, MediaPolicy
+from encoders.multimodal import MultimodalEncoder
+from encoders.text import MiniLMTextEncoder
+from models.hybrid import CONTENT
+from streams.app import StreamrecApp
+from streams.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def text_encoder() -> MiniLMTextEncoder:
+    return MiniLMTextEncoder(threads=1)
+
+
+def worker(settings: Settings, text_encoder: MiniLMTextEncoder) -> StreamrecApp:
+    fusion = LearnedFusion(ModalityProjection({"text": 384}, common_dim=384))
+    encoder = MultimodalEncoder(text_encoder, fusion, MediaFetcher(MediaPolicy()))
+    return StreamrecApp(settings, encoder)
+
+
+def upload(item_id: str, title: str) -> SimpleNamespace:
+    message = SimpleNamespace(topic="items", partition=0, offset=0)
+    value = json.dumps({"item_id": item_id, "title": title}).encode()
+    return SimpleNamespace(key=item_id.encode(), value=value, message=message)
+
+
+def test_learned_fusion_is_refitted_saved_and_reloaded(tmp_path, text_encoder) -> None:
+    settings = Settings(data_dir=tmp_path, fusion="learned", fusion_refresh_pairs=10)
+    titles = [f"{topic} story number {n}" for topic in ("jazz", "football") for n in range(6)]
+    ids = [f"item-{n}" for n in range(len(titles))]
+    first = worker(settings, text_encoder)
+    first.start()
+    asyncio.run(first.ingest_batch([upload(i, t) for i, t in zip(ids, titles, strict=True)]))
+    before = {i: item.vectors[CONTENT] for i, item in first.store.get(ids).items()}
+    assert first.store.get(ids[:1])[ids[0]].payload["fusion"] == "learned-v0"
+
+    # Fewer pairs than fusion_refresh_pairs: the timer leaves the model alone.
+    first.coengaged.extend([(ids[0], ids[6])] * 5)
+    first.pairs_since_fit = 5
+    asyncio.run(first._maybe_refit_fusion())
+    assert first.encoder.fusion.version == "learned-v0"
+
+    # Users pair items across the two topics; the refit must follow them.
+    first.coengaged.extend((ids[n], ids[6 + n]) for n in range(6) for _ in range(5))
+    first.pairs_since_fit += 30
+    asyncio.run(first._maybe_refit_fusion())
+    assert first.encoder.fusion.version == "learned-v1"
+    assert first.pairs_since_fit == 0
+    assert (tmp_path / "fusion" / "learned.pt").exists()
+    after = first.store.get(ids)
+    assert {item.payload["fusion"] for item in after.values()} == {"learned-v1"}
+    gained = [
+        float(after[ids[n]].vectors[CONTENT] @ after[ids[6 + n]].vectors[CONTENT])
+        - float(before[ids[n]] @ before[ids[6 + n]])
+        for n in range(6)
+    ]
+    assert min(gained) > 0, "co-engaged items moved closer"
+    assert after[ids[0]].payload["title"] == titles[0], "payload kept when re-fusing"
+    first.stop()
+
+    second = worker(settings, text_encoder)
+    second.start()
+    try:
+        assert second.encoder.fusion.version == "learned-v1"
+        stored = second.store.get(ids[:1])[ids[0]]
+        assert np.allclose(
+            second.encoder.fusion.fuse([{"text": stored.vectors["text"]}])[0],
+            stored.vectors[CONTENT],
+            atol=1e-5,
+        )
+    finally:
+        second.stop()
