@@ -1,0 +1,26 @@
+"""The example configuration loads, and documents every setting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from streams.settings import CONFIG_FILE_ENV, Settings
+
+EXAMPLE = Path(__file__).parent.parent / "deploy" / "streamrec.example.toml"
+
+
+def test_example_config_loads_and_names_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(EXAMPLE))
+    settings = Settings()
+    assert settings.fusion == "average" and settings.media_allowed_dirs == []
+    documented = set(re.findall(r"^#?\s*([a-z_]+) =", EXAMPLE.read_text(), re.MULTILINE))
+    missing = set(Settings.model_fields) - documented
+    assert not missing, f"add these to {EXAMPLE.name}: {sorted(missing)}"
+
+
+def test_bad_fusion_weights_name_the_field() -> None:
+    with pytest.raises(ValueError, match="fusion_weights"):
+        Settings(fusion_weights={"text": 0.0})
