@@ -6,8 +6,9 @@ import json
 
 import click
 import pytest
+from click.testing import CliRunner
 
-from streams.cli import read_records
+from streams.cli import main, read_records
 from streams.settings import Settings
 
 
@@ -53,3 +54,33 @@ def test_secrets_are_passed_to_clients_but_not_printed(monkeypatch) -> None:
     settings = Settings()
     assert settings.kafka_client_options()["sasl_plain_password"] == "hunter2"
     assert "hunter2" not in repr(settings)
+
+
+def test_evaluate_writes_a_table_and_reports(tmp_path) -> None:
+    events = tmp_path / "interactions.jsonl"
+    lines = []
+    for n in range(300):
+        user, item = f"u{n % 9}", f"item-{(n * 7 + n // 9) % 23}"
+        ts = f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}+00:00"
+        lines.append(
+            json.dumps(
+                {"event_id": f"e{n}", "user_id": user, "item_id": item, "kind": "click", "ts": ts}
+            )
+        )
+    events.write_text("\n".join(lines))
+    result = CliRunner().invoke(
+        main, ["evaluate", str(events), "-k", "5", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    table = result.output[result.output.index("configuration") :]
+    assert "hybrid" in table and "random" in table and "HitRate@5" in table
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["events"] == 300 and report["k"] == 5
+    assert (tmp_path / "r" / "hit_rate_over_time.png").stat().st_size > 1000
+
+
+def test_evaluate_names_the_layout_it_expects(tmp_path) -> None:
+    odd = tmp_path / "ratings.parquet"
+    odd.write_bytes(b"")
+    result = CliRunner().invoke(main, ["evaluate", str(odd)])
+    assert result.exit_code != 0 and "ml-100k directory" in result.output

@@ -1,0 +1,114 @@
+"""Reports of an evaluation: a text table, a JSON file, a Markdown summary and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from models.evaluation.prequential import Evaluation
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def format_table(evaluation: Evaluation, markdown: bool = False) -> str:
+    """One row per configuration, best HitRate first."""
+    rows = sorted(evaluation.table(), key=lambda r: -_sort_key(r, evaluation.k))
+    headers = list(rows[0]) if rows else []
+    cells = [[_cell(row[h]) for h in headers] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _sort_key(row: dict[str, Any], k: int) -> float:
+    value = row[f"HitRate@{k}"]
+    return -1.0 if isinstance(value, float) and math.isnan(value) else float(value)
+
+
+def as_json(evaluation: Evaluation, dataset: str) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "protocol": "prequential: rank unseen items, score the event's item, then learn",
+        "k": evaluation.k,
+        "events": evaluation.events,
+        "catalog_size": evaluation.catalog_size,
+        "seconds": evaluation.seconds,
+        "events_per_second": evaluation.events / evaluation.seconds if evaluation.seconds else None,
+        "interrupted": evaluation.interrupted,
+        "written_at": datetime.now(UTC).isoformat(),
+        "table": evaluation.table(),
+        "windows": {
+            "ends_at_ts": evaluation.window_ends,
+            "hit_rate": {
+                name: [w.hit_rate for w in result.windows]
+                for name, result in evaluation.results.items()
+            },
+        },
+        "details": {
+            name: {
+                "overall": result.overall.as_dict(),
+                "cold_items": result.cold_items.as_dict(),
+                "cold_users": result.cold_users.as_dict(),
+            }
+            for name, result in evaluation.results.items()
+        },
+    }
+
+
+def write_report(evaluation: Evaluation, dataset: str, directory: str | Path) -> dict[str, Path]:
+    """``report.json``, ``report.md`` and ``hit_rate_over_time.png`` in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": directory / "report.json",
+        "markdown": directory / "report.md",
+        "plot": directory / "hit_rate_over_time.png",
+    }
+    paths["json"].write_text(json.dumps(as_json(evaluation, dataset), indent=2, default=str))
+    status = " (interrupted: partial)" if evaluation.interrupted else ""
+    paths["markdown"].write_text(
+        f"# Evaluation on {dataset}{status}\n\n"
+        f"Prequential (test-then-train), K={evaluation.k}, {evaluation.events:,} events, "
+        f"{evaluation.catalog_size:,} items, {evaluation.seconds:.1f} s "
+        f"({evaluation.events / max(evaluation.seconds, 1e-9):,.0f} events/s).\n\n"
+        f"{format_table(evaluation, markdown=True)}\n\n"
+        f"Cold items: fewer than 5 earlier interactions; cold users: fewer than 5 earlier "
+        f"events.\n\n![HitRate over time]({paths['plot'].name})\n"
+    )
+    _plot(evaluation, dataset, paths["plot"])
+    return paths
+
+
+def _plot(evaluation: Evaluation, dataset: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 5))
+    windows = range(1, len(evaluation.window_ends) + 1)
+    for name, result in sorted(
+        evaluation.results.items(), key=lambda item: -item[1].overall.hit_rate
+    ):
+        axes.plot(windows, [w.hit_rate for w in result.windows], marker="o", label=name)
+    axes.set_xlabel(f"time window (each {evaluation.events // max(len(windows), 1):,} events)")
+    axes.set_ylabel(f"HitRate@{evaluation.k}")
+    axes.set_title(f"Prequential HitRate@{evaluation.k} over time, {dataset}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,92 @@
+"""Popularity baselines: all-time counts, time-decayed counts, and random scores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from models.sources.base import Source, UserHistory, grown
+
+
+class Popularity(Source):
+    """How many interactions each item has had, all time.
+
+    >>> from models.sources.base import UserHistory
+    >>> source, history = Popularity(), UserHistory()
+    >>> for item in [2, 2, 0]:
+    ...     source.learn_one("u", item, 1.0, 0.0, history)
+    >>> source.score("u", history, 3, now=0.0).tolist()
+    [1.0, 0.0, 2.0]
+    """
+
+    name = "popularity"
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(0, dtype=np.float64)
+
+    def learn_one(
+        self, user: str, item: int, weight: float, ts: float, history: UserHistory
+    ) -> None:
+        self.counts = grown(self.counts, item + 1)
+        self.counts[item] += 1.0
+
+    def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
+        return grown(self.counts, n_items)[:n_items]
+
+
+class DecayedPopularity(Source):
+    """Interactions counted with weight ``2 ** (-age / half_life_s)``: what is trending now.
+
+    Kept in log space relative to a fixed origin, so no item ever needs re-decaying:
+    ``log_mass[i] = log(sum over events of 2 ** ((ts - origin) / half_life))``.
+
+    >>> from models.sources.base import UserHistory
+    >>> source, h = DecayedPopularity(half_life_s=10.0), UserHistory()
+    >>> source.learn_one("u", 0, 1.0, 0.0, h); source.learn_one("u", 1, 1.0, 10.0, h)
+    >>> source.score("u", h, 2, now=10.0).round(3).tolist()
+    [0.5, 1.0]
+    """
+
+    name = "trending"
+
+    def __init__(self, half_life_s: float = 7 * 86_400.0) -> None:
+        self.rate = math.log(2) / half_life_s
+        self.origin: float | None = None
+        self.log_mass = np.full(0, -np.inf)
+
+    def learn_one(
+        self, user: str, item: int, weight: float, ts: float, history: UserHistory
+    ) -> None:
+        if self.origin is None:
+            self.origin = ts
+        if len(self.log_mass) <= item:
+            size = max(item + 1, 2 * len(self.log_mass), 16)
+            self.log_mass = np.concatenate(
+                [self.log_mass, np.full(size - len(self.log_mass), -np.inf)]
+            )
+        self.log_mass[item] = np.logaddexp(self.log_mass[item], self.rate * (ts - self.origin))
+
+    def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
+        masses = np.full(n_items, -np.inf)
+        known = min(n_items, len(self.log_mass))
+        masses[:known] = self.log_mass[:known]
+        origin = now if self.origin is None else self.origin
+        return np.exp(masses - self.rate * (now - origin))
+
+
+class RandomScores(Source):
+    """Uniform random scores: the floor every recommender must clear."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def learn_one(
+        self, user: str, item: int, weight: float, ts: float, history: UserHistory
+    ) -> None:
+        pass
+
+    def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
+        return self.rng.random(n_items)
