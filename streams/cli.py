@@ -175,42 +175,39 @@ def format_recommendations(message: Recommendations, limit: int | None = None) -
 # -- demo --------------------------------------------------------------------------------
 
 
-@main.command()
-@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
-@click.option("-k", "--top-k", "k", default=10, show_default=True, help="list length K")
-@click.option("--limit", type=int, help="replay only the first N events")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("reports"),
-    show_default=True,
-    help="directory for report.json, report.md and the plot",
-)
-@click.option("--no-content", is_flag=True, help="skip the text encoder (no content source)")
-@click.option(
-    "--only",
-    help="comma-separated configurations to run (default: all), e.g. 'hybrid,item-item'",
-)
-def evaluate(
-    dataset: Path, k: int, limit: int | None, out: Path, no_content: bool, only: str | None
-) -> None:
-    """Prequential evaluation of the hybrid, each source and baselines on DATASET.
+def evaluation_options(command: Any) -> Any:
+    """Options shared by ``evaluate`` (a dataset file) and ``replay`` (the topics)."""
+    options = [
+        click.option("-k", "--top-k", "k", default=10, show_default=True, help="list length K"),
+        click.option("--limit", type=int, help="replay only the first N events"),
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("reports"),
+            show_default=True,
+            help="directory for report.json, report.md and the plot",
+        ),
+        click.option("--no-content", is_flag=True, help="skip the text encoder (no content)"),
+        click.option(
+            "--only", help="comma-separated configurations to run (default: all), e.g. 'hybrid'"
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
-    DATASET is an unpacked MovieLens 100k directory, a MovieLens ratings.csv, or a
-    JSON-lines file of interactions. Ctrl-C stops early and still writes the report.
-    """
+
+def run_evaluation(
+    data: Any, k: int, limit: int | None, out: Path, no_content: bool, only: str | None
+) -> None:
+    """Prequential replay of ``data`` (a Dataset) with the standard configurations."""
     from tqdm import tqdm
 
-    from models.evaluation.datasets import load_dataset
     from models.evaluation.prequential import prequential
     from models.evaluation.report import format_table, write_report
     from models.evaluation.suite import standard_configurations, standard_sources
     from models.sources import Catalog
 
-    try:
-        data = load_dataset(dataset)
-    except (OSError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     events = data.events[:limit] if limit else data.events
     vectors = None
     if data.items and not no_content:
@@ -254,6 +251,63 @@ def evaluate(
         f"{evaluation.events / max(evaluation.seconds, 1e-9):,.0f} events/s; "
         + ", ".join(str(p) for p in paths.values())
     )
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@evaluation_options
+def evaluate(
+    dataset: Path, k: int, limit: int | None, out: Path, no_content: bool, only: str | None
+) -> None:
+    """Prequential evaluation of the hybrid, each source and baselines on DATASET.
+
+    DATASET is an unpacked MovieLens 100k directory, a MovieLens ratings.csv, or a
+    JSON-lines file of interactions. Ctrl-C stops early and still writes the report.
+    """
+    from models.evaluation.datasets import load_dataset
+
+    try:
+        data = load_dataset(dataset)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    run_evaluation(data, k, limit, out, no_content, only)
+
+
+@main.command()
+@click.option("--from-offsets", help="start per partition, e.g. '0:120,1:98' (default: beginning)")
+@click.option("--from-time", help="start at this time (ISO-8601 or epoch seconds)")
+@click.option("--to-time", help="stop before this time (default: the topic's end now)")
+@evaluation_options
+def replay(
+    from_offsets: str | None,
+    from_time: str | None,
+    to_time: str | None,
+    k: int,
+    limit: int | None,
+    out: Path,
+    no_content: bool,
+    only: str | None,
+) -> None:
+    """Prequential evaluation over the interactions topic (items from the items topic).
+
+    Reads the selected range of every partition, orders the events by their time, and
+    evaluates as ``evaluate`` does.
+    """
+    from streams.replay import ReplayRange, parse_offsets, parse_time, topic_dataset
+
+    settings = _settings()
+    try:
+        selection = ReplayRange(
+            start_offsets=parse_offsets(from_offsets) if from_offsets else {},
+            start_time=parse_time(from_time) if from_time else None,
+            end_time=parse_time(to_time) if to_time else None,
+        )
+        data, skipped = topic_dataset(settings, selection)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if skipped:
+        click.echo(f"skipped {skipped:,} records that are not valid interactions")
+    run_evaluation(data, k, limit, out, no_content, only)
 
 
 @main.command()

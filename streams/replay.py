@@ -1,0 +1,165 @@
+"""Reading a topic back for replay: a range per partition, by offset or by time, in time order.
+
+Kafka orders events within a partition only, and producers' clocks disagree across
+partitions, so the selected records of every partition are gathered and sorted by the
+event's own ``ts`` (ties keep partition and offset order) before evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kafka import KafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from models.evaluation.datasets import Dataset, ReplayEvent, ReplayItem
+from streams.events import Interaction, ItemUpload
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class ReplayRange:
+    """Where to start and stop in each partition; the default is the whole topic as it is now.
+
+    ``start_offsets`` (partition -> first offset) or ``start_time`` (epoch seconds: the
+    first record at or after it, by broker timestamp) choose the start; ``end_time``
+    stops before the first record at or after it. The end is never later than the
+    partition's end when the replay starts, so a replay always finishes.
+    """
+
+    start_offsets: Mapping[int, int] = field(default_factory=dict)
+    start_time: float | None = None
+    end_time: float | None = None
+
+
+@dataclass
+class ReplayRead:
+    events: list[ReplayEvent]
+    skipped: int  # records that are not valid interactions (they would be dead letters)
+
+
+def parse_offsets(text: str) -> dict[int, int]:
+    """``"0:120,1:98"`` to ``{0: 120, 1: 98}``.
+
+    >>> parse_offsets("0:120, 1:98")
+    {0: 120, 1: 98}
+    """
+    offsets = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        partition, _, offset = part.partition(":")
+        if not offset:
+            raise ValueError(f"offset {part!r} should be PARTITION:OFFSET, e.g. 0:120")
+        offsets[int(partition)] = int(offset)
+    return offsets
+
+
+def parse_time(text: str) -> float:
+    """ISO-8601 (``2026-11-25T10:00:00+00:00``) or epoch seconds, to epoch seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _consumer(settings: Settings) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=settings.effective_bootstrap_servers,
+        enable_auto_commit=False,
+        **settings.kafka_client_options(),
+    )
+
+
+def _read_range(
+    settings: Settings, topic: str, selection: ReplayRange
+) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of the selected records."""
+    consumer = _consumer(settings)
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        if not partitions:
+            raise ValueError(f"topic {topic!r} does not exist or has no partitions")
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        if selection.end_time is not None:
+            found = consumer.offsets_for_times(
+                {tp: int(selection.end_time * 1000) for tp in partitions}
+            )
+            ends = {
+                tp: min(ends[tp], found[tp].offset) if found[tp] else ends[tp] for tp in partitions
+            }
+        starts = consumer.beginning_offsets(partitions)
+        if selection.start_time is not None:
+            found = consumer.offsets_for_times(
+                {tp: int(selection.start_time * 1000) for tp in partitions}
+            )
+            starts = {tp: found[tp].offset if found[tp] else ends[tp] for tp in partitions}
+        for tp in partitions:
+            starts[tp] = max(starts[tp], selection.start_offsets.get(tp.partition, 0))
+        records = []
+        remaining = {tp for tp in partitions if starts[tp] < ends[tp]}
+        for tp in partitions:
+            consumer.seek(tp, starts[tp])
+        while remaining:
+            for tp, batch in consumer.poll(timeout_ms=1000).items():
+                for record in batch:
+                    if record.offset < ends[tp]:
+                        records.append((tp.partition, record.offset, record.value))
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return records
+    finally:
+        consumer.close()
+
+
+def read_interactions(settings: Settings, selection: ReplayRange | None = None) -> ReplayRead:
+    """The interactions topic's selected records as replay events, in time order."""
+    records = _read_range(settings, settings.topic_interactions, selection or ReplayRange())
+    events, skipped = [], 0
+    for _partition, _offset, value in sorted(records, key=lambda r: (r[0], r[1])):
+        try:
+            interaction = Interaction.model_validate_json(value)
+        except ValidationError:
+            skipped += 1
+            continue
+        events.append(
+            ReplayEvent(
+                interaction.user_id,
+                interaction.item_id,
+                interaction.kind.value,
+                interaction.value,
+                interaction.ts.timestamp(),
+                interaction.event_id,
+            )
+        )
+    events.sort(key=lambda e: e.ts)  # stable: ties keep partition and offset order
+    return ReplayRead(events, skipped)
+
+
+def read_items(settings: Settings) -> list[ReplayItem]:
+    """Every item on the items topic (its latest valid upload), in first-upload order."""
+    latest: dict[str, ReplayItem] = {}
+    for _partition, _offset, value in _read_range(settings, settings.topic_items, ReplayRange()):
+        try:
+            upload = ItemUpload.model_validate_json(value)
+        except (ValidationError, json.JSONDecodeError):
+            continue
+        latest[upload.item_id] = ReplayItem(
+            upload.item_id, upload.title, upload.text, tuple(upload.tags)
+        )
+    return list(latest.values())
+
+
+def topic_dataset(settings: Settings, selection: ReplayRange | None = None) -> tuple[Dataset, int]:
+    """The items and the selected interactions of the configured topics, and how many
+    interaction records were skipped as invalid."""
+    read = read_interactions(settings, selection)
+    return Dataset(
+        f"topic {settings.topic_interactions}", read_items(settings), read.events
+    ), read.skipped
