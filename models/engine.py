@@ -47,5 +47,28 @@ class InProcessRecommender:
         self.hybrid.store.set_payload(item_id, stats.payload())
         return True
 
+    def process(
+        self,
+        event_id: str,
+        user_id: str,
+        item_id: str,
+        kind: str,
+        value: float | None,
+        ts: float,
+        k: int,
+    ) -> list[Recommendation] | None:
+        """One interaction in the deployment's order: the user side learns and ranks, then
+        the item side counts the event (in the worker it hears of it through item-updates,
+        after the list has gone out). None for a duplicate event id."""
+        weight = signal_weight(kind, value)
+        state = self.users.setdefault(user_id, UserState())
+        if not self.hybrid.learn_one(state, event_id, item_id, weight, ts):
+            return None
+        ranked = self.hybrid.recommend(state, k)
+        stats = self.items.setdefault(item_id, ItemStats())
+        self.trending.learn_one(stats, weight, ts)
+        self.hybrid.store.set_payload(item_id, stats.payload())
+        return ranked
+
     def recommend(self, user_id: str, k: int) -> list[Recommendation]:
         return self.hybrid.recommend(self.users.get(user_id) or UserState(), k)

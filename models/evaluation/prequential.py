@@ -15,8 +15,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from models.blend import Blend, normalise_all, unseen
 from models.evaluation.datasets import ReplayEvent
 from models.evaluation.metrics import RankingMetrics

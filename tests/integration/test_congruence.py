@@ -1,0 +1,84 @@
+"""The same event log through Kafka (a worker process) and in process (the same core on an
+embedded store of its own) gives the same recommendations, scores and reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from models.engine import InProcessRecommender
+from models.hybrid import HybridRecommender
+from streams.admin import produce
+from streams.app import StreamrecApp, build_item_encoder
+from streams.broker import LocalBroker
+from streams.demo import catalog_uploads
+from streams.settings import Settings
+from tests.conftest import TopicReader, isolated_settings
+from tests.integration.helpers import START, click, recommendations_for, start_worker_with_catalog
+
+pytestmark = pytest.mark.integration
+
+LOG = [
+    ("c-1", "ann", "jazz-1", "click"),
+    ("c-2", "ben", "cook-2", "like"),
+    ("c-3", "ann", "jazz-3", "purchase"),
+    ("c-4", "cat", "space-1", "click"),
+    ("c-5", "ann", "ball-2", "skip"),
+    ("c-6", "ben", "cook-4", "click"),
+    ("c-7", "cat", "jazz-1", "view"),
+    ("c-8", "ann", "space-4", "like"),
+    ("c-9", "ben", "jazz-3", "click"),
+    ("c-10", "cat", "space-2", "dislike"),
+]
+
+
+def in_process_engine(tmp_path) -> tuple[InProcessRecommender, StreamrecApp]:
+    """The catalog stored by the worker's own ingestion code, into a store of its own."""
+    settings = Settings(data_dir=tmp_path / "in-process")
+    app = StreamrecApp(settings, build_item_encoder(settings))
+    app.start()
+    events = [
+        SimpleNamespace(
+            key=key.encode(),
+            value=json.dumps(value).encode(),
+            message=SimpleNamespace(topic="items", partition=0, offset=n),
+        )
+        for n, (key, value) in enumerate(catalog_uploads())
+    ]
+    asyncio.run(app.ingest_batch(events))
+    return InProcessRecommender(HybridRecommender(app.store)), app
+
+
+def test_kafka_and_in_process_give_the_same_recommendations(broker: LocalBroker, tmp_path) -> None:
+    settings = isolated_settings(broker, tmp_path / "kafka")
+    reader = TopicReader(settings, settings.topic_recommendations)
+    worker = start_worker_with_catalog(settings)
+    engine, app = in_process_engine(tmp_path)
+    try:
+        for n, (event_id, user, item, kind) in enumerate(LOG):
+            event = click(event_id, user, item, kind, minute=n)
+            produce(settings, settings.topic_interactions, [(user, event)])
+            got = reader.wait_for(lambda m, e=event_id: recommendations_for(m, e) is not None)
+            # The item side must have counted this event before the next one is ranked.
+            worker.wait_until(
+                lambda s, done=n + 1: s["processed"].get(settings.topic_item_updates, 0) >= done,
+                30,
+                f"item update {event_id}",
+            )
+            from_kafka = recommendations_for(got, event_id)
+            ts = (START.timestamp()) + 60 * n
+            expected = engine.process(event_id, user, item, kind, None, ts, settings.top_k)
+            assert expected is not None
+            assert [i.item_id for i in from_kafka.items] == [r.item_id for r in expected], event_id
+            for sent, made in zip(from_kafka.items, expected, strict=True):
+                assert sent.score == pytest.approx(made.score, abs=1e-5)
+                assert [(r.source, r.because_of) for r in sent.reasons] == [
+                    (r.source, r.because_of) for r in made.reasons
+                ]
+    finally:
+        worker.stop()
+        reader.close()
+        app.stop()
