@@ -143,7 +143,11 @@ class MediaFetcher:
             raise MediaError(CORRUPT, "inline 'data' is not valid base64") from None
 
     def _from_uri(self, uri: str) -> bytes:
-        parsed = urllib.parse.urlsplit(uri)
+        try:
+            parsed = urllib.parse.urlsplit(uri)
+            port = parsed.port  # parsed lazily: a bad port only raises here
+        except ValueError as error:
+            raise MediaError(DISALLOWED, f"not a valid URI ({error}): {uri[:200]!r}") from None
         scheme = parsed.scheme.lower()
         if scheme not in self.policy.allowed_schemes or scheme not in ("file", "http", "https"):
             raise MediaError(
@@ -153,7 +157,7 @@ class MediaFetcher:
             )
         if scheme == "file":
             return self._read_file(parsed)
-        return self._download(uri, parsed)
+        return self._download(uri, parsed, port)
 
     def _read_file(self, parsed: urllib.parse.SplitResult) -> bytes:
         if parsed.netloc not in ("", "localhost"):
@@ -176,14 +180,14 @@ class MediaFetcher:
         except OSError as error:
             raise MediaError(UNREACHABLE, f"cannot read {path}: {error.strerror}") from None
 
-    def _download(self, uri: str, parsed: urllib.parse.SplitResult) -> bytes:
+    def _download(self, uri: str, parsed: urllib.parse.SplitResult, port: int | None) -> bytes:
         host = (parsed.hostname or "").lower()
         if self.policy.allowed_hosts and host not in self.policy.allowed_hosts:
             raise MediaError(
                 DISALLOWED,
                 f"host {host!r} is not in media_allowed_hosts {list(self.policy.allowed_hosts)}",
             )
-        self._check_address(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        self._check_address(host, port or (443 if parsed.scheme == "https" else 80))
         timeout = httpx.Timeout(self.policy.read_timeout_s, connect=self.policy.connect_timeout_s)
         try:
             # No redirects: a redirect could lead to a host the checks above refuse.
