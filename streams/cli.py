@@ -311,6 +311,66 @@ def replay(
 
 
 @main.command()
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--rate",
+    default=20.0,
+    show_default=True,
+    help="interactions per second; 0: as fast as possible",
+)
+@click.option("--limit", default=1000, show_default=True, help="how many interactions to send")
+@click.option(
+    "--upload-items", is_flag=True, help="upload the dataset's items first and wait until stored"
+)
+def load(dataset: Path, rate: float, limit: int, upload_items: bool) -> None:
+    """Drive a running worker with DATASET's interactions at RATE; print latency as JSON.
+
+    Each interaction is timed from producing it to consuming the recommendations
+    message it triggered (p50, p99, max, sustained rate).
+    """
+    import uuid
+
+    from models.evaluation.datasets import load_dataset
+    from streams.admin import produce as send
+    from streams.load import drive
+    from streams.process import WorkerProcess
+
+    settings = _settings()
+    try:
+        data = load_dataset(dataset)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    worker = WorkerProcess(settings, settings.data_dir / "load.log")
+    if upload_items and data.items:
+        uploads = [
+            (
+                i.item_id,
+                {"item_id": i.item_id, "title": i.title, "text": i.text, "tags": list(i.tags)},
+            )
+            for i in data.items
+        ]
+        send(settings, settings.topic_items, uploads)
+        click.echo(f"uploaded {len(uploads):,} items; waiting for the worker to store them ...")
+        worker.wait_until(lambda s: s["items"] >= len(uploads), 1800, "items stored")
+    run = uuid.uuid4().hex[:8]
+    events = [
+        {
+            "event_id": f"load-{run}-{n}",
+            "user_id": e.user,
+            "item_id": e.item,
+            "kind": e.kind,
+            "value": e.value,
+            "ts": e.ts,
+        }
+        for n, e in enumerate(data.events[:limit])
+    ]
+    click.echo(f"sending {len(events):,} interactions at {rate or 'full'}/s ...", err=True)
+    click.echo(
+        json.dumps({"bench": "load", "dataset": data.name, **drive(settings, events, rate or None)})
+    )
+
+
+@main.command()
 @click.option("--delay", default=0.5, show_default=True, help="seconds between demo clicks")
 def demo(delay: float) -> None:
     """Start everything locally, load the demo catalog, click, and show the lists change."""

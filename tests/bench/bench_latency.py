@@ -16,13 +16,9 @@ import json
 import platform
 import random
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import numpy as np
-from kafka import KafkaConsumer, KafkaProducer
 
 from encoders.text import MiniLMTextEncoder, compose_item_text
 from models.engine import InProcessRecommender
@@ -31,7 +27,7 @@ from models.popularity import ItemStats
 from models.vector_store import EdgeVectorStore, StoredItem
 from streams.admin import create_topics, produce
 from streams.broker import LocalBroker
-from streams.events import Recommendations
+from streams.load import drive, percentile
 from streams.process import WorkerProcess
 from streams.settings import Settings
 from tests.conftest import free_port
@@ -80,10 +76,6 @@ def synthetic_catalog(n: int) -> list[dict]:
         {"item_id": f"item-{i}", "title": f"The {a} {b}", "tags": [g]}
         for i, (a, b, g) in zip(range(n), combos, strict=False)
     ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -167,57 +159,13 @@ def main() -> None:
         worker.wait_until(lambda s: s["items"] >= len(catalog), 600, "catalog indexed")
         ingest_s = time.perf_counter() - ingest_started
 
-        sent_at: dict[str, float] = {}
-        latencies: list[float] = []
-        done = threading.Event()
-
-        def consume() -> None:
-            consumer = KafkaConsumer(
-                settings.topic_recommendations,
-                bootstrap_servers=settings.effective_bootstrap_servers,
-                auto_offset_reset="earliest",
-                group_id=None,
-            )
-            while not done.is_set():
-                for records in consumer.poll(timeout_ms=100).values():
-                    now = time.perf_counter()
-                    for record in records:
-                        trigger = Recommendations.model_validate_json(record.value).trigger_event_id
-                        if trigger in sent_at:
-                            latencies.append((now - sent_at[trigger]) * 1000)
-                if len(latencies) >= len(events):
-                    break
-            consumer.close()
-
-        reader = threading.Thread(target=consume)
-        reader.start()
-        time.sleep(2)  # let the reader join before the first event
-        producer = KafkaProducer(
-            bootstrap_servers=settings.effective_bootstrap_servers, acks="all", linger_ms=0
-        )
-        interval = 1.0 / args.rate
-        started = time.perf_counter()
-        for n, event in enumerate(events):
-            delay = started + n * interval - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sent_at[event["event_id"]] = time.perf_counter()
-            producer.send(
-                settings.topic_interactions,
-                key=event["user_id"].encode(),
-                value=json.dumps(event).encode(),
-            )
-        producer.flush()
-        reader.join(timeout=120)
-        done.set()
-        elapsed = time.perf_counter() - started
+        load = drive(settings, events, args.rate)
         worker_peak_mb = peak_rss_mb(worker.pid) if worker.pid else float("nan")
     finally:
         worker.stop()
         broker.stop()
 
     reference = reference_core(catalog, events, settings.top_k, workdir)
-    p50 = percentile(latencies, 50)
     print(
         json.dumps(
             {
@@ -225,18 +173,13 @@ def main() -> None:
                 "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}".strip(),
                 "catalog_items": len(catalog),
                 "users": args.users,
-                "target_rate_per_s": args.rate,
-                "events_sent": len(events),
-                "recommendations_received": len(latencies),
-                "sustained_rate_per_s": round(len(latencies) / elapsed, 1),
-                "p50_ms": round(p50, 1),
-                "p99_ms": round(percentile(latencies, 99), 1),
+                **load,
                 "worker_peak_rss_mb": round(worker_peak_mb, 1),
                 "catalog_ingest_items_per_s": round(len(catalog) / ingest_s, 1),
                 "reference_core_p50_ms": round(reference["p50_ms"], 2),
                 "reference_core_p99_ms": round(reference["p99_ms"], 2),
                 "reference_raw_encoder_items_per_s": round(reference["encode_items_per_s"], 1),
-                "p50_ratio_end_to_end_over_core": round(p50 / reference["p50_ms"], 1),
+                "p50_ratio_end_to_end_over_core": round(load["p50_ms"] / reference["p50_ms"], 1),
             }
         )
     )

@@ -9,10 +9,12 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 
 from streams.admin import produce
 from streams.broker import LocalBroker
-from streams.process import WorkerProcess
+from streams.cli import main
+from streams.process import WorkerProcess, settings_env
 from streams.settings import Settings
 from tests.conftest import TopicReader, isolated_settings
 from tests.integration.helpers import click, recommendations_for, start_worker_with_catalog
@@ -120,3 +122,23 @@ def test_item_upload_errors_are_dead_lettered_and_batch_neighbours_stored(runnin
     assert "empty item" in errors["new-3"]
     assert "colour" in errors["new-4"]
     assert worker.stats()["items"] == before + 2
+
+
+def test_load_command_times_every_click(running, tmp_path) -> None:
+    settings, _ = running
+    log = tmp_path / "clicks.jsonl"
+    items = ["space-2", "cook-3", "jazz-4", "ball-3", "space-6"]
+    log.write_text(
+        "\n".join(
+            json.dumps(click(f"l-{n}", f"loader-{n % 4}", items[n % len(items)], minute=n))
+            for n in range(20)
+        )
+    )
+    result = CliRunner(env=settings_env(settings)).invoke(
+        main, ["load", str(log), "--rate", "0", "--limit", "20"]
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert figures["events_sent"] == 20
+    assert figures["recommendations_received"] == 20
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]

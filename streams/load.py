@@ -1,0 +1,99 @@
+"""Driving load through the broker: produce interactions at a rate, time each one's list.
+
+Click-to-recommendation latency is the time from producing an interaction to consuming
+the recommendations message it triggered (matched by ``trigger_event_id``). Used by
+``streamrec load`` and by ``tests/bench/bench_latency.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from streams.events import Recommendations
+from streams.settings import Settings
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def drive(
+    settings: Settings,
+    events: Sequence[dict[str, Any]],
+    rate: float | None,
+    timeout_s: float = 120.0,
+    progress: Any = None,
+) -> dict[str, float | int]:
+    """Produce ``events`` (Interaction JSON objects) at ``rate`` per second (None: as fast
+    as possible) and wait for their recommendations; returns the latency figures."""
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    listening = threading.Event()
+    done = threading.Event()
+
+    def consume() -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.effective_bootstrap_servers,
+            enable_auto_commit=False,
+            **settings.kafka_client_options(),
+        )
+        topic = settings.topic_recommendations
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            consumer.position(tp)  # resolve "end" now, before anything is produced
+        listening.set()
+        while not done.is_set() and len(latencies) < len(events):
+            for records in consumer.poll(timeout_ms=100).values():
+                now = time.perf_counter()
+                for record in records:
+                    trigger = Recommendations.model_validate_json(record.value).trigger_event_id
+                    if trigger in sent_at:
+                        latencies.append((now - sent_at.pop(trigger)) * 1000)
+        consumer.close()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    listening.wait(30)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.effective_bootstrap_servers,
+        acks="all",
+        linger_ms=0,
+        **settings.kafka_client_options(),
+    )
+    interval = 1.0 / rate if rate else 0.0
+    started = time.perf_counter()
+    for n, event in enumerate(events):
+        delay = started + n * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent_at[event["event_id"]] = time.perf_counter()
+        producer.send(
+            settings.topic_interactions,
+            key=event["user_id"].encode(),
+            value=json.dumps(event).encode(),
+        )
+        if progress is not None:
+            progress(n + 1)
+    producer.flush()
+    producer.close()
+    reader.join(timeout=timeout_s)
+    done.set()
+    elapsed = time.perf_counter() - started
+    return {
+        "events_sent": len(events),
+        "recommendations_received": len(latencies),
+        "target_rate_per_s": rate or 0,
+        "sustained_rate_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "max_ms": round(max(latencies), 1) if latencies else float("nan"),
+    }
