@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -75,20 +78,33 @@ class LocalBroker:
             )
         command = self._command("start")
         with (self.data_dir / "broker.log").open("ab") as log:
+            # Its own process group: `noida-db start` runs the broker in a child process,
+            # and stopping only the parent would leave the broker serving.
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         wait_for_port(self.host, self.port, timeout_s)
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the broker and every process it started; returns once its port is free."""
+        if self._process is None:
+            return
+        group = self._process.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+            deadline = time.monotonic() + timeout_s
+            while port_is_open(self.host, self.port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not port_is_open(self.host, self.port):
+                break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=timeout_s)
+        self._process = None
 
     def up(self, timeout_s: float = 30.0) -> None:
         if not port_is_open(self.host, self.port):
