@@ -55,7 +55,17 @@ class EdgeVectorStore(VectorStore):
             return
         self.path.mkdir(parents=True, exist_ok=True)
         if (self.path / "edge_config.json").exists():
-            self._shard = qe.EdgeShard.load(str(self.path), self._config())
+            try:
+                self._shard = qe.EdgeShard.load(str(self.path), self._config())
+            except Exception as error:
+                if "incompatible" not in str(error):
+                    raise
+                raise RuntimeError(
+                    f"the vector store in {self.path} was made with other named vectors than "
+                    f"{sorted(self.vector_sizes)} (an older version, or other encoders): "
+                    "use a new data_dir, or delete that directory to rebuild it from the items "
+                    "topic"
+                ) from error
         else:
             self._shard = qe.EdgeShard.create(str(self.path), self._config())
             self._shard.update(

@@ -13,6 +13,9 @@ from streams.settings import Settings
 
 START = datetime.now(UTC) - timedelta(hours=1)
 
+#: The named vectors a worker stores: the fused one and each modality's own.
+WORKER_VECTORS = {"content": 384, "text": 384, "image": 1280, "audio": 168}
+
 
 def click(
     event_id: str, user: str, item: str, kind: str = "click", minute: int = 0

@@ -13,7 +13,7 @@ from streams.admin import produce
 from streams.broker import LocalBroker
 from streams.process import WorkerProcess
 from tests.conftest import TopicReader, isolated_settings
-from tests.integration.helpers import click, recommendations_for
+from tests.integration.helpers import WORKER_VECTORS, click, recommendations_for
 from tests.media_samples import (
     audio_file,
     circles,
@@ -138,8 +138,7 @@ def test_multimodal_items_are_stored_and_bad_media_is_dead_lettered(
     assert ranked[0] == "stripes-b", ranked
 
     with EdgeVectorStore(
-        settings.data_dir / "qdrant" / settings.collection,
-        {CONTENT: 384, "text": 384, "image": 1280, "audio": 168},
+        settings.data_dir / "qdrant" / settings.collection, WORKER_VECTORS
     ) as store:
         stored = store.get(sorted(expected_good))
     assert set(stored) == expected_good

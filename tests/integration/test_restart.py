@@ -9,14 +9,18 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from models.hybrid import CONTENT
 from models.vector_store import EdgeVectorStore
 from streams.admin import produce
 from streams.broker import LocalBroker
 from streams.process import WorkerProcess
 from streams.settings import Settings
 from tests.conftest import TopicReader, isolated_settings
-from tests.integration.helpers import click, recommendations_for, start_worker_with_catalog
+from tests.integration.helpers import (
+    WORKER_VECTORS,
+    click,
+    recommendations_for,
+    start_worker_with_catalog,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -101,7 +105,7 @@ def test_state_survives_restarts_and_redelivery_without_double_application(
     assert len(redelivered) == 1, "a redelivered event is recognised, not recommended again"
     assert not set(clicked) & {item.item_id for item in last.items}
     with EdgeVectorStore(
-        settings.data_dir / "qdrant" / settings.collection, {CONTENT: 384}
+        settings.data_dir / "qdrant" / settings.collection, WORKER_VECTORS
     ) as store:
         stored = store.get(clicked, with_vectors=False)
     assert {item: stored[item].payload["engagements"] for item in clicked} == dict.fromkeys(
