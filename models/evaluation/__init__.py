@@ -1,0 +1,1 @@
+"""Prequential evaluation: datasets, the test-then-train harness, metrics and reports."""
