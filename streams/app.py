@@ -37,6 +37,7 @@ from models.popularity import ItemStats, TrendingPopularity
 from models.signals import signal_weight
 from models.user_state import UserState
 from models.vector_store import StoredItem, VectorStore, open_vector_store
+from streams.delivery_watchdog import DeliveryWatchdog
 from streams.events import (
     MAX_RAW_CHARS,
     DeadLetter,
@@ -193,6 +194,12 @@ class StreamrecApp:
             )
 
         app.page("/streamrec/stats/")(stats)
+
+        if s.delivery_watchdog_s > 0:
+            watchdog = DeliveryWatchdog(
+                app, {s.topic_items, s.topic_interactions, s.topic_item_updates}
+            )
+            app.timer(s.delivery_watchdog_s, name="delivery-watchdog")(watchdog.check)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self._maybe_refit_fusion)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     consumer_group: str = "streamrec"
     #: Pause after a fetch that brought nothing (streams/fetch_backoff.py); 0 turns it off.
     empty_fetch_backoff_ms: float = Field(default=5.0, ge=0)
+    #: Seconds between checks for fetched-but-undelivered records (streams/delivery_watchdog.py);
+    #: a partition is rewound after three checks in a row. 0 turns the watchdog off.
+    delivery_watchdog_s: float = Field(default=5.0, ge=0)
     #: Largest fetch per partition: items with inline media are large messages.
     consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
