@@ -116,7 +116,8 @@ class WeightedFusion(Fusion):
             if not embeddings:
                 raise ValueError("an item needs at least one modality embedding to be fused")
             for modality, vector in embeddings.items():
-                weight = self.weights[modality] or 1e-3  # a zero weight still breaks ties
+                # A zero weight only shrinks: an item with no other modality keeps a vector.
+                weight = self.weights[modality] or 1e-3
                 fused[row] += weight * self.projection.project(modality, vector[None, :])[0]
         return unit(fused)
 

@@ -7,7 +7,6 @@ event's own ``ts`` (ties keep partition and offset order) before evaluation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -148,7 +147,7 @@ def read_items(settings: Settings) -> list[ReplayItem]:
     for _partition, _offset, value in _read_range(settings, settings.topic_items, ReplayRange()):
         try:
             upload = ItemUpload.model_validate_json(value)
-        except (ValidationError, json.JSONDecodeError):
+        except ValidationError:
             continue
         latest[upload.item_id] = ReplayItem(
             upload.item_id, upload.title, upload.text, tuple(upload.tags)

@@ -50,13 +50,12 @@ class ItemItemCosine(Source):
     def learn_one(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> None:
-        size = item + 1
-        if self._history(history):
-            size = max(size, max(self._history(history)) + 1)
+        before = self._history(history)
+        size = max([item, *before]) + 1
         self.co = grown(self.co, size, axes=(0, 1))
         self.counts = grown(self.counts, size)
         self.counts[item] += 1.0
-        others = [i for i in set(self._history(history)) if i != item]
+        others = [i for i in set(before) if i != item]
         if others:
             self.co[item, others] += 1.0
             self.co[others, item] += 1.0

@@ -35,7 +35,7 @@ from streams.broker import LocalBroker
 from streams.events import ItemUpload
 from streams.process import WorkerProcess
 from streams.settings import Settings
-from tests.bench.bench_latency import peak_rss_mb, synthetic_catalog
+from tests.bench.bench_latency import memory_mb, synthetic_catalog
 from tests.conftest import free_port
 from tests.media_samples import audio_file, encoded, inline
 
@@ -135,7 +135,7 @@ def ingest_through_worker(broker: LocalBroker, workdir: Path, items: list[dict])
         started, already = time.perf_counter(), first["items"]
         worker.wait_until(lambda s: s["items"] >= len(items), 1800, "every item stored")
         elapsed = time.perf_counter() - started
-        peak_mb = peak_rss_mb(worker.pid) if worker.pid else float("nan")
+        peak_mb = memory_mb(worker.pid) if worker.pid else float("nan")
     finally:
         worker.stop()
     return {

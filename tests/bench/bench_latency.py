@@ -78,11 +78,33 @@ def synthetic_catalog(n: int) -> list[dict]:
     ]
 
 
-def peak_rss_mb(pid: int) -> float:
+def memory_mb(pid: int, field: str = "VmHWM") -> float:
+    """A process's memory from /proc: ``VmHWM`` (peak resident) or ``VmRSS`` (resident now)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def worker_with_catalog(
+    broker: LocalBroker, workdir: Path, catalog: list[dict]
+) -> tuple[Settings, WorkerProcess, float]:
+    """A worker on ``broker`` with ``catalog`` stored; returns the seconds ingestion took."""
+    settings = Settings(
+        bootstrap_servers=broker.bootstrap_servers, data_dir=workdir / "data", web_port=free_port()
+    )
+    create_topics(settings)
+    worker = WorkerProcess(settings, workdir / "worker.log")
+    worker.start()
+    try:
+        worker.wait_until(lambda s: True, 180, "web server up")
+        started = time.perf_counter()
+        produce(settings, settings.topic_items, [(c["item_id"], c) for c in catalog])
+        worker.wait_until(lambda s: s["items"] >= len(catalog), 600, "catalog indexed")
+    except BaseException:
+        worker.stop()
+        raise
+    return settings, worker, time.perf_counter() - started
 
 
 def interactions(n: int, items: int, users: int, seed: int = 1) -> list[dict]:
@@ -146,21 +168,10 @@ def main() -> None:
     events = interactions(int(args.rate * args.seconds), args.items, args.users)
     broker = LocalBroker(free_port(), workdir / "broker")
     broker.start()
-    settings = Settings(
-        bootstrap_servers=broker.bootstrap_servers, data_dir=workdir / "data", web_port=free_port()
-    )
-    create_topics(settings)
-    worker = WorkerProcess(settings, workdir / "worker.log")
-    worker.start()
+    settings, worker, ingest_s = worker_with_catalog(broker, workdir, catalog)
     try:
-        worker.wait_until(lambda s: True, 180, "web server up")
-        ingest_started = time.perf_counter()
-        produce(settings, settings.topic_items, [(c["item_id"], c) for c in catalog])
-        worker.wait_until(lambda s: s["items"] >= len(catalog), 600, "catalog indexed")
-        ingest_s = time.perf_counter() - ingest_started
-
         load = drive(settings, events, args.rate)
-        worker_peak_mb = peak_rss_mb(worker.pid) if worker.pid else float("nan")
+        worker_peak_mb = memory_mb(worker.pid) if worker.pid else float("nan")
     finally:
         worker.stop()
         broker.stop()

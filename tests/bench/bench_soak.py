@@ -18,20 +18,15 @@ import platform
 import tempfile
 from pathlib import Path
 
-from streams.admin import create_topics, produce
 from streams.broker import LocalBroker
 from streams.load import drive
-from streams.process import WorkerProcess
-from streams.settings import Settings
-from tests.bench.bench_latency import interactions, synthetic_catalog
+from tests.bench.bench_latency import (
+    interactions,
+    memory_mb,
+    synthetic_catalog,
+    worker_with_catalog,
+)
 from tests.conftest import free_port
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def soak(
@@ -43,19 +38,10 @@ def soak(
     items: int = 300,
     users: int = 100,
 ) -> dict:
-    settings = Settings(
-        bootstrap_servers=broker.bootstrap_servers, data_dir=workdir / "data", web_port=free_port()
-    )
-    create_topics(settings)
-    worker = WorkerProcess(settings, workdir / "worker.log")
-    worker.start()
+    settings, worker, _ = worker_with_catalog(broker, workdir, synthetic_catalog(items))
     try:
-        worker.wait_until(lambda s: True, 180, "web server up")
-        catalog = synthetic_catalog(items)
-        produce(settings, settings.topic_items, [(c["item_id"], c) for c in catalog])
-        worker.wait_until(lambda s: s["items"] >= len(catalog), 600, "catalog indexed")
         assert worker.pid is not None
-        memory = [round(rss_mb(worker.pid), 1)]
+        memory = [round(memory_mb(worker.pid, "VmRSS"), 1)]
         rounds = max(1, round(seconds / round_seconds))
         per_round = int(rate * round_seconds)
         events = interactions(rounds * per_round, items, users, seed=7)
@@ -63,7 +49,7 @@ def soak(
         for n in range(rounds):
             batch = events[n * per_round : (n + 1) * per_round]
             figures.append(drive(settings, batch, rate))
-            memory.append(round(rss_mb(worker.pid), 1))
+            memory.append(round(memory_mb(worker.pid, "VmRSS"), 1))
     finally:
         worker.stop()
     received = sum(int(f["recommendations_received"]) for f in figures)
