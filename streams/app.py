@@ -37,7 +37,7 @@ from models.popularity import ItemStats, TrendingPopularity
 from models.signals import signal_weight
 from models.user_state import UserState
 from models.vector_store import StoredItem, VectorStore, open_vector_store
-from streams.delivery_watchdog import DeliveryWatchdog
+from streams.committed_seek import install_full_seek_to_committed
 from streams.events import (
     MAX_RAW_CHARS,
     DeadLetter,
@@ -51,6 +51,7 @@ from streams.events import (
     describe_validation_error,
 )
 from streams.fetch_backoff import install_empty_fetch_backoff
+from streams.group_membership import install_leave_on_stop
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ class StreamrecApp:
         s = self.settings
         servers = [f"kafka://{host}" for host in s.effective_bootstrap_servers.split(",")]
         install_empty_fetch_backoff(s.empty_fetch_backoff_ms / 1000)
+        install_full_seek_to_committed()
+        install_leave_on_stop()
         return faust.App(
             s.consumer_group,
             broker=servers,
@@ -156,6 +159,9 @@ class StreamrecApp:
             topic_replication_factor=s.replication_factor,
             consumer_auto_offset_reset="earliest",
             consumer_max_fetch_size=s.consumer_max_fetch_bytes,
+            consumer_group_instance_id=s.effective_worker_id,
+            broker_session_timeout=s.consumer_session_timeout_s,
+            broker_heartbeat_interval=min(3.0, s.consumer_session_timeout_s / 3),
             web_host=s.web_host,
             web_bind=s.web_host,
             web_port=s.web_port,
@@ -175,6 +181,7 @@ class StreamrecApp:
         # redelivered message is recognised in the same write that applied it.
         self.users = app.Table("users", default=None, partitions=s.partitions)
         self.item_stats = app.Table("item-stats", default=None, partitions=s.partitions)
+        self.item_stats.on_recover(self.republish_item_stats)
         self.ingest_items = app.agent(self.items_topic, name="ingest-items")(self._ingest_items)
         self.on_interactions = app.agent(self.interactions_topic, name="interactions")(
             self._on_interactions
@@ -194,12 +201,6 @@ class StreamrecApp:
             )
 
         app.page("/streamrec/stats/")(stats)
-
-        if s.delivery_watchdog_s > 0:
-            watchdog = DeliveryWatchdog(
-                app, {s.topic_items, s.topic_interactions, s.topic_item_updates}
-            )
-            app.timer(s.delivery_watchdog_s, name="delivery-watchdog")(watchdog.check)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self._maybe_refit_fusion)
@@ -400,6 +401,19 @@ class StreamrecApp:
                 "applied": {**applied, str(signal.source_partition): signal.source_offset},
             }
             self.metrics.processed[self.settings.topic_item_updates] += 1
+
+    async def republish_item_stats(self) -> None:
+        """After a table recovery, write every recovered item's stats to the vector store.
+
+        The table (its changelog) is the record of what was applied; the store's payload
+        is a view of it for retrieval. A worker killed between the two, or whose store
+        lost unflushed writes, would otherwise rank with counts the table no longer has.
+        """
+        present = self.store.get(list(self.item_stats.keys()), with_vectors=False)
+        for item_id, entry in self.item_stats.items():
+            if item_id in present and entry:
+                self.store.set_payload(item_id, ItemStats(**entry["stats"]).payload())
+        log.info("item stats of %d items republished to the vector store", len(present))
 
     # -- helpers -----------------------------------------------------------------------
 

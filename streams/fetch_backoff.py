@@ -23,7 +23,12 @@ async def _proc_fetch_request_with_backoff(self: Fetcher, *args: Any, **kwargs: 
     got_something = await _original_proc_fetch_request(self, *args, **kwargs)
     if not got_something and _backoff_s > 0:
         # The node stays "in flight" while this task sleeps, so no new fetch goes out.
-        await asyncio.sleep(_backoff_s)
+        try:
+            await asyncio.sleep(_backoff_s)
+        except asyncio.CancelledError:
+            # The fetcher is closing and awaits this task: end quietly, as aiokafka's own
+            # request handler does, or the consumer's stop fails before closing its client.
+            return False
     return got_something
 
 

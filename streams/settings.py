@@ -7,7 +7,9 @@ deployment can keep a shared file and override one value per worker. See
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -49,9 +51,14 @@ class Settings(BaseSettings):
     consumer_group: str = "streamrec"
     #: Pause after a fetch that brought nothing (streams/fetch_backoff.py); 0 turns it off.
     empty_fetch_backoff_ms: float = Field(default=5.0, ge=0)
-    #: Seconds between checks for fetched-but-undelivered records (streams/delivery_watchdog.py);
-    #: a partition is rewound after three checks in a row. 0 turns the watchdog off.
-    delivery_watchdog_s: float = Field(default=5.0, ge=0)
+    #: This worker's stable identity in the consumer group (Kafka static membership): a
+    #: worker that comes back under the same id takes its partitions back at once, where
+    #: a new member would wait for the old one's session to time out. Default: the host
+    #: name and the data directory, which no two workers share.
+    worker_id: str | None = None
+    #: How long the group waits for a silent worker (killed, frozen) before handing its
+    #: partitions to the others; heartbeats go out at a third of it (at most every 3 s).
+    consumer_session_timeout_s: float = Field(default=30.0, ge=3.0)
     #: Largest fetch per partition: items with inline media are large messages.
     consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
@@ -112,6 +119,13 @@ class Settings(BaseSettings):
     @property
     def uses_local_broker(self) -> bool:
         return self.bootstrap_servers is None
+
+    @property
+    def effective_worker_id(self) -> str:
+        if self.worker_id:
+            return self.worker_id
+        where = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:10]
+        return f"{socket.gethostname()}-{where}"
 
     @property
     def effective_bootstrap_servers(self) -> str:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from kafka import KafkaConsumer, TopicPartition
+
+from models.engine import InProcessRecommender
+from models.hybrid import HybridRecommender
 from streams.admin import produce
+from streams.app import StreamrecApp, build_item_encoder
 from streams.demo import catalog_uploads
 from streams.events import Recommendations
 from streams.process import WorkerProcess
@@ -47,3 +57,45 @@ def recommendations_for(
         if message.trigger_event_id == event_id:
             return message
     return None
+
+
+def wait_until_committed(settings: Settings, topic: str, timeout_s: float = 60) -> None:
+    """Wait until the worker's group has committed every message now in ``topic``.
+
+    Faust commits a message once its agent has finished with it, so this is the
+    moment the effects of everything sent to the topic so far are applied.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.effective_bootstrap_servers,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        ends = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all((consumer.committed(tp) or 0) >= ends[tp] for tp in partitions):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{topic}: not committed up to {ends} within {timeout_s:.0f}s")
+    finally:
+        consumer.close()
+
+
+def in_process_engine(directory: Path) -> tuple[InProcessRecommender, StreamrecApp]:
+    """The demo catalog stored by the worker's own ingestion code into a store of its own,
+    and the in-process engine over it: the reference a Kafka run must agree with."""
+    settings = Settings(data_dir=directory / "in-process")
+    app = StreamrecApp(settings, build_item_encoder(settings))
+    app.start()
+    events = [
+        SimpleNamespace(
+            key=key.encode(),
+            value=json.dumps(value).encode(),
+            message=SimpleNamespace(topic="items", partition=0, offset=n),
+        )
+        for n, (key, value) in enumerate(catalog_uploads())
+    ]
+    asyncio.run(app.ingest_batch(events))
+    return InProcessRecommender(HybridRecommender(app.store)), app

@@ -3,21 +3,18 @@ embedded store of its own) gives the same recommendations, scores and reasons.""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from types import SimpleNamespace
-
 import pytest
 
-from models.engine import InProcessRecommender
-from models.hybrid import HybridRecommender
 from streams.admin import produce
-from streams.app import StreamrecApp, build_item_encoder
 from streams.broker import LocalBroker
-from streams.demo import catalog_uploads
-from streams.settings import Settings
 from tests.conftest import TopicReader, isolated_settings
-from tests.integration.helpers import START, click, recommendations_for, start_worker_with_catalog
+from tests.integration.helpers import (
+    START,
+    click,
+    in_process_engine,
+    recommendations_for,
+    start_worker_with_catalog,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,23 +30,6 @@ LOG = [
     ("c-9", "ben", "jazz-3", "click"),
     ("c-10", "cat", "space-2", "dislike"),
 ]
-
-
-def in_process_engine(tmp_path) -> tuple[InProcessRecommender, StreamrecApp]:
-    """The catalog stored by the worker's own ingestion code, into a store of its own."""
-    settings = Settings(data_dir=tmp_path / "in-process")
-    app = StreamrecApp(settings, build_item_encoder(settings))
-    app.start()
-    events = [
-        SimpleNamespace(
-            key=key.encode(),
-            value=json.dumps(value).encode(),
-            message=SimpleNamespace(topic="items", partition=0, offset=n),
-        )
-        for n, (key, value) in enumerate(catalog_uploads())
-    ]
-    asyncio.run(app.ingest_batch(events))
-    return InProcessRecommender(HybridRecommender(app.store)), app
 
 
 def test_kafka_and_in_process_give_the_same_recommendations(broker: LocalBroker, tmp_path) -> None:

@@ -20,20 +20,10 @@ from tests.integration.helpers import (
     click,
     recommendations_for,
     start_worker_with_catalog,
+    wait_until_committed,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    # Seen in roughly one restart in eight on noida-db: interactions that reach the topic
-    # while the restarted worker recovers its tables are fetched but never delivered to
-    # the agent (its read offset stays put, nothing is logged); later interactions are
-    # processed. A pass shows as XPASS; tracked in issue 6 (reliability). Once it got
-    # through and the last item's engagement count read back as 0 after the worker
-    # stopped: the last item signal's payload write is not yet proven durable at stop.
-    pytest.mark.xfail(
-        reason="intermittent stall of the restarted Faust worker on noida-db", strict=False
-    ),
-]
+pytestmark = pytest.mark.integration
 
 
 def rewind_committed_offsets(settings: Settings) -> None:
@@ -93,10 +83,9 @@ def test_state_survives_restarts_and_redelivery_without_double_application(
         worker = restart("worker-3.log")
         worker.wait_until(lambda s: True, 180, "web server up")
         last = send_and_wait(events[5])
-        # Only the new event's signal counts; redelivered ones are recognised and skipped.
-        worker.wait_until(
-            lambda s: s["processed"].get(settings.topic_item_updates, 0) >= 1, 30, "item update"
-        )
+        # The item side has applied every signal (only the new ones count: redelivered
+        # signals are recognised and skipped) before the worker stops.
+        wait_until_committed(settings, settings.topic_item_updates)
     finally:
         for worker in workers:
             worker.stop()
