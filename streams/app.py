@@ -12,9 +12,8 @@ import copy
 import logging
 import ssl
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,7 +51,9 @@ from streams.events import (
 )
 from streams.fetch_backoff import install_empty_fetch_backoff
 from streams.group_membership import install_leave_on_stop
+from streams.metrics import WorkerMetrics
 from streams.settings import Settings
+from streams.web import install_views
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +94,6 @@ def parse(model: type[ItemUpload] | type[Interaction], raw: bytes | None, key: s
     return value
 
 
-@dataclass
-class Metrics:
-    """Counters the web view reports (Prometheus export is a later step)."""
-
-    processed: Counter[str] = field(default_factory=Counter)
-    dead_letters: Counter[str] = field(default_factory=Counter)
-
-
 class StreamrecApp:
     """The Faust app with its store, encoder and agents; ``start``/``stop`` own the resources."""
 
@@ -121,7 +114,7 @@ class StreamrecApp:
         )
         self.hybrid = HybridRecommender(self.store)
         self.trending = TrendingPopularity()
-        self.metrics = Metrics()
+        self.metrics = WorkerMetrics(lag=self._lag)
         #: Items users engaged with one after the other: what a learned fusion learns from.
         self.coengaged: deque[tuple[str, str]] = deque(maxlen=MAX_COENGAGED_PAIRS)
         self.pairs_since_fit = 0
@@ -190,17 +183,7 @@ class StreamrecApp:
             self._on_item_updates
         )
 
-        async def stats(view: Any, request: Any) -> Any:
-            return view.json(
-                {
-                    "items": self.store.count(),
-                    "processed": dict(self.metrics.processed),
-                    "dead_letters": dict(self.metrics.dead_letters),
-                    "fusion": self.encoder.fusion.version,
-                }
-            )
-
-        app.page("/streamrec/stats/")(stats)
+        install_views(self)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self._maybe_refit_fusion)
@@ -251,6 +234,8 @@ class StreamrecApp:
             stored.append(StoredItem(upload.item_id, vectors, payload))
         self.store.upsert(stored)
         self.metrics.processed[self.settings.topic_items] += len(stored)
+        self.metrics.encode_batch_size.observe(len(contents))
+        self.metrics.encode_seconds.observe(encoded_s)
         log.info(
             "items: %d of %d stored; fetch+decode+encode %.3f s, upsert %.3f s",
             len(stored),
@@ -348,16 +333,22 @@ class StreamrecApp:
         if weight > 0 and previous is not None and previous != interaction.item_id:
             self.coengaged.append((previous, interaction.item_id))
             self.pairs_since_fit += 1
+        recommendations = self.to_message(
+            interaction, state, self.hybrid.recommend(state, self.settings.top_k)
+        )
         offsets = {**entry.get("offsets", {}), str(message.partition): message.offset}
-        self.users[interaction.user_id] = {"state": state.to_dict(), "offsets": offsets}
+        self.users[interaction.user_id] = {
+            "state": state.to_dict(),
+            "offsets": offsets,
+            "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
+        }
         await self._send(self.item_updates_topic, interaction.item_id, signal.to_bytes())
-        recommendations = self.hybrid.recommend(state, self.settings.top_k)
         await self._send(
-            self.recommendations_topic,
-            interaction.user_id,
-            self.to_message(interaction, state, recommendations).to_bytes(),
+            self.recommendations_topic, interaction.user_id, recommendations.to_bytes()
         )
         self.metrics.processed[self.settings.topic_interactions] += 1
+        if message.timestamp:  # seconds since the epoch, as the broker stamped it
+            self.metrics.click_to_recommendation.observe(max(time.time() - message.timestamp, 0))
 
     def to_message(
         self, trigger: Interaction, state: UserState, ranked: list[Recommendation]
@@ -416,6 +407,17 @@ class StreamrecApp:
         log.info("item stats of %d items republished to the vector store", len(present))
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _lag(self) -> dict[tuple[str, int], int]:
+        """Per source partition: messages on the broker not yet committed by this worker."""
+        monitor = self.app.monitor
+        sources = {self.settings.topic_items, self.settings.topic_interactions}
+        sources.add(self.settings.topic_item_updates)
+        return {
+            (tp.topic, tp.partition): max(end - monitor.tp_committed_offsets.get(tp, 0), 0)
+            for tp, end in monitor.tp_end_offsets.items()
+            if tp.topic in sources
+        }
 
     async def dead_letter(self, event: EventT, rejected: Rejected) -> None:
         message = event.message

@@ -1,0 +1,88 @@
+"""What the worker counts and times, for its stats view and for Prometheus.
+
+Counters are plain ``collections.Counter``s (the stats view reads them) exposed to
+Prometheus by a collector at scrape time, so nothing is counted twice; consumer lag is
+computed at scrape time too, from the offsets Faust's monitor tracks. Each worker has
+a registry of its own, so several apps in one process (tests) never share series.
+
+>>> metrics = WorkerMetrics(lag=lambda: {("interactions", 0): 3})
+>>> metrics.processed["interactions"] += 2
+>>> metrics.encode_batch_size.observe(16)
+>>> text = metrics.exposition().decode()
+>>> 'streamrec_events_processed_total{topic="interactions"} 2.0' in text
+True
+>>> 'streamrec_consumer_lag{partition="0",topic="interactions"} 3.0' in text
+True
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+#: The content type of ``exposition()``: Prometheus reads plain text as its text format
+#: (the web server refuses a charset parameter here; the body is ASCII anyway).
+CONTENT_TYPE = "text/plain"
+
+LagReader = Callable[[], Mapping[tuple[str, int], int]]
+
+
+class WorkerMetrics:
+    def __init__(self, lag: LagReader) -> None:
+        self.processed: Counter[str] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+        self.registry = CollectorRegistry()
+        self.encode_batch_size = Histogram(
+            "streamrec_encode_batch_size",
+            "Items per encoded upload batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.encode_seconds = Histogram(
+            "streamrec_encode_seconds",
+            "Time to fetch, decode and encode one upload batch",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.click_to_recommendation = Histogram(
+            "streamrec_click_to_recommendation_seconds",
+            "From an interaction's timestamp on the broker to its recommendations being sent",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.registry.register(_CountsAndLag(self, lag))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _CountsAndLag(Collector):
+    def __init__(self, metrics: WorkerMetrics, lag: LagReader) -> None:
+        self.metrics = metrics
+        self.lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        processed = CounterMetricFamily(
+            "streamrec_events_processed", "Messages processed, per source topic", labels=["topic"]
+        )
+        for topic, count in sorted(self.metrics.processed.items()):
+            processed.add_metric([topic], count)
+        yield processed
+        dead = CounterMetricFamily(
+            "streamrec_dead_letters", "Messages dead-lettered, per reason", labels=["reason"]
+        )
+        for reason, count in sorted(self.metrics.dead_letters.items()):
+            dead.add_metric([reason], count)
+        yield dead
+        lag = GaugeMetricFamily(
+            "streamrec_consumer_lag",
+            "Messages in a partition not yet committed by this worker",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), behind in sorted(self.lag().items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag

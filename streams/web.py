@@ -1,0 +1,133 @@
+"""The worker's HTTP API, served by Faust's web server: recommendations, items, health,
+Prometheus metrics, and the OpenAPI description of it all.
+
+A user's latest list lives in the users table, so the request is routed to the worker
+that owns the user's partition (``table_route``); the other views answer locally.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from streams.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from streams.app import StreamrecApp
+
+
+def _json_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {}}}
+
+
+def _path(summary: str, ok: str, parameter: str | None = None, **responses: str) -> dict:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": _json_response(ok),
+            **{c: _json_response(d) for c, d in responses.items()},
+        },
+    }
+    if parameter:
+        operation["parameters"] = [
+            {"name": parameter, "in": "path", "required": True, "schema": {"type": "string"}}
+        ]
+    return {"get": operation}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "streamrec worker", "version": "1"},
+    "paths": {
+        "/api/users/{user_id}/recommendations/": _path(
+            "The user's latest recommendations (the last message sent for them)",
+            "a Recommendations event",
+            "user_id",
+            **{"404": "no interaction from this user yet"},
+        ),
+        "/api/items/{item_id}/": _path(
+            "A stored item: title, tags, modalities, metadata, engagement counts",
+            "the item",
+            "item_id",
+            **{"404": "no such item"},
+        ),
+        "/health/": _path("Liveness: the worker's web server answers", "ok"),
+        "/ready/": _path(
+            "Readiness: partitions assigned and tables recovered",
+            "ready",
+            **{"503": "rebalancing or recovering"},
+        ),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text format 0.0.4"}},
+            }
+        },
+        "/streamrec/stats/": _path("Counters and catalog size, as JSON", "stats"),
+        "/openapi.json": _path("This description", "an OpenAPI 3.1 document"),
+    },
+}
+
+
+def readiness(streamrec: StreamrecApp) -> tuple[bool, str]:
+    app = streamrec.app
+    try:
+        assigned = app.consumer.assignment()
+    except Exception:
+        return False, "the consumer has not started"
+    if app.rebalancing:
+        return False, "the group is rebalancing"
+    if not app.tables.recovery.completed.is_set():
+        return False, "tables are being recovered"
+    if not assigned:
+        return False, "no partitions assigned to this worker"
+    return True, f"{len(assigned)} partitions assigned"
+
+
+def install_views(streamrec: StreamrecApp) -> None:
+    app, store, metrics = streamrec.app, streamrec.store, streamrec.metrics
+
+    @app.page("/streamrec/stats/")
+    async def stats(view: Any, request: Any) -> Any:
+        return view.json(
+            {
+                "items": store.count(),
+                "processed": dict(metrics.processed),
+                "dead_letters": dict(metrics.dead_letters),
+                "fusion": streamrec.encoder.fusion.version,
+            }
+        )
+
+    @app.page("/api/users/{user_id}/recommendations/")
+    @app.table_route(table=streamrec.users, match_info="user_id")
+    async def recommendations(view: Any, request: Any, user_id: str) -> Any:
+        entry = streamrec.users.get(user_id)
+        if not entry or "latest" not in entry:
+            return view.json(
+                {"error": f"no recommendations for user_id {user_id!r} yet: send an interaction"},
+                status=404,
+            )
+        return view.json(entry["latest"])
+
+    @app.page("/api/items/{item_id}/")
+    async def item(view: Any, request: Any, item_id: str) -> Any:
+        stored = store.get([item_id], with_vectors=False).get(item_id)
+        if stored is None:
+            return view.json({"error": f"no item with item_id {item_id!r}"}, status=404)
+        return view.json(stored.payload)
+
+    @app.page("/health/")
+    async def health(view: Any, request: Any) -> Any:
+        return view.json({"status": "ok"})
+
+    @app.page("/ready/")
+    async def ready(view: Any, request: Any) -> Any:
+        is_ready, why = readiness(streamrec)
+        return view.json({"ready": is_ready, "reason": why}, status=200 if is_ready else 503)
+
+    @app.page("/metrics")
+    async def prometheus(view: Any, request: Any) -> Any:
+        return view.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
+
+    @app.page("/openapi.json")
+    async def openapi(view: Any, request: Any) -> Any:
+        return view.json(OPENAPI)

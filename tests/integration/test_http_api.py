@@ -1,0 +1,83 @@
+"""The worker's HTTP API against a running worker: latest list, items, health,
+readiness, Prometheus metrics, and an OpenAPI description whose paths all answer."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.admin import produce
+from streams.broker import LocalBroker
+from tests.conftest import TopicReader, isolated_settings
+from tests.integration.helpers import click, recommendations_for, start_worker_with_catalog
+
+pytestmark = pytest.mark.integration
+
+
+def get(base: str, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read(), error.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode()
+
+
+def test_http_api_serves_lists_items_health_metrics_and_its_description(
+    broker: LocalBroker, tmp_path
+) -> None:
+    settings = isolated_settings(broker, tmp_path / "data")
+    base = f"http://{settings.web_host}:{settings.web_port}"
+    reader = TopicReader(settings, settings.topic_recommendations)
+    worker = start_worker_with_catalog(settings)
+    try:
+        produce(settings, settings.topic_interactions, [("gus", b"{not json")])
+        produce(settings, settings.topic_interactions, [("gus", click("h-1", "gus", "jazz-1"))])
+        reader.wait_for(lambda m: recommendations_for(m, "h-1") is not None)
+        worker.wait_until(lambda s: s["dead_letters"].get("invalid-json") == 1, 30, "dead letter")
+
+        assert get(base, "/health/") == (200, {"status": "ok"})
+        status, ready = get(base, "/ready/")
+        assert status == 200 and ready["ready"] is True, ready
+
+        status, latest = get(base, "/api/users/gus/recommendations/")
+        assert status == 200 and latest["trigger_event_id"] == "h-1"
+        assert latest["items"] and "jazz-1" not in {i["item_id"] for i in latest["items"]}
+        status, missing = get(base, "/api/users/nobody/recommendations/")
+        assert status == 404 and "nobody" in missing["error"]
+
+        status, item = get(base, "/api/items/jazz-1/")
+        assert status == 200 and item["title"] and item["engagements"] in (0, 1)
+        assert get(base, "/api/items/no-such-item/")[0] == 404
+
+        status, text = get(base, "/metrics")
+        assert status == 200
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        topic = settings.topic_interactions
+        assert samples[("streamrec_events_processed_total", (("topic", topic),))] == 1
+        assert samples[("streamrec_dead_letters_total", (("reason", "invalid-json"),))] == 1
+        assert samples[("streamrec_click_to_recommendation_seconds_count", ())] == 1
+        assert samples[("streamrec_encode_batch_size_sum", ())] >= 30
+        assert any(name == "streamrec_consumer_lag" for name, _ in samples)
+
+        status, spec = get(base, "/openapi.json")
+        assert status == 200 and spec["openapi"].startswith("3.")
+        for path in spec["paths"]:
+            concrete = path.replace("{user_id}", "gus").replace("{item_id}", "jazz-1")
+            assert get(base, concrete)[0] == 200, path
+    finally:
+        worker.stop()
+        reader.close()
