@@ -410,9 +410,8 @@ class StreamrecApp:
 
     def _lag(self) -> dict[tuple[str, int], int]:
         """Per source partition: messages on the broker not yet committed by this worker."""
-        monitor = self.app.monitor
-        sources = {self.settings.topic_items, self.settings.topic_interactions}
-        sources.add(self.settings.topic_item_updates)
+        s, monitor = self.settings, self.app.monitor
+        sources = {s.topic_items, s.topic_interactions, s.topic_item_updates}
         return {
             (tp.topic, tp.partition): max(end - monitor.tp_committed_offsets.get(tp, 0), 0)
             for tp, end in monitor.tp_end_offsets.items()
