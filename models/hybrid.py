@@ -1,23 +1,43 @@
-"""The hybrid recommender: content similarity to the user's profile, blended with trending.
+"""The hybrid recommender the worker runs: the evaluated sources, blended, split by owner.
 
-Every recommended item carries the reasons it is there: which source proposed it and,
-for content similarity, which of the user's own items it resembles most.
+Item-item cosine, trending, online BPR and content similarity (``models/sources/``) are
+blended by ``models/blend.py`` with the weights measured on MovieLens 100k. Learning is
+split the way a deployment owns state: ``learn_one`` is the user's side (it updates the
+user's state and returns the changes each touched item must receive), ``apply`` is the
+item side (it folds those changes into the item state every ranking reads). Changes are
+additive, so they can travel through Kafka and be applied by every replica in any order.
+
+Every recommended item carries its reasons: the sources that put it there, and for
+item-item and content similarity, which of the user's own items it is similar to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from models.profile import ContentProfile
+from models.blend import Blend, Ranked, normalise_all, unseen
+from models.sources import (
+    Catalog,
+    ContentSimilarity,
+    DecayedPopularity,
+    ItemItemCosine,
+    OnlineBPR,
+    Source,
+)
 from models.user_state import UserState
-from models.vector_store import TRENDING_FIELD, Hit, VectorStore
 
+#: The hybrid's weights, chosen on MovieLens 100k (README, "Evaluation").
+HYBRID_WEIGHTS = {"item-item": 1.0, "trending": 0.3, "cf": 0.2, "content": 0.1}
 CONTENT = "content"
-TRENDING = "trending"
+#: The reason of an item no source vouches for (it only fills the list).
 CATALOG = "catalog"
+
+#: item id -> source name -> that source's change to the item, JSON-ready.
+ItemChanges = dict[str, dict[str, dict[str, Any]]]
 
 
 class UnknownItemError(LookupError):
@@ -46,112 +66,170 @@ class Recommendation:
     reasons: list[Reason]
 
 
-@dataclass(frozen=True)
-class HybridRecommender:
-    """Ranks unseen items for one user from the vector store's content and trending sources.
+def hybrid_sources(content_dim: int) -> dict[str, Source]:
+    """The sources the hybrid can blend, by name."""
+    return {
+        "item-item": ItemItemCosine(),
+        "trending": DecayedPopularity(),
+        "cf": OnlineBPR(),
+        CONTENT: ContentSimilarity(dim=content_dim),
+    }
 
-    ``score = weights["content"] * cosine(profile, item) + weights["trending"] * trend_rank``
-    where ``trend_rank`` falls linearly from 1 (most trending) to 0 over the candidates.
-    A user with no profile yet gets the trending items.
+
+class HybridRecommender:
+    """Ranks a user's unseen items by the weighted, normalised scores of its sources.
+
+    >>> import numpy as np
+    >>> hybrid = HybridRecommender(content_dim=2)
+    >>> for item_id, vector in [("a", [1.0, 0.0]), ("b", [0.9, 0.1]), ("c", [0.0, 1.0])]:
+    ...     hybrid.add_item(item_id, item_id.upper(), np.array(vector))
+    >>> ann, bob = UserState(), UserState()
+    >>> for user, state, item in [("ann", ann, "a"), ("ann", ann, "c"), ("bob", bob, "a")]:
+    ...     hybrid.apply(hybrid.learn_one(user, state, f"{user}-{item}", item, 1.0, 0.0))
+    >>> top = hybrid.recommend("bob", bob, k=1, now=0.0)[0]   # ann went from a to c
+    >>> top.item_id, [(r.source, r.because_of) for r in top.reasons]
+    ('c', [('item-item', 'a'), ('trending', None)])
+    >>> hybrid.learn_one("bob", bob, "bob-a", "a", 1.0, 0.0) is None   # a duplicate
+    True
     """
 
-    store: VectorStore
-    profile: ContentProfile = field(default_factory=ContentProfile)
-    weights: Mapping[str, float] = field(default_factory=lambda: {CONTENT: 1.0, TRENDING: 0.3})
-    #: Candidates fetched per source, as a multiple of k, before blending.
-    oversample: int = 3
-    #: Below this cosine an item is not "like" anything the user engaged with, and
-    #: content similarity neither scores nor explains it.
-    min_similarity: float = 0.3
+    def __init__(
+        self,
+        weights: Mapping[str, float] | None = None,
+        content_dim: int = 384,
+        explain_share: float = 0.25,
+    ) -> None:
+        self.blend = Blend(weights or HYBRID_WEIGHTS)
+        available = hybrid_sources(content_dim)
+        unknown = set(self.blend.sources) - set(available)
+        if unknown:
+            raise ValueError(
+                f"unknown hybrid sources {sorted(unknown)}: choose from {sorted(available)}"
+            )
+        self.sources = {name: available[name] for name in self.blend.sources}
+        self.content = available[CONTENT]
+        assert isinstance(self.content, ContentSimilarity)
+        self.catalog = Catalog()
+        self.titles: list[str] = []
+        #: A source is named as a reason when it gives at least this share of the
+        #: largest contribution to the item's score (the others barely moved it).
+        self.explain_share = explain_share
+
+    # -- items -------------------------------------------------------------------------
+
+    def _index(self, item_id: str) -> int:
+        """The item's index, adding it (untitled, no content yet) when new."""
+        index = self.catalog.add(item_id)
+        if index == len(self.titles):
+            self.titles.append("")
+        return index
+
+    def add_item(self, item_id: str, title: str, vector: np.ndarray | None) -> None:
+        """Add an item, or replace its title and content vector."""
+        index = self._index(item_id)
+        self.titles[index] = title
+        if vector is not None:
+            self.content.set_vector(index, vector)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.catalog
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def item_state(self, item_id: str) -> dict[str, Any]:
+        """What the item side knows of an item: engagements, trending, CF factor and bias."""
+        index = self.catalog.index(item_id)
+        state: dict[str, Any] = {}
+        for name, source in self.sources.items():
+            if isinstance(source, ItemItemCosine):
+                known = index < len(source.counts)
+                state["engagements"] = int(source.counts[index]) if known else 0
+            elif isinstance(source, DecayedPopularity):
+                mass = source.log_mass[index] if index < len(source.log_mass) else -np.inf
+                state["trending_log_mass"] = float(mass) if np.isfinite(mass) else None
+            elif isinstance(source, OnlineBPR):
+                known = index < len(source.bias)
+                state[name] = {
+                    "factor": source.items[index].tolist() if known else [0.0] * source.factors,
+                    "bias": float(source.bias[index]) if known else 0.0,
+                }
+        return state
+
+    # -- learning ----------------------------------------------------------------------
 
     def learn_one(
-        self, state: UserState, event_id: str, item_id: str, weight: float, ts: float
-    ) -> bool:
-        """Fold one interaction into the user's state; False (and no change) for a duplicate.
+        self, user_id: str, state: UserState, event_id: str, item_id: str, weight: float, ts: float
+    ) -> ItemChanges | None:
+        """The user's side of one interaction: None (and no change) for a duplicate event id.
 
-        Raises UnknownItemError, leaving the state unchanged, when the item is not stored.
+        Raises UnknownItemError, leaving the state unchanged, when the item is unknown.
         """
-        if event_id in state.recent_event_ids:
-            return False
-        stored = self.store.get([item_id]).get(item_id)
-        if stored is None or CONTENT not in stored.vectors:
+        if item_id not in self.catalog:
             raise UnknownItemError(item_id)
-        state.remember_event(event_id)
-        self.profile.learn_one(state, stored.vectors[CONTENT], weight, ts)
-        self.profile.observe(state, item_id, weight)
-        return True
+        if not state.remember_event(event_id):
+            return None
+        item = self.catalog.index(item_id)
+        ids = self.catalog.ids
+        changes: ItemChanges = {}
+        for name, source in self.sources.items():
+            for touched, change in source.user_step(user_id, item, weight, ts, state.history):
+                if "co" in change:  # item indexes are local to this process: send ids
+                    change = {**change, "co": [ids[i] for i in change["co"]]}
+                changes.setdefault(ids[touched], {})[name] = change
+        state.history.add(item, weight)
+        return changes
 
-    def recommend(self, state: UserState, k: int) -> list[Recommendation]:
-        limit = k * self.oversample
-        seen = state.seen
-        direction = self.profile.direction(state)
-        candidates: dict[str, Hit] = {}
-        content_scores: dict[str, float] = {}
-        if direction is not None:
-            for hit in self.store.nearest(direction, CONTENT, limit, seen, with_vectors=True):
-                candidates[hit.item_id] = hit
-                content_scores[hit.item_id] = hit.score
-        trending = [
-            hit
-            for hit in self.store.top_by(TRENDING_FIELD, limit, seen, with_vectors=True)
-            if hit.score > 0
-        ]
-        trend_ranks = {
-            hit.item_id: 1.0 - rank / max(len(trending), 1) for rank, hit in enumerate(trending)
-        }
-        for hit in trending:
-            candidates.setdefault(hit.item_id, hit)
-            if direction is not None and hit.item_id not in content_scores:
-                content_scores[hit.item_id] = _cosine(direction, hit.vectors.get(CONTENT))
-        if not candidates:
-            # Nobody engaged with anything yet and the user has no profile: any items at all.
-            for hit in self.store.top_by(TRENDING_FIELD, limit, seen):
-                candidates[hit.item_id] = hit
+    def apply(self, changes: ItemChanges) -> None:
+        """The item side: fold one event's changes into the item state."""
+        for item_id, by_source in changes.items():
+            index = self._index(item_id)
+            for name, change in by_source.items():
+                source = self.sources.get(name)
+                if source is None:
+                    continue
+                if "co" in change:
+                    change = {**change, "co": [self._index(i) for i in change["co"]]}
+                source.apply(index, change)
 
-        anchors = self._anchor_vectors(state)
-        ranked = []
-        for item_id, hit in candidates.items():
-            reasons = []
-            content_score = content_scores.get(item_id)
-            if content_score is not None and content_score >= self.min_similarity:
-                reasons.append(
-                    Reason(
-                        CONTENT,
-                        self.weights[CONTENT] * content_score,
-                        _most_similar(hit.vectors.get(CONTENT), anchors),
-                    )
-                )
-            if item_id in trend_ranks:
-                reasons.append(Reason(TRENDING, self.weights[TRENDING] * trend_ranks[item_id]))
-            if not reasons:
-                # Neither source vouches for it: it only fills the list, and says so.
-                reasons.append(Reason(CATALOG, 0.0))
-            score = sum(reason.score for reason in reasons)
-            ranked.append(
-                Recommendation(item_id, score, str(hit.payload.get("title", "")), reasons)
+    # -- ranking -----------------------------------------------------------------------
+
+    def recommend(self, user_id: str, state: UserState, k: int, now: float) -> list[Recommendation]:
+        """The user's top ``k`` unseen items at time ``now``, explained."""
+        history, n_items = state.history, len(self.catalog)
+        scores = {name: s.score(user_id, history, n_items, now) for name, s in self.sources.items()}
+        candidates = unseen(n_items, history.seen)
+        ranked = self.blend.rank_normalised(normalise_all(scores, candidates), candidates, k)
+        return [self._explain(user_id, state, r) for r in ranked]
+
+    def _explain(self, user_id: str, state: UserState, ranked: Ranked) -> Recommendation:
+        largest = max(ranked.contributions.values(), default=0.0)
+        reasons = []
+        for name, contribution in sorted(ranked.contributions.items(), key=lambda c: -c[1]):
+            if contribution <= 0 or contribution < self.explain_share * largest:
+                continue
+            because = self.sources[name].because_of(user_id, state.history, ranked.item)
+            reasons.append(
+                Reason(name, contribution, None if because is None else self.catalog.ids[because])
             )
-        ranked.sort(key=lambda rec: (-rec.score, rec.item_id))
-        return ranked[:k]
+        item_id = self.catalog.ids[ranked.item]
+        return Recommendation(
+            item_id, ranked.score, self.titles[ranked.item], reasons or [Reason(CATALOG, 0.0)]
+        )
 
-    def _anchor_vectors(self, state: UserState) -> dict[str, np.ndarray]:
-        """Content vectors of the user's recent positive items, to explain content matches."""
-        if not state.history:
-            return {}
-        stored = self.store.get([item_id for item_id, _ in state.history])
+    # -- user state as stored data -----------------------------------------------------
+
+    def dump_state(self, state: UserState) -> dict[str, Any]:
         return {
-            item_id: item.vectors[CONTENT]
-            for item_id, item in stored.items()
-            if CONTENT in item.vectors
+            "history": state.history.to_dict(self.catalog.ids, self.sources),
+            "event_ids": list(state.recent_event_ids),
         }
 
-
-def _cosine(a: np.ndarray, b: np.ndarray | None) -> float:
-    if b is None:
-        return 0.0
-    return float(np.dot(a, b) / ((np.linalg.norm(a) * np.linalg.norm(b)) or 1.0))
-
-
-def _most_similar(vector: np.ndarray | None, anchors: dict[str, np.ndarray]) -> str | None:
-    if vector is None or not anchors:
-        return None
-    return max(anchors, key=lambda item_id: (_cosine(vector, anchors[item_id]), item_id))
+    def load_state(self, data: dict[str, Any]) -> UserState:
+        state = UserState()
+        if data:
+            state.history = type(state.history).from_dict(
+                data["history"], self._index, self.sources
+            )
+            state.recent_event_ids.extend(data.get("event_ids", []))
+        return state

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import ssl
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -30,9 +29,8 @@ from encoders.fusion import (
 )
 from encoders.learned_fusion import LearnedFusion
 from encoders.media import MediaError, MediaFetcher, MediaPolicy
-from encoders.multimodal import ItemContent, MediaSource, MultimodalEncoder
+from encoders.multimodal import EncodedItem, ItemContent, MediaSource, MultimodalEncoder
 from models.hybrid import CONTENT, HybridRecommender, Recommendation, UnknownItemError
-from models.popularity import ItemStats, TrendingPopularity
 from models.signals import signal_weight
 from models.user_state import UserState
 from models.vector_store import StoredItem, VectorStore, open_vector_store
@@ -41,17 +39,20 @@ from streams.events import (
     MAX_RAW_CHARS,
     DeadLetter,
     Interaction,
-    ItemSignal,
+    ItemChanges,
+    ItemRecord,
     ItemUpload,
     MediaRef,
     Reason,
     Recommendations,
     RecommendedItem,
     describe_validation_error,
+    pack_vector,
 )
 from streams.fetch_backoff import install_empty_fetch_backoff
 from streams.group_membership import install_leave_on_stop
 from streams.metrics import WorkerMetrics
+from streams.replica import ItemSideReplica
 from streams.settings import Settings
 from streams.web import install_views
 
@@ -112,14 +113,15 @@ class StreamrecApp:
             collection=settings.collection,
             api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
         )
-        self.hybrid = HybridRecommender(self.store)
-        self.trending = TrendingPopularity()
+        self.hybrid = HybridRecommender(settings.hybrid_weights, content_dim=encoder.fusion.dim)
         self.metrics = WorkerMetrics(lag=self._lag)
         #: Items users engaged with one after the other: what a learned fusion learns from.
         self.coengaged: deque[tuple[str, str]] = deque(maxlen=MAX_COENGAGED_PAIRS)
         self.pairs_since_fit = 0
         self.fusion_path = settings.data_dir / "fusion" / "learned.pt"
         self.app = self._create_faust_app()
+        self.replica = ItemSideReplica(settings, self.hybrid, self.store, self.metrics)
+        self.app.add_dependency(self.replica)
         self._declare()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -173,14 +175,9 @@ class StreamrecApp:
         # One value per user / item holds state and the position it reflects, so a
         # redelivered message is recognised in the same write that applied it.
         self.users = app.Table("users", default=None, partitions=s.partitions)
-        self.item_stats = app.Table("item-stats", default=None, partitions=s.partitions)
-        self.item_stats.on_recover(self.republish_item_stats)
         self.ingest_items = app.agent(self.items_topic, name="ingest-items")(self._ingest_items)
         self.on_interactions = app.agent(self.interactions_topic, name="interactions")(
             self._on_interactions
-        )
-        self.on_item_updates = app.agent(self.item_updates_topic, name="item-updates")(
-            self._on_item_updates
         )
 
         install_views(self)
@@ -196,7 +193,9 @@ class StreamrecApp:
             await self.ingest_batch(events)
 
     async def ingest_batch(self, events: Sequence[EventT]) -> None:
-        """Validate, fetch and encode (in threads: I/O and torch release the GIL), upsert.
+        """Validate, fetch and encode (in threads: I/O and torch release the GIL), then
+        publish each encoded item to item-updates, from which every worker's replica
+        stores it (``streams/replica.py``).
 
         An item whose media fails is dead-lettered alone; the rest of the batch is stored.
         """
@@ -214,35 +213,32 @@ class StreamrecApp:
         started = time.perf_counter()
         results = await asyncio.to_thread(self.encoder.encode, contents)
         encoded_s = time.perf_counter() - started
-        # Re-uploading an item must not reset what its owner learned about it.
-        known = self.store.get(list(uploads), with_vectors=False)
-        stored = []
+        stored = 0
         for (upload, event), result in zip(uploads.values(), results, strict=True):
             if isinstance(result, MediaError):
                 await self.dead_letter(event, Rejected(result.reason, result.message))
                 continue
-            payload = {
-                "title": upload.title,
-                "tags": upload.tags,
-                "modalities": result.modalities,
-                "fusion": self.encoder.fusion.version,
-                "metadata": upload.metadata,
-                "created_at": upload.created_at.isoformat() if upload.created_at else None,
-                **_owned_fields(known.get(upload.item_id)),
-            }
-            vectors = {CONTENT: result.vector, **result.embeddings}
-            stored.append(StoredItem(upload.item_id, vectors, payload))
-        self.store.upsert(stored)
-        self.metrics.processed[self.settings.topic_items] += len(stored)
+            await self.publish_item(stored_item(upload, result, self.encoder.fusion.version))
+            stored += 1
+        self.metrics.processed[self.settings.topic_items] += stored
         self.metrics.encode_batch_size.observe(len(contents))
         self.metrics.encode_seconds.observe(encoded_s)
         log.info(
-            "items: %d of %d stored; fetch+decode+encode %.3f s, upsert %.3f s",
-            len(stored),
+            "items: %d of %d encoded; fetch+decode+encode %.3f s, publish %.3f s",
+            stored,
             len(events),
             encoded_s,
             time.perf_counter() - started - encoded_s,
         )
+
+    async def publish_item(self, item: StoredItem) -> None:
+        record = ItemRecord(
+            item_id=item.item_id,
+            title=str(item.payload.get("title", "")),
+            vectors={name: pack_vector(vector) for name, vector in item.vectors.items()},
+            payload=item.payload,
+        )
+        await self._send(self.item_updates_topic, item.item_id, record.to_bytes())
 
     async def _maybe_refit_fusion(self) -> None:
         if self.pairs_since_fit >= self.settings.fusion_refresh_pairs:
@@ -274,26 +270,25 @@ class StreamrecApp:
         partial.replace(self.fusion_path)  # atomic: a crash never leaves half a model
         self.encoder.fusion = candidate
         # Store calls stay in the event loop (one caller at a time); only fusing is threaded.
-        # Payloads are read just before writing, so a popularity update is never undone.
+        # Re-fused items go through item-updates like new ones, so every replica moves.
         for page in _pages(self.store.scroll(REFUSE_PAGE), REFUSE_PAGE):
             embeddings = [_modality_embeddings(item) for item in page]
             vectors = await asyncio.to_thread(candidate.fuse, embeddings)
-            current = self.store.get([item.item_id for item in page], with_vectors=True)
-            self.store.upsert(
-                [
+            for item, vector in zip(page, vectors, strict=True):
+                await self.publish_item(
                     StoredItem(
                         item.item_id,
-                        {**current[item.item_id].vectors, CONTENT: vector},
-                        {**current[item.item_id].payload, "fusion": candidate.version},
+                        {**item.vectors, CONTENT: vector},
+                        {**item.payload, "fusion": candidate.version},
                     )
-                    for item, vector in zip(page, vectors, strict=True)
-                    if item.item_id in current
-                ]
-            )
+                )
         log.info("fusion refitted to %s on %d pairs: %s", candidate.version, len(usable), report)
         return report
 
     async def _on_interactions(self, stream: faust.StreamT) -> None:
+        # Rank only once the item side holds what the log held at start (after a restart,
+        # an item known before it would otherwise be "unknown").
+        await self.replica.caught_up.wait()
         async for event in stream.events():
             try:
                 await self.handle_interaction(event)
@@ -303,52 +298,76 @@ class StreamrecApp:
     async def handle_interaction(self, event: EventT) -> None:
         interaction: Interaction = parse(Interaction, event.value, _key(event))
         message = event.message
-        entry = self.users.get(interaction.user_id) or {}
-        state = UserState.from_dict(entry.get("state", {}))
-        previous = state.history[-1][0] if state.history else None
-        weight = signal_weight(interaction.kind.value, interaction.value)
-        signal = ItemSignal(
-            event_id=interaction.event_id,
-            item_id=interaction.item_id,
-            weight=weight,
-            ts=interaction.ts,
-            source_partition=message.partition,
-            source_offset=message.offset,
-        )
-        if message.offset <= entry.get("offsets", {}).get(str(message.partition), -1):
-            # Redelivered after a restart and already in the state: only make sure the item
-            # owner heard of it (it ignores signals it has applied), then move on.
-            await self._send(self.item_updates_topic, interaction.item_id, signal.to_bytes())
+        user_id = interaction.user_id
+        entry = self.users.get(user_id) or {}
+        partition, offset = str(message.partition), message.offset
+        if offset <= entry.get("offsets", {}).get(partition, -1):
+            # Redelivered after a restart and already in the state: re-send its item
+            # changes in case they were lost with the process (replicas skip repeats).
+            pending = entry.get("pending", {}).get(f"{partition}:{offset}")
+            if pending is not None:
+                await self._send(self.item_updates_topic, user_id, pending.encode())
             return
+        state = self.hybrid.load_state(entry.get("state", {}))
+        previous = state.history.recent[-1][0] if state.history.recent else None
+        weight = signal_weight(interaction.kind.value, interaction.value)
+        ts = interaction.ts.timestamp()
         try:
-            applied = self.hybrid.learn_one(
-                state, interaction.event_id, interaction.item_id, weight, interaction.ts.timestamp()
+            changes = self.hybrid.learn_one(
+                user_id, state, interaction.event_id, interaction.item_id, weight, ts
             )
         except UnknownItemError as error:
             raise Rejected("unknown-item", str(error)) from None
-        if not applied:
+        if changes is None:
             raise Rejected(
                 "duplicate", f"event_id {interaction.event_id!r} was already applied; ignored"
             )
-        if weight > 0 and previous is not None and previous != interaction.item_id:
-            self.coengaged.append((previous, interaction.item_id))
-            self.pairs_since_fit += 1
-        recommendations = self.to_message(
-            interaction, state, self.hybrid.recommend(state, self.settings.top_k)
+        update = ItemChanges(
+            event_id=interaction.event_id,
+            user_id=user_id,
+            source_partition=message.partition,
+            source_offset=offset,
+            changes=changes,
         )
-        offsets = {**entry.get("offsets", {}), str(message.partition): message.offset}
-        self.users[interaction.user_id] = {
-            "state": state.to_dict(),
-            "offsets": offsets,
+        self.replica.apply_local(update)
+        if weight > 0 and previous is not None:
+            previous_id = self.hybrid.catalog.ids[previous]
+            if previous_id != interaction.item_id:
+                self.coengaged.append((previous_id, interaction.item_id))
+                self.pairs_since_fit += 1
+        recommendations = self.to_message(
+            interaction, state, self.hybrid.recommend(user_id, state, self.settings.top_k, ts)
+        )
+        update_json = update.model_dump_json()
+        self.users[user_id] = {
+            "state": self.hybrid.dump_state(state),
+            "offsets": {**entry.get("offsets", {}), partition: offset},
+            # Item changes not yet known committed, to re-send if this event is redelivered.
+            "pending": {
+                **self._uncommitted(entry.get("pending", {}), message.topic),
+                f"{partition}:{offset}": update_json,
+            },
             "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
         }
-        await self._send(self.item_updates_topic, interaction.item_id, signal.to_bytes())
-        await self._send(
-            self.recommendations_topic, interaction.user_id, recommendations.to_bytes()
-        )
+        await self._send(self.item_updates_topic, user_id, update_json.encode())
+        await self._send(self.recommendations_topic, user_id, recommendations.to_bytes())
         self.metrics.processed[self.settings.topic_interactions] += 1
         if message.timestamp:  # seconds since the epoch, as the broker stamped it
             self.metrics.click_to_recommendation.observe(max(time.time() - message.timestamp, 0))
+
+    def _uncommitted(self, pending: dict[str, str], topic: str) -> dict[str, str]:
+        """The pending changes whose source offsets the group has not committed yet."""
+        committed = {
+            tp.partition: offset
+            for tp, offset in self.app.monitor.tp_committed_offsets.items()
+            if tp.topic == topic
+        }
+        kept = {}
+        for key, value in pending.items():
+            partition, offset = key.split(":")
+            if int(offset) >= committed.get(int(partition), 0):
+                kept[key] = value
+        return kept
 
     def to_message(
         self, trigger: Interaction, state: UserState, ranked: list[Recommendation]
@@ -373,49 +392,19 @@ class StreamrecApp:
             model_version=self.settings.model_version,
         )
 
-    async def _on_item_updates(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                signal = ItemSignal.model_validate_json(event.value)
-            except ValidationError as error:
-                await self.dead_letter(event, Rejected("schema", describe_validation_error(error)))
-                continue
-            entry = self.item_stats.get(signal.item_id) or {}
-            applied = entry.get("applied", {})
-            if signal.source_offset <= applied.get(str(signal.source_partition), -1):
-                continue  # already counted before a restart
-            stats = ItemStats(**entry.get("stats", {}))
-            self.trending.learn_one(stats, signal.weight, signal.ts.timestamp())
-            self.store.set_payload(signal.item_id, stats.payload())
-            self.item_stats[signal.item_id] = {
-                "stats": {"trending": stats.trending, "engagements": stats.engagements},
-                "applied": {**applied, str(signal.source_partition): signal.source_offset},
-            }
-            self.metrics.processed[self.settings.topic_item_updates] += 1
-
-    async def republish_item_stats(self) -> None:
-        """After a table recovery, write every recovered item's stats to the vector store.
-
-        The table (its changelog) is the record of what was applied; the store's payload
-        is a view of it for retrieval. A worker killed between the two, or whose store
-        lost unflushed writes, would otherwise rank with counts the table no longer has.
-        """
-        present = self.store.get(list(self.item_stats.keys()), with_vectors=False)
-        for item_id, entry in self.item_stats.items():
-            if item_id in present and entry:
-                self.store.set_payload(item_id, ItemStats(**entry["stats"]).payload())
-        log.info("item stats of %d items republished to the vector store", len(present))
-
     # -- helpers -----------------------------------------------------------------------
 
     def _lag(self) -> dict[tuple[str, int], int]:
         """Per source partition: messages on the broker not yet committed by this worker."""
         s, monitor = self.settings, self.app.monitor
-        sources = {s.topic_items, s.topic_interactions, s.topic_item_updates}
+        sources = {s.topic_items, s.topic_interactions}
         return {
-            (tp.topic, tp.partition): max(end - monitor.tp_committed_offsets.get(tp, 0), 0)
-            for tp, end in monitor.tp_end_offsets.items()
-            if tp.topic in sources
+            **{
+                (tp.topic, tp.partition): max(end - monitor.tp_committed_offsets.get(tp, 0), 0)
+                for tp, end in monitor.tp_end_offsets.items()
+                if tp.topic in sources
+            },
+            **self.replica.lag(),
         }
 
     async def dead_letter(self, event: EventT, rejected: Rejected) -> None:
@@ -484,6 +473,19 @@ def build_item_encoder(settings: Settings) -> MultimodalEncoder:
     return MultimodalEncoder(text, fusion, MediaFetcher(policy), image=image, audio=audio)
 
 
+def stored_item(upload: ItemUpload, encoded: EncodedItem, fusion_version: str) -> StoredItem:
+    """An encoded upload as the vector store keeps it: the fused vector and each modality's."""
+    payload = {
+        "title": upload.title,
+        "tags": upload.tags,
+        "modalities": encoded.modalities,
+        "fusion": fusion_version,
+        "metadata": upload.metadata,
+        "created_at": upload.created_at.isoformat() if upload.created_at else None,
+    }
+    return StoredItem(upload.item_id, {CONTENT: encoded.vector, **encoded.embeddings}, payload)
+
+
 def content_of(upload: ItemUpload) -> ItemContent:
     """The encoder's view of an upload (the core knows nothing of the wire format)."""
 
@@ -510,24 +512,10 @@ def _modality_embeddings(item: StoredItem) -> Embeddings:
     return {name: vector for name, vector in item.vectors.items() if name != CONTENT}
 
 
-def _owned_fields(existing: StoredItem | None) -> dict[str, Any]:
-    """Payload fields the item's owner maintains, kept across re-uploads."""
-    defaults = ItemStats().payload()
-    if existing is None:
-        return defaults
-    return {name: existing.payload.get(name, value) for name, value in defaults.items()}
-
-
 def _credentials(s: Settings) -> faust.types.auth.CredentialsT | None:
     if s.security_protocol == "PLAINTEXT":
         return None
-    context = None
-    if s.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=str(s.ssl_cafile) if s.ssl_cafile else None)
-        if s.ssl_certfile:
-            context.load_cert_chain(
-                str(s.ssl_certfile), str(s.ssl_keyfile) if s.ssl_keyfile else None
-            )
+    context = s.ssl_context()
     if s.security_protocol == "SSL":
         return faust.SSLCredentials(context)
     return faust.SASLCredentials(

@@ -6,12 +6,22 @@ the field instead of a silently ignored value.
 
 from __future__ import annotations
 
+import base64
 import math
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -128,15 +138,39 @@ class Recommendations(Event):
     model_version: str
 
 
-class ItemSignal(Event):
-    """What the item-keyed owner needs to update an item's popularity (item-updates topic)."""
+class ItemRecord(Event):
+    """An encoded item, as every worker's item-side replica stores it (item-updates topic,
+    key item_id). Vectors travel as base64 of little-endian float32 (``pack_vector``)."""
 
-    event_id: str
+    type: Literal["item"] = "item"
     item_id: str
-    weight: float
-    ts: datetime
+    title: str
+    vectors: dict[str, str]
+    payload: dict[str, Any]
+
+
+class ItemChanges(Event):
+    """One interaction's changes to the item side (item-updates topic, key user_id, so a
+    user's changes stay in order): per item id, per source, what to add."""
+
+    type: Literal["changes"] = "changes"
+    event_id: str
+    user_id: str
     source_partition: int
     source_offset: int
+    changes: dict[str, dict[str, dict[str, Any]]]
+
+
+#: What the item-updates topic carries.
+ItemUpdate = TypeAdapter(Annotated[ItemRecord | ItemChanges, Field(discriminator="type")])
+
+
+def pack_vector(vector: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def unpack_vector(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").copy()
 
 
 class DeadLetter(Event):

@@ -50,12 +50,16 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
             )
 
+    def get(self, path: str) -> Any:
+        """GET one of the worker's JSON views (``/streamrec/stats/``, ``/api/...``)."""
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+
     def stats(self) -> dict[str, Any] | None:
         """The worker's /streamrec/stats/ view, or None while it is not serving."""
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}/streamrec/stats/"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return json.loads(response.read())
+            return self.get("/streamrec/stats/")
         except OSError:
             return None
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from models.hybrid import HYBRID_WEIGHTS
 
 CONFIG_FILE_ENV = "STREAMREC_CONFIG"
 
@@ -71,7 +74,11 @@ class Settings(BaseSettings):
 
     # Recommendation.
     top_k: int = Field(default=10, ge=1, le=1000)
-    model_version: str = "hybrid-content-trending-1"
+    model_version: str = "hybrid-2"
+    #: The hybrid's sources and weights (``models/hybrid.py``; measured in the README).
+    hybrid_weights: dict[Literal["item-item", "trending", "cf", "content"], float] = Field(
+        default_factory=lambda: dict(HYBRID_WEIGHTS)
+    )
 
     # Item ingestion: how many uploads are encoded together, and how long to wait for them.
     encode_batch_size: int = Field(default=32, ge=1)
@@ -109,11 +116,11 @@ class Settings(BaseSettings):
     def _blank_means_local(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("fusion_weights")
+    @field_validator("fusion_weights", "hybrid_weights")
     @classmethod
-    def _some_weight(cls, weights: dict[str, float]) -> dict[str, float]:
+    def _some_weight(cls, weights: dict[str, float], info: ValidationInfo) -> dict[str, float]:
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
-            raise ValueError("fusion_weights must be >= 0 with at least one > 0")
+            raise ValueError(f"{info.field_name} must be >= 0 with at least one > 0")
         return weights
 
     @property
@@ -150,6 +157,33 @@ class Settings(BaseSettings):
                 )
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for SSL and SASL_SSL, from the CA file and client certificate."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        if self.ssl_certfile:
+            context.load_cert_chain(
+                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+            )
+        return context
+
+    def aiokafka_options(self) -> dict[str, object]:
+        """Security options in aiokafka's spelling (the worker's own plain consumers)."""
+        options: dict[str, object] = {
+            "security_protocol": self.security_protocol,
+            "ssl_context": self.ssl_context(),
+        }
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return options
 
     def kafka_client_options(self) -> dict[str, object]:
         """Security options in kafka-python's spelling (admin, replay and CLI clients)."""

@@ -45,14 +45,14 @@ OPENAPI: dict[str, Any] = {
             **{"404": "no interaction from this user yet"},
         ),
         "/api/items/{item_id}/": _path(
-            "A stored item: title, tags, modalities, metadata, engagement counts",
+            "An item: title, tags, modalities, metadata; engagements, trending, CF factor and bias",
             "the item",
             "item_id",
             **{"404": "no such item"},
         ),
         "/health/": _path("Liveness: the worker's web server answers", "ok"),
         "/ready/": _path(
-            "Readiness: partitions assigned and tables recovered",
+            "Readiness: partitions assigned, tables recovered, item side caught up",
             "ready",
             **{"503": "rebalancing or recovering"},
         ),
@@ -78,6 +78,8 @@ def readiness(streamrec: StreamrecApp) -> tuple[bool, str]:
         return False, "the group is rebalancing"
     if not app.tables.recovery.completed.is_set():
         return False, "tables are being recovered"
+    if not streamrec.replica.caught_up.is_set():
+        return False, "the item-side replica is reading item-updates"
     if not assigned:
         return False, "no partitions assigned to this worker"
     return True, f"{len(assigned)} partitions assigned"
@@ -91,6 +93,8 @@ def install_views(streamrec: StreamrecApp) -> None:
         return view.json(
             {
                 "items": store.count(),
+                "catalog": len(streamrec.hybrid),
+                "item_updates_behind": streamrec.replica.behind,
                 "processed": dict(metrics.processed),
                 "dead_letters": dict(metrics.dead_letters),
                 "fusion": streamrec.encoder.fusion.version,
@@ -113,7 +117,8 @@ def install_views(streamrec: StreamrecApp) -> None:
         stored = store.get([item_id], with_vectors=False).get(item_id)
         if stored is None:
             return view.json({"error": f"no item with item_id {item_id!r}"}, status=404)
-        return view.json(stored.payload)
+        learned = streamrec.hybrid.item_state(item_id) if item_id in streamrec.hybrid else {}
+        return view.json({**stored.payload, **learned})
 
     @app.page("/health/")
     async def health(view: Any, request: Any) -> Any:

@@ -26,9 +26,17 @@ def text_encoder() -> MiniLMTextEncoder:
 
 
 def worker(settings: Settings, text_encoder: MiniLMTextEncoder) -> StreamrecApp:
+    """A worker whose item-updates topic is a list its own replica folds at once."""
     fusion = LearnedFusion(ModalityProjection({"text": 384}, common_dim=384))
     encoder = MultimodalEncoder(text_encoder, fusion, MediaFetcher(MediaPolicy()))
-    return StreamrecApp(settings, encoder)
+    app = StreamrecApp(settings, encoder)
+
+    async def send(topic: object, key: str | None, value: bytes) -> None:
+        assert topic is app.item_updates_topic
+        app.replica.fold([value])
+
+    app._send = send  # type: ignore[method-assign]
+    return app
 
 
 def upload(item_id: str, title: str) -> SimpleNamespace:
@@ -69,6 +77,11 @@ def test_learned_fusion_is_refitted_saved_and_reloaded(tmp_path, text_encoder) -
     ]
     assert min(gained) > 0, "co-engaged items moved closer"
     assert after[ids[0]].payload["title"] == titles[0], "payload kept when re-fusing"
+    assert np.allclose(
+        first.hybrid.content.vectors[first.hybrid.catalog.index(ids[0])],
+        after[ids[0]].vectors[CONTENT] / np.linalg.norm(after[ids[0]].vectors[CONTENT]),
+        atol=1e-5,
+    ), "the ranker's content vectors follow the refit"
     first.stop()
 
     second = worker(settings, text_encoder)

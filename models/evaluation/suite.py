@@ -12,6 +12,7 @@ import numpy as np
 
 from models.blend import Blend
 from models.evaluation.datasets import ReplayItem
+from models.hybrid import HYBRID_WEIGHTS
 from models.sources import (
     Catalog,
     ContentSimilarity,
@@ -22,9 +23,6 @@ from models.sources import (
     RandomScores,
     Source,
 )
-
-#: The hybrid's weights, chosen on MovieLens 100k (README, "Evaluation").
-HYBRID_WEIGHTS = {"item-item": 1.0, "trending": 0.3, "cf": 0.2, "content": 0.1}
 
 
 def standard_sources(

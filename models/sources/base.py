@@ -1,13 +1,19 @@
 """What every candidate source shares: the catalog's item index, the user's recent history,
-and the ``learn_one`` / ``score`` interface."""
+and the ``learn_one`` / ``score`` interface, split by owner (``user_step`` / ``apply``)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+#: What one source tells the owner of one item about one event: (item index, change).
+#: A change is a JSON-serialisable dict; any item indexes in it are under the key ``co``.
+ItemDelta = tuple[int, dict[str, Any]]
 
 
 class Catalog:
@@ -46,7 +52,18 @@ class UserHistory:
 
     ``recent`` keeps the last ``size`` positively engaged items, newest last, with their
     weights; ``last`` the last ``size`` items of any interaction (a low rating still says
-    what the user watches).
+    what the user watches). ``own`` holds each source's per-user state by source name
+    (a CF factor, a content profile): everything about the user lives here, so it can be
+    stored as one value by whoever owns the user.
+
+    >>> history = UserHistory()
+    >>> history.add(3, 1.0); history.add(5, -1.0)
+    >>> data = history.to_dict(["a", "b", "c", "d", "e", "f"])
+    >>> data["seen"], data["recent"], data["last"]
+    (['d', 'f'], [['d', 1.0]], ['d', 'f'])
+    >>> restored = UserHistory.from_dict(data, "abcdef".index)
+    >>> restored.seen == history.seen and restored.last == history.last
+    True
     """
 
     size: int = 20
@@ -54,6 +71,7 @@ class UserHistory:
     recent: deque[tuple[int, float]] = field(default_factory=deque)
     last: deque[int] = field(default_factory=deque)
     events: int = 0
+    own: dict[str, Any] = field(default_factory=dict)
 
     def add(self, item: int, weight: float) -> None:
         self.seen.add(item)
@@ -69,6 +87,38 @@ class UserHistory:
     @property
     def recent_items(self) -> list[int]:
         return [item for item, _ in self.recent]
+
+    def to_dict(self, ids: Sequence[str], sources: dict[str, Source] | None = None) -> dict:
+        """JSON-ready, with item ids for indexes (indexes are local to one process)."""
+        sources = sources or {}
+        return {
+            "seen": sorted(ids[i] for i in self.seen),
+            "recent": [[ids[i], w] for i, w in self.recent],
+            "last": [ids[i] for i in self.last],
+            "events": self.events,
+            "own": {
+                name: sources[name].dump_user(value) if name in sources else value
+                for name, value in self.own.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(
+        cls, data: dict, index: Any, sources: dict[str, Source] | None = None, size: int = 20
+    ) -> UserHistory:
+        """The inverse of ``to_dict``; ``index`` maps an item id to its local index."""
+        sources = sources or {}
+        return cls(
+            size=size,
+            seen={index(i) for i in data.get("seen", [])},
+            recent=deque((index(i), float(w)) for i, w in data.get("recent", [])),
+            last=deque(index(i) for i in data.get("last", [])),
+            events=int(data.get("events", 0)),
+            own={
+                name: sources[name].load_user(value) if name in sources else value
+                for name, value in data.get("own", {}).items()
+            },
+        )
 
 
 def grown(array: np.ndarray, size: int, axes: tuple[int, ...] = (0,)) -> np.ndarray:
@@ -89,15 +139,38 @@ class Source(ABC):
     ``score`` returns one number per catalog item (higher is better; only the order
     among unseen items matters). ``because_of`` names the user's own item that best
     explains a recommendation, where the source can tell.
+
+    Learning is split by owner, as in a deployment where users and items live in
+    different partitions: ``user_step`` updates the user's side (in ``history.own``)
+    reading the item side, and returns what each touched item's owner must ``apply``.
+    Changes are additive, so owners may apply them in any order. ``learn_one`` does both
+    at once (replay, tests).
     """
 
     name: str
 
-    @abstractmethod
     def learn_one(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> None:
         """Learn from ``user`` engaging ``item``; ``history`` is the user's, before this event."""
+        for touched, change in self.user_step(user, item, weight, ts, history):
+            self.apply(touched, change)
+
+    def user_step(
+        self, user: str, item: int, weight: float, ts: float, history: UserHistory
+    ) -> list[ItemDelta]:
+        """The user's side of ``learn_one``: update ``history.own``, return the item changes."""
+        return []
+
+    def apply(self, item: int, change: dict[str, Any]) -> None:  # noqa: B027 (optional)
+        """The item's side: fold one change from ``user_step`` into this item's state."""
+
+    def dump_user(self, value: Any) -> Any:
+        """This source's ``history.own`` value as JSON-ready data."""
+        return value
+
+    def load_user(self, data: Any) -> Any:
+        return data
 
     @abstractmethod
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:

@@ -6,18 +6,24 @@ the engaged item outscore a few items drawn at random in proportion to their
 popularity (popular items the user did not pick are the informative negatives):
 ``x = p_u . (q_i - q_j) + b_i - b_j``, loss ``-log sigmoid(x)`` plus L2.
 
-Updates use River's SGD optimiser and Normal initialiser. User factors ``p_u`` are
-the user's; item factors ``q_i`` and biases ``b_i`` are the item's, so in a deployment
-each side is owned by its own partitions (see the README).
+Updates use River's SGD optimiser. User factors ``p_u`` are the user's; item factors
+``q_i`` and biases ``b_i`` are the item's, so in a deployment each side is owned by its
+own partitions: the user side runs an event's steps on copies of the item rows it reads
+and sends each item's owner the difference, which owners add in any order
+(parameter-server style). Nothing depends on arrival order or on a process-wide random
+state: a user's factor starts from a generator seeded by the user id, item factors start
+at zero, and negatives are drawn from a generator seeded by (user, event number).
 """
 
 from __future__ import annotations
 
+import zlib
+from typing import Any
+
 import numpy as np
 from river.optim import SGD
-from river.optim.initializers import Normal
 
-from models.sources.base import Source, UserHistory, grown
+from models.sources.base import ItemDelta, Source, UserHistory, grown
 
 
 def _sigmoid(x: float) -> float:
@@ -28,12 +34,11 @@ class OnlineBPR(Source):
     """Bayesian personalised ranking, one SGD step per engagement.
 
     >>> from models.sources.base import UserHistory
-    >>> bpr, history = OnlineBPR(factors=4, seed=0), UserHistory()
+    >>> bpr, u, v = OnlineBPR(factors=4, seed=0), UserHistory(), UserHistory()
     >>> for _ in range(200):
-    ...     bpr.learn_one("u", 1, 1.0, 0.0, history)
-    ...     bpr.learn_one("v", 2, 1.0, 0.0, history)
-    >>> int(np.argmax(bpr.score("u", history, 3, now=0.0)))
-    1
+    ...     bpr.learn_one("u", 1, 1.0, 0.0, u); bpr.learn_one("v", 2, 1.0, 0.0, v)
+    >>> int(np.argmax(bpr.score("u", u, 3, now=0.0))), int(np.argmax(bpr.score("v", v, 3, 0.0)))
+    (1, 2)
     """
 
     name = "cf"
@@ -50,63 +55,87 @@ class OnlineBPR(Source):
         self.optimizer = SGD(learning_rate)
         self.regularisation = regularisation
         self.negatives = negatives
-        self.init = Normal(mu=0.0, sigma=0.1, seed=seed)
-        self.rng = np.random.default_rng(seed)
-        self.users: dict[str, np.ndarray] = {}
+        self.seed = seed
         self.items = np.zeros((0, factors))
         self.bias = np.zeros(0)
-        self.known = np.zeros(0, dtype=bool)
-        # Every engagement's item, so a uniform draw is a popularity-proportional one.
-        self.engaged: list[int] = []
+        # Positive engagements per item: negatives are drawn in proportion to them.
+        self.positives = np.zeros(0)
 
-    def user_factor(self, user: str) -> np.ndarray:
-        if user not in self.users:
-            self.users[user] = self.init(shape=self.factors)
-        return self.users[user]
+    def user_factor(self, user: str, history: UserHistory) -> np.ndarray:
+        factor = history.own.get(self.name)
+        if factor is None:
+            rng = np.random.default_rng([self.seed, zlib.crc32(user.encode())])
+            factor = rng.normal(0.0, 0.1, self.factors)
+        return factor
 
     def _ensure_item(self, item: int) -> None:
         self.items = grown(self.items, item + 1)
         self.bias = grown(self.bias, item + 1)
-        self.known = grown(self.known, item + 1)
-        if not self.known[item]:
-            self.items[item] = self.init(shape=self.factors)
-            self.known[item] = True
+        self.positives = grown(self.positives, item + 1)
 
-    def learn_one(
+    def user_step(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
-    ) -> None:
+    ) -> list[ItemDelta]:
         self._ensure_item(item)
-        p = self.user_factor(user)
-        r = self.regularisation
+        p = self.user_factor(user, history).copy()
+        r, step = self.regularisation, self.optimizer.step
+        rate = self.optimizer.learning_rate
+        q: dict[int, np.ndarray] = {}  # the touched item rows, as this event moves them
+        b: dict[int, float] = {}
+
+        def read(i: int) -> None:
+            if i not in q:
+                q[i], b[i] = self.items[i].copy(), float(self.bias[i])
+
+        read(item)
         if weight <= 0:
             # A skip or dislike: push this item down for the user, nothing up.
-            x = float(p @ self.items[item] + self.bias[item])
-            g = _sigmoid(x)
-            q = self.items[item].copy()
-            self.optimizer.step(self.items[item], g * p + r * q)
-            self.bias[item] = self.optimizer.step(np.array([self.bias[item]]), np.array([g]))[0]
-            self.users[user] = self.optimizer.step(p, g * q + r * p)
-            return
-        self.engaged.append(item)
-        # One negative at a time: each step sees the factors the previous one moved (all
-        # at once overshoots; measured on MovieLens, HitRate@10 fell from 0.087 to 0.025).
-        for _ in range(self.negatives):
-            other = self.engaged[int(self.rng.integers(len(self.engaged)))]
-            if other == item or other in history.seen:
-                continue
-            qi, qj = self.items[item].copy(), self.items[other].copy()
-            x = float(p @ (qi - qj) + self.bias[item] - self.bias[other])
-            g = _sigmoid(-x) * min(weight, 3.0)  # stronger signals take bigger steps
-            self.items[item] = self.optimizer.step(qi, -g * p + r * qi)
-            self.items[other] = self.optimizer.step(qj, g * p + r * qj)
-            bi, bj = self.bias[item], self.bias[other]
-            self.bias[item] = bi - self.optimizer.learning_rate * (-g + r * bi)
-            self.bias[other] = bj - self.optimizer.learning_rate * (g + r * bj)
-            p = self.optimizer.step(p, -g * (qi - qj) + r * p)
-        self.users[user] = p
+            g = _sigmoid(float(p @ q[item] + b[item]))
+            qi = q[item].copy()
+            q[item] = step(q[item], g * p + r * qi)
+            b[item] -= rate * g
+            p = step(p, g * qi + r * p)
+        else:
+            rng = np.random.default_rng([self.seed, zlib.crc32(user.encode()), history.events])
+            cumulative = np.cumsum(self.positives)
+            # One negative at a time: each step sees the factors the previous one moved (all
+            # at once overshoots; measured on MovieLens, HitRate@10 fell from 0.087 to 0.025).
+            for _ in range(self.negatives if cumulative.size and cumulative[-1] > 0 else 0):
+                other = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], "right"))
+                if other == item or other in history.seen:
+                    continue
+                read(other)
+                qi, qj = q[item].copy(), q[other].copy()
+                x = float(p @ (qi - qj) + b[item] - b[other])
+                g = _sigmoid(-x) * min(weight, 3.0)  # stronger signals take bigger steps
+                q[item] = step(q[item], -g * p + r * qi)
+                q[other] = step(q[other], g * p + r * qj)
+                b[item] -= rate * (-g + r * b[item])
+                b[other] -= rate * (g + r * b[other])
+                p = step(p, -g * (qi - qj) + r * p)
+        history.own[self.name] = p
+        changes = [
+            (i, {"dq": (q[i] - self.items[i]).tolist(), "db": b[i] - float(self.bias[i])})
+            for i in q
+        ]
+        if weight > 0:
+            changes[0][1]["positive"] = 1.0
+        return changes
+
+    def apply(self, item: int, change: dict[str, Any]) -> None:
+        self._ensure_item(item)
+        self.items[item] += np.asarray(change["dq"])
+        self.bias[item] += change["db"]
+        self.positives[item] += change.get("positive", 0.0)
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         items = grown(self.items, n_items)[:n_items]
         bias = grown(self.bias, n_items)[:n_items]
-        p = self.users.get(user)
+        p = history.own.get(self.name)
         return bias if p is None else items @ p + bias
+
+    def dump_user(self, value: Any) -> Any:
+        return np.asarray(value).tolist()
+
+    def load_user(self, data: Any) -> Any:
+        return np.asarray(data, dtype=np.float64)

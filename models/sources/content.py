@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from models.sources.base import Source, UserHistory, grown
+from models.sources.base import ItemDelta, Source, UserHistory, grown
 
 
 class ContentSimilarity(Source):
@@ -19,7 +20,8 @@ class ContentSimilarity(Source):
     1,682 MiniLM vectors), which made it the slowest step of a replay. Since
     ``V @ profile`` is linear in the profile, each user's item scores are kept updated
     the same way as the profile, from the cached row ``V @ v_item`` of each engaged item;
-    a new item vector drops these caches.
+    a new item vector drops these caches. The profile itself is the user's
+    (``history.own["content"]``: vector and time); the item side is the item vectors.
 
     >>> from models.sources.base import UserHistory
     >>> source, h = ContentSimilarity(dim=2), UserHistory()
@@ -38,10 +40,10 @@ class ContentSimilarity(Source):
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self.n_vectors = 0  # rows of ``vectors`` in use
         self.rate = math.log(2) / half_life_s
-        self.profiles: dict[str, tuple[np.ndarray, float]] = {}
         self.max_cached_rows = max_cached_rows
         self._rows: dict[int, np.ndarray] = {}  # item -> V @ unit(v_item)
-        self._scores: dict[str, np.ndarray] = {}  # user -> V @ profile
+        # user -> (the profile array it was computed from, V @ profile)
+        self._scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def set_vector(self, item: int, vector: np.ndarray) -> None:
         self.vectors = grown(self.vectors, item + 1)
@@ -59,28 +61,40 @@ class ContentSimilarity(Source):
                 self._rows[item] = row
         return row
 
-    def learn_one(
+    def user_step(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
-    ) -> None:
+    ) -> list[ItemDelta]:
         if item >= self.n_vectors:
-            return  # no content for this item
-        profile, last = self.profiles.get(user, (np.zeros(self.vectors.shape[1]), ts))
+            return []  # no content for this item
+        profile, last = history.own.get(self.name, (np.zeros(self.vectors.shape[1]), ts))
         decay = math.exp(-self.rate * max(ts - last, 0.0))
-        self.profiles[user] = (profile * decay + weight * self.vectors[item], ts)
-        scores = self._scores.get(user)
-        if scores is None:
-            scores = self.vectors[: self.n_vectors] @ profile
-        self._scores[user] = scores * decay + weight * self._row(item)
+        updated = profile * decay + weight * self.vectors[item]
+        history.own[self.name] = (updated, ts)
+        scores = self._cached_scores(user, profile)
+        self._scores[user] = (updated, scores * decay + weight * self._row(item))
+        return []
+
+    def _cached_scores(self, user: str, profile: np.ndarray) -> np.ndarray:
+        cached = self._scores.get(user)
+        if cached is not None and cached[0] is profile:
+            return cached[1]
+        return self.vectors[: self.n_vectors] @ profile
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
-        entry = self.profiles.get(user)
+        entry = history.own.get(self.name)
         norm = 0.0 if entry is None else float(np.linalg.norm(entry[0]))
         if not norm > 0:
             return np.zeros(n_items, dtype=np.float64)
-        scores = self._scores.get(user)
-        if scores is None:
-            scores = self._scores[user] = self.vectors[: self.n_vectors] @ entry[0]
+        scores = self._cached_scores(user, entry[0])
+        self._scores[user] = (entry[0], scores)
         return grown(scores / norm, n_items)[:n_items]
+
+    def dump_user(self, value: Any) -> Any:
+        profile, ts = value
+        return [np.asarray(profile).tolist(), ts]
+
+    def load_user(self, data: Any) -> Any:
+        return np.asarray(data[0], dtype=np.float64), float(data[1])
 
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
         items = [i for i in history.recent_items if i < self.n_vectors]

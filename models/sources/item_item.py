@@ -13,9 +13,11 @@ is the plain reference: positive engagements only, all 20 items alike.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from models.sources.base import Source, UserHistory, grown
+from models.sources.base import ItemDelta, Source, UserHistory, grown
 
 
 class ItemItemCosine(Source):
@@ -47,27 +49,26 @@ class ItemItemCosine(Source):
     def _history(self, history: UserHistory) -> list[int]:
         return list(history.last) if self.any_interaction else history.recent_items
 
-    def learn_one(
+    def user_step(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
-    ) -> None:
-        before = self._history(history)
-        size = max([item, *before]) + 1
+    ) -> list[ItemDelta]:
+        # The engaged item's owner counts it and its co-engagements; each earlier item's
+        # owner counts the engaged item as co-engaged with it (C stays symmetric).
+        others = sorted(set(self._history(history)) - {item})
+        return [(item, {"count": 1.0, "co": others}), *((o, {"co": [item]}) for o in others)]
+
+    def apply(self, item: int, change: dict[str, Any]) -> None:
+        co = change.get("co", [])
+        size = max([item, *co]) + 1
         self.co = grown(self.co, size, axes=(0, 1))
         self.counts = grown(self.counts, size)
-        self.counts[item] += 1.0
-        others = [i for i in set(before) if i != item]
-        if others:
-            self.co[item, others] += 1.0
-            self.co[others, item] += 1.0
+        self.counts[item] += change.get("count", 0.0)
+        if co:
+            self.co[item, co] += 1.0
 
     def _inverse_roots(self, n_items: int) -> np.ndarray:
         counts = grown(self.counts, n_items)[:n_items]
         return np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0)
-
-    def _similarity_rows(self, items: list[int], n_items: int) -> np.ndarray:
-        inverse = self._inverse_roots(n_items)
-        rows = grown(self.co, n_items, axes=(0, 1))[items, :n_items]
-        return rows * inverse[items, None] * inverse[None, :]
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         items = [i for i in self._history(history) if i < n_items]
@@ -81,8 +82,9 @@ class ItemItemCosine(Source):
         return (weights @ rows) * inverse
 
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
-        items = self._history(history)
+        items = [i for i in self._history(history) if i < len(self.counts)]
         if not items or item >= len(self.counts):
             return None
-        similarity = self._similarity_rows(items, len(self.counts))[:, item]
+        # sim(i, item) ordered over the user's items i: the item's own root is common.
+        similarity = self.co[items, item] * self._inverse_roots(len(self.counts))[items]
         return items[int(np.argmax(similarity))] if similarity.max() > 0 else None

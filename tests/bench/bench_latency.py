@@ -22,9 +22,7 @@ from pathlib import Path
 
 from encoders.text import MiniLMTextEncoder, compose_item_text
 from models.engine import InProcessRecommender
-from models.hybrid import CONTENT, HybridRecommender
-from models.popularity import ItemStats
-from models.vector_store import EdgeVectorStore, StoredItem
+from models.hybrid import HybridRecommender
 from streams.admin import create_topics, produce
 from streams.broker import LocalBroker
 from streams.load import drive, percentile
@@ -122,32 +120,24 @@ def interactions(n: int, items: int, users: int, seed: int = 1) -> list[dict]:
     ]
 
 
-def reference_core(catalog: list[dict], events: list[dict], k: int, workdir: Path) -> dict:
-    """The same core, called in process: learn_one + recommend per event."""
+def reference_core(catalog: list[dict], events: list[dict], k: int) -> dict:
+    """The same core, called in process: learn, apply, recommend per event."""
     encoder = MiniLMTextEncoder(threads=1)
     texts = [compose_item_text(c["title"], "", c["tags"]) for c in catalog]
     started = time.perf_counter()
     vectors = encoder.encode(texts)
     encode_s = time.perf_counter() - started
     latencies = []
-    with EdgeVectorStore(workdir / "reference", {CONTENT: encoder.dim}) as store:
-        store.upsert(
-            [
-                StoredItem(
-                    c["item_id"], {CONTENT: v}, {"title": c["title"], **ItemStats().payload()}
-                )
-                for c, v in zip(catalog, vectors, strict=True)
-            ]
+    engine = InProcessRecommender(HybridRecommender(content_dim=encoder.dim))
+    for c, vector in zip(catalog, vectors, strict=True):
+        engine.add_item(c["item_id"], c["title"], vector)
+    for event in events:
+        started = time.perf_counter()
+        ts = datetime.fromisoformat(event["ts"]).timestamp()
+        engine.process(
+            event["event_id"], event["user_id"], event["item_id"], event["kind"], None, ts, k
         )
-        engine = InProcessRecommender(HybridRecommender(store))
-        for event in events:
-            started = time.perf_counter()
-            ts = datetime.fromisoformat(event["ts"]).timestamp()
-            engine.learn_one(
-                event["event_id"], event["user_id"], event["item_id"], event["kind"], None, ts
-            )
-            engine.recommend(event["user_id"], k)
-            latencies.append((time.perf_counter() - started) * 1000)
+        latencies.append((time.perf_counter() - started) * 1000)
     return {
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
@@ -176,7 +166,7 @@ def main() -> None:
         worker.stop()
         broker.stop()
 
-    reference = reference_core(catalog, events, settings.top_k, workdir)
+    reference = reference_core(catalog, events, settings.top_k)
     print(
         json.dumps(
             {

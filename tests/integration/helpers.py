@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from encoders.multimodal import EncodedItem
 from models.engine import InProcessRecommender
 from models.hybrid import HybridRecommender
 from streams.admin import produce
-from streams.app import StreamrecApp, build_item_encoder
+from streams.app import build_item_encoder, content_of, stored_item
 from streams.demo import catalog_uploads
-from streams.events import Recommendations
+from streams.events import ItemUpload, Recommendations
 from streams.process import WorkerProcess
 from streams.settings import Settings
 
@@ -83,19 +80,19 @@ def wait_until_committed(settings: Settings, topic: str, timeout_s: float = 60) 
         consumer.close()
 
 
-def in_process_engine(directory: Path) -> tuple[InProcessRecommender, StreamrecApp]:
-    """The demo catalog stored by the worker's own ingestion code into a store of its own,
-    and the in-process engine over it: the reference a Kafka run must agree with."""
-    settings = Settings(data_dir=directory / "in-process")
-    app = StreamrecApp(settings, build_item_encoder(settings))
-    app.start()
-    events = [
-        SimpleNamespace(
-            key=key.encode(),
-            value=json.dumps(value).encode(),
-            message=SimpleNamespace(topic="items", partition=0, offset=n),
-        )
-        for n, (key, value) in enumerate(catalog_uploads())
-    ]
-    asyncio.run(app.ingest_batch(events))
-    return InProcessRecommender(HybridRecommender(app.store)), app
+def in_process_engine(settings: Settings | None = None) -> InProcessRecommender:
+    """The demo catalog encoded by the worker's own encoding code, in the in-process engine:
+    the reference a Kafka run must agree with."""
+    settings = settings or Settings()
+    encoder = build_item_encoder(settings)
+    uploads = [ItemUpload.model_validate(value) for _, value in catalog_uploads()]
+    engine = InProcessRecommender(
+        HybridRecommender(settings.hybrid_weights, content_dim=encoder.fusion.dim)
+    )
+    for upload, encoded in zip(
+        uploads, encoder.encode([content_of(u) for u in uploads]), strict=True
+    ):
+        assert isinstance(encoded, EncodedItem), encoded
+        item = stored_item(upload, encoded, encoder.fusion.version)
+        engine.add_item(item.item_id, upload.title, item.vectors["content"])
+    return engine
