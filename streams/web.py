@@ -95,6 +95,7 @@ def install_views(streamrec: StreamrecApp) -> None:
                 "items": store.count(),
                 "catalog": len(streamrec.hybrid),
                 "item_updates_behind": streamrec.replica.behind,
+                "item_updates_read": {str(p): n for p, n in streamrec.replica.positions.items()},
                 "processed": dict(metrics.processed),
                 "dead_letters": dict(metrics.dead_letters),
                 "fusion": streamrec.encoder.fusion.version,

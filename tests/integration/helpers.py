@@ -96,3 +96,24 @@ def in_process_engine(settings: Settings | None = None) -> InProcessRecommender:
         item = stored_item(upload, encoded, encoder.fusion.version)
         engine.add_item(item.item_id, upload.title, item.vectors["content"])
     return engine
+
+
+def wait_until_replicated(
+    settings: Settings, workers: list[WorkerProcess], timeout_s: float = 60
+) -> None:
+    """Wait until every worker's item-side replica has read all of item-updates."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.effective_bootstrap_servers)
+    try:
+        topic = settings.topic_item_updates
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        ends = {
+            str(tp.partition): offset for tp, offset in consumer.end_offsets(partitions).items()
+        }
+    finally:
+        consumer.close()
+    for worker in workers:
+        worker.wait_until(
+            lambda s: all(s["item_updates_read"].get(p, 0) >= end for p, end in ends.items()),
+            timeout_s,
+            f"item-updates read to {ends}",
+        )

@@ -1,0 +1,105 @@
+"""One worker against two: the same event log gives the same item factors and lists.
+
+Users are split between the two workers by partition; items are encoded by whichever
+worker owns their partition. The item side (CF factors and biases, engagement counts,
+content vectors) is replicated to both from item-updates, so every item has one state:
+both workers' replicas agree with each other and with the single worker's.
+
+Events are sent one at a time, each after the previous one's changes reached every
+replica: then the runs are the same computation. Sent faster, a worker may rank or take
+a CF step before the other worker's latest changes arrive (asynchronous SGD); that
+event-order effect is what separates the runs otherwise (README, "Scaling out").
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.admin import produce
+from streams.broker import LocalBroker
+from streams.demo import catalog_uploads
+from streams.process import WorkerProcess
+from tests.conftest import TopicReader, free_port, isolated_settings
+from tests.integration.helpers import (
+    click,
+    recommendations_for,
+    wait_until_replicated,
+)
+from tests.integration.test_crash import event_log
+
+pytestmark = pytest.mark.integration
+
+
+def ready(worker: WorkerProcess) -> bool:
+    try:
+        return bool(worker.get("/ready/")["ready"])
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def run(broker: LocalBroker, directory: Path, n_workers: int, log: list) -> dict[str, Any]:
+    settings = isolated_settings(broker, directory)
+    workers = []
+    for n in range(n_workers):
+        own = settings.model_copy(
+            update={"data_dir": directory / f"worker-{n}", "web_port": free_port()}
+        )
+        workers.append(WorkerProcess(own, own.data_dir / "worker.log"))
+        workers[-1].start()
+    reader = TopicReader(settings, settings.topic_recommendations)
+    try:
+        catalog = catalog_uploads()
+        produce(settings, settings.topic_items, catalog)
+        for worker in workers:
+            worker.wait_until(lambda s: s["catalog"] >= len(catalog), 180, "catalog replicated")
+            worker.wait_until(lambda s, w=worker: ready(w), 60, "partitions assigned")
+        lists = {}
+        for n, (event_id, user, item, kind) in enumerate(log):
+            produce(
+                settings,
+                settings.topic_interactions,
+                [(user, click(event_id, user, item, kind, minute=n))],
+            )
+            got = reader.wait_for(lambda m, e=event_id: recommendations_for(m, e) is not None)
+            sent = recommendations_for(got, event_id)
+            lists[event_id] = [(i.item_id, i.score) for i in sent.items]
+            wait_until_replicated(settings, workers)
+        items = [item_id for item_id, _ in catalog]
+        states = [{i: worker.get(f"/api/items/{i}/") for i in items} for worker in workers]
+        interactions = [
+            worker.stats()["processed"].get(settings.topic_interactions, 0) for worker in workers
+        ]
+    finally:
+        for worker in workers:
+            worker.stop()
+        reader.close()
+    return {"lists": lists, "states": states, "interactions": interactions}
+
+
+def assert_same_item_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for item_id in a:
+        assert a[item_id]["engagements"] == b[item_id]["engagements"], item_id
+        assert a[item_id]["cf"]["factor"] == pytest.approx(b[item_id]["cf"]["factor"], abs=1e-9)
+        assert a[item_id]["cf"]["bias"] == pytest.approx(b[item_id]["cf"]["bias"], abs=1e-9)
+
+
+def test_one_and_two_workers_learn_the_same_item_factors(broker: LocalBroker, tmp_path) -> None:
+    log = event_log(seed=11, n_events=24)
+    one = run(broker, tmp_path / "one", 1, log)
+    two = run(broker, tmp_path / "two", 2, log)
+
+    assert all(count > 0 for count in two["interactions"]), "both workers served users"
+    assert sum(two["interactions"]) == len(log) == one["interactions"][0]
+    assert_same_item_state(two["states"][0], two["states"][1])  # the replicas agree
+    assert_same_item_state(one["states"][0], two["states"][0])
+    learned = [s for s in one["states"][0].values() if s["engagements"] > 0]
+    assert len(learned) >= 10 and any(abs(v) > 0 for s in learned for v in s["cf"]["factor"])
+    for event_id, expected in one["lists"].items():
+        got = two["lists"][event_id]
+        assert [i for i, _ in got] == [i for i, _ in expected], event_id
+        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-6)
