@@ -99,7 +99,8 @@ class HybridRecommender:
         content_dim: int = 384,
         explain_share: float = 0.25,
     ) -> None:
-        self.blend = Blend(weights or HYBRID_WEIGHTS)
+        # A source weighted 0 would only cost time: it is left out.
+        self.blend = Blend({n: w for n, w in (weights or HYBRID_WEIGHTS).items() if w > 0})
         available = hybrid_sources(content_dim)
         unknown = set(self.blend.sources) - set(available)
         if unknown:
@@ -216,6 +217,20 @@ class HybridRecommender:
         return Recommendation(
             item_id, ranked.score, self.titles[ranked.item], reasons or [Reason(CATALOG, 0.0)]
         )
+
+    def item_dependent_steps(self, state: UserState) -> dict[str, Any]:
+        """The user's state in the sources whose user step reads the item side."""
+        return {
+            name: source.dump_user(state.history.own[name])
+            for name, source in self.sources.items()
+            if source.user_step_reads_items and name in state.history.own
+        }
+
+    def adopt_steps(self, state: UserState, steps: dict[str, Any]) -> None:
+        """Set what ``item_dependent_steps`` gave for the same event, computed earlier."""
+        for name, value in steps.items():
+            if name in self.sources:
+                state.history.own[name] = self.sources[name].load_user(value)
 
     # -- user state as stored data -----------------------------------------------------
 

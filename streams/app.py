@@ -322,12 +322,18 @@ class StreamrecApp:
             raise Rejected(
                 "duplicate", f"event_id {interaction.event_id!r} was already applied; ignored"
             )
+        logged_step = self.replica.logged_steps.pop((message.partition, offset), None)
+        if logged_step is not None:
+            # The event was processed before a crash that lost the user's new state but not
+            # its item changes: those are applied; end where that step ended.
+            self.hybrid.adopt_steps(state, logged_step)
         update = ItemChanges(
             event_id=interaction.event_id,
             user_id=user_id,
             source_partition=message.partition,
             source_offset=offset,
             changes=changes,
+            user_steps=self.hybrid.item_dependent_steps(state),
         )
         self.replica.apply_local(update)
         if weight > 0 and previous is not None:

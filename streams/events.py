@@ -159,6 +159,9 @@ class ItemChanges(Event):
     source_partition: int
     source_offset: int
     changes: dict[str, dict[str, dict[str, Any]]]
+    #: The user's state after the event for the sources whose user step reads the item
+    #: side (the CF factor): a worker that redoes the event after a crash adopts it.
+    user_steps: dict[str, Any] = {}
 
 
 #: What the item-updates topic carries.

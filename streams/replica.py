@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,6 +31,10 @@ from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Logged user steps kept: the events a crash can make a worker redo are the ones since
+#: its last commit (seconds), far fewer than this.
+MAX_LOGGED_STEPS = 100_000
 
 
 class ItemSideReplica(Service):
@@ -54,6 +59,9 @@ class ItemSideReplica(Service):
         self.log_offsets: dict[str, int] = {}
         #: (source partition, offset) of changes applied locally, not yet read back.
         self.applied_locally: set[tuple[int, int]] = set()
+        #: The user steps of the latest changes read from the log, by source (partition,
+        #: offset): a worker redoing one of those events after a crash adopts its step.
+        self.logged_steps: OrderedDict[tuple[int, int], dict[str, Any]] = OrderedDict()
         self.positions: dict[int, int] = {}
         self.end_offsets: dict[int, int] = {}
         #: Where the log ended when the worker started: caught up once read to there.
@@ -164,6 +172,9 @@ class ItemSideReplica(Service):
         if key in self.applied_locally:
             self.applied_locally.discard(key)
             return
+        self.logged_steps[key] = message.user_steps
+        while len(self.logged_steps) > MAX_LOGGED_STEPS:
+            self.logged_steps.popitem(last=False)
         self.hybrid.apply(message.changes)
         self.metrics.processed[self.settings.topic_item_updates] += 1
 

@@ -129,3 +129,25 @@ def test_seen_items_never_come_back_and_cold_users_get_popular_items() -> None:
     )
     most_popular = list(np.argsort(-popularity.score("new", newcomer, n, 0.0), kind="stable")[:3])
     assert [r.item for r in cold] == most_popular
+
+
+def test_learning_at_once_equals_the_user_step_then_the_item_changes() -> None:
+    """The replay's one-call learn_one and the worker's split path leave the same state."""
+    log = planted_log(seed=4)
+    at_once, split = (
+        (ItemItemCosine(), OnlineBPR(factors=4)),
+        (ItemItemCosine(), OnlineBPR(factors=4)),
+    )
+    histories = train(at_once, log)
+    split_histories: dict[str, UserHistory] = {}
+    for ts, (user, item) in enumerate(log):
+        history = split_histories.setdefault(user, UserHistory())
+        for source in split:
+            for touched, change in source.user_step(user, item, 1.0, float(ts), history):
+                source.apply(touched, change)
+        history.add(item, 1.0)
+    assert np.array_equal(at_once[0].co, split[0].co)
+    assert np.array_equal(at_once[0].counts, split[0].counts)
+    assert np.allclose(at_once[1].items, split[1].items)
+    for user, history in histories.items():
+        assert np.allclose(history.own["cf"], split_histories[user].own["cf"])

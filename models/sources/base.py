@@ -148,6 +148,9 @@ class Source(ABC):
     """
 
     name: str
+    #: Whether ``user_step`` reads the item side (then redoing an event later, when the
+    #: item side has moved on, would not give the same user state).
+    user_step_reads_items: bool = False
 
     def learn_one(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory

@@ -12,7 +12,7 @@ own partitions: the user side runs an event's steps on copies of the item rows i
 and sends each item's owner the difference, which owners add in any order
 (parameter-server style). Nothing depends on arrival order or on a process-wide random
 state: a user's factor starts from a generator seeded by the user id, item factors start
-at zero, and negatives are drawn from a generator seeded by (user, event number).
+at zero, and negatives are drawn by hashing (user, event number, draw).
 """
 
 from __future__ import annotations
@@ -24,6 +24,18 @@ import numpy as np
 from river.optim import SGD
 
 from models.sources.base import ItemDelta, Source, UserHistory, grown
+
+_MIX = 1_000_003
+_MASK = (1 << 64) - 1
+
+
+def _uniform(key: int) -> float:
+    """A uniform number in [0, 1) from an integer (splitmix64): a draw that depends only
+    on what it is for, at a fraction of the cost of seeding a generator per event."""
+    z = (key + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return ((z ^ (z >> 31)) >> 11) / float(1 << 53)
 
 
 def _sigmoid(x: float) -> float:
@@ -42,6 +54,7 @@ class OnlineBPR(Source):
     """
 
     name = "cf"
+    user_step_reads_items = True
 
     def __init__(
         self,
@@ -102,12 +115,13 @@ class OnlineBPR(Source):
             b[item] -= rate * g
             p = step(p, g * qi + r * p)
         else:
-            rng = np.random.default_rng([self.seed, zlib.crc32(user.encode()), history.events])
+            event_key = (self.seed * _MIX ^ zlib.crc32(user.encode())) * _MIX ^ history.events
             drawable, cumulative = self._drawable()
             # One negative at a time: each step sees the factors the previous one moved (all
             # at once overshoots; measured on MovieLens, HitRate@10 fell from 0.087 to 0.025).
-            for _ in range(self.negatives if cumulative.size and cumulative[-1] > 0 else 0):
-                drawn = np.searchsorted(cumulative, rng.random() * cumulative[-1], "right")
+            for n in range(self.negatives if cumulative.size and cumulative[-1] > 0 else 0):
+                u = _uniform(event_key * 16 + n)
+                drawn = np.searchsorted(cumulative, u * cumulative[-1], "right")
                 other = drawable[min(int(drawn), len(drawable) - 1)]
                 if other == item or other in history.seen:
                     continue

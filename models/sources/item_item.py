@@ -57,6 +57,19 @@ class ItemItemCosine(Source):
         others = sorted(set(self._history(history)) - {item})
         return [(item, {"count": 1.0, "co": others}), *((o, {"co": [item]}) for o in others)]
 
+    def learn_one(
+        self, user: str, item: int, weight: float, ts: float, history: UserHistory
+    ) -> None:
+        # user_step + apply in one vectorised update (replay speed; a test holds them equal).
+        others = sorted(set(self._history(history)) - {item})
+        size = max([item, *others]) + 1
+        self.co = grown(self.co, size, axes=(0, 1))
+        self.counts = grown(self.counts, size)
+        self.counts[item] += 1.0
+        if others:
+            self.co[item, others] += 1.0
+            self.co[others, item] += 1.0
+
     def apply(self, item: int, change: dict[str, Any]) -> None:
         co = change.get("co", [])
         size = max([item, *co]) + 1
