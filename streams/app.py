@@ -286,10 +286,12 @@ class StreamrecApp:
         return report
 
     async def _on_interactions(self, stream: faust.StreamT) -> None:
-        # Rank only once the item side holds what the log held at start (after a restart,
-        # an item known before it would otherwise be "unknown").
-        await self.replica.caught_up.wait()
         async for event in stream.events():
+            # Rank only once the item side holds what the log held at start (after a
+            # restart, an item known before would otherwise be "unknown"). Waited for
+            # inside the loop: the stream must be iterated from the start, as Faust's
+            # subscription and recovery expect.
+            await self.replica.caught_up.wait()
             try:
                 await self.handle_interaction(event)
             except Rejected as rejected:
@@ -306,6 +308,9 @@ class StreamrecApp:
             # changes in case they were lost with the process (replicas skip repeats).
             pending = entry.get("pending", {}).get(f"{partition}:{offset}")
             if pending is not None:
+                # Applied here at once unless the log already brought it, so the events
+                # after it are ranked on the same item side as before the crash.
+                self.replica.apply_local(ItemChanges.model_validate_json(pending))
                 await self._send(self.item_updates_topic, user_id, pending.encode())
             return
         state = self.hybrid.load_state(entry.get("state", {}))
