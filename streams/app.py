@@ -172,7 +172,7 @@ class StreamrecApp:
         self.item_updates_topic = app.topic(s.topic_item_updates, **raw)
         self.recommendations_topic = app.topic(s.topic_recommendations, **raw)
         self.dead_letters_topic = app.topic(s.topic_dead_letters, **raw)
-        # One value per user / item holds state and the position it reflects, so a
+        # One value per user holds its state and the position it reflects, so a
         # redelivered message is recognised in the same write that applied it.
         self.users = app.Table("users", default=None, partitions=s.partitions)
         self.ingest_items = app.agent(self.items_topic, name="ingest-items")(self._ingest_items)
@@ -234,7 +234,6 @@ class StreamrecApp:
     async def publish_item(self, item: StoredItem) -> None:
         record = ItemRecord(
             item_id=item.item_id,
-            title=str(item.payload.get("title", "")),
             vectors={name: pack_vector(vector) for name, vector in item.vectors.items()},
             payload=item.payload,
         )

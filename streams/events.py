@@ -144,7 +144,6 @@ class ItemRecord(Event):
 
     type: Literal["item"] = "item"
     item_id: str
-    title: str
     vectors: dict[str, str]
     payload: dict[str, Any]
 

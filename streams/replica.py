@@ -6,11 +6,13 @@ ingest agents (an ``ItemRecord`` per encoded item) and the user side (an
 ``ItemChanges`` per interaction, additive). Each worker reads every partition of
 item-updates from the beginning, outside the consumer group, and folds it into its own
 ranker and vector store, so all replicas converge to the same state whatever the
-number of workers: item factors cannot diverge because no worker owns a private copy.
+number of workers: an item's factor is the same sum over the same log on every worker.
 
 A worker applies its own interactions' changes at once (``apply_local``) and skips them
 when they come back from the log; a change re-sent after a restart is recognised by its
-source offset (a user's changes are keyed by user, so they reach the log in order).
+source offset (a user's changes are keyed by user, so they reach the log in order). The
+user steps logged with recent changes let a worker that redoes an event after a crash
+end where the original step ended (``logged_steps``).
 """
 
 from __future__ import annotations
