@@ -66,6 +66,10 @@ class Recommendation:
     reasons: list[Reason]
 
 
+def _json_ready(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
 def hybrid_sources(content_dim: int) -> dict[str, Source]:
     """The sources the hybrid can blend, by name."""
     return {
@@ -175,9 +179,11 @@ class HybridRecommender:
         changes: ItemChanges = {}
         for name, source in self.sources.items():
             for touched, change in source.user_step(user_id, item, weight, ts, state.history):
-                if "co" in change:  # item indexes are local to this process: send ids
-                    change = {**change, "co": [ids[i] for i in change["co"]]}
-                changes.setdefault(ids[touched], {})[name] = change
+                changes.setdefault(ids[touched], {})[name] = {
+                    # Item indexes are local to this process: ids go on the wire.
+                    key: [ids[i] for i in value] if key == "co" else _json_ready(value)
+                    for key, value in change.items()
+                }
         state.history.add(item, weight)
         return changes
 

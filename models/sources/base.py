@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 #: What one source tells the owner of one item about one event: (item index, change).
-#: A change is a JSON-serialisable dict; any item indexes in it are under the key ``co``.
+#: A change is a dict of numbers, lists and numpy arrays (sent as lists); any item
+#: indexes in it are under the key ``co``.
 ItemDelta = tuple[int, dict[str, Any]]
 
 

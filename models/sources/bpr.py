@@ -17,6 +17,7 @@ at zero, and negatives are drawn by hashing (user, event number, draw).
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Any
 
@@ -39,7 +40,7 @@ def _uniform(key: int) -> float:
 
 
 def _sigmoid(x: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-min(max(x, -50.0), 50.0))))
+    return 1.0 / (1.0 + math.exp(-min(max(x, -50.0), 50.0)))
 
 
 class OnlineBPR(Source):
@@ -109,11 +110,12 @@ class OnlineBPR(Source):
         read(item)
         if weight <= 0:
             # A skip or dislike: push this item down for the user, nothing up.
-            g = _sigmoid(float(p @ q[item] + b[item]))
-            qi = q[item].copy()
-            q[item] = step(q[item], g * p + r * qi)
-            b[item] -= rate * g
+            qi = q[item]
+            g = _sigmoid(float(p @ qi) + b[item])
+            p_before = p.copy()
             p = step(p, g * qi + r * p)
+            q[item] = step(qi, g * p_before + r * qi)
+            b[item] -= rate * g
         else:
             event_key = (self.seed * _MIX ^ zlib.crc32(user.encode())) * _MIX ^ history.events
             drawable, cumulative = self._drawable()
@@ -126,17 +128,18 @@ class OnlineBPR(Source):
                 if other == item or other in history.seen:
                     continue
                 read(other)
-                qi, qj = q[item].copy(), q[other].copy()
-                x = float(p @ (qi - qj) + b[item] - b[other])
-                g = _sigmoid(-x) * min(weight, 3.0)  # stronger signals take bigger steps
-                q[item] = step(q[item], -g * p + r * qi)
-                q[other] = step(q[other], g * p + r * qj)
+                qi, qj = q[item], q[other]
+                difference = qi - qj
+                g = _sigmoid(-float(p @ difference) - b[item] + b[other]) * min(weight, 3.0)
+                gp = g * p  # stronger signals (g scaled by the weight) take bigger steps
+                q[item] = step(qi, r * qi - gp)  # in place: qi is this event's own copy
+                q[other] = step(qj, gp + r * qj)
                 b[item] -= rate * (-g + r * b[item])
                 b[other] -= rate * (g + r * b[other])
-                p = step(p, -g * (qi - qj) + r * p)
+                p = step(p, r * p - g * difference)
         history.own[self.name] = p
         changes = [
-            (i, {"dq": (q[i] - self.items[i]).tolist(), "db": b[i] - float(self.bias[i])})
+            (i, {"dq": q[i] - self.items[i], "db": b[i] - float(self.bias[i])})
             for i in q
         ]
         if weight > 0:
