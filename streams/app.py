@@ -52,7 +52,6 @@ from streams.events import (
 from streams.fetch_backoff import install_empty_fetch_backoff
 from streams.group_membership import install_leave_on_stop
 from streams.metrics import WorkerMetrics
-from streams.partition_guard import ForgottenPartitionGuard
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
 from streams.web import install_views
@@ -182,8 +181,6 @@ class StreamrecApp:
         )
 
         install_views(self)
-        self.partition_guard = ForgottenPartitionGuard(app, {s.topic_items, s.topic_interactions})
-        app.timer(s.partition_guard_interval_s, name="partition-guard")(self.partition_guard.check)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self._maybe_refit_fusion)

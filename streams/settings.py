@@ -62,8 +62,6 @@ class Settings(BaseSettings):
     #: How long the group waits for a silent worker (killed, frozen) before handing its
     #: partitions to the others; heartbeats go out at a third of it (at most every 3 s).
     consumer_session_timeout_s: float = Field(default=30.0, ge=3.0)
-    #: How often assigned partitions are checked for being fetched (streams/partition_guard.py).
-    partition_guard_interval_s: float = Field(default=5.0, gt=0)
     #: Largest fetch per partition: items with inline media are large messages.
     consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
