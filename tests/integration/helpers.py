@@ -46,6 +46,14 @@ def start_worker_with_catalog(settings: Settings, log_name: str = "worker.log") 
     return worker
 
 
+def ready(worker: WorkerProcess) -> bool:
+    """Whether the worker's /ready/ says so (partitions assigned, state recovered)."""
+    try:
+        return bool(worker.get("/ready/")["ready"])
+    except OSError:  # 503 while not ready, or not serving yet
+        return False
+
+
 def recommendations_for(
     messages: list[tuple[str | None, bytes]], event_id: str
 ) -> Recommendations | None:

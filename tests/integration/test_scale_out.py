@@ -13,7 +13,6 @@ event-order effect is what separates the runs otherwise (README, "Scaling out").
 
 from __future__ import annotations
 
-import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,13 @@ from streams.process import WorkerProcess
 from tests.conftest import TopicReader, free_port, isolated_settings
 from tests.integration.helpers import (
     click,
+    ready,
     recommendations_for,
     wait_until_replicated,
 )
 from tests.integration.test_crash import event_log
 
 pytestmark = pytest.mark.integration
-
-
-def ready(worker: WorkerProcess) -> bool:
-    try:
-        return bool(worker.get("/ready/")["ready"])
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def run(broker: LocalBroker, directory: Path, n_workers: int, log: list) -> dict[str, Any]:
