@@ -121,6 +121,7 @@ class StreamrecApp:
         self.fusion_path = settings.data_dir / "fusion" / "learned.pt"
         self.app = self._create_faust_app()
         self.replica = ItemSideReplica(settings, self.hybrid, self.store, self.metrics)
+        self.app.add_dependency(self.replica)
         self._declare()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -180,16 +181,9 @@ class StreamrecApp:
         )
 
         install_views(self)
-        app.task(self._start_item_side)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self._maybe_refit_fusion)
-
-    async def _start_item_side(self) -> None:
-        # Faust runs app tasks once its tables are recovered. Started with the app instead,
-        # the replica's consumer joined the start-up of Faust's own, and restarted workers
-        # sometimes never received a record (test_restart: 2 stalls in 3 runs).
-        await self.app.add_runtime_dependency(self.replica)
 
     # -- agents ------------------------------------------------------------------------
 
