@@ -35,6 +35,7 @@ from models.signals import signal_weight
 from models.user_state import UserState
 from models.vector_store import StoredItem, VectorStore, open_vector_store
 from streams.committed_seek import install_full_seek_to_committed
+from streams.delivery_watchdog import DeliveryWatchdog
 from streams.events import (
     MAX_RAW_CHARS,
     DeadLetter,
@@ -181,6 +182,10 @@ class StreamrecApp:
         )
 
         install_views(self)
+        self.watchdog = DeliveryWatchdog(
+            app, {s.topic_items, s.topic_interactions}, s.delivery_stalled_after_s
+        )
+        app.timer(s.delivery_stalled_after_s / 2, name="delivery-watchdog")(self.watchdog.check)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self._maybe_refit_fusion)
@@ -190,6 +195,8 @@ class StreamrecApp:
     async def _ingest_items(self, stream: faust.StreamT) -> None:
         s = self.settings
         async for events in stream.take_events(s.encode_batch_size, within=s.encode_batch_window_s):
+            for event in events:
+                self.watchdog.delivered(event.message.tp)
             await self.ingest_batch(events)
 
     async def ingest_batch(self, events: Sequence[EventT]) -> None:
@@ -286,6 +293,7 @@ class StreamrecApp:
 
     async def _on_interactions(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
+            self.watchdog.delivered(event.message.tp)
             # Rank only once the item side holds what the log held at start (after a
             # restart, an item known before would otherwise be "unknown"). Waited for
             # inside the loop: the stream must be iterated from the start, as Faust's

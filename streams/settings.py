@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     #: How long the group waits for a silent worker (killed, frozen) before handing its
     #: partitions to the others; heartbeats go out at a third of it (at most every 3 s).
     consumer_session_timeout_s: float = Field(default=30.0, ge=3.0)
+    #: A source partition with records past its committed offset and none delivered for
+    #: this long (ready, not rebalancing) is read again from there (delivery_watchdog.py).
+    delivery_stalled_after_s: float = Field(default=10.0, gt=0)
     #: Largest fetch per partition: items with inline media are large messages.
     consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
