@@ -138,10 +138,7 @@ class OnlineBPR(Source):
                 b[other] -= rate * (g + r * b[other])
                 p = step(p, r * p - g * difference)
         history.own[self.name] = p
-        changes = [
-            (i, {"dq": q[i] - self.items[i], "db": b[i] - float(self.bias[i])})
-            for i in q
-        ]
+        changes = [(i, {"dq": q[i] - self.items[i], "db": b[i] - float(self.bias[i])}) for i in q]
         if weight > 0:
             changes[0][1].update(positive=1.0, at=ts, by=zlib.crc32(user.encode()))
         return changes
