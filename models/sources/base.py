@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,11 @@ class UserHistory:
 
     @classmethod
     def from_dict(
-        cls, data: dict, index: Any, sources: dict[str, Source] | None = None, size: int = 20
+        cls,
+        data: dict,
+        index: Callable[[str], int],
+        sources: dict[str, Source] | None = None,
+        size: int = 20,
     ) -> UserHistory:
         """The inverse of ``to_dict``; ``index`` maps an item id to its local index."""
         sources = sources or {}

@@ -46,6 +46,12 @@ def start_worker_with_catalog(settings: Settings, log_name: str = "worker.log") 
     return worker
 
 
+def send_logged(settings: Settings, n: int, event_id: str, user: str, item: str, kind: str) -> None:
+    """Produce event ``n`` of a test log (``n`` minutes after START), keyed by its user."""
+    event = click(event_id, user, item, kind, minute=n)
+    produce(settings, settings.topic_interactions, [(user, event)])
+
+
 def ready(worker: WorkerProcess) -> bool:
     """Whether the worker's /ready/ says so (partitions assigned, state recovered)."""
     try:

@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     click,
     in_process_engine,
     recommendations_for,
+    send_logged,
     start_worker_with_catalog,
     wait_until_committed,
     wait_until_replicated,
@@ -66,11 +67,7 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     engine = in_process_engine()
     try:
         for n, (event_id, user, item, kind) in enumerate(log):
-            produce(
-                settings,
-                settings.topic_interactions,
-                [(user, click(event_id, user, item, kind, minute=n))],
-            )
+            send_logged(settings, n, event_id, user, item, kind)
             if n in kill_after:
                 time.sleep(rng.uniform(0.0, 0.03))  # while the event is being processed
                 workers[-1].kill()

@@ -8,14 +8,13 @@ from collections import Counter
 
 import pytest
 
-from streams.admin import produce
 from streams.broker import LocalBroker
 from streams.process import WorkerProcess
 from tests.conftest import TopicReader, free_port, isolated_settings
 from tests.integration.helpers import (
-    click,
     ready,
     recommendations_for,
+    send_logged,
     start_worker_with_catalog,
     wait_until_replicated,
 )
@@ -38,11 +37,7 @@ def test_a_worker_joins_then_the_first_leaves_and_nothing_is_lost(
     workers = [first, second]
     try:
         for n, (event_id, user, item, kind) in enumerate(log):
-            produce(
-                settings,
-                settings.topic_interactions,
-                [(user, click(event_id, user, item, kind, minute=n))],
-            )
+            send_logged(settings, n, event_id, user, item, kind)
             time.sleep(0.05)
             if n == 15:
                 second.start()  # joins the group: partitions are split between the two

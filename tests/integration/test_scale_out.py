@@ -24,9 +24,9 @@ from streams.demo import catalog_uploads
 from streams.process import WorkerProcess
 from tests.conftest import TopicReader, free_port, isolated_settings
 from tests.integration.helpers import (
-    click,
     ready,
     recommendations_for,
+    send_logged,
     wait_until_replicated,
 )
 from tests.integration.test_crash import event_log
@@ -52,11 +52,7 @@ def run(broker: LocalBroker, directory: Path, n_workers: int, log: list) -> dict
             worker.wait_until(lambda s, w=worker: ready(w), 60, "partitions assigned")
         lists = {}
         for n, (event_id, user, item, kind) in enumerate(log):
-            produce(
-                settings,
-                settings.topic_interactions,
-                [(user, click(event_id, user, item, kind, minute=n))],
-            )
+            send_logged(settings, n, event_id, user, item, kind)
             got = reader.wait_for(lambda m, e=event_id: recommendations_for(m, e) is not None)
             sent = recommendations_for(got, event_id)
             lists[event_id] = [(i.item_id, i.score) for i in sent.items]
