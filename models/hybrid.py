@@ -247,10 +247,34 @@ class HybridRecommender:
         }
 
     def load_state(self, data: dict[str, Any]) -> UserState:
+        """A user's state as ``dump_state`` stored it, or as the former content-and-trending
+        ranker did (a worker upgraded in place keeps its users' histories)."""
         state = UserState()
-        if data:
-            state.history = type(state.history).from_dict(
-                data["history"], self._index, self.sources
-            )
-            state.recent_event_ids.extend(data.get("event_ids", []))
+        if not data:
+            return state
+        history = data.get("history")
+        if not isinstance(history, dict):
+            data = _from_first_format(data)
+            history = data["history"]
+        state.history = type(state.history).from_dict(history, self._index, self.sources)
+        state.recent_event_ids.extend(data.get("event_ids", []))
         return state
+
+
+def _from_first_format(data: dict[str, Any]) -> dict[str, Any]:
+    """The first stored format (seen ids, recent positive items with weights, a content
+    profile, event ids) in ``dump_state``'s: the CF factor starts afresh."""
+    recent = [[str(item), float(weight)] for item, weight in data.get("history", [])]
+    own: dict[str, Any] = {}
+    if data.get("profile") is not None:
+        own[CONTENT] = [data["profile"], float(data.get("profile_ts", 0.0))]
+    return {
+        "history": {
+            "seen": list(data.get("seen", [])),
+            "recent": recent,
+            "last": [item for item, _ in recent],
+            "events": int(data.get("events_applied", 0)),
+            "own": own,
+        },
+        "event_ids": list(data.get("recent_event_ids", [])),
+    }

@@ -303,6 +303,13 @@ class StreamrecApp:
                 await self.handle_interaction(event)
             except Rejected as rejected:
                 await self.dead_letter(event, rejected)
+            except Exception as error:
+                # A bug or unreadable stored state must not crash the agent: Faust would
+                # restart it on the same event, and the partition would stall for good.
+                log.exception("interaction at %s failed", event.message.offset)
+                await self.dead_letter(
+                    event, Rejected("internal-error", f"{type(error).__name__}: {error}")
+                )
 
     async def handle_interaction(self, event: EventT) -> None:
         interaction: Interaction = parse(Interaction, event.value, _key(event))

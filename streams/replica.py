@@ -161,8 +161,9 @@ class ItemSideReplica(Service):
         try:
             return ItemUpdate.validate_json(value or b"")
         except ValidationError as error:
-            # Only workers write this topic: a bad record is a bug, not user input.
-            log.error("item-updates record skipped, not an item update: %s", error)
+            # Only workers write this topic: such a record comes from an older streamrec
+            # (whose item signals the item side can no longer use) or from a bug.
+            log.error("item-updates record skipped, not an ItemRecord or ItemChanges: %s", error)
             self.metrics.dead_letters["item-update"] += 1
             return None
 

@@ -135,3 +135,24 @@ def test_a_stored_user_state_ranks_the_same_after_loading() -> None:
         restored = hybrid.load_state(hybrid.dump_state(state))
         assert restored.history.seen == state.history.seen
         assert hybrid.recommend(user, restored, 5, TS) == hybrid.recommend(user, state, 5, TS)
+
+
+def test_a_user_stored_by_the_former_ranker_is_loaded_with_its_history() -> None:
+    engine, _, _ = planted_engine()
+    hybrid = engine.hybrid
+    first_format = {
+        "profile": [0.5] * DIM,
+        "profile_ts": TS,
+        "seen": ["t0-1", "t0-2", "t1-3"],
+        "history": [["t0-1", 1.0], ["t0-2", 2.0]],
+        "recent_event_ids": ["old-1", "old-2", "old-3"],
+        "events_applied": 3,
+    }
+    state = hybrid.load_state(first_format)
+    ids = hybrid.catalog.ids
+    assert {ids[i] for i in state.history.seen} == {"t0-1", "t0-2", "t1-3"}
+    assert [ids[i] for i in state.history.recent_items] == ["t0-1", "t0-2"]
+    assert state.events_applied == 3 and not state.remember_event("old-2")
+    recs = hybrid.recommend("returning", state, k=5, now=TS)
+    assert not {"t0-1", "t0-2", "t1-3"} & {r.item_id for r in recs}
+    assert hybrid.load_state(hybrid.dump_state(state)).history.seen == state.history.seen
