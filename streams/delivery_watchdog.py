@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 
 import faust
 from faust.types import TP
@@ -35,6 +35,15 @@ class DeliveryWatchdog:
     def delivered(self, tp: TP) -> None:
         self._last_delivery[tp] = time.monotonic()
 
+    def quiet(self, assigned: Iterable[TP], now: float, ready_since: float) -> list[TP]:
+        """The watched partitions with no delivery for ``stalled_after_s`` since ready."""
+        return [
+            tp
+            for tp in assigned
+            if tp.topic in self.topics
+            and now - max(self._last_delivery.get(tp, 0.0), ready_since) > self.stalled_after_s
+        ]
+
     async def check(self) -> set[TP]:
         app, now = self.app, time.monotonic()
         if app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set():
@@ -42,23 +51,17 @@ class DeliveryWatchdog:
             return set()
         if self._ready_since is None:
             self._ready_since = now
-        quiet = [
-            tp
-            for tp in app.consumer.assignment()
-            if tp.topic in self.topics
-            and now - max(self._last_delivery.get(tp, 0.0), self._ready_since)
-            > self.stalled_after_s
-        ]
+        quiet = self.quiet(app.consumer.assignment(), now, self._ready_since)
         if not quiet:
             return set()
         thread = app.consumer._thread  # Faust has no public per-partition seek to committed
         client = thread._ensure_consumer()
         ends = await thread.call_thread(client.end_offsets, quiet)
         offsets = {tp: await thread.call_thread(client.committed, tp) for tp in quiet}
-        stalled = {tp for tp in quiet if ends.get(tp, 0) > (offsets[tp] or 0)}
+        offsets = behind(ends, offsets)
+        stalled = set(offsets)
         if not stalled:
             return set()
-        offsets = {tp: offsets[tp] for tp in stalled}
         log.warning(
             "no record delivered from %s for %.0f s although the log holds more: "
             "reading again from the committed offsets %s",
@@ -76,3 +79,8 @@ class DeliveryWatchdog:
         for tp in stalled:
             self._last_delivery[tp] = now  # give the re-read time before looking again
         return stalled
+
+
+def behind(ends: Mapping[TP, int], committed: Mapping[TP, int | None]) -> dict[TP, int | None]:
+    """The partitions whose log ends past their committed offset, with that offset."""
+    return {tp: offset for tp, offset in committed.items() if ends.get(tp, 0) > (offset or 0)}

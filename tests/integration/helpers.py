@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -131,3 +132,20 @@ def wait_until_replicated(
             timeout_s,
             f"item-updates read to {ends}",
         )
+
+
+KINDS = ["click", "click", "view", "like", "purchase", "skip"]
+
+
+def event_log(seed: int, n_events: int) -> list[tuple[str, str, str, str]]:
+    """(event_id, user, item, kind), time-ordered, with tastes so lists are not trivial."""
+    rng = random.Random(seed)
+    items = [item_id for item_id, _ in catalog_uploads()]
+    users = {"ann": "jazz", "ben": "cook", "cat": "space", "dan": "ball"}
+    log = []
+    for n in range(n_events):
+        user = rng.choice(sorted(users))
+        liked = [i for i in items if i.startswith(users[user])]
+        item = rng.choice(liked if rng.random() < 0.7 else items)
+        log.append((f"k-{n}", user, item, rng.choice(KINDS)))
+    return log

@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     START,
     WORKER_VECTORS,
     click,
+    event_log,
     in_process_engine,
     recommendations_for,
     send_logged,
@@ -36,22 +37,6 @@ from tests.integration.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-
-KINDS = ["click", "click", "view", "like", "purchase", "skip"]
-
-
-def event_log(seed: int, n_events: int) -> list[tuple[str, str, str, str]]:
-    """(event_id, user, item, kind), time-ordered, with tastes so lists are not trivial."""
-    rng = random.Random(seed)
-    items = [item_id for item_id, _ in catalog_uploads()]
-    users = {"ann": "jazz", "ben": "cook", "cat": "space", "dan": "ball"}
-    log = []
-    for n in range(n_events):
-        user = rng.choice(sorted(users))
-        liked = [i for i in items if i.startswith(users[user])]
-        item = rng.choice(liked if rng.random() < 0.7 else items)
-        log.append((f"k-{n}", user, item, rng.choice(KINDS)))
-    return log
 
 
 def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(

@@ -12,13 +12,13 @@ from streams.broker import LocalBroker
 from streams.process import WorkerProcess
 from tests.conftest import TopicReader, free_port, isolated_settings
 from tests.integration.helpers import (
+    event_log,
     ready,
     recommendations_for,
     send_logged,
     start_worker_with_catalog,
     wait_until_replicated,
 )
-from tests.integration.test_crash import event_log
 
 pytestmark = pytest.mark.integration
 

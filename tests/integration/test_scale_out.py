@@ -24,12 +24,12 @@ from streams.demo import catalog_uploads
 from streams.process import WorkerProcess
 from tests.conftest import TopicReader, free_port, isolated_settings
 from tests.integration.helpers import (
+    event_log,
     ready,
     recommendations_for,
     send_logged,
     wait_until_replicated,
 )
-from tests.integration.test_crash import event_log
 
 pytestmark = pytest.mark.integration
 
