@@ -13,7 +13,12 @@ from streams.admin import produce
 from streams.broker import LocalBroker
 from streams.process import WorkerProcess
 from tests.conftest import TopicReader, isolated_settings
-from tests.integration.helpers import WORKER_VECTORS, click, recommendations_for
+from tests.integration.helpers import (
+    WORKER_VECTORS,
+    click,
+    recommendations_for,
+    wait_until_replicated,
+)
 from tests.media_samples import (
     audio_file,
     circles,
@@ -119,6 +124,8 @@ def test_multimodal_items_are_stored_and_bad_media_is_dead_lettered(
         more = [click("m-2", "vera", "stripes-b", minute=1), click("m-3", "vera", "tone", minute=2)]
         produce(settings, settings.topic_interactions, [("vera", event) for event in more])
         worker.wait_until(lambda s: s["fusion"] == "learned-v1", 60, "learned fusion refitted")
+        # Re-fused items reach the store through item-updates, like new ones.
+        wait_until_replicated(settings, [worker])
     finally:
         worker.stop()
         letters.close()
