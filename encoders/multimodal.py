@@ -17,7 +17,7 @@ import numpy as np
 from encoders.audio import Clip, decode_audio
 from encoders.base import Encoder
 from encoders.fusion import Fusion
-from encoders.image import decode_image
+from encoders.image import decode_image, thumbnail_data_uri
 from encoders.media import MediaError, MediaFetcher
 from encoders.text import compose_item_text
 
@@ -42,10 +42,12 @@ class ItemContent:
 
 @dataclass(frozen=True)
 class EncodedItem:
-    """Each present modality's embedding, and the fused content vector."""
+    """Each present modality's embedding, the fused content vector, and a thumbnail
+    (a small JPEG ``data:`` URI) when the item has an image."""
 
     embeddings: dict[str, np.ndarray]
     vector: np.ndarray
+    thumbnail: str | None = None
 
     @property
     def modalities(self) -> list[str]:
@@ -59,6 +61,7 @@ class _Decoded:
     inputs: dict[str, object] = field(default_factory=dict)
     error: MediaError | None = None
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    thumbnail: str | None = None
 
 
 class MultimodalEncoder:
@@ -105,7 +108,7 @@ class MultimodalEncoder:
         ok = [d for d in decoded if d.error is None]
         fused = iter(self.fusion.fuse([d.embeddings for d in ok]) if ok else [])
         return [
-            d.error if d.error is not None else EncodedItem(d.embeddings, next(fused))
+            d.error if d.error is not None else EncodedItem(d.embeddings, next(fused), d.thumbnail)
             for d in decoded
         ]
 
@@ -118,7 +121,9 @@ class MultimodalEncoder:
         try:
             if item.image is not None:
                 data = self._fetch("image", item.image)
-                decoded.inputs["image"] = decode_image(data, policy.max_image_pixels)
+                image = decode_image(data, policy.max_image_pixels)
+                decoded.inputs["image"] = image
+                decoded.thumbnail = thumbnail_data_uri(image)
             if item.audio is not None:
                 data = self._fetch("audio", item.audio)
                 decoded.inputs["audio"] = decode_audio(data, policy.max_audio_seconds)

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.hybrid import HybridRecommender, Recommendation
+from models.hybrid import CONTENT, HybridRecommender, Recommendation
 from models.signals import signal_weight
 from models.user_state import UserState
+from models.vector_store import StoredItem
 
 
 @dataclass
@@ -33,6 +34,11 @@ class InProcessRecommender:
 
     def add_item(self, item_id: str, title: str, vector: np.ndarray | None) -> None:
         self.hybrid.add_item(item_id, title, vector)
+        if self.hybrid.candidates is not None:
+            vectors = self.hybrid.with_cf_vector(
+                item_id, {CONTENT: vector} if vector is not None else {}
+            )
+            self.hybrid.candidates.store.upsert([StoredItem(item_id, vectors, {"title": title})])
 
     def process(
         self,
@@ -46,14 +52,23 @@ class InProcessRecommender:
     ) -> list[Recommendation] | None:
         """One interaction: learn it, then the user's new list. None for a duplicate event
         id; raises UnknownItemError for an unknown item."""
+        if not self.learn(event_id, user_id, item_id, kind, value, ts):
+            return None
+        return self.hybrid.recommend(user_id, self.users[user_id], k, ts)
+
+    def learn(
+        self, event_id: str, user_id: str, item_id: str, kind: str, value: float | None, ts: float
+    ) -> bool:
+        """Learn one interaction on both sides; False for a duplicate event id."""
         state = self.users.setdefault(user_id, UserState())
         changes = self.hybrid.learn_one(
             user_id, state, event_id, item_id, signal_weight(kind, value), ts
         )
         if changes is None:
-            return None
+            return False
         self.hybrid.apply(changes)
-        return self.hybrid.recommend(user_id, state, k, ts)
+        self.hybrid.publish_cf()  # a micro-batch of one event: the store is never behind
+        return True
 
     def recommend(self, user_id: str, k: int, now: float) -> list[Recommendation]:
         return self.hybrid.recommend(user_id, self.users.get(user_id) or UserState(), k, now)

@@ -9,17 +9,22 @@ additive, so they can travel through Kafka and be applied by every replica in an
 
 Every recommended item carries its reasons: the sources that put it there, and for
 item-item and content similarity, which of the user's own items it is similar to.
+
+With a vector store attached (``use_store``), the CF item vectors are published to it
+(``publish_cf``), and a catalog too large to rank whole is first narrowed by the
+candidate stage (``models/candidates.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from models.blend import Blend, Ranked, normalise_all, unseen
+from models.candidates import CandidateStage
 from models.sources import (
     Catalog,
     ContentSimilarity,
@@ -29,10 +34,12 @@ from models.sources import (
     Source,
 )
 from models.user_state import UserState
+from models.vector_store import VectorStore
 
 #: The hybrid's weights, chosen on MovieLens 100k (README, "Evaluation").
 HYBRID_WEIGHTS = {"item-item": 1.0, "trending": 0.3, "cf": 0.2, "content": 0.1}
 CONTENT = "content"
+CF = "cf"
 #: The reason of an item no source vouches for (it only fills the list).
 CATALOG = "catalog"
 
@@ -75,7 +82,7 @@ def hybrid_sources(content_dim: int) -> dict[str, Source]:
     return {
         "item-item": ItemItemCosine(),
         "trending": DecayedPopularity(),
-        "cf": OnlineBPR(),
+        CF: OnlineBPR(),
         CONTENT: ContentSimilarity(dim=content_dim),
     }
 
@@ -114,11 +121,56 @@ class HybridRecommender:
         self.sources = {name: available[name] for name in self.blend.sources}
         self.content = available[CONTENT]
         assert isinstance(self.content, ContentSimilarity)
+        self.cf = available[CF]
+        assert isinstance(self.cf, OnlineBPR)
         self.catalog = Catalog()
         self.titles: list[str] = []
         #: A source is named as a reason when it gives at least this share of the
         #: largest contribution to the item's score (the others barely moved it).
         self.explain_share = explain_share
+        self.candidates: CandidateStage | None = None
+        #: Items whose CF vector changed since the last ``publish_cf``.
+        self._cf_changed: set[int] = set()
+
+    def use_store(
+        self, store: VectorStore, dense_max_items: int = 20_000, per_source: int = 200
+    ) -> None:
+        """Publish CF vectors to ``store`` and retrieve candidates from it at scale.
+
+        The store must have the named vectors ``content`` (cosine) and ``cf`` (dot
+        product, ``cf_vector_size``) and hold every item of the catalog.
+        """
+        self.candidates = CandidateStage(store, per_source, dense_max_items)
+
+    @property
+    def cf_vector_size(self) -> int:
+        return self.cf.vector_size
+
+    def with_cf_vector(
+        self, item_id: str, vectors: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """``vectors`` and the item's CF vector, if it has one: what to upsert for the item
+        (an upsert replaces every vector, and the CF one is only re-sent when it changes)."""
+        index = self.catalog.index(item_id) if item_id in self.catalog else len(self.cf.bias)
+        if index >= len(self.cf.bias):
+            return dict(vectors)
+        return {**vectors, CF: self.cf.item_vector(index)}
+
+    def publish_cf(self) -> int:
+        """Write the CF vectors changed since the last call to the store; how many.
+
+        Items the store does not hold yet (their record is still on its way) stay
+        pending for the next call.
+        """
+        if self.candidates is None or not self._cf_changed:
+            return 0
+        ids = self.catalog.ids
+        store = self.candidates.store
+        pending = {ids[i]: i for i in self._cf_changed}
+        stored = store.get(list(pending), with_vectors=False)
+        store.set_vectors({i: {CF: self.cf.item_vector(pending[i])} for i in stored})
+        self._cf_changed = {index for item_id, index in pending.items() if item_id not in stored}
+        return len(stored)
 
     # -- items -------------------------------------------------------------------------
 
@@ -198,16 +250,32 @@ class HybridRecommender:
                 if "co" in change:
                     change = {**change, "co": [self._index(i) for i in change["co"]]}
                 source.apply(index, change)
+                if source is self.cf:
+                    self._cf_changed.add(index)
 
     # -- ranking -----------------------------------------------------------------------
 
     def recommend(self, user_id: str, state: UserState, k: int, now: float) -> list[Recommendation]:
         """The user's top ``k`` unseen items at time ``now``, explained."""
         history, n_items = state.history, len(self.catalog)
+        if self.candidates is not None and self.candidates.applies(n_items):
+            return self._recommend_candidates(user_id, state, k, now)
         scores = {name: s.score(user_id, history, n_items, now) for name, s in self.sources.items()}
         candidates = unseen(n_items, history.seen)
         ranked = self.blend.rank_normalised(normalise_all(scores, candidates), candidates, k)
         return [self._explain(user_id, state, r) for r in ranked]
+
+    def _recommend_candidates(
+        self, user_id: str, state: UserState, k: int, now: float
+    ) -> list[Recommendation]:
+        assert self.candidates is not None
+        history = state.history
+        items = self.candidates.retrieve(self.sources, self.catalog, user_id, history, now)
+        scores = {n: s.score_items(user_id, history, items, now) for n, s in self.sources.items()}
+        everyone = np.ones(len(items), dtype=bool)
+        ranked = self.blend.rank_normalised(normalise_all(scores, everyone), everyone, k)
+        # Ranked positions are into ``items``, which is sorted: ties still go to the lower index.
+        return [self._explain(user_id, state, replace(r, item=int(items[r.item]))) for r in ranked]
 
     def _explain(self, user_id: str, state: UserState, ranked: Ranked) -> Recommendation:
         largest = max(ranked.contributions.values(), default=0.0)

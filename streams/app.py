@@ -30,10 +30,15 @@ from encoders.fusion import (
 from encoders.learned_fusion import LearnedFusion
 from encoders.media import MediaError, MediaFetcher, MediaPolicy
 from encoders.multimodal import EncodedItem, ItemContent, MediaSource, MultimodalEncoder
-from models.hybrid import CONTENT, HybridRecommender, Recommendation, UnknownItemError
+from models.hybrid import CF, CONTENT, HybridRecommender, Recommendation, UnknownItemError
 from models.signals import signal_weight
 from models.user_state import UserState
-from models.vector_store import StoredItem, VectorStore, open_vector_store
+from models.vector_store import (
+    IncompatibleStoreError,
+    StoredItem,
+    VectorStore,
+    open_vector_store,
+)
 from streams.committed_seek import install_full_seek_to_committed
 from streams.delivery_watchdog import DeliveryWatchdog
 from streams.events import (
@@ -107,14 +112,19 @@ class StreamrecApp:
     ) -> None:
         self.settings = settings
         self.encoder = encoder
-        # The fused vector, and each modality's own (what a learned fusion is refitted from).
+        self.hybrid = HybridRecommender(settings.hybrid_weights, content_dim=encoder.fusion.dim)
+        # The fused vector, each modality's own (what a learned fusion is refitted from),
+        # and the CF item vector (factor and bias, compared by dot product).
         self.store = store or open_vector_store(
             settings.qdrant_url or settings.data_dir / "qdrant",
-            {CONTENT: encoder.fusion.dim, **encoder.dims},
+            {CONTENT: encoder.fusion.dim, **encoder.dims, CF: self.hybrid.cf_vector_size},
+            {CF: "dot"},
             collection=settings.collection,
             api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
         )
-        self.hybrid = HybridRecommender(settings.hybrid_weights, content_dim=encoder.fusion.dim)
+        self.hybrid.use_store(
+            self.store, settings.dense_ranking_max_items, settings.candidates_per_source
+        )
         self.metrics = WorkerMetrics(lag=self._lag)
         #: Items users engaged with one after the other: what a learned fusion learns from.
         self.coengaged: deque[tuple[str, str]] = deque(maxlen=MAX_COENGAGED_PAIRS)
@@ -128,7 +138,12 @@ class StreamrecApp:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self.store.start()
+        try:
+            self.store.start()
+        except IncompatibleStoreError as error:
+            # The store is derived: the replica refills it from item-updates on every start.
+            log.warning("%s; starting it afresh", error)
+            self.store.reset()
         fusion = self.encoder.fusion
         if isinstance(fusion, LearnedFusion) and self.fusion_path.exists():
             fusion.load(self.fusion_path)
@@ -284,7 +299,8 @@ class StreamrecApp:
                 await self.publish_item(
                     StoredItem(
                         item.item_id,
-                        {**item.vectors, CONTENT: vector},
+                        # The CF vector is the replica's to keep, not part of the record.
+                        {**{n: v for n, v in item.vectors.items() if n != CF}, CONTENT: vector},
                         {**item.payload, "fusion": candidate.version},
                     )
                 )
@@ -378,7 +394,7 @@ class StreamrecApp:
         await self._send(self.recommendations_topic, user_id, recommendations.to_bytes())
         self.metrics.processed[self.settings.topic_interactions] += 1
         if message.timestamp:  # seconds since the epoch, as the broker stamped it
-            self.metrics.click_to_recommendation.observe(max(time.time() - message.timestamp, 0))
+            self.metrics.observe_click_to_recommendation(max(time.time() - message.timestamp, 0))
 
     def _uncommitted(self, pending: dict[str, str], topic: str) -> dict[str, str]:
         """The pending changes whose source offsets the group has not committed yet."""
@@ -508,6 +524,8 @@ def stored_item(upload: ItemUpload, encoded: EncodedItem, fusion_version: str) -
         "metadata": upload.metadata,
         "created_at": upload.created_at.isoformat() if upload.created_at else None,
     }
+    if encoded.thumbnail:
+        payload["thumbnail"] = encoded.thumbnail
     return StoredItem(upload.item_id, {CONTENT: encoded.vector, **encoded.embeddings}, payload)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -79,6 +80,18 @@ def worker() -> None:
         faust.Worker(streamrec.app, loglevel="info").execute_from_commandline()
     finally:
         streamrec.stop()
+
+
+@main.command()
+def topics() -> None:
+    """Create the configured topics with `partitions` and `replication_factor` (existing
+    ones are left as they are): the init step of a deployment."""
+    from streams.admin import create_topics, topic_names
+
+    settings = _settings()
+    create_topics(settings, timeout_s=120)
+    for name in topic_names(settings):
+        click.echo(f"{name}: {settings.partitions} partitions")
 
 
 # -- produce -----------------------------------------------------------------------------
@@ -328,11 +341,29 @@ def replay(
 @click.option(
     "--upload-items", is_flag=True, help="upload the dataset's items first and wait until stored"
 )
-def load(dataset: Path, rate: float, limit: int, upload_items: bool) -> None:
+@click.option(
+    "--evaluate",
+    "evaluate_served",
+    is_flag=True,
+    help="also score every list read back as served, beside the same core in process",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="--evaluate: directory for served.json",
+)
+def load(
+    dataset: Path, rate: float, limit: int, upload_items: bool, evaluate_served: bool, out: Path
+) -> None:
     """Drive a running worker with DATASET's interactions at RATE; print latency as JSON.
 
     Each interaction is timed from producing it to consuming the recommendations
-    message it triggered (p50, p99, max, sustained rate).
+    message it triggered (p50, p99, max, sustained rate). With --evaluate, each event is
+    also scored against the list the worker sent its user after their previous event
+    (HitRate, NDCG, MRR at the worker's top_k), and the same events are run through the
+    same core in process for comparison: the evaluation through Kafka.
     """
     import uuid
 
@@ -370,10 +401,66 @@ def load(dataset: Path, rate: float, limit: int, upload_items: bool) -> None:
         }
         for n, e in enumerate(data.events[:limit])
     ]
+    from tqdm import tqdm
+
+    lists: dict[str, list[str]] | None = {} if evaluate_served else None
     click.echo(f"sending {len(events):,} interactions at {rate or 'full'}/s ...", err=True)
+    with tqdm(total=len(events), unit="events", desc="sent", file=sys.stderr) as bar:
+        figures = drive(
+            settings,
+            events,
+            rate or None,
+            timeout_s=120 + len(events) / 10,
+            progress=lambda n: bar.update(n - bar.n),
+            lists=lists,
+        )
+    click.echo(json.dumps({"bench": "load", "dataset": data.name, **figures}))
+    if lists is not None:
+        _evaluate_served(settings, data, events, lists, out)
+
+
+def _evaluate_served(
+    settings: Settings, data: Any, events: list[dict[str, Any]], lists: dict, out: Path
+) -> None:
+    from tqdm import tqdm
+
+    from streams.events import ItemUpload
+    from streams.replay import read_uploads
+    from streams.served import compare_served, in_process_lists, reference_engine
+
+    if data.items:
+        uploads = [
+            ItemUpload(item_id=i.item_id, title=i.title, text=i.text, tags=list(i.tags))
+            for i in data.items
+        ]
+    else:  # a file of interactions only: the items are the ones on the items topic
+        uploads = read_uploads(settings)
+    click.echo(f"encoding {len(uploads):,} items for the in-process run ...", err=True)
+    engine = reference_engine(settings, uploads)
+    with tqdm(total=len(events), unit="events", desc="in process", file=sys.stderr) as bar:
+        reference = in_process_lists(
+            engine, events, settings.top_k, progress=lambda n: bar.update(n - bar.n)
+        )
+    report = {
+        "dataset": data.name,
+        "k": settings.top_k,
+        **compare_served(events, lists, reference, settings.top_k),
+    }
+    k = settings.top_k
+    click.echo(f"{'':>14} {'scored':>8} {f'HitRate@{k}':>11} {f'NDCG@{k}':>9} {f'MRR@{k}':>8}")
+    for name in ("through_kafka", "in_process"):
+        m = report[name]
+        click.echo(
+            f"{name.replace('_', ' '):>14} {m['events']:>8,} {m[f'hit_rate@{k}']:>11.4f} "
+            f"{m[f'ndcg@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f}"
+        )
     click.echo(
-        json.dumps({"bench": "load", "dataset": data.name, **drive(settings, events, rate or None)})
+        f"lists received {report['lists_received']:,} of {report['events']:,}; "
+        f"identical to the in-process run: {report['identical_lists']:.1%}"
     )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "served.json").write_text(json.dumps(report, indent=2))
+    click.echo(f"wrote {out / 'served.json'}")
 
 
 @main.command()

@@ -30,9 +30,11 @@ def drive(
     rate: float | None,
     timeout_s: float = 120.0,
     progress: Any = None,
+    lists: dict[str, list[str]] | None = None,
 ) -> dict[str, float | int]:
     """Produce ``events`` (Interaction JSON objects) at ``rate`` per second (None: as fast
-    as possible) and wait for their recommendations; returns the latency figures."""
+    as possible) and wait for their recommendations; returns the latency figures and, in
+    ``lists`` when given, the recommended item ids by the event id that triggered them."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     listening = threading.Event()
@@ -55,9 +57,12 @@ def drive(
             for records in consumer.poll(timeout_ms=100).values():
                 now = time.perf_counter()
                 for record in records:
-                    trigger = Recommendations.model_validate_json(record.value).trigger_event_id
+                    message = Recommendations.model_validate_json(record.value)
+                    trigger = message.trigger_event_id
                     if trigger in sent_at:
                         latencies.append((now - sent_at.pop(trigger)) * 1000)
+                        if lists is not None:
+                            lists[trigger] = [item.item_id for item in message.items]
         consumer.close()
 
     reader = threading.Thread(target=consume, daemon=True)

@@ -17,9 +17,10 @@ True
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -35,6 +36,8 @@ class WorkerMetrics:
     def __init__(self, lag: LagReader) -> None:
         self.processed: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
+        #: CF item vectors written to the vector store (streams/replica.py).
+        self.cf_vectors_published = 0
         self.registry = CollectorRegistry()
         self.encode_batch_size = Histogram(
             "streamrec_encode_batch_size",
@@ -54,7 +57,31 @@ class WorkerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        #: The latest click-to-recommendation times, for percentiles in the stats view.
+        self.recent_latencies: deque[float] = deque(maxlen=1000)
         self.registry.register(_CountsAndLag(self, lag))
+
+    def observe_click_to_recommendation(self, seconds: float) -> None:
+        self.click_to_recommendation.observe(seconds)
+        self.recent_latencies.append(seconds)
+
+    def latency_percentiles(self) -> dict[str, float | int | None]:
+        """p50 and p99 in milliseconds over the latest (up to 1,000) lists sent.
+
+        >>> metrics = WorkerMetrics(lag=dict)
+        >>> for ms in range(1, 101):
+        ...     metrics.observe_click_to_recommendation(ms / 1000)
+        >>> metrics.latency_percentiles()
+        {'count': 100, 'p50_ms': 50.5, 'p99_ms': 99.0}
+        """
+        if not self.recent_latencies:
+            return {"count": 0, "p50_ms": None, "p99_ms": None}
+        values = np.array(self.recent_latencies) * 1000
+        return {
+            "count": len(values),
+            "p50_ms": round(float(np.percentile(values, 50)), 1),
+            "p99_ms": round(float(np.percentile(values, 99)), 1),
+        }
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -78,6 +105,11 @@ class _CountsAndLag(Collector):
         for reason, count in sorted(self.metrics.dead_letters.items()):
             dead.add_metric([reason], count)
         yield dead
+        yield CounterMetricFamily(
+            "streamrec_cf_vectors_published",
+            "CF item vectors written to the vector store for candidate retrieval",
+            value=self.metrics.cf_vectors_published,
+        )
         lag = GaugeMetricFamily(
             "streamrec_consumer_lag",
             "Messages in a partition not yet committed by this worker",

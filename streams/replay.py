@@ -141,18 +141,21 @@ def read_interactions(settings: Settings, selection: ReplayRange | None = None) 
     return ReplayRead(events, skipped)
 
 
-def read_items(settings: Settings) -> list[ReplayItem]:
+def read_uploads(settings: Settings) -> list[ItemUpload]:
     """Every item on the items topic (its latest valid upload), in first-upload order."""
-    latest: dict[str, ReplayItem] = {}
+    latest: dict[str, ItemUpload] = {}
     for _partition, _offset, value in _read_range(settings, settings.topic_items, ReplayRange()):
         try:
             upload = ItemUpload.model_validate_json(value)
         except ValidationError:
             continue
-        latest[upload.item_id] = ReplayItem(
-            upload.item_id, upload.title, upload.text, tuple(upload.tags)
-        )
+        latest[upload.item_id] = upload
     return list(latest.values())
+
+
+def read_items(settings: Settings) -> list[ReplayItem]:
+    """``read_uploads`` as the evaluation's items (title, text, tags)."""
+    return [ReplayItem(u.item_id, u.title, u.text, tuple(u.tags)) for u in read_uploads(settings)]
 
 
 def topic_dataset(settings: Settings, selection: ReplayRange | None = None) -> tuple[Dataset, int]:

@@ -123,6 +123,7 @@ class ItemSideReplica(Service):
     async def on_stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
+        self.publish_cf()  # the store is stopped after the app: the last batch gets in
 
     @Service.task
     async def _fold_forever(self) -> None:
@@ -141,6 +142,19 @@ class ItemSideReplica(Service):
                     self.end_offsets[tp.partition] = highwater
             if batches:
                 self._check_caught_up()
+
+    @Service.task
+    async def _publish_cf_forever(self) -> None:
+        """Write changed CF item vectors to the store in micro-batches (what the candidate
+        stage's ``cf`` queries read); the ranking itself reads the in-memory factors."""
+        while not self.should_stop:
+            await self.sleep(self.settings.cf_publish_interval_s)
+            self.publish_cf()
+
+    def publish_cf(self) -> None:
+        published = self.hybrid.publish_cf()
+        if published:
+            self.metrics.cf_vectors_published += published
 
     def fold(self, values: list[bytes | None]) -> None:
         """Apply records of one partition, in order (items are stored in batches)."""
@@ -186,7 +200,9 @@ class ItemSideReplica(Service):
         items = [
             StoredItem(
                 r.item_id,
-                {name: unpack_vector(text) for name, text in r.vectors.items()},
+                self.hybrid.with_cf_vector(
+                    r.item_id, {name: unpack_vector(text) for name, text in r.vectors.items()}
+                ),
                 r.payload,
             )
             for r in latest.values()

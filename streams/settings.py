@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(HYBRID_WEIGHTS)
     )
 
+    #: Up to this many items every list ranks the whole catalog; above, it ranks the
+    #: candidates retrieved per source (models/candidates.py): Qdrant queries on the
+    #: user's content profile and CF factor, co-engaged and trending items.
+    dense_ranking_max_items: int = Field(default=20_000, ge=0)
+    candidates_per_source: int = Field(default=200, ge=1)
+    #: How often changed CF item vectors are written to Qdrant (the "cf" named vector).
+    cf_publish_interval_s: float = Field(default=1.0, gt=0)
+
     # Item ingestion: how many uploads are encoded together, and how long to wait for them.
     encode_batch_size: int = Field(default=32, ge=1)
     encode_batch_window_s: float = Field(default=0.1, gt=0)

@@ -1,5 +1,6 @@
-"""The worker's HTTP API, served by Faust's web server: recommendations, items, health,
-Prometheus metrics, and the OpenAPI description of it all.
+"""The worker's HTTP API, served by Faust's web server: recommendations, items,
+interactions in, health, Prometheus metrics, the live dashboard (``dashboard.html``),
+and the OpenAPI description of it all.
 
 A user's latest list lives in the users table, so the request is routed to the worker
 that owns the user's partition (``table_route``); the other views answer locally.
@@ -7,8 +8,13 @@ that owns the user's partition (``table_route``); the other views answer locally
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from faust.web import View
+from pydantic import ValidationError
+
+from streams.events import Interaction, describe_validation_error
 from streams.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -44,6 +50,26 @@ OPENAPI: dict[str, Any] = {
             "user_id",
             **{"404": "no interaction from this user yet"},
         ),
+        "/api/items/": _path(
+            "The first items of the catalog (id, title, thumbnail); ?limit=N, at most 100",
+            "a list of items",
+        ),
+        "/api/interactions/": {
+            "post": {
+                "summary": "Send an interaction (the Interaction event, as on the topic)",
+                "requestBody": {"content": {"application/json": {}}, "required": True},
+                "responses": {
+                    "202": _json_response("queued on the interactions topic"),
+                    "422": _json_response("not a valid Interaction: the field and the fix"),
+                },
+            }
+        },
+        "/dashboard/": {
+            "get": {
+                "summary": "Live dashboard: rates, latency, dead letters, a user's list",
+                "responses": {"200": {"description": "an HTML page"}},
+            }
+        },
         "/api/items/{item_id}/": _path(
             "An item: title, tags, modalities, metadata; engagements, trending, CF factor and bias",
             "the item",
@@ -66,6 +92,9 @@ OPENAPI: dict[str, Any] = {
         "/openapi.json": _path("This description", "an OpenAPI 3.1 document"),
     },
 }
+
+
+DASHBOARD = resources.files("streams").joinpath("dashboard.html").read_text()
 
 
 def readiness(streamrec: StreamrecApp) -> tuple[bool, str]:
@@ -96,7 +125,11 @@ def install_views(streamrec: StreamrecApp) -> None:
                 "catalog": len(streamrec.hybrid),
                 "item_updates_behind": streamrec.replica.behind,
                 "item_updates_read": {str(p): n for p, n in streamrec.replica.positions.items()},
+                "cf_vectors_published": metrics.cf_vectors_published,
+                "candidate_stage": streamrec.hybrid.candidates is not None
+                and streamrec.hybrid.candidates.applies(len(streamrec.hybrid)),
                 "processed": dict(metrics.processed),
+                "click_to_recommendation": metrics.latency_percentiles(),
                 "dead_letters": dict(metrics.dead_letters),
                 "fusion": streamrec.encoder.fusion.version,
             }
@@ -120,6 +153,42 @@ def install_views(streamrec: StreamrecApp) -> None:
             return view.json({"error": f"no item with item_id {item_id!r}"}, status=404)
         learned = streamrec.hybrid.item_state(item_id) if item_id in streamrec.hybrid else {}
         return view.json({**stored.payload, **learned})
+
+    @app.page("/api/items/")
+    async def items(view: Any, request: Any) -> Any:
+        try:
+            limit = min(max(int(request.query.get("limit", 20)), 1), 100)
+        except ValueError:
+            return view.json({"error": "limit must be a whole number, e.g. ?limit=20"}, status=400)
+        listed = []
+        for stored in store.scroll(batch_size=limit):
+            payload = stored.payload
+            listed.append(
+                {
+                    "item_id": stored.item_id,
+                    "title": payload.get("title", ""),
+                    "thumbnail": payload.get("thumbnail"),
+                }
+            )
+            if len(listed) == limit:
+                break
+        return view.json(listed)
+
+    @app.page("/api/interactions/")
+    class Interactions(View):
+        async def post(self, request: Any) -> Any:
+            try:
+                event = Interaction.model_validate_json(await request.read())
+            except ValidationError as error:
+                return self.json({"error": describe_validation_error(error)}, status=422)
+            await streamrec.interactions_topic.send(
+                key=event.user_id.encode(), value=event.model_dump_json().encode()
+            )
+            return self.json({"event_id": event.event_id, "queued": True}, status=202)
+
+    @app.page("/dashboard/")
+    async def dashboard(view: Any, request: Any) -> Any:
+        return view.html(DASHBOARD)
 
     @app.page("/health/")
     async def health(view: Any, request: Any) -> Any:

@@ -4,43 +4,11 @@ list)."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 
-from models.engine import InProcessRecommender
 from models.hybrid import HybridRecommender, UnknownItemError
 from models.user_state import UserState
-
-TS = 1.7e9
-TASTES, PER_TASTE, DIM = 3, 12, 16
-
-
-def taste(item_id: str) -> int:
-    return int(item_id.split("-")[0][1:])
-
-
-def planted_engine(weights: dict[str, float] | None = None, seed: int = 0):
-    """Items ``t{taste}-{n}`` whose vectors point along their taste; users ``u{taste}-{n}``
-    who engage only with items of their taste, in a shuffled time order."""
-    rng = np.random.default_rng(seed)
-    directions = rng.normal(size=(TASTES, DIM))
-    engine = InProcessRecommender(HybridRecommender(weights, content_dim=DIM))
-    for t in range(TASTES):
-        for n in range(PER_TASTE):
-            vector = directions[t] + rng.normal(scale=0.3, size=DIM)
-            engine.add_item(f"t{t}-{n}", f"Taste {t} item {n}", vector)
-    log = [
-        (f"u{t}-{u}", f"t{t}-{int(n)}")
-        for t in range(TASTES)
-        for u in range(10)
-        for n in rng.choice(PER_TASTE, size=6, replace=False)
-    ]
-    random.Random(seed).shuffle(log)
-    for n, (user, item) in enumerate(log):
-        engine.process(f"e{n}", user, item, "click", None, TS + n, k=5)
-    return engine, directions, rng
+from tests.planted import DIM, PER_TASTE, TASTES, TS, planted_engine, taste
 
 
 def test_users_get_their_taste_with_true_reasons() -> None:

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from qdrant_client import models as qm
 
 from models.vector_store import (
-    TRENDING_FIELD,
     EdgeVectorStore,
+    IncompatibleStoreError,
     QdrantServerStore,
     StoredItem,
     VectorStore,
@@ -17,24 +18,23 @@ from models.vector_store import (
 )
 
 DIM = 16
+SIZES = {"content": DIM, "cf": 5}
+DISTANCES = {"cf": "dot"}
 
 
 @pytest.fixture
 def stores(tmp_path) -> Iterator[tuple[VectorStore, VectorStore]]:
     rng = np.random.default_rng(7)
-    # Distinct trending values: the engines order ties differently (the ranker breaks ties
-    # by item id itself), so ties would test nothing but that.
-    trending = rng.permutation(300)
     items = [
         StoredItem(
             f"item-{n}",
             {"content": rng.normal(size=DIM).astype(np.float32)},
-            {"title": f"Item {n}", TRENDING_FIELD: float(trending[n])},
+            {"title": f"Item {n}"},
         )
         for n in range(300)
     ]
-    edge = EdgeVectorStore(tmp_path / "edge", {"content": DIM})
-    memory = QdrantServerStore(":memory:", {"content": DIM})
+    edge = EdgeVectorStore(tmp_path / "edge", SIZES, DISTANCES)
+    memory = QdrantServerStore(":memory:", SIZES, DISTANCES)
     for store in (edge, memory):
         store.start()
         store.upsert(items)
@@ -56,14 +56,40 @@ def test_nearest_gives_the_same_top_k_with_exclusions(stores) -> None:
         assert not exclude & {h.item_id for h in a}
 
 
-def test_top_by_payload_and_set_payload_agree(stores) -> None:
-    edge, memory = stores
+def test_set_vectors_adds_a_dot_product_vector_and_keeps_the_rest(stores) -> None:
+    """CF vectors (factor and bias) are compared by dot product: length counts."""
+    rng = np.random.default_rng(5)
+    cf = {f"item-{n}": {"cf": rng.normal(size=5).astype(np.float32)} for n in range(0, 300, 2)}
     for store in stores:
-        store.set_payload("item-3", {TRENDING_FIELD: 5000.0})
-    a = edge.top_by(TRENDING_FIELD, 15, exclude={"item-4"})
-    b = memory.top_by(TRENDING_FIELD, 15, exclude={"item-4"})
-    assert [(h.item_id, h.score) for h in a] == [(h.item_id, h.score) for h in b]
-    assert a[0].item_id == "item-3" and a[0].payload["title"] == "Item 3"
+        before = store.get(["item-2"])["item-2"]
+        store.set_vectors(cf)
+        after = store.get(["item-2"])["item-2"]
+        assert np.allclose(after.vectors["content"], before.vectors["content"])
+        assert after.payload["title"] == "Item 2"
+    query = rng.normal(size=5).astype(np.float32)
+    a, b = (store.nearest(query, "cf", 10, exclude={"item-0"}) for store in stores)
+    assert [h.item_id for h in a] == [h.item_id for h in b]
+    expected = sorted(cf, key=lambda i: -float(cf[i]["cf"] @ query))
+    assert [h.item_id for h in a] == [i for i in expected if i != "item-0"][:10]
+    assert np.allclose([h.score for h in a], [cf[h.item_id]["cf"] @ query for h in a], atol=1e-4)
+
+
+def test_a_store_with_other_vectors_is_named_and_can_be_reset(tmp_path) -> None:
+    """A collection made by an older version (no "cf" vector) is refused with what it
+    has; reset() starts it afresh with the store's vectors."""
+    with EdgeVectorStore(tmp_path, {"content": 2}) as old:
+        old.upsert([StoredItem("a", {"content": np.array([1.0, 0.0])})])
+    server = QdrantServerStore(":memory:", SIZES, DISTANCES)
+    server._connect().create_collection(  # as an older version made it
+        "items", vectors_config={"content": qm.VectorParams(size=2, distance=qm.Distance.COSINE)}
+    )
+    for store in (EdgeVectorStore(tmp_path, SIZES, DISTANCES), server):
+        with pytest.raises(IncompatibleStoreError, match="cf"):
+            store.start()
+        store.reset()
+        store.upsert([StoredItem("b", {"content": np.ones(DIM), "cf": np.ones(5)})])
+        assert store.count() == 1
+        store.stop()
 
 
 def test_get_count_and_reupsert_agree(stores) -> None:

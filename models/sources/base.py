@@ -153,6 +153,10 @@ class Source(ABC):
     """
 
     name: str
+    #: The vector store's named vector this source's candidates are retrieved from at
+    #: scale (``retrieval_query`` asks it for the user's nearest items); None: the
+    #: candidate stage takes the source's own best scores.
+    retrieval_vector: str | None = None
     #: Whether ``user_step`` reads the item side (then redoing an event later, when the
     #: item side has moved on, would not give the same user state).
     user_step_reads_items: bool = False
@@ -183,6 +187,18 @@ class Source(ABC):
     @abstractmethod
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         """Scores of items 0..n_items-1 for ``user`` at time ``now``."""
+
+    def score_items(
+        self, user: str, history: UserHistory, items: np.ndarray, now: float
+    ) -> np.ndarray:
+        """``score`` of the given item indexes only (what a candidate stage ranks)."""
+        n_items = int(items.max()) + 1 if len(items) else 0
+        return np.asarray(self.score(user, history, n_items, now))[items]
+
+    def retrieval_query(self, user: str, history: UserHistory) -> np.ndarray | None:
+        """The query for ``retrieval_vector`` whose nearest items this source scores
+        highest; None when the source has nothing to say about the user yet."""
+        return None
 
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
         return None

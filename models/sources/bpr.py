@@ -55,6 +55,7 @@ class OnlineBPR(Source):
     """
 
     name = "cf"
+    retrieval_vector = "cf"
     user_step_reads_items = True
 
     def __init__(
@@ -169,6 +170,32 @@ class OnlineBPR(Source):
         bias = grown(self.bias, n_items)[:n_items]
         p = history.own.get(self.name)
         return bias if p is None else items @ p + bias
+
+    def score_items(
+        self, user: str, history: UserHistory, items: np.ndarray, now: float
+    ) -> np.ndarray:
+        known = items < len(self.bias)
+        scores = np.zeros(len(items))
+        p = history.own.get(self.name)
+        scores[known] = self.bias[items[known]]
+        if p is not None:
+            scores[known] += self.items[items[known]] @ p
+        return scores
+
+    @property
+    def vector_size(self) -> int:
+        """The size of ``item_vector``: the factors and the bias."""
+        return self.factors + 1
+
+    def item_vector(self, item: int) -> np.ndarray:
+        """``[q_i, b_i]``: its dot product with ``retrieval_query`` is the item's score."""
+        if item >= len(self.bias):
+            return np.zeros(self.vector_size)
+        return np.append(self.items[item], self.bias[item])
+
+    def retrieval_query(self, user: str, history: UserHistory) -> np.ndarray | None:
+        p = history.own.get(self.name)
+        return None if p is None else np.append(p, 1.0)
 
     def dump_user(self, value: Any) -> Any:
         return np.asarray(value).tolist()

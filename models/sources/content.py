@@ -33,6 +33,7 @@ class ContentSimilarity(Source):
     """
 
     name = "content"
+    retrieval_vector = "content"
 
     def __init__(
         self, dim: int = 384, half_life_s: float = 30 * 86_400.0, max_cached_rows: int = 8192
@@ -88,6 +89,10 @@ class ContentSimilarity(Source):
         scores = self._cached_scores(user, entry[0])
         self._scores[user] = (entry[0], scores)
         return grown(scores / norm, n_items)[:n_items]
+
+    def retrieval_query(self, user: str, history: UserHistory) -> np.ndarray | None:
+        entry = history.own.get(self.name)
+        return None if entry is None or not np.linalg.norm(entry[0]) > 0 else entry[0]
 
     def dump_user(self, value: Any) -> Any:
         profile, ts = value

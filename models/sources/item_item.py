@@ -94,6 +94,19 @@ class ItemItemCosine(Source):
         rows = grown(self.co, n_items, axes=(0, 1))[items, :n_items]
         return (weights @ rows) * inverse
 
+    def score_items(
+        self, user: str, history: UserHistory, items: np.ndarray, now: float
+    ) -> np.ndarray:
+        recent = [i for i in self._history(history) if i < len(self.counts)]
+        scores = np.zeros(len(items))
+        known = items < len(self.counts)  # the others: no one engaged with them yet
+        if recent and known.any():
+            inverse = self._inverse_roots(len(self.counts))
+            weights = inverse[recent] * self.recency ** np.arange(len(recent) - 1, -1, -1)
+            rows = self.co[np.ix_(recent, items[known])]
+            scores[known] = (weights @ rows) * inverse[items[known]]
+        return scores
+
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
         items = [i for i in self._history(history) if i < len(self.counts)]
         if not items or item >= len(self.counts):

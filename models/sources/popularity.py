@@ -78,6 +78,14 @@ class DecayedPopularity(Source):
         masses[:known] = self.log_mass[:known]
         return np.exp(masses - self.rate * now)
 
+    def score_items(
+        self, user: str, history: UserHistory, items: np.ndarray, now: float
+    ) -> np.ndarray:
+        masses = np.full(len(items), -np.inf)
+        known = items < len(self.log_mass)
+        masses[known] = self.log_mass[items[known]]
+        return np.exp(masses - self.rate * now)
+
 
 class RandomScores(Source):
     """Uniform random scores: the floor every recommender must clear."""

@@ -5,14 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from models.vector_store.base import TRENDING_FIELD, Hit, StoredItem, VectorStore, point_id
+from models.vector_store.base import (
+    Distance,
+    Hit,
+    IncompatibleStoreError,
+    StoredItem,
+    VectorStore,
+    point_id,
+)
 from models.vector_store.edge import EdgeVectorStore
 from models.vector_store.server import QdrantServerStore
 
 __all__ = [
-    "TRENDING_FIELD",
+    "Distance",
     "EdgeVectorStore",
     "Hit",
+    "IncompatibleStoreError",
     "QdrantServerStore",
     "StoredItem",
     "VectorStore",
@@ -24,11 +32,14 @@ __all__ = [
 def open_vector_store(
     location: str | Path,
     vector_sizes: Mapping[str, int],
+    distances: Mapping[str, Distance] | None = None,
     collection: str = "items",
     api_key: str | None = None,
 ) -> VectorStore:
     """A server store for ``http(s)://`` URLs and ``:memory:``, else an embedded shard at a path."""
     text = str(location)
     if text == ":memory:" or text.startswith(("http://", "https://")):
-        return QdrantServerStore(text, vector_sizes, collection=collection, api_key=api_key)
-    return EdgeVectorStore(Path(text) / collection, vector_sizes)
+        return QdrantServerStore(
+            text, vector_sizes, distances, collection=collection, api_key=api_key
+        )
+    return EdgeVectorStore(Path(text) / collection, vector_sizes, distances)

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 #: Qdrant point ids must be integers or UUIDs; item ids are free text, so derive a UUID.
 _ITEM_NAMESPACE = uuid.UUID("6f1c1a52-6a53-4f0c-9a55-3e1b1f0d2c11")
 
-#: The payload field holding each item's decayed popularity; indexed for ordering.
-TRENDING_FIELD = "trending"
+#: How a named vector is compared: by direction (cosine) or by dot product, for vectors
+#: whose length carries meaning (a CF factor with its bias).
+Distance = Literal["cosine", "dot"]
 
 
+class IncompatibleStoreError(RuntimeError):
+    """The stored collection was made with other named vectors (an older version, or
+    other encoders) than the store was opened with."""
+
+
+@functools.lru_cache(maxsize=1 << 20)  # a user's seen items are excluded on every query
 def point_id(item_id: str) -> str:
     """The stable Qdrant point id of an item id.
 
@@ -61,15 +69,25 @@ class VectorStore(ABC):
     """Items with named vectors and a payload, searchable by similarity and by a payload field.
 
     Every backend gives the same answers for the same calls (tests/test_vector_store_congruence.py).
-    Cosine distance everywhere: stored vectors are compared by direction only.
+    Named vectors are compared by cosine unless ``distances`` says ``dot``.
     """
 
-    def __init__(self, vector_sizes: Mapping[str, int]) -> None:
+    def __init__(
+        self, vector_sizes: Mapping[str, int], distances: Mapping[str, Distance] | None = None
+    ) -> None:
         self.vector_sizes = dict(vector_sizes)
+        self.distances: dict[str, Distance] = {
+            name: (distances or {}).get(name, "cosine") for name in self.vector_sizes
+        }
 
     @abstractmethod
     def start(self) -> None:
-        """Open (or create) the collection; idempotent."""
+        """Open (or create) the collection; idempotent. Raises IncompatibleStoreError
+        when the stored collection has other named vectors, sizes or distances."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Delete the collection and start an empty one with this store's vectors."""
 
     @abstractmethod
     def stop(self) -> None:
@@ -95,14 +113,9 @@ class VectorStore(ABC):
         """The ``limit`` items closest to ``vector`` on the named vector ``using``."""
 
     @abstractmethod
-    def top_by(
-        self, field: str, limit: int, exclude: Collection[str] = (), with_vectors: bool = False
-    ) -> list[Hit]:
-        """The ``limit`` items with the largest numeric payload ``field`` (score = that value)."""
-
-    @abstractmethod
-    def set_payload(self, item_id: str, values: Mapping[str, Any]) -> None:
-        """Set some payload fields of one stored item, leaving the others."""
+    def set_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Replace some named vectors of stored items (item id -> name -> vector), leaving
+        their other vectors and payload; every item must be stored already."""
 
     @abstractmethod
     def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
@@ -119,13 +132,20 @@ class VectorStore(ABC):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _check(self, items: Sequence[StoredItem]) -> None:
-        for item in items:
-            for name, vector in item.vectors.items():
+    def _check(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Refuse vectors this store has no index for (item id -> name -> vector)."""
+        for item_id, named in vectors.items():
+            for name, vector in named.items():
                 expected = self.vector_sizes.get(name)
                 if expected is None:
                     raise ValueError(f"unknown vector {name!r}; this store has {self.vector_sizes}")
                 if vector.shape != (expected,):
-                    raise ValueError(
-                        f"vector {name!r} of {item.item_id!r} has shape {vector.shape}"
-                    )
+                    raise ValueError(f"vector {name!r} of {item_id!r} has shape {vector.shape}")
+
+    def _incompatible(self, where: str, found: object) -> IncompatibleStoreError:
+        wanted = {n: (self.vector_sizes[n], self.distances[n]) for n in self.vector_sizes}
+        return IncompatibleStoreError(
+            f"the vector store {where} was made with the vectors {found}, not {wanted} (an "
+            "older version, or other encoders): use a new data_dir or collection, or delete "
+            "it to rebuild it from the item-updates topic"
+        )

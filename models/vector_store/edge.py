@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
 
 from models.vector_store.base import (
-    TRENDING_FIELD,
+    Distance,
     Hit,
     StoredItem,
     VectorStore,
@@ -23,6 +23,9 @@ from models.vector_store.base import (
 class EdgeVectorStore(VectorStore):
     """A Qdrant Edge shard in a directory: HNSW, payload indexes, WAL; no server.
 
+    With no ``vector_sizes``, an existing shard opens with the vectors it was made with
+    (to read a worker's store).
+
     >>> import tempfile, numpy as np
     >>> with EdgeVectorStore(tempfile.mkdtemp(), {"content": 2}) as store:
     ...     store.upsert([StoredItem("a", {"content": np.array([1.0, 0.0])}, {"title": "A"}),
@@ -31,15 +34,23 @@ class EdgeVectorStore(VectorStore):
     ['a', 'b']
     """
 
-    def __init__(self, path: str | Path, vector_sizes: Mapping[str, int]) -> None:
-        super().__init__(vector_sizes)
+    def __init__(
+        self,
+        path: str | Path,
+        vector_sizes: Mapping[str, int],
+        distances: Mapping[str, Distance] | None = None,
+    ) -> None:
+        super().__init__(vector_sizes, distances)
         self.path = Path(path)
         self._shard: qe.EdgeShard | None = None
 
-    def _config(self) -> qe.EdgeConfig:
+    def _config(self) -> qe.EdgeConfig | None:
+        if not self.vector_sizes:
+            return None  # open an existing shard with the vectors it was made with
+        distance = {"cosine": qe.Distance.Cosine, "dot": qe.Distance.Dot}
         return qe.EdgeConfig(
             vectors={
-                name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
+                name: qe.EdgeVectorParams(size=size, distance=distance[self.distances[name]])
                 for name, size in self.vector_sizes.items()
             }
         )
@@ -60,17 +71,16 @@ class EdgeVectorStore(VectorStore):
             except Exception as error:
                 if "incompatible" not in str(error):
                     raise
-                raise RuntimeError(
-                    f"the vector store in {self.path} was made with other named vectors than "
-                    f"{sorted(self.vector_sizes)} (an older version, or other encoders): "
-                    "use a new data_dir, or delete that directory to rebuild it from the items "
-                    "topic"
-                ) from error
+                raise self._incompatible(f"in {self.path}", error) from error
         else:
             self._shard = qe.EdgeShard.create(str(self.path), self._config())
-            self._shard.update(
-                qe.UpdateOperation.create_field_index(TRENDING_FIELD, qe.PayloadSchemaType.Float)
-            )
+
+    def reset(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.start()
 
     def stop(self) -> None:
         if self._shard is not None:
@@ -81,7 +91,7 @@ class EdgeVectorStore(VectorStore):
     def upsert(self, items: Sequence[StoredItem]) -> None:
         if not items:
             return
-        self._check(items)
+        self._check({item.item_id: item.vectors for item in items})
         points = [
             qe.Point(
                 point_id(item.item_id),
@@ -120,22 +130,18 @@ class EdgeVectorStore(VectorStore):
         )
         return [hit_of(point, point.score) for point in self.shard.query(request)]
 
-    def top_by(
-        self, field: str, limit: int, exclude: Collection[str] = (), with_vectors: bool = False
-    ) -> list[Hit]:
-        records, _ = self.shard.scroll(
-            qe.ScrollRequest(
-                limit=limit,
-                filter=_excluding(exclude),
-                with_payload=True,
-                with_vector=with_vectors,
-                order_by=qe.OrderBy(field, qe.Direction.Desc),
+    def set_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        if not vectors:
+            return
+        self._check(vectors)
+        points = [
+            qe.PointVectors(
+                point_id(item_id),
+                {name: vector.astype(np.float32).tolist() for name, vector in named.items()},
             )
-        )
-        return [hit_of(record, float(record.payload[field])) for record in records]
-
-    def set_payload(self, item_id: str, values: Mapping[str, Any]) -> None:
-        self.shard.update(qe.UpdateOperation.set_payload([point_id(item_id)], dict(values)))
+            for item_id, named in vectors.items()
+        ]
+        self.shard.update(qe.UpdateOperation.update_vectors(points))
 
     def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
         offset = None

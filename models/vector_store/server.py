@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from models.vector_store.base import (
-    TRENDING_FIELD,
+    Distance,
     Hit,
     StoredItem,
     VectorStore,
@@ -31,11 +30,12 @@ class QdrantServerStore(VectorStore):
         self,
         location: str,
         vector_sizes: Mapping[str, int],
+        distances: Mapping[str, Distance] | None = None,
         collection: str = "items",
         api_key: str | None = None,
         timeout_s: float = 10.0,
     ) -> None:
-        super().__init__(vector_sizes)
+        super().__init__(vector_sizes, distances)
         self.location = location
         self.collection = collection
         self.api_key = api_key
@@ -48,26 +48,40 @@ class QdrantServerStore(VectorStore):
             raise RuntimeError("the vector store is not started: call start() first")
         return self._client
 
+    def _connect(self) -> QdrantClient:
+        if self._client is None:
+            if self.location == ":memory:":
+                self._client = QdrantClient(location=":memory:")
+            else:
+                self._client = QdrantClient(
+                    url=self.location, api_key=self.api_key, timeout=int(self.timeout_s)
+                )
+        return self._client
+
     def start(self) -> None:
-        if self._client is not None:
+        if not self._connect().collection_exists(self.collection):
+            self._create()
             return
-        if self.location == ":memory:":
-            self._client = QdrantClient(location=":memory:")
-        else:
-            self._client = QdrantClient(
-                url=self.location, api_key=self.api_key, timeout=int(self.timeout_s)
-            )
-        if not self._client.collection_exists(self.collection):
-            self._client.create_collection(
-                self.collection,
-                vectors_config={
-                    name: qm.VectorParams(size=size, distance=qm.Distance.COSINE)
-                    for name, size in self.vector_sizes.items()
-                },
-            )
-            self._client.create_payload_index(
-                self.collection, TRENDING_FIELD, qm.PayloadSchemaType.FLOAT
-            )
+        found = self.client.get_collection(self.collection).config.params.vectors
+        wanted = self._vectors_config()
+        if not isinstance(found, dict) or {n: (p.size, p.distance) for n, p in found.items()} != {
+            n: (p.size, p.distance) for n, p in wanted.items()
+        }:
+            raise self._incompatible(f"collection {self.collection!r}", found)
+
+    def _vectors_config(self) -> dict[str, qm.VectorParams]:
+        distance = {"cosine": qm.Distance.COSINE, "dot": qm.Distance.DOT}
+        return {
+            name: qm.VectorParams(size=size, distance=distance[self.distances[name]])
+            for name, size in self.vector_sizes.items()
+        }
+
+    def _create(self) -> None:
+        self.client.create_collection(self.collection, vectors_config=self._vectors_config())
+
+    def reset(self) -> None:
+        self._connect().delete_collection(self.collection)
+        self._create()
 
     def stop(self) -> None:
         if self._client is not None:
@@ -77,7 +91,7 @@ class QdrantServerStore(VectorStore):
     def upsert(self, items: Sequence[StoredItem]) -> None:
         if not items:
             return
-        self._check(items)
+        self._check({item.item_id: item.vectors for item in items})
         points = [
             qm.PointStruct(
                 id=point_id(item.item_id),
@@ -122,23 +136,18 @@ class QdrantServerStore(VectorStore):
         )
         return [hit_of(point, point.score) for point in response.points]
 
-    def top_by(
-        self, field: str, limit: int, exclude: Collection[str] = (), with_vectors: bool = False
-    ) -> list[Hit]:
-        records, _ = self.client.scroll(
-            self.collection,
-            scroll_filter=_excluding(exclude),
-            limit=limit,
-            with_payload=True,
-            with_vectors=with_vectors,
-            order_by=qm.OrderBy(key=field, direction=qm.Direction.DESC),
-        )
-        return [hit_of(record, float(record.payload[field])) for record in records]
-
-    def set_payload(self, item_id: str, values: Mapping[str, Any]) -> None:
-        self.client.set_payload(
-            self.collection, dict(values), points=[point_id(item_id)], wait=True
-        )
+    def set_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        if not vectors:
+            return
+        self._check(vectors)
+        points = [
+            qm.PointVectors(
+                id=point_id(item_id),
+                vector={name: v.astype(np.float32).tolist() for name, v in named.items()},
+            )
+            for item_id, named in vectors.items()
+        ]
+        self.client.update_vectors(self.collection, points=points, wait=True)
 
     def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
         offset = None

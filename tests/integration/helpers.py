@@ -9,20 +9,15 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from encoders.multimodal import EncodedItem
 from models.engine import InProcessRecommender
-from models.hybrid import HybridRecommender
 from streams.admin import produce
-from streams.app import build_item_encoder, content_of, stored_item
 from streams.demo import catalog_uploads
 from streams.events import ItemUpload, Recommendations
 from streams.process import WorkerProcess
+from streams.served import reference_engine
 from streams.settings import Settings
 
 START = datetime.now(UTC) - timedelta(hours=1)
-
-#: The named vectors a worker stores: the fused one and each modality's own.
-WORKER_VECTORS = {"content": 384, "text": 384, "image": 1280, "audio": 168}
 
 
 def click(
@@ -98,19 +93,8 @@ def wait_until_committed(settings: Settings, topic: str, timeout_s: float = 60) 
 def in_process_engine(settings: Settings | None = None) -> InProcessRecommender:
     """The demo catalog encoded by the worker's own encoding code, in the in-process engine:
     the reference a Kafka run must agree with."""
-    settings = settings or Settings()
-    encoder = build_item_encoder(settings)
     uploads = [ItemUpload.model_validate(value) for _, value in catalog_uploads()]
-    engine = InProcessRecommender(
-        HybridRecommender(settings.hybrid_weights, content_dim=encoder.fusion.dim)
-    )
-    for upload, encoded in zip(
-        uploads, encoder.encode([content_of(u) for u in uploads]), strict=True
-    ):
-        assert isinstance(encoded, EncodedItem), encoded
-        item = stored_item(upload, encoded, encoder.fusion.version)
-        engine.add_item(item.item_id, upload.title, item.vectors["content"])
-    return engine
+    return reference_engine(settings or Settings(), uploads)
 
 
 def wait_until_replicated(

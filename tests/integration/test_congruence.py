@@ -3,14 +3,20 @@ in one process) gives the same recommendations, scores and reasons."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from click.testing import CliRunner
 
 from streams.admin import produce
 from streams.broker import LocalBroker
+from streams.cli import main
+from streams.process import settings_env
 from tests.conftest import TopicReader, isolated_settings
 from tests.integration.helpers import (
     START,
     click,
+    event_log,
     in_process_engine,
     recommendations_for,
     start_worker_with_catalog,
@@ -55,3 +61,57 @@ def test_kafka_and_in_process_give_the_same_recommendations(broker: LocalBroker,
     finally:
         worker.stop()
         reader.close()
+
+
+def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker, tmp_path) -> None:
+    """``streamrec load --evaluate``: a log sent at full speed, every list read back and
+    scored as served. On one partition the worker applies the log in the order sent, so
+    its lists are the in-process engine's, and so are the metrics."""
+    settings = isolated_settings(broker, tmp_path / "kafka", partitions=1)
+    worker = start_worker_with_catalog(settings)
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_id": f"{event_id}-{n}",
+                    "user_id": user,
+                    "item_id": item,
+                    "kind": kind,
+                    "ts": START.timestamp() + 60 * n,
+                }
+            )
+            + "\n"
+            for n, (event_id, user, item, kind) in enumerate(event_log(seed=5, n_events=150))
+        )
+    )
+    try:
+        result = CliRunner().invoke(
+            main,
+            [
+                "load",
+                str(log),
+                "--rate",
+                "0",
+                "--limit",
+                "150",
+                "--evaluate",
+                "--out",
+                str(tmp_path),
+            ],
+            env=settings_env(settings),
+            catch_exceptions=False,
+        )
+    finally:
+        worker.stop()
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "served.json").read_text())
+    assert report["events"] == report["lists_received"] == 150
+    assert report["identical_lists"] == 1.0
+    assert report["through_kafka"] == report["in_process"]
+    assert report["through_kafka"]["events"] == 150 - 4  # each of the 4 users' first event
+    assert report["through_kafka"]["hit_rate@10"] > 0.1
+    assert (
+        "through kafka" in result.output
+        and "identical to the in-process run: 100.0%" in result.output
+    )

@@ -25,7 +25,6 @@ from streams.process import WorkerProcess
 from tests.conftest import TopicReader, isolated_settings
 from tests.integration.helpers import (
     START,
-    WORKER_VECTORS,
     click,
     event_log,
     in_process_engine,
@@ -133,9 +132,7 @@ def test_sigkill_during_item_ingestion_stores_every_item_once(
         assert worker.stats()["items"] == len(uploads), "no item is stored twice"
     finally:
         worker.stop()
-    with EdgeVectorStore(
-        settings.data_dir / "qdrant" / settings.collection, WORKER_VECTORS
-    ) as store:
+    with EdgeVectorStore(settings.data_dir / "qdrant" / settings.collection, {}) as store:
         assert store.count() == len(uploads)
         stored = store.get([item_id for item_id, _ in uploads], with_vectors=False)
     assert sorted(stored) == sorted(item_id for item_id, _ in uploads)

@@ -19,9 +19,10 @@ from tests.integration.helpers import click, recommendations_for, start_worker_w
 pytestmark = pytest.mark.integration
 
 
-def get(base: str, path: str) -> tuple[int, Any]:
+def get(base: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    """GET ``path``, or POST ``body`` to it."""
     try:
-        with urllib.request.urlopen(base + path, timeout=10) as response:
+        with urllib.request.urlopen(base + path, data=body, timeout=10) as response:
             body = response.read()
             status = response.status
     except urllib.error.HTTPError as error:
@@ -59,6 +60,18 @@ def test_http_api_serves_lists_items_health_metrics_and_its_description(
         assert status == 200 and item["title"] and item["engagements"] in (0, 1)
         assert get(base, "/api/items/no-such-item/")[0] == 404
 
+        status, listed = get(base, "/api/items/?limit=3")
+        assert status == 200 and len(listed) == 3 and all(i["title"] for i in listed)
+        assert get(base, "/api/items/?limit=many")[0] == 400
+
+        # Interactions in over HTTP: refused with the field named, or queued and answered.
+        status, refused = get(base, "/api/interactions/", b'{"event_id": "h-2", "user_id": "gus"}')
+        assert status == 422 and "item_id" in refused["error"], refused
+        good = click("h-2", "gus", "jazz-2")
+        status, queued = get(base, "/api/interactions/", json.dumps(good).encode())
+        assert (status, queued) == (202, {"event_id": "h-2", "queued": True})
+        reader.wait_for(lambda m: recommendations_for(m, "h-2") is not None)
+
         status, text = get(base, "/metrics")
         assert status == 200
         samples = {
@@ -67,15 +80,15 @@ def test_http_api_serves_lists_items_health_metrics_and_its_description(
             for s in family.samples
         }
         topic = settings.topic_interactions
-        assert samples[("streamrec_events_processed_total", (("topic", topic),))] == 1
+        assert samples[("streamrec_events_processed_total", (("topic", topic),))] == 2
         assert samples[("streamrec_dead_letters_total", (("reason", "invalid-json"),))] == 1
-        assert samples[("streamrec_click_to_recommendation_seconds_count", ())] == 1
+        assert samples[("streamrec_click_to_recommendation_seconds_count", ())] == 2
         assert samples[("streamrec_encode_batch_size_sum", ())] >= 30
         assert any(name == "streamrec_consumer_lag" for name, _ in samples)
 
         status, spec = get(base, "/openapi.json")
         assert status == 200 and spec["openapi"].startswith("3.")
-        for path in spec["paths"]:
+        for path in (p for p, methods in spec["paths"].items() if "get" in methods):
             concrete = path.replace("{user_id}", "gus").replace("{item_id}", "jazz-1")
             assert get(base, concrete)[0] == 200, path
     finally:

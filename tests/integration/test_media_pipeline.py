@@ -14,7 +14,6 @@ from streams.broker import LocalBroker
 from streams.process import WorkerProcess
 from tests.conftest import TopicReader, isolated_settings
 from tests.integration.helpers import (
-    WORKER_VECTORS,
     click,
     recommendations_for,
     wait_until_replicated,
@@ -144,9 +143,7 @@ def test_multimodal_items_are_stored_and_bad_media_is_dead_lettered(
     ranked = [item.item_id for item in recommendations_for(got, "m-1").items]
     assert ranked[0] == "stripes-b", ranked
 
-    with EdgeVectorStore(
-        settings.data_dir / "qdrant" / settings.collection, WORKER_VECTORS
-    ) as store:
+    with EdgeVectorStore(settings.data_dir / "qdrant" / settings.collection, {}) as store:
         stored = store.get(sorted(expected_good))
     assert set(stored) == expected_good
     modalities = {item_id: item.payload["modalities"] for item_id, item in stored.items()}

@@ -9,6 +9,11 @@ Events are sent one at a time, each after the previous one's changes reached eve
 replica: then the runs are the same computation. Sent faster, a worker may rank or take
 a CF step before the other worker's latest changes arrive (asynchronous SGD); that
 event-order effect is what separates the runs otherwise (README, "Scaling out").
+
+The two workers rank through the candidate stage (every list is ranked from what their
+embedded Qdrant returns; enough candidates per source to retrieve every item), so the
+same lists also show the candidate path agrees with ranking the whole catalog, and their
+stores must hold every item's CF factor and bias, published in micro-batches.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from models.hybrid import CF
+from models.vector_store import EdgeVectorStore
 from streams.admin import produce
 from streams.broker import LocalBroker
 from streams.demo import catalog_uploads
@@ -34,8 +42,10 @@ from tests.integration.helpers import (
 pytestmark = pytest.mark.integration
 
 
-def run(broker: LocalBroker, directory: Path, n_workers: int, log: list) -> dict[str, Any]:
-    settings = isolated_settings(broker, directory)
+def run(
+    broker: LocalBroker, directory: Path, n_workers: int, log: list, **overrides: Any
+) -> dict[str, Any]:
+    settings = isolated_settings(broker, directory, **overrides)
     workers = []
     for n in range(n_workers):
         own = settings.model_copy(
@@ -59,14 +69,23 @@ def run(broker: LocalBroker, directory: Path, n_workers: int, log: list) -> dict
             wait_until_replicated(settings, workers)
         items = [item_id for item_id, _ in catalog]
         states = [{i: worker.get(f"/api/items/{i}/") for i in items} for worker in workers]
-        interactions = [
-            worker.stats()["processed"].get(settings.topic_interactions, 0) for worker in workers
-        ]
+        stats = [worker.stats() for worker in workers]
+        interactions = [s["processed"].get(settings.topic_interactions, 0) for s in stats]
     finally:
         for worker in workers:
             worker.stop()
         reader.close()
-    return {"lists": lists, "states": states, "interactions": interactions}
+    stored_cf = []
+    for worker in workers:
+        with EdgeVectorStore(worker.settings.data_dir / "qdrant" / "items", {}) as store:
+            stored_cf.append({i: item.vectors.get(CF) for i, item in store.get(items).items()})
+    return {
+        "lists": lists,
+        "states": states,
+        "interactions": interactions,
+        "candidate_stage": [s["candidate_stage"] for s in stats],
+        "cf": stored_cf,
+    }
 
 
 def assert_same_item_state(a: dict, b: dict) -> None:
@@ -80,8 +99,11 @@ def assert_same_item_state(a: dict, b: dict) -> None:
 def test_one_and_two_workers_learn_the_same_item_factors(broker: LocalBroker, tmp_path) -> None:
     log = event_log(seed=11, n_events=24)
     one = run(broker, tmp_path / "one", 1, log)
-    two = run(broker, tmp_path / "two", 2, log)
+    two = run(
+        broker, tmp_path / "two", 2, log, dense_ranking_max_items=0, candidates_per_source=1000
+    )
 
+    assert one["candidate_stage"] == [False] and two["candidate_stage"] == [True, True]
     assert all(count > 0 for count in two["interactions"]), "both workers served users"
     assert sum(two["interactions"]) == len(log) == one["interactions"][0]
     assert_same_item_state(two["states"][0], two["states"][1])  # the replicas agree
@@ -92,3 +114,9 @@ def test_one_and_two_workers_learn_the_same_item_factors(broker: LocalBroker, tm
         got = two["lists"][event_id]
         assert [i for i, _ in got] == [i for i, _ in expected], event_id
         assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-6)
+    for stored in two["cf"]:  # each worker's Qdrant "cf" vectors: factor and bias
+        for item_id, state in two["states"][0].items():
+            if state["engagements"] == 0:
+                continue
+            expected = [*state["cf"]["factor"], state["cf"]["bias"]]
+            assert np.allclose(stored[item_id], expected, atol=1e-5), item_id
