@@ -8,7 +8,7 @@ item's reasons are the sources that contributed to it, largest first.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,3 +112,79 @@ class Blend:
         ties = np.flatnonzero(total == kth)[: k - len(above)]
         top = np.concatenate([above, ties])
         return top[np.lexsort((top, -total[top]))], total
+
+
+class BlendSet:
+    """Several blends of the same sources, ranked at once: what an evaluation asks per
+    event of every configuration (the target's rank in its top K, and which items its top
+    K holds), without building each list. Totals are summed exactly as ``Blend.top``
+    sums them and ties go to the lower index, so the ranks are ``Blend.top``'s
+    (``tests/test_blend.py`` holds them equal).
+
+    >>> blends = BlendSet({"a": Blend({"x": 1.0}), "ab": Blend({"x": 1.0, "y": 1.0})}, ["x", "y"])
+    >>> scores = {"x": np.array([3.0, 2.0, 1.0, 0.0]), "y": np.array([0.0, 0.0, 3.0, 3.0])}
+    >>> candidates = np.array([True, True, True, False])
+    >>> totals = blends.totals(blends.normalise(scores, candidates), candidates)
+    >>> blends.ranks(totals, item=2, k=2), blends.ranks(totals, item=3, k=2)
+    ([None, 1], [None, None])
+    >>> recommended = np.zeros((2, 4), dtype=bool)
+    >>> blends.mark_tops(totals, 2, recommended); recommended.astype(int).tolist()
+    [[1, 1, 0, 0], [1, 0, 1, 0]]
+    """
+
+    def __init__(self, blends: Mapping[str, Blend], sources: Sequence[str]) -> None:
+        self.names = list(blends)
+        self.sources = list(sources)
+        self._terms = [
+            [(self.sources.index(name), w) for name, w in blend.weights.items() if w > 0]
+            for blend in blends.values()
+        ]
+
+    def normalise(self, scores: Mapping[str, np.ndarray], candidates: np.ndarray) -> np.ndarray:
+        """``normalised`` for every source: one row per source, in ``sources`` order."""
+        stacked = np.stack([np.asarray(scores[name], dtype=np.float64) for name in self.sources])
+        if not candidates.any():
+            return np.zeros_like(stacked)
+        # Reductions over the candidates in place, without copying them out.
+        low = stacked.min(axis=1, initial=np.inf, where=candidates)
+        high = stacked.max(axis=1, initial=-np.inf, where=candidates)
+        varied = high > low
+        span = np.where(varied, high - low, 1.0)
+        result = (stacked - np.where(varied, low, 0.0)[:, None]) / span[:, None]
+        result[~varied] = 0.0
+        return result
+
+    def totals(self, normalised_rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Every blend's score of every item (one row per blend); -inf off ``candidates``."""
+        totals = np.zeros((len(self._terms), normalised_rows.shape[1]))
+        for row, terms in zip(totals, self._terms, strict=True):
+            for source, weight in terms:
+                row += weight * normalised_rows[source]
+        totals[:, ~candidates] = -np.inf
+        return totals
+
+    def ranks(self, totals: np.ndarray, item: int, k: int) -> list[int | None]:
+        """``item``'s 0-based rank in each blend's top ``k``, or None when not in it."""
+        target = totals[:, item]
+        above = (totals > target[:, None]).sum(axis=1)
+        tied_before = (totals[:, :item] == target[:, None]).sum(axis=1)
+        rank = above + tied_before
+        return [
+            int(r) if r < k and np.isfinite(t) else None for r, t in zip(rank, target, strict=True)
+        ]
+
+    def mark_tops(self, totals: np.ndarray, k: int, recommended: np.ndarray) -> None:
+        """Set ``recommended[blend, item]`` for every item in each blend's top ``k``."""
+        n_items = totals.shape[1]
+        k = min(k, int(np.isfinite(totals[0]).sum()))
+        if k <= 0:
+            return
+        kth = np.partition(totals, n_items - k, axis=1)[:, n_items - k]
+        above = totals > kth[:, None]
+        recommended[:, :n_items] |= above
+        ties = totals == kth[:, None]
+        room = k - above.sum(axis=1)
+        fits = ties.sum(axis=1) <= room
+        recommended[fits, :n_items] |= ties[fits]
+        for row in np.flatnonzero(~fits):  # more ties than room: the lowest indexes
+            recommended[row, np.flatnonzero(ties[row])[: room[row]]] = True

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.sources import Catalog, Source, UserHistory
-from models.vector_store import VectorStore
+
+if TYPE_CHECKING:  # the Qdrant clients take seconds to import; the evaluation needs neither
+    from models.vector_store import VectorStore
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 from models.hybrid import CONTENT, HybridRecommender, Recommendation
 from models.signals import signal_weight
 from models.user_state import UserState
-from models.vector_store import StoredItem
+from models.vector_store.base import StoredItem
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,7 +34,9 @@ from models.sources import (
     Source,
 )
 from models.user_state import UserState
-from models.vector_store import VectorStore
+
+if TYPE_CHECKING:
+    from models.vector_store import VectorStore
 
 #: The hybrid's weights, chosen on MovieLens 100k (README, "Evaluation").
 HYBRID_WEIGHTS = {"item-item": 1.0, "trending": 0.3, "cf": 0.2, "content": 0.1}

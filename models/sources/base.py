@@ -127,9 +127,10 @@ class UserHistory:
 
 
 def grown(array: np.ndarray, size: int, axes: tuple[int, ...] = (0,)) -> np.ndarray:
-    """``array`` zero-padded along ``axes`` to at least ``size`` (doubling, to amortise)."""
-    if all(array.shape[a] >= size for a in axes):
-        return array
+    """``array`` zero-padded along ``axes`` (one or two) to at least ``size`` (doubling,
+    to amortise)."""
+    if array.shape[axes[0]] >= size and (len(axes) == 1 or array.shape[axes[1]] >= size):
+        return array  # the common case, called several times per event: no generator
     shape = list(array.shape)
     for a in axes:
         shape[a] = max(size, 2 * shape[a], 16)

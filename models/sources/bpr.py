@@ -97,6 +97,29 @@ class OnlineBPR(Source):
     def user_step(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> list[ItemDelta]:
+        q, b = self._steps(user, item, weight, history)
+        changes = [(i, {"dq": q[i] - self.items[i], "db": b[i] - float(self.bias[i])}) for i in q]
+        if weight > 0:
+            changes[0][1].update(positive=1.0, at=ts, by=zlib.crc32(user.encode()))
+        return changes
+
+    def learn_one(
+        self, user: str, item: int, weight: float, ts: float, history: UserHistory
+    ) -> None:
+        # user_step + apply without the messages in between (replay speed): the same
+        # additions, so the same factors to the last bit (tests/test_sources.py).
+        q, b = self._steps(user, item, weight, history)
+        for i in q:
+            self.items[i] += q[i] - self.items[i]
+            self.bias[i] += b[i] - float(self.bias[i])
+        if weight > 0:
+            self._count_positive(item, 1.0, (ts, zlib.crc32(user.encode())))
+
+    def _steps(
+        self, user: str, item: int, weight: float, history: UserHistory
+    ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        """The event's SGD steps on copies of the item rows it reads: the user's new factor
+        goes to ``history.own``; the touched items' new rows and biases are returned."""
         self._ensure_item(item)
         p = self.user_factor(user, history).copy()
         r, step = self.regularisation, self.optimizer.step
@@ -139,23 +162,22 @@ class OnlineBPR(Source):
                 b[other] -= rate * (g + r * b[other])
                 p = step(p, r * p - g * difference)
         history.own[self.name] = p
-        changes = [(i, {"dq": q[i] - self.items[i], "db": b[i] - float(self.bias[i])}) for i in q]
-        if weight > 0:
-            changes[0][1].update(positive=1.0, at=ts, by=zlib.crc32(user.encode()))
-        return changes
+        return q, b
 
     def apply(self, item: int, change: dict[str, Any]) -> None:
         self._ensure_item(item)
         self.items[item] += np.asarray(change["dq"])
         self.bias[item] += change["db"]
         if change.get("positive"):
-            key = (change["at"], change["by"])
-            if item not in self._first_positive or key < self._first_positive[item]:
-                self._first_positive[item] = key
-                self._order = None
-            self._positives[item] = self._positives.get(item, 0.0) + change["positive"]
-            if self._order is not None:
-                self._weights[self._position[item]] += change["positive"]
+            self._count_positive(item, change["positive"], (change["at"], change["by"]))
+
+    def _count_positive(self, item: int, positive: float, first: tuple[float, int]) -> None:
+        if item not in self._first_positive or first < self._first_positive[item]:
+            self._first_positive[item] = first
+            self._order = None
+        self._positives[item] = self._positives.get(item, 0.0) + positive
+        if self._order is not None:
+            self._weights[self._position[item]] += positive
 
     def _drawable(self) -> tuple[list[int], np.ndarray]:
         """The items a negative can be, in their canonical order, and cumulative weights."""

@@ -43,6 +43,9 @@ class ItemItemCosine(Source):
     def __init__(self, any_interaction: bool = True, recency: float = 0.9) -> None:
         self.co = np.zeros((0, 0), dtype=np.float32)
         self.counts = np.zeros(0, dtype=np.float32)
+        # 1 / sqrt(counts), 0 where nothing was counted: kept up to date with the counts
+        # rather than recomputed over the catalog for every list.
+        self._inverse = np.zeros(0, dtype=np.float32)
         self.any_interaction = any_interaction
         self.recency = recency
 
@@ -64,8 +67,7 @@ class ItemItemCosine(Source):
         others = sorted(set(self._history(history)) - {item})
         size = max([item, *others]) + 1
         self.co = grown(self.co, size, axes=(0, 1))
-        self.counts = grown(self.counts, size)
-        self.counts[item] += 1.0
+        self._count(item, size, 1.0)
         if others:
             self.co[item, others] += 1.0
             self.co[others, item] += 1.0
@@ -74,14 +76,20 @@ class ItemItemCosine(Source):
         co = change.get("co", [])
         size = max([item, *co]) + 1
         self.co = grown(self.co, size, axes=(0, 1))
-        self.counts = grown(self.counts, size)
-        self.counts[item] += change.get("count", 0.0)
+        self._count(item, size, change.get("count", 0.0))
         if co:
             self.co[item, co] += 1.0
 
+    def _count(self, item: int, size: int, count: float) -> None:
+        self.counts = grown(self.counts, size)
+        self._inverse = grown(self._inverse, size)
+        self.counts[item] += count
+        if self.counts[item] > 0:
+            self._inverse[item] = 1.0 / np.sqrt(self.counts[item])
+
     def _inverse_roots(self, n_items: int) -> np.ndarray:
-        counts = grown(self.counts, n_items)[:n_items]
-        return np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0)
+        """1 / sqrt(engagements) of items 0..n_items-1 (read only)."""
+        return grown(self._inverse, n_items)[:n_items]
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         items = [i for i in self._history(history) if i < n_items]
