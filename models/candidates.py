@@ -69,7 +69,7 @@ class CandidateStage:
         found: set[int] = set()
         for source in sources.values():
             if source.retrieval_vector is not None:
-                query = source.retrieval_query(user, history)
+                query = source.retrieval_query(user, history, now)
                 if query is None:
                     continue
                 hits = self.store.nearest(

@@ -153,10 +153,9 @@ class HybridRecommender:
     ) -> dict[str, np.ndarray]:
         """``vectors`` and the item's CF vector, if it has one: what to upsert for the item
         (an upsert replaces every vector, and the CF one is only re-sent when it changes)."""
-        index = self.catalog.index(item_id) if item_id in self.catalog else len(self.cf.bias)
-        if index >= len(self.cf.bias):
+        if item_id not in self.catalog or self.catalog.index(item_id) >= len(self.cf.bias):
             return dict(vectors)
-        return {**vectors, CF: self.cf.item_vector(index)}
+        return {**vectors, CF: self.cf.item_vector(self.catalog.index(item_id))}
 
     def publish_cf(self) -> int:
         """Write the CF vectors changed since the last call to the store; how many.

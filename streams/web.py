@@ -51,7 +51,7 @@ OPENAPI: dict[str, Any] = {
             **{"404": "no interaction from this user yet"},
         ),
         "/api/items/": _path(
-            "The first items of the catalog (id, title, thumbnail); ?limit=N, at most 100",
+            "Items of the catalog in storage order (id, title, thumbnail); ?limit=N, at most 100",
             "a list of items",
         ),
         "/api/interactions/": {

@@ -38,7 +38,7 @@ def test_cf_vectors_in_the_store_are_the_item_factors_and_biases(store) -> None:
         assert CONTENT in item.vectors  # the CF update left the content vector alone
     # The store's dot-product neighbours of a user's query are the CF's own best items.
     state = engine.users["u1-0"]
-    query = cf.retrieval_query("u1-0", state.history)
+    query = cf.retrieval_query("u1-0", state.history, TS)
     unseen = [i for i in hybrid.catalog.ids if hybrid.catalog.index(i) not in state.history.seen]
     hits = store.nearest(query, CF, limit=5, exclude=set(hybrid.catalog.ids) - set(unseen))
     scores = cf.score("u1-0", state.history, len(hybrid), TS)

@@ -157,3 +157,18 @@ def test_learning_at_once_equals_the_user_step_then_the_item_changes() -> None:
     assert np.array_equal(at_once[1].bias, split[1].bias)
     for user, history in histories.items():
         assert np.array_equal(history.own["cf"], split_histories[user].own["cf"])
+
+
+def test_a_returning_users_cf_factor_has_decayed_by_the_half_life() -> None:
+    bpr, history = OnlineBPR(factors=4, half_life_s=10.0), UserHistory()
+    for ts, item in enumerate([0, 1, 2]):
+        bpr.learn_one("u", item, 1.0, float(ts), history)
+        history.add(item, 1.0)
+    learned = history.own["cf"].copy()
+    assert np.array_equal(bpr.user_factor("u", history, 2.0), learned)
+    assert np.allclose(bpr.user_factor("u", history, 12.0), learned / 2)
+    # Ranking at a later time reads the decayed factor; the next step starts from it.
+    scores = bpr.score("u", history, 3, now=22.0)
+    assert np.allclose(scores, bpr.items[:3] @ (learned / 4) + bpr.bias[:3])
+    without_decay = OnlineBPR(factors=4, half_life_s=None)
+    assert np.array_equal(without_decay.user_factor("u", history, 1e9), learned)

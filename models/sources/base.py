@@ -196,7 +196,7 @@ class Source(ABC):
         n_items = int(items.max()) + 1 if len(items) else 0
         return np.asarray(self.score(user, history, n_items, now))[items]
 
-    def retrieval_query(self, user: str, history: UserHistory) -> np.ndarray | None:
+    def retrieval_query(self, user: str, history: UserHistory, now: float) -> np.ndarray | None:
         """The query for ``retrieval_vector`` whose nearest items this source scores
         highest; None when the source has nothing to say about the user yet."""
         return None

@@ -65,8 +65,12 @@ class OnlineBPR(Source):
         regularisation: float = 0.01,
         negatives: int = 4,
         seed: int = 0,
+        half_life_s: float | None = 30 * 86_400.0,
     ) -> None:
         self.factors = factors
+        # Tastes drift: a returning user's factor has shrunk towards the prior by
+        # 2 ** (-time away / half_life_s) before their next step (None: no decay).
+        self.decay_rate = 0.0 if half_life_s is None else math.log(2) / half_life_s
         self.optimizer = SGD(learning_rate)
         self.regularisation = regularisation
         self.negatives = negatives
@@ -83,11 +87,20 @@ class OnlineBPR(Source):
         self._position: dict[int, int] = {}
         self._weights = np.zeros(0)
 
-    def user_factor(self, user: str, history: UserHistory) -> np.ndarray:
+    @property
+    def _last_step(self) -> str:
+        """Where ``history.own`` keeps the time of the user's last step."""
+        return f"{self.name}-at"
+
+    def user_factor(self, user: str, history: UserHistory, ts: float | None = None) -> np.ndarray:
+        """The user's factor, decayed to ``ts`` when given."""
         factor = history.own.get(self.name)
         if factor is None:
             rng = np.random.default_rng([self.seed, zlib.crc32(user.encode())])
-            factor = rng.normal(0.0, 0.1, self.factors)
+            return rng.normal(0.0, 0.1, self.factors)
+        last = history.own.get(self._last_step)
+        if ts is not None and last is not None and ts > last and self.decay_rate > 0:
+            return factor * math.exp(-self.decay_rate * (ts - last))
         return factor
 
     def _ensure_item(self, item: int) -> None:
@@ -97,7 +110,7 @@ class OnlineBPR(Source):
     def user_step(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> list[ItemDelta]:
-        q, b = self._steps(user, item, weight, history)
+        q, b = self._steps(user, item, weight, ts, history)
         changes = [(i, {"dq": q[i] - self.items[i], "db": b[i] - float(self.bias[i])}) for i in q]
         if weight > 0:
             changes[0][1].update(positive=1.0, at=ts, by=zlib.crc32(user.encode()))
@@ -108,7 +121,7 @@ class OnlineBPR(Source):
     ) -> None:
         # user_step + apply without the messages in between (replay speed): the same
         # additions, so the same factors to the last bit (tests/test_sources.py).
-        q, b = self._steps(user, item, weight, history)
+        q, b = self._steps(user, item, weight, ts, history)
         for i in q:
             self.items[i] += q[i] - self.items[i]
             self.bias[i] += b[i] - float(self.bias[i])
@@ -116,12 +129,12 @@ class OnlineBPR(Source):
             self._count_positive(item, 1.0, (ts, zlib.crc32(user.encode())))
 
     def _steps(
-        self, user: str, item: int, weight: float, history: UserHistory
+        self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
         """The event's SGD steps on copies of the item rows it reads: the user's new factor
         goes to ``history.own``; the touched items' new rows and biases are returned."""
         self._ensure_item(item)
-        p = self.user_factor(user, history).copy()
+        p = self.user_factor(user, history, ts).copy()
         r, step = self.regularisation, self.optimizer.step
         rate = self.optimizer.learning_rate
         q: dict[int, np.ndarray] = {}  # the touched item rows, as this event moves them
@@ -162,6 +175,7 @@ class OnlineBPR(Source):
                 b[other] -= rate * (g + r * b[other])
                 p = step(p, r * p - g * difference)
         history.own[self.name] = p
+        history.own[self._last_step] = max(ts, history.own.get(self._last_step, ts))
         return q, b
 
     def apply(self, item: int, change: dict[str, Any]) -> None:
@@ -190,7 +204,7 @@ class OnlineBPR(Source):
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         items = grown(self.items, n_items)[:n_items]
         bias = grown(self.bias, n_items)[:n_items]
-        p = history.own.get(self.name)
+        p = self._factor_now(user, history, now)
         return bias if p is None else items @ p + bias
 
     def score_items(
@@ -198,7 +212,7 @@ class OnlineBPR(Source):
     ) -> np.ndarray:
         known = items < len(self.bias)
         scores = np.zeros(len(items))
-        p = history.own.get(self.name)
+        p = self._factor_now(user, history, now)
         scores[known] = self.bias[items[known]]
         if p is not None:
             scores[known] += self.items[items[known]] @ p
@@ -215,9 +229,13 @@ class OnlineBPR(Source):
             return np.zeros(self.vector_size)
         return np.append(self.items[item], self.bias[item])
 
-    def retrieval_query(self, user: str, history: UserHistory) -> np.ndarray | None:
-        p = history.own.get(self.name)
+    def retrieval_query(self, user: str, history: UserHistory, now: float) -> np.ndarray | None:
+        p = self._factor_now(user, history, now)
         return None if p is None else np.append(p, 1.0)
+
+    def _factor_now(self, user: str, history: UserHistory, now: float) -> np.ndarray | None:
+        """The user's learned factor decayed to ``now``; None before their first step."""
+        return self.user_factor(user, history, now) if self.name in history.own else None
 
     def dump_user(self, value: Any) -> Any:
         return np.asarray(value).tolist()

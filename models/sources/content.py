@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -36,23 +37,38 @@ class ContentSimilarity(Source):
     retrieval_vector = "content"
 
     def __init__(
-        self, dim: int = 384, half_life_s: float = 30 * 86_400.0, max_cached_rows: int = 8192
+        self,
+        dim: int = 384,
+        half_life_s: float = 30 * 86_400.0,
+        max_cached_rows: int = 8192,
+        max_cached_users: int = 4096,
     ) -> None:
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self.n_vectors = 0  # rows of ``vectors`` in use
         self.rate = math.log(2) / half_life_s
         self.max_cached_rows = max_cached_rows
+        self._vectors64: np.ndarray | None = None
         self._rows: dict[int, np.ndarray] = {}  # item -> V @ unit(v_item)
         # user -> (the profile array it was computed from, V @ profile)
-        self._scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._scores: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.max_cached_users = max_cached_users
 
     def set_vector(self, item: int, vector: np.ndarray) -> None:
         self.vectors = grown(self.vectors, item + 1)
         self.n_vectors = max(self.n_vectors, item + 1)
         norm = float(np.linalg.norm(vector))
         self.vectors[item] = vector / norm if norm > 0 else vector
+        self._vectors64 = None
         self._rows.clear()
         self._scores.clear()
+
+    def _profile_scores(self, profile: np.ndarray) -> np.ndarray:
+        """``V @ profile`` over the float64 copy of V: the same numbers as multiplying the
+        float32 V (NumPy would widen it to float64 first), without widening it per call (a
+        worker reloads each user's profile, so this runs for every interaction)."""
+        if self._vectors64 is None:
+            self._vectors64 = self.vectors[: self.n_vectors].astype(np.float64)
+        return self._vectors64 @ profile
 
     def _row(self, item: int) -> np.ndarray:
         row = self._rows.get(item)
@@ -72,14 +88,21 @@ class ContentSimilarity(Source):
         updated = profile * decay + weight * self.vectors[item]
         history.own[self.name] = (updated, ts)
         scores = self._cached_scores(user, profile)
-        self._scores[user] = (updated, scores * decay + weight * self._row(item))
+        self._cache(user, updated, scores * decay + weight * self._row(item))
         return []
+
+    def _cache(self, user: str, profile: np.ndarray, scores: np.ndarray) -> None:
+        # The most recent users only: a worker sees millions of users over its life.
+        self._scores[user] = (profile, scores)
+        self._scores.move_to_end(user)
+        while len(self._scores) > self.max_cached_users:
+            self._scores.popitem(last=False)
 
     def _cached_scores(self, user: str, profile: np.ndarray) -> np.ndarray:
         cached = self._scores.get(user)
         if cached is not None and cached[0] is profile:
             return cached[1]
-        return self.vectors[: self.n_vectors] @ profile
+        return self._profile_scores(profile)
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         entry = history.own.get(self.name)
@@ -87,10 +110,10 @@ class ContentSimilarity(Source):
         if not norm > 0:
             return np.zeros(n_items, dtype=np.float64)
         scores = self._cached_scores(user, entry[0])
-        self._scores[user] = (entry[0], scores)
+        self._cache(user, entry[0], scores)
         return grown(scores / norm, n_items)[:n_items]
 
-    def retrieval_query(self, user: str, history: UserHistory) -> np.ndarray | None:
+    def retrieval_query(self, user: str, history: UserHistory, now: float) -> np.ndarray | None:
         entry = history.own.get(self.name)
         return None if entry is None or not np.linalg.norm(entry[0]) > 0 else entry[0]
 
