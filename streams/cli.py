@@ -405,14 +405,18 @@ def load(
 
     lists: dict[str, list[str]] | None = {} if evaluate_served else None
     click.echo(f"sending {len(events):,} interactions at {rate or 'full'}/s ...", err=True)
-    with tqdm(total=len(events), unit="events", desc="sent", file=sys.stderr) as bar:
+    with (
+        tqdm(total=len(events), unit="events", desc="sent", file=sys.stderr) as sent,
+        tqdm(total=len(events), unit="lists", desc="answered", file=sys.stderr) as answered,
+    ):
         figures = drive(
             settings,
             events,
             rate or None,
             timeout_s=120 + len(events) / 10,
-            progress=lambda n: bar.update(n - bar.n),
+            progress=lambda n: sent.update(n - sent.n),
             lists=lists,
+            answered=lambda n: answered.update(n - answered.n),
         )
     click.echo(json.dumps({"bench": "load", "dataset": data.name, **figures}))
     if lists is not None:
@@ -456,7 +460,8 @@ def _evaluate_served(
         )
     click.echo(
         f"lists received {report['lists_received']:,} of {report['events']:,}; "
-        f"identical to the in-process run: {report['identical_lists']:.1%}"
+        f"identical to the in-process run: {report['identical_lists']:.1%} "
+        f"(items in common: {report['mean_overlap']:.1%})"
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "served.json").write_text(json.dumps(report, indent=2))

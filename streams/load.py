@@ -31,10 +31,12 @@ def drive(
     timeout_s: float = 120.0,
     progress: Any = None,
     lists: dict[str, list[str]] | None = None,
+    answered: Any = None,
 ) -> dict[str, float | int]:
     """Produce ``events`` (Interaction JSON objects) at ``rate`` per second (None: as fast
     as possible) and wait for their recommendations; returns the latency figures and, in
-    ``lists`` when given, the recommended item ids by the event id that triggered them."""
+    ``lists`` when given, the recommended item ids by the event id that triggered them.
+    ``progress`` and ``answered`` are called with how many were sent and answered so far."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     listening = threading.Event()
@@ -63,6 +65,8 @@ def drive(
                         latencies.append((now - sent_at.pop(trigger)) * 1000)
                         if lists is not None:
                             lists[trigger] = [item.item_id for item in message.items]
+                if answered is not None:
+                    answered(len(latencies))
         consumer.close()
 
     reader = threading.Thread(target=consume, daemon=True)

@@ -75,4 +75,10 @@ def compare_served(
         "in_process": score_served(sent, reference_lists, k).as_dict(),
         "identical_lists": sum(kafka_lists[i] == reference_lists[i] for i in both)
         / max(len(both), 1),
+        # Lists that differ in order may still hold the same items: the share they share.
+        "mean_overlap": sum(
+            len(set(kafka_lists[i]) & set(reference_lists[i])) / max(len(reference_lists[i]), 1)
+            for i in both
+        )
+        / max(len(both), 1),
     }
