@@ -138,7 +138,7 @@ def test_load_command_times_every_click(running, tmp_path) -> None:
         main, ["load", str(log), "--rate", "0", "--limit", "20"]
     )
     assert result.exit_code == 0, result.output
-    figures = json.loads(result.output.strip().splitlines()[-1])
+    figures = json.loads(result.stdout.strip().splitlines()[-1])  # progress is on stderr
     assert figures["events_sent"] == 20
     assert figures["recommendations_received"] == 20
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
