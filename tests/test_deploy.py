@@ -95,6 +95,7 @@ def test_the_compose_settings_are_worker_settings(monkeypatch: pytest.MonkeyPatc
         assert settings.qdrant_url == "http://qdrant:6333"
         assert settings.partitions == 6
     assert services["topics"]["command"] == ["topics"]
+    assert services["worker"]["restart"] == "unless-stopped"  # a crashed worker comes back
     assert services["worker"]["depends_on"]["topics"]["condition"] == (
         "service_completed_successfully"
     )
