@@ -56,6 +56,12 @@ def ready(worker: WorkerProcess) -> bool:
         return False
 
 
+def recovery_stalled(worker: WorkerProcess) -> bool:
+    """Whether the worker's log shows Faust's table recovery waiting for a changelog
+    record that does not come (the known stall on noida-db, README)."""
+    return "No event received for active tp" in worker.log_path.read_text(errors="replace")
+
+
 def recommendations_for(
     messages: list[tuple[str | None, bytes]], event_id: str
 ) -> Recommendations | None:
