@@ -133,6 +133,9 @@ class HybridRecommender:
         self.candidates: CandidateStage | None = None
         #: Items whose CF vector changed since the last ``publish_cf``.
         self._cf_changed: set[int] = set()
+        #: Items given to ``add_item``, so held by the store (the others are only known
+        #: from engagements: their record is still on its way).
+        self._recorded: set[int] = set()
 
     def use_store(
         self, store: VectorStore, dense_max_items: int = 20_000, per_source: int = 200
@@ -140,7 +143,8 @@ class HybridRecommender:
         """Publish CF vectors to ``store`` and retrieve candidates from it at scale.
 
         The store must have the named vectors ``content`` (cosine) and ``cf`` (dot
-        product, ``cf_vector_size``) and hold every item of the catalog.
+        product, ``cf_vector_size``) and hold every item given to ``add_item``: the
+        caller upserts an item's record before or right after adding it here.
         """
         self.candidates = CandidateStage(store, per_source, dense_max_items)
 
@@ -166,11 +170,9 @@ class HybridRecommender:
         if self.candidates is None or not self._cf_changed:
             return 0
         ids = self.catalog.ids
-        store = self.candidates.store
-        pending = {ids[i]: i for i in self._cf_changed}
-        stored = store.get(list(pending), with_vectors=False)
-        store.set_vectors({i: {CF: self.cf.item_vector(pending[i])} for i in stored})
-        self._cf_changed = {index for item_id, index in pending.items() if item_id not in stored}
+        stored = self._cf_changed & self._recorded
+        self.candidates.store.set_vectors({ids[i]: {CF: self.cf.item_vector(i)} for i in stored})
+        self._cf_changed -= stored
         return len(stored)
 
     # -- items -------------------------------------------------------------------------
@@ -185,6 +187,7 @@ class HybridRecommender:
     def add_item(self, item_id: str, title: str, vector: np.ndarray | None) -> None:
         """Add an item, or replace its title and content vector."""
         index = self._index(item_id)
+        self._recorded.add(index)
         self.titles[index] = title
         if vector is not None:
             self.content.set_vector(index, vector)

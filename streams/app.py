@@ -18,7 +18,8 @@ from functools import partial
 from typing import Any
 
 import faust
-from faust.types import EventT
+from aiokafka.errors import KafkaError
+from faust.types import TP, EventT
 from pydantic import ValidationError
 
 from encoders.fusion import (
@@ -59,6 +60,8 @@ from streams.events import (
 from streams.fetch_backoff import install_empty_fetch_backoff
 from streams.group_membership import install_leave_on_stop
 from streams.metrics import WorkerMetrics
+from streams.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
+from streams.paused_poll import install_poll_while_paused
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
 from streams.web import install_views
@@ -166,6 +169,7 @@ class StreamrecApp:
         install_empty_fetch_backoff(s.empty_fetch_backoff_ms / 1000)
         install_full_seek_to_committed()
         install_leave_on_stop()
+        install_poll_while_paused()
         return faust.App(
             s.consumer_group,
             broker=servers,
@@ -176,6 +180,10 @@ class StreamrecApp:
             topic_replication_factor=s.replication_factor,
             consumer_auto_offset_reset="earliest",
             consumer_max_fetch_size=s.consumer_max_fetch_bytes,
+            broker_max_poll_records=s.consumer_max_poll_records,
+            broker_max_poll_interval=s.consumer_max_poll_interval_s,
+            stream_buffer_maxsize=s.stream_buffer_max_events,
+            table_standby_replicas=s.standby_replicas,
             consumer_group_instance_id=s.effective_worker_id,
             broker_session_timeout=s.consumer_session_timeout_s,
             broker_heartbeat_interval=min(3.0, s.consumer_session_timeout_s / 3),
@@ -206,7 +214,21 @@ class StreamrecApp:
         self.watchdog = DeliveryWatchdog(
             app, {s.topic_items, s.topic_interactions}, s.delivery_stalled_after_s
         )
-        app.timer(s.delivery_stalled_after_s / 2, name="delivery-watchdog")(self.watchdog.check)
+        self.continuity = OffsetContinuity()
+        self.catch_up = CatchUpReader(
+            {"bootstrap_servers": s.effective_bootstrap_servers.split(","), **s.aiokafka_options()}
+        )
+        app.add_dependency(self.catch_up)
+
+        @app.on_partitions_revoked.connect
+        async def _forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            self.continuity.forget(revoked)
+
+        @app.on_partitions_assigned.connect
+        async def _forget_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+            self.continuity.forget(assigned)
+
+        app.add_dependency(self.watchdog)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self._maybe_refit_fusion)
@@ -216,18 +238,43 @@ class StreamrecApp:
     async def _ingest_items(self, stream: faust.StreamT) -> None:
         s = self.settings
         async for events in stream.take_events(s.encode_batch_size, within=s.encode_batch_window_s):
+            in_order: list[EventT | CaughtUp] = []
             for event in events:
-                self.watchdog.delivered(event.message.tp)
-            await self.ingest_batch(events)
+                in_order += [*await self._skipped_before(event), event]
+            await self.ingest_batch(in_order)
 
-    async def ingest_batch(self, events: Sequence[EventT]) -> None:
+    async def _skipped_before(self, event: EventT) -> list[CaughtUp]:
+        """Records of the event's partition that never reached the agent before it, read
+        directly from the broker, to handle first (``streams/offset_continuity.py``)."""
+        tp, offset = event.message.tp, event.message.offset
+        self.watchdog.delivered(tp)
+        if not self.continuity.expects(tp):
+            thread = self.app.consumer._thread  # Faust has no public committed offset
+            try:
+                committed = await thread.call_thread(thread._ensure_consumer().committed, tp)
+            except KafkaError as error:  # the coordinator moved: check from this record on
+                log.warning("committed offset of %s unknown (%s)", tp, error)
+                committed = offset
+            self.continuity.start(tp, committed or 0)
+        skipped = self.continuity.missing(tp, offset)
+        if skipped is None:
+            return []
+        first, end = skipped
+        log.warning("offsets %d to %d of %s never reached the agent: read", first, end - 1, tp)
+        try:
+            return await self.catch_up.read(tp, first, end)
+        except (KafkaError, TimeoutError) as error:
+            log.error("offsets %d to %d of %s could not be read: %s", first, end - 1, tp, error)
+            return []
+
+    async def ingest_batch(self, events: Sequence[EventT | CaughtUp]) -> None:
         """Validate, fetch and encode (in threads: I/O and torch release the GIL), then
         publish each encoded item to item-updates, from which every worker's replica
         stores it (``streams/replica.py``).
 
         An item whose media fails is dead-lettered alone; the rest of the batch is stored.
         """
-        uploads: dict[str, tuple[ItemUpload, EventT]] = {}
+        uploads: dict[str, tuple[ItemUpload, EventT | CaughtUp]] = {}
         for event in events:
             try:
                 upload = parse(ItemUpload, event.value, _key(event))
@@ -314,26 +361,29 @@ class StreamrecApp:
         return report
 
     async def _on_interactions(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            self.watchdog.delivered(event.message.tp)
-            # Rank only once the item side holds what the log held at start (after a
-            # restart, an item known before would otherwise be "unknown"). Waited for
-            # inside the loop: the stream must be iterated from the start, as Faust's
-            # subscription and recovery expect.
-            await self.replica.caught_up.wait()
-            try:
-                await self.handle_interaction(event)
-            except Rejected as rejected:
-                await self.dead_letter(event, rejected)
-            except Exception as error:
-                # A bug or unreadable stored state must not crash the agent: Faust would
-                # restart it on the same event, and the partition would stall for good.
-                log.exception("interaction at %s failed", event.message.offset)
-                await self.dead_letter(
-                    event, Rejected("internal-error", f"{type(error).__name__}: {error}")
-                )
+        async for delivered in stream.events():
+            for event in [*await self._skipped_before(delivered), delivered]:
+                await self._interaction(event)
 
-    async def handle_interaction(self, event: EventT) -> None:
+    async def _interaction(self, event: EventT | CaughtUp) -> None:
+        # Rank only once the item side holds what the log held at start (after a
+        # restart, an item known before would otherwise be "unknown"). Waited for
+        # inside the loop: the stream must be iterated from the start, as Faust's
+        # subscription and recovery expect.
+        await self.replica.caught_up.wait()
+        try:
+            await self.handle_interaction(event)
+        except Rejected as rejected:
+            await self.dead_letter(event, rejected)
+        except Exception as error:
+            # A bug or unreadable stored state must not crash the agent: Faust would
+            # restart it on the same event, and the partition would stall for good.
+            log.exception("interaction at %s failed", event.message.offset)
+            await self.dead_letter(
+                event, Rejected("internal-error", f"{type(error).__name__}: {error}")
+            )
+
+    async def handle_interaction(self, event: EventT | CaughtUp) -> None:
         interaction: Interaction = parse(Interaction, event.value, _key(event))
         message = event.message
         user_id = interaction.user_id
@@ -348,6 +398,12 @@ class StreamrecApp:
                 # after it are ranked on the same item side as before the crash.
                 self.replica.apply_local(ItemChanges.model_validate_json(pending))
                 await self._send(self.item_updates_topic, user_id, pending.encode())
+            latest = entry.get("latest")
+            if latest is not None and latest.get("trigger_event_id") == interaction.event_id:
+                # Its list may have been lost with the process too: the state reached the
+                # changelog, the message did not. Sent again (consumers take the newest).
+                resent = Recommendations.model_validate(latest).to_bytes()
+                await self._send(self.recommendations_topic, user_id, resent)
             return
         state = self.hybrid.load_state(entry.get("state", {}))
         previous = state.history.recent[-1][0] if state.history.recent else None
@@ -466,7 +522,7 @@ class StreamrecApp:
             **self.replica.lag(),
         }
 
-    async def dead_letter(self, event: EventT, rejected: Rejected) -> None:
+    async def dead_letter(self, event: EventT | CaughtUp, rejected: Rejected) -> None:
         message = event.message
         raw = event.value if isinstance(event.value, bytes) else b""
         letter = DeadLetter(
@@ -494,7 +550,7 @@ class StreamrecApp:
         return await topic.send(key=key.encode() if key is not None else None, value=value)
 
 
-def _key(event: EventT) -> str | None:
+def _key(event: EventT | CaughtUp) -> str | None:
     key = event.key
     if key is None:
         return None

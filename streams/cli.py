@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from streams.events import Recommendations
+from streams.events import ItemUpload, Recommendations
 from streams.settings import Settings
 
 
@@ -379,14 +379,12 @@ def load(
         raise click.ClickException(str(error)) from error
     worker = WorkerProcess(settings, settings.data_dir / "load.log")
     if upload_items and data.items:
-        uploads = [
-            (
-                i.item_id,
-                {"item_id": i.item_id, "title": i.title, "text": i.text, "tags": list(i.tags)},
-            )
-            for i in data.items
-        ]
-        send(settings, settings.topic_items, uploads)
+        uploads = _dataset_uploads(data)
+        send(
+            settings,
+            settings.topic_items,
+            [(u.item_id, u.model_dump(mode="json", exclude_none=True)) for u in uploads],
+        )
         click.echo(f"uploaded {len(uploads):,} items; waiting for the worker to store them ...")
         worker.wait_until(lambda s: s["items"] >= len(uploads), 1800, "items stored")
     run = uuid.uuid4().hex[:8]
@@ -423,22 +421,24 @@ def load(
         _evaluate_served(settings, data, events, lists, out)
 
 
+def _dataset_uploads(data: Any) -> list[ItemUpload]:
+    """The dataset's items as the uploads the worker is sent (and the reference encodes)."""
+    return [
+        ItemUpload(item_id=i.item_id, title=i.title, text=i.text, tags=list(i.tags))
+        for i in data.items
+    ]
+
+
 def _evaluate_served(
     settings: Settings, data: Any, events: list[dict[str, Any]], lists: dict, out: Path
 ) -> None:
     from tqdm import tqdm
 
-    from streams.events import ItemUpload
     from streams.replay import read_uploads
     from streams.served import compare_served, in_process_lists, reference_engine
 
-    if data.items:
-        uploads = [
-            ItemUpload(item_id=i.item_id, title=i.title, text=i.text, tags=list(i.tags))
-            for i in data.items
-        ]
-    else:  # a file of interactions only: the items are the ones on the items topic
-        uploads = read_uploads(settings)
+    # A file of interactions only: the items are the ones on the items topic.
+    uploads = _dataset_uploads(data) if data.items else read_uploads(settings)
     click.echo(f"encoding {len(uploads):,} items for the in-process run ...", err=True)
     engine = reference_engine(settings, uploads)
     with tqdm(total=len(events), unit="events", desc="in process", file=sys.stderr) as bar:

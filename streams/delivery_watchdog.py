@@ -1,4 +1,4 @@
-"""Re-read a partition whose records stopped reaching the agents.
+"""Re-read a partition whose records stopped reaching the agents or the table recovery.
 
 Seen on noida-db since the worker got its item-side replica (a second consumer in the
 process): after a restart, now and then a worker is assigned a partition, ready, the
@@ -8,6 +8,16 @@ aiokafka is not found yet. The watchdog looks every few seconds: a source partit
 with records beyond its committed offset and no record delivered to this worker for
 ``stalled_after_s``, outside any rebalance or recovery, is sought back to its committed
 offset (events apply at most once, so re-reading is safe), with a warning in the log.
+
+The same happens to table recovery, and there the worker never becomes ready: caught in
+the rebalance test with the consumer's state logged, a changelog partition to recover
+from offset -1 to 22 had been fetched to its end (the consumer's position was 23), and
+not one record had reached the recovery, which waited for good ("No event received for
+active tp"): the fetched records were dropped on their way, during the seeks that start
+a recovery. So during recovery the watchdog also looks at each changelog partition still
+behind its highwater: when none of its records arrived for ``stalled_after_s``, it is
+sought back to the first offset the recovery still needs (the recovery applies each
+offset once, so reading again is safe).
 """
 
 from __future__ import annotations
@@ -18,18 +28,25 @@ from collections.abc import Collection, Iterable, Mapping
 
 import faust
 from faust.types import TP
+from mode import Service
 
 log = logging.getLogger(__name__)
 
 
-class DeliveryWatchdog:
-    """``delivered`` is called for every record an agent receives; ``check`` by a timer."""
+class DeliveryWatchdog(Service):
+    """``delivered`` is called for every record an agent receives; ``check`` runs every
+    ``stalled_after_s / 2``. A service of its own, started with the app: Faust's timers
+    only start once the first table recovery is over, which is what it may have to
+    rescue."""
 
     def __init__(self, app: faust.App, topics: Collection[str], stalled_after_s: float) -> None:
+        super().__init__()
         self.app = app
         self.topics = set(topics)
         self.stalled_after_s = stalled_after_s
         self._last_delivery: dict[TP, float] = {}
+        #: When each changelog partition was last sought back during a recovery.
+        self._recovery_reread: dict[TP, float] = {}
         self._ready_since: float | None = None
 
     def delivered(self, tp: TP) -> None:
@@ -44,9 +61,23 @@ class DeliveryWatchdog:
             and now - max(self._last_delivery.get(tp, 0.0), ready_since) > self.stalled_after_s
         ]
 
+    @Service.task
+    async def _check_forever(self) -> None:
+        while not self.should_stop:
+            await self.sleep(self.stalled_after_s / 2)
+            try:
+                await self.check()
+            except Exception:  # a consumer mid-rebalance or stopping: look again later
+                log.exception("delivery watchdog check failed")
+
     async def check(self) -> set[TP]:
         app, now = self.app, time.monotonic()
-        if app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set():
+        if app._consumer is None:  # not created yet (``app.consumer`` would create it)
+            return set()
+        if app.in_recovery:
+            self._ready_since = None
+            return await self._check_recovery(now)
+        if app.rebalancing or not app.tables.recovery.completed.is_set():
             self._ready_since = None
             return set()
         if self._ready_since is None:
@@ -79,6 +110,60 @@ class DeliveryWatchdog:
         for tp in stalled:
             self._last_delivery[tp] = now  # give the re-read time before looking again
         return stalled
+
+    async def _check_recovery(self, now: float) -> set[TP]:
+        recovery = self.app.tables.recovery
+        started = recovery._recovery_started_at  # Faust's own stall warning reads the same
+        if started is None:
+            return set()
+        events_at = recovery._active_events_received_at
+        received = {
+            tp: max(events_at.get(tp, 0.0), self._recovery_reread.get(tp, 0.0))
+            for tp in recovery.active_highwaters
+        }
+        stalled = recovery_stalled(
+            recovery.active_offsets,
+            recovery.active_highwaters,
+            received,
+            started,
+            now,
+            self.stalled_after_s,
+        )
+        if not stalled:
+            return set()
+        log.warning(
+            "table recovery received nothing from %s for %.0f s although records remain: "
+            "reading again from %s",
+            sorted(stalled),
+            self.stalled_after_s,
+            stalled,
+        )
+        await self.app.consumer._thread.seek_wait(stalled)
+        for tp in stalled:
+            self._recovery_reread[tp] = now
+        return set(stalled)
+
+
+def recovery_stalled(
+    offsets: Mapping[TP, int | None],
+    highwaters: Mapping[TP, int | None],
+    received_at: Mapping[TP, float],
+    started_at: float,
+    now: float,
+    stalled_after_s: float,
+) -> dict[TP, int]:
+    """The changelog partitions a recovery still reads (its offset below the highwater,
+    both Faust's: last offset applied and last offset in the log) that received nothing
+    for ``stalled_after_s``, with the offset to read again from."""
+    stalled = {}
+    for tp, highwater in highwaters.items():
+        offset = offsets.get(tp)
+        offset = -1 if offset is None else offset
+        if highwater is None or offset >= highwater:
+            continue
+        if now - max(received_at.get(tp, started_at), started_at) > stalled_after_s:
+            stalled[tp] = offset + 1
+    return stalled
 
 
 def behind(ends: Mapping[TP, int], committed: Mapping[TP, int | None]) -> dict[TP, int | None]:

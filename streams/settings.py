@@ -63,10 +63,21 @@ class Settings(BaseSettings):
     #: partitions to the others; heartbeats go out at a third of it (at most every 3 s).
     consumer_session_timeout_s: float = Field(default=30.0, ge=3.0)
     #: A source partition with records past its committed offset and none delivered for
-    #: this long (ready, not rebalancing) is read again from there (delivery_watchdog.py).
+    #: this long (ready, not rebalancing) is read again from there, and so is a changelog
+    #: partition a table recovery still needs (delivery_watchdog.py).
     delivery_stalled_after_s: float = Field(default=10.0, gt=0)
     #: Largest fetch per partition: items with inline media are large messages.
     consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Most records one poll hands to the agents. Bounded so that a poll's records are
+    #: processed well within ``consumer_max_poll_interval_s`` even under a backlog.
+    consumer_max_poll_records: int = Field(default=500, ge=1)
+    #: A worker that does not poll for this long is taken for stuck and leaves the group.
+    consumer_max_poll_interval_s: float = Field(default=300.0, gt=0)
+    #: Workers that keep a standby copy of each users-table partition, for a fast
+    #: takeover when its worker goes away.
+    standby_replicas: int = Field(default=1, ge=0)
+    #: Events waiting for an agent, at most (back pressure on the fetcher).
+    stream_buffer_max_events: int = Field(default=4096, ge=1)
 
     # Storage. A qdrant_url selects the Qdrant server backend; otherwise the embedded
     # engine keeps its shard under data_dir.

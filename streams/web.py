@@ -161,7 +161,7 @@ def install_views(streamrec: StreamrecApp) -> None:
         except ValueError:
             return view.json({"error": "limit must be a whole number, e.g. ?limit=20"}, status=400)
         listed = []
-        for stored in store.scroll(batch_size=limit):
+        for stored in store.scroll(batch_size=limit, with_vectors=False):
             payload = stored.payload
             listed.append(
                 {

@@ -54,6 +54,7 @@ def test_items_not_stored_yet_keep_their_cf_vector_pending(store) -> None:
     hybrid.apply({"a": {CF: {"dq": [0.1] * 32, "db": 0.5}}, "b": {CF: {"dq": [0.2] * 32, "db": 1}}})
     assert hybrid.publish_cf() == 1  # "b" arrived through a change before its record
     store.upsert([StoredItem("b", hybrid.with_cf_vector("b", {CONTENT: np.ones(DIM)}))])
+    hybrid.add_item("b", "B", np.ones(DIM))
     assert np.allclose(store.get(["b"])["b"].vectors[CF], [0.2] * 32 + [1.0])
     assert hybrid.publish_cf() == 1 and hybrid.publish_cf() == 0
 

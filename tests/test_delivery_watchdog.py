@@ -1,6 +1,7 @@
-"""The delivery watchdog's decision: which partitions have gone quiet, and which of those
-still have records past their committed offset (the re-read itself runs against a real
-worker in the restart and crash tests)."""
+"""The delivery watchdog's decisions: which partitions have gone quiet, which of those
+still have records past their committed offset, and which changelog partitions a table
+recovery waits for in vain (the re-reads themselves run against real workers in the
+restart, crash, rebalance and broker-restart tests)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 from faust.types import TP
 
-from streams.delivery_watchdog import DeliveryWatchdog, behind
+from streams.delivery_watchdog import DeliveryWatchdog, behind, recovery_stalled
 
 SERVED, SILENT, OTHER = TP("interactions", 0), TP("interactions", 1), TP("dead-letters", 0)
 
@@ -28,3 +29,20 @@ def test_a_quiet_partition_is_stalled_only_if_records_wait_past_its_commit() -> 
     committed = {SERVED: 7, SILENT: 3, OTHER: None}
     assert behind(ends, committed) == {SILENT: 3}
     assert behind({SILENT: 4}, {SILENT: None}) == {SILENT: None}  # never committed
+
+
+def test_a_recovery_is_read_again_where_a_changelog_partition_stopped_receiving() -> None:
+    done, waiting, quiet_since_start = (TP("users-changelog", p) for p in range(3))
+    offsets = {done: 7, waiting: 3, quiet_since_start: -1}
+    highwaters = {done: 7, waiting: 9, quiet_since_start: 22}
+    started = 100.0
+    received = {waiting: 108.0}
+    assert recovery_stalled(offsets, highwaters, received, started, 105.0, 10.0) == {}
+    assert recovery_stalled(offsets, highwaters, received, started, 111.0, 10.0) == {
+        quiet_since_start: 0
+    }
+    assert recovery_stalled(offsets, highwaters, received, started, 119.0, 10.0) == {
+        waiting: 4,
+        quiet_since_start: 0,
+    }
+    assert recovery_stalled({}, {done: None}, {}, started, 200.0, 10.0) == {}  # empty log

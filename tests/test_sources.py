@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import numpy as np
 
 from models.blend import Blend
@@ -172,3 +175,20 @@ def test_a_returning_users_cf_factor_has_decayed_by_the_half_life() -> None:
     assert np.allclose(scores, bpr.items[:3] @ (learned / 4) + bpr.bias[:3])
     without_decay = OnlineBPR(factors=4, half_life_s=None)
     assert np.array_equal(without_decay.user_factor("u", history, 1e9), learned)
+
+
+def test_a_users_stored_history_stays_under_a_brokers_message_limit() -> None:
+    """A bot that clicks through 30,000 items: the latest 10,000 stay seen, and the user's
+    stored history stays far below the 1 MB a default broker accepts per message."""
+    ids = [str(uuid.UUID(int=n)) for n in range(30_000)]
+    history = UserHistory()
+    for item in range(len(ids)):
+        history.add(item, 1.0)
+    history.add(29_000, 1.0)  # seen again: the most recent now
+    assert history.seen == set(range(20_000, 30_000))
+    stored = json.dumps(history.to_dict(ids)).encode()
+    assert len(stored) < 500_000
+    restored = UserHistory.from_dict(json.loads(stored), {i: n for n, i in enumerate(ids)}.get)
+    restored.add(30_000 - 1, 1.0)
+    restored.add(0, 1.0)  # a new item pushes out the oldest, 20,000, not the re-seen 29,000
+    assert 20_000 not in restored.seen and 29_000 in restored.seen and 0 in restored.seen

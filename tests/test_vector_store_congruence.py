@@ -116,6 +116,12 @@ def test_scroll_returns_every_item_with_its_vectors(stores) -> None:
     assert np.allclose(
         scrolled[0]["item-7"].vectors["content"], scrolled[1]["item-7"].vectors["content"]
     )
+    for store in stores:  # payloads only, for listings
+        bare = list(store.scroll(batch_size=64, with_vectors=False))
+        assert len(bare) == 300 and not any(item.vectors for item in bare)
+        assert {item.item_id: item.payload for item in bare} == {
+            item_id: item.payload for item_id, item in scrolled[0].items()
+        }
 
 
 def test_items_may_lack_a_named_vector(tmp_path) -> None:

@@ -4,7 +4,7 @@ and the ``learn_one`` / ``score`` interface, split by owner (``user_step`` / ``a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,13 +49,17 @@ class Catalog:
 
 @dataclass
 class UserHistory:
-    """One user's engagements: every item seen (never recommended again) and the recent ones.
+    """One user's engagements: the items seen (never recommended again) and the recent ones.
 
-    ``recent`` keeps the last ``size`` positively engaged items, newest last, with their
-    weights; ``last`` the last ``size`` items of any interaction (a low rating still says
-    what the user watches). ``own`` holds each source's per-user state by source name
-    (a CF factor, a content profile): everything about the user lives here, so it can be
-    stored as one value by whoever owns the user.
+    ``seen`` keeps the latest ``max_seen`` distinct items the user engaged with: the whole
+    history of almost every user, while a user's stored value stays bounded (a bot that
+    clicks through a large catalog would otherwise grow it past a broker's message
+    limit); past the bound the oldest may be recommended again. ``recent`` keeps the
+    last ``size`` positively engaged items, newest last, with their weights; ``last``
+    the last ``size`` items of any interaction (a low rating still says what the user
+    watches). ``own`` holds each source's per-user state by source name (a CF factor, a
+    content profile): everything about the user lives here, so it can be stored as one
+    value by whoever owns the user.
 
     >>> history = UserHistory()
     >>> history.add(3, 1.0); history.add(5, -1.0)
@@ -65,10 +69,17 @@ class UserHistory:
     >>> restored = UserHistory.from_dict(data, "abcdef".index)
     >>> restored.seen == history.seen and restored.last == history.last
     True
+    >>> bounded = UserHistory(max_seen=2)
+    >>> for item in (1, 2, 1, 3): bounded.add(item, 1.0)
+    >>> sorted(bounded.seen)
+    [1, 3]
     """
 
     size: int = 20
+    max_seen: int = 10_000
     seen: set[int] = field(default_factory=set)
+    #: ``seen`` from the least to the most recently engaged.
+    seen_order: OrderedDict[int, None] = field(default_factory=OrderedDict)
     recent: deque[tuple[int, float]] = field(default_factory=deque)
     last: deque[int] = field(default_factory=deque)
     events: int = 0
@@ -76,6 +87,11 @@ class UserHistory:
 
     def add(self, item: int, weight: float) -> None:
         self.seen.add(item)
+        self.seen_order[item] = None
+        self.seen_order.move_to_end(item)
+        while len(self.seen_order) > self.max_seen:
+            oldest, _ = self.seen_order.popitem(last=False)
+            self.seen.discard(oldest)
         self.events += 1
         self.last.append(item)
         while len(self.last) > self.size:
@@ -93,7 +109,7 @@ class UserHistory:
         """JSON-ready, with item ids for indexes (indexes are local to one process)."""
         sources = sources or {}
         return {
-            "seen": sorted(ids[i] for i in self.seen),
+            "seen": [ids[i] for i in self.seen_order],
             "recent": [[ids[i], w] for i, w in self.recent],
             "last": [ids[i] for i in self.last],
             "events": self.events,
@@ -113,9 +129,11 @@ class UserHistory:
     ) -> UserHistory:
         """The inverse of ``to_dict``; ``index`` maps an item id to its local index."""
         sources = sources or {}
+        seen = OrderedDict((index(i), None) for i in data.get("seen", []))
         return cls(
             size=size,
-            seen={index(i) for i in data.get("seen", [])},
+            seen=set(seen),
+            seen_order=seen,
             recent=deque((index(i), float(w)) for i, w in data.get("recent", [])),
             last=deque(index(i) for i in data.get("last", [])),
             events=int(data.get("events", 0)),

@@ -118,8 +118,9 @@ class VectorStore(ABC):
         their other vectors and payload; every item must be stored already."""
 
     @abstractmethod
-    def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
-        """Every stored item with its vectors, in point-id order, fetched in pages."""
+    def scroll(self, batch_size: int = 256, with_vectors: bool = True) -> Iterator[StoredItem]:
+        """Every stored item (with its vectors unless told not), in point-id order,
+        fetched in pages."""
 
     @abstractmethod
     def count(self) -> int:

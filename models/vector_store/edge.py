@@ -143,12 +143,12 @@ class EdgeVectorStore(VectorStore):
         ]
         self.shard.update(qe.UpdateOperation.update_vectors(points))
 
-    def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
+    def scroll(self, batch_size: int = 256, with_vectors: bool = True) -> Iterator[StoredItem]:
         offset = None
         while True:
             records, offset = self.shard.scroll(
                 qe.ScrollRequest(
-                    offset=offset, limit=batch_size, with_payload=True, with_vector=True
+                    offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors
                 )
             )
             for record in records:

@@ -149,7 +149,7 @@ class QdrantServerStore(VectorStore):
         ]
         self.client.update_vectors(self.collection, points=points, wait=True)
 
-    def scroll(self, batch_size: int = 256) -> Iterator[StoredItem]:
+    def scroll(self, batch_size: int = 256, with_vectors: bool = True) -> Iterator[StoredItem]:
         offset = None
         while True:
             records, offset = self.client.scroll(
@@ -157,7 +157,7 @@ class QdrantServerStore(VectorStore):
                 offset=offset,
                 limit=batch_size,
                 with_payload=True,
-                with_vectors=True,
+                with_vectors=with_vectors,
             )
             for r in records:
                 yield StoredItem(r.payload["item_id"], vectors_of(r.vector), r.payload)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
+import urllib.error
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,18 +50,20 @@ def send_logged(settings: Settings, n: int, event_id: str, user: str, item: str,
     produce(settings, settings.topic_interactions, [(user, event)])
 
 
+def readiness(worker: WorkerProcess) -> tuple[bool, str]:
+    """The worker's /ready/: whether it is ready, and why ("" while not serving)."""
+    try:
+        answer = worker.get("/ready/")
+    except urllib.error.HTTPError as error:  # 503: not ready, with the reason in the body
+        answer = json.loads(error.read())
+    except OSError:
+        return False, ""
+    return bool(answer["ready"]), str(answer["reason"])
+
+
 def ready(worker: WorkerProcess) -> bool:
     """Whether the worker's /ready/ says so (partitions assigned, state recovered)."""
-    try:
-        return bool(worker.get("/ready/")["ready"])
-    except OSError:  # 503 while not ready, or not serving yet
-        return False
-
-
-def recovery_stalled(worker: WorkerProcess) -> bool:
-    """Whether the worker's log shows Faust's table recovery waiting for a changelog
-    record that does not come (the known stall on noida-db, README)."""
-    return "No event received for active tp" in worker.log_path.read_text(errors="replace")
+    return readiness(worker)[0]
 
 
 def recommendations_for(

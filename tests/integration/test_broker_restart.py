@@ -12,16 +12,7 @@ from streams.broker import LocalBroker
 from tests.conftest import TopicReader, free_port, isolated_settings
 from tests.integration.helpers import click, recommendations_for, start_worker_with_catalog
 
-pytestmark = [
-    pytest.mark.integration,
-    # Seen once in the full suite: after the broker came back the worker rejoined and its
-    # table recovery waited for a changelog record that was never handed to it ("No
-    # event received for active tp ... since recovery start"), the same stall as in
-    # test_restart.py. It passes when run alone. Tracked in issue 6.
-    pytest.mark.xfail(
-        reason="intermittent recovery stall of the Faust worker on noida-db", strict=False
-    ),
-]
+pytestmark = pytest.mark.integration
 
 
 def test_worker_carries_on_after_a_broker_restart(tmp_path) -> None:

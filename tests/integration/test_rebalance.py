@@ -15,7 +15,6 @@ from tests.integration.helpers import (
     event_log,
     ready,
     recommendations_for,
-    recovery_stalled,
     send_logged,
     start_worker_with_catalog,
     wait_until_replicated,
@@ -45,15 +44,7 @@ def test_a_worker_joins_then_the_first_leaves_and_nothing_is_lost(
                 second.wait_until(lambda s: s["catalog"] >= 30, 180, "catalog replicated")
                 # Stopping the first while the group still rebalances could leave it
                 # holding partitions on noida-db (README, known problems).
-                try:
-                    second.wait_until(lambda s: ready(second), 120, "partitions assigned")
-                except TimeoutError:
-                    # Faust's table recovery sometimes never receives a changelog record
-                    # on noida-db (README, known problems; issue 6). Only that stall is
-                    # excused: every check below stays strict whenever the workers run.
-                    if recovery_stalled(second):
-                        pytest.xfail("the joining worker's table recovery stalled")
-                    raise
+                second.wait_until(lambda s: ready(second), 120, "partitions assigned")
             if n == 30:
                 first.stop()  # leaves: the second takes every partition
         got = reader.wait_for(
