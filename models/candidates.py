@@ -78,7 +78,7 @@ class CandidateStage:
                 found.update(catalog.index(h.item_id) for h in hits if h.item_id in catalog)
             else:
                 found.update(self._best_in_memory(source, user, history, n_items, now))
-        found -= history.seen
+        found.difference_update(history.seen)
         # Nothing vouches for enough items (a new deployment): fill from the catalog, in
         # its order, as dense ranking does.
         fill = (i for i in range(n_items) if i not in history.seen and i not in found)

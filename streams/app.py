@@ -220,12 +220,9 @@ class StreamrecApp:
         )
         app.add_dependency(self.catch_up)
 
-        @app.on_partitions_revoked.connect
-        async def _forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-            self.continuity.forget(revoked)
-
         @app.on_partitions_assigned.connect
         async def _forget_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+            # Another worker may have moved these on meanwhile: start from the committed offset.
             self.continuity.forget(assigned)
 
         app.add_dependency(self.watchdog)

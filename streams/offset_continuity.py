@@ -37,7 +37,7 @@ from mode import Service
 
 
 class OffsetContinuity:
-    """``missing`` for each record in delivery order; ``forget`` partitions on rebalance."""
+    """``missing`` for each record in delivery order; ``forget`` partitions assigned anew."""
 
     def __init__(self) -> None:
         self._next: dict[TP, int] = {}
@@ -59,7 +59,7 @@ class OffsetContinuity:
         return None
 
     def forget(self, tps: Iterable[TP]) -> None:
-        """Partitions assigned anew or revoked: their next record starts afresh."""
+        """Partitions assigned anew: their next record starts from the committed offset."""
         for tp in tps:
             self._next.pop(tp, None)
 

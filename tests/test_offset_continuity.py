@@ -46,7 +46,7 @@ def consume(log: list[int], skipped: set[int], seek_back_after: set[int]) -> lis
         handled.append(offset)
         if offset in seek_back_after:
             seek_back_after.discard(offset)
-            position = next(i for i, o in enumerate(log) if o >= committed)
+            position = next((i for i, o in enumerate(log) if o >= committed), len(log))
         if len(handled) % 7 == 0:
             committed = offset + 1
     return handled

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, KeysView, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +77,6 @@ class UserHistory:
 
     size: int = 20
     max_seen: int = 10_000
-    seen: set[int] = field(default_factory=set)
     #: ``seen`` from the least to the most recently engaged.
     seen_order: OrderedDict[int, None] = field(default_factory=OrderedDict)
     recent: deque[tuple[int, float]] = field(default_factory=deque)
@@ -85,13 +84,16 @@ class UserHistory:
     events: int = 0
     own: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def seen(self) -> KeysView[int]:
+        """The items never recommended again (a set view)."""
+        return self.seen_order.keys()
+
     def add(self, item: int, weight: float) -> None:
-        self.seen.add(item)
         self.seen_order[item] = None
         self.seen_order.move_to_end(item)
         while len(self.seen_order) > self.max_seen:
-            oldest, _ = self.seen_order.popitem(last=False)
-            self.seen.discard(oldest)
+            self.seen_order.popitem(last=False)
         self.events += 1
         self.last.append(item)
         while len(self.last) > self.size:
@@ -129,11 +131,9 @@ class UserHistory:
     ) -> UserHistory:
         """The inverse of ``to_dict``; ``index`` maps an item id to its local index."""
         sources = sources or {}
-        seen = OrderedDict((index(i), None) for i in data.get("seen", []))
         return cls(
             size=size,
-            seen=set(seen),
-            seen_order=seen,
+            seen_order=OrderedDict((index(i), None) for i in data.get("seen", [])),
             recent=deque((index(i), float(w)) for i, w in data.get("recent", [])),
             last=deque(index(i) for i in data.get("last", [])),
             events=int(data.get("events", 0)),
