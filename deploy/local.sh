@@ -17,5 +17,5 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 case "${1:-demo}" in
   test) shift; exec "$venv/bin/python" -m pytest "$@" ;;
-  *) exec "$venv/bin/streamrec" "$@" ;;
+  *) exec "$venv/bin/streamrec" "${@:-demo}" ;;
 esac

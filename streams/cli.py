@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,37 @@ def _settings() -> Settings:
         ) from error
 
 
-@click.group()
-def main() -> None:
+def _environment_help() -> str:
+    """The settings as environment variables, for ``--help`` (generated, never stale)."""
+    names = ", ".join(f"STREAMREC_{name.upper()}" for name in Settings.model_fields)
+    return (
+        "\b\nSettings come from STREAMREC_* environment variables, then the TOML file named "
+        "by --config (or STREAMREC_CONFIG); see deploy/streamrec.example.toml. Variables:\n\n"
+        + names
+    )
+
+
+@click.group(epilog=_environment_help())
+@click.version_option(package_name="streamrec", prog_name="streamrec")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML settings file (sets STREAMREC_CONFIG; variables still win)",
+)
+@click.option(
+    "-b",
+    "--bootstrap-servers",
+    metavar="HOST:PORT[,...]",
+    help="Kafka cluster to use (sets STREAMREC_BOOTSTRAP_SERVERS; default: the local broker)",
+)
+def main(config: str | None, bootstrap_servers: str | None) -> None:
     """streamrec: a streaming, multimodal recommender on Kafka and Qdrant."""
+    # Through the environment, so that Settings() everywhere, and the worker processes
+    # the CLI starts, see the same choice.
+    if config:
+        os.environ["STREAMREC_CONFIG"] = str(Path(config).resolve())
+    if bootstrap_servers:
+        os.environ["STREAMREC_BOOTSTRAP_SERVERS"] = bootstrap_servers
 
 
 # -- broker ------------------------------------------------------------------------------
@@ -55,29 +85,72 @@ def broker_start() -> None:
 @broker.command("stop")
 def broker_stop() -> None:
     """Stop the background local broker (its data stays under the data directory)."""
-    _local_broker(_settings()).down()
-    click.echo("local broker stopped")
+    from streams.broker import port_is_open
+
+    settings = _settings()
+    local = _local_broker(settings)
+    if not port_is_open(local.host, local.port):
+        raise click.ClickException(f"no local broker runs on {local.bootstrap_servers}")
+    local.down()
+    click.echo(f"local broker on {local.bootstrap_servers} stopped (data kept in {local.data_dir})")
 
 
 # -- worker ------------------------------------------------------------------------------
 
 
+def settings_source() -> str:
+    """Where the settings came from, for the worker's first log lines."""
+    variables = sorted(
+        name for name in os.environ if name.startswith("STREAMREC_") and name != "STREAMREC_CONFIG"
+    )
+    parts = (
+        [f"config file {os.environ['STREAMREC_CONFIG']}"]
+        if "STREAMREC_CONFIG" in os.environ
+        else []
+    )
+    parts.append(
+        f"{len(variables)} STREAMREC_* variables" if variables else "no STREAMREC_* variables"
+    )
+    return ", ".join(parts) + ", defaults for the rest"
+
+
 @main.command()
-def worker() -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.option("--web-port", type=int, help="HTTP port (sets STREAMREC_WEB_PORT; default 6066)")
+def worker(log_level: str, web_port: int | None) -> None:
     """Run the Faust worker: items, interactions and item-updates agents."""
     import faust
 
     from streams.admin import create_topics
     from streams.app import StreamrecApp, build_item_encoder
 
+    if web_port is not None:
+        os.environ["STREAMREC_WEB_PORT"] = str(web_port)
     settings = _settings()
+    broker = "local noida-db" if settings.uses_local_broker else settings.security_protocol
+    for line in (
+        f"broker: {settings.effective_bootstrap_servers} ({broker}), "
+        f"group {settings.consumer_group}",
+        f"data: {settings.data_dir.resolve()}"
+        + (
+            f", Qdrant server {settings.qdrant_url}" if settings.qdrant_url else ", embedded Qdrant"
+        ),
+        f"dashboard: http://{settings.web_host}:{settings.web_port}/dashboard/",
+        f"settings: {settings_source()}",
+    ):
+        click.echo(f"streamrec {line}", err=True)
     if settings.uses_local_broker:
         _local_broker(settings).up()
     create_topics(settings)
     streamrec = StreamrecApp(settings, build_item_encoder(settings))
     streamrec.start()
     try:
-        faust.Worker(streamrec.app, loglevel="info").execute_from_commandline()
+        faust.Worker(streamrec.app, loglevel=log_level).execute_from_commandline()
     finally:
         streamrec.stop()
 
@@ -89,6 +162,7 @@ def topics() -> None:
     from streams.admin import create_topics, topic_names
 
     settings = _settings()
+    _check_broker(settings)
     create_topics(settings, timeout_s=120)
     for name in topic_names(settings):
         click.echo(f"{name}: {settings.partitions} partitions")
@@ -98,7 +172,11 @@ def topics() -> None:
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """JSON lines (``.jsonl``/``.json``) or CSV (``.csv``; ``tags`` separated by ``|``)."""
+    """JSON lines (``.jsonl``/``.json``, or ``-`` for standard input) or CSV (``.csv``;
+    ``tags`` separated by ``|``)."""
+    if str(path) == "-":
+        yield from _json_lines(sys.stdin, "<stdin>")
+        return
     if path.suffix == ".csv":
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle):
@@ -110,23 +188,30 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                 yield record
         return
     with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise click.ClickException(f"{path}:{number}: not JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise click.ClickException(f"{path}:{number}: expected a JSON object per line")
-            yield record
+        yield from _json_lines(handle, str(path))
+
+
+def _json_lines(lines: Iterable[str], name: str) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise click.ClickException(f"{name}:{number}: not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise click.ClickException(f"{name}:{number}: expected a JSON object per line")
+        yield record
 
 
 @main.command()
 @click.argument("kind", type=click.Choice(["items", "interactions"]))
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path)
+)
 def produce(kind: str, file: Path) -> None:
-    """Send a JSON-lines or CSV FILE to the items or interactions topic.
+    """Send a JSON-lines or CSV FILE (``-``: JSON lines from standard input) to the items
+    or interactions topic.
 
     Records are sent as they are (the worker validates and dead-letters bad ones),
     keyed by item_id or user_id.
@@ -134,6 +219,7 @@ def produce(kind: str, file: Path) -> None:
     from streams.admin import produce as send
 
     settings = _settings()
+    _check_broker(settings)
     topic = settings.topic_items if kind == "items" else settings.topic_interactions
     key_field = "item_id" if kind == "items" else "user_id"
     records = []
@@ -151,24 +237,110 @@ def produce(kind: str, file: Path) -> None:
 @main.command()
 @click.argument("user")
 @click.option("--json", "as_json", is_flag=True, help="print the message as JSON")
-def recommend(user: str, as_json: bool) -> None:
+@click.option("-f", "--follow", is_flag=True, help="keep printing each new list (Ctrl-C stops)")
+def recommend(user: str, as_json: bool, follow: bool) -> None:
     """Print the latest recommendations for USER from the recommendations topic."""
     from streams.admin import read_topic
+    from streams.inspection import tail
 
     settings = _settings()
+    _check_broker(settings)
+
+    def show(value: bytes) -> None:
+        message = Recommendations.model_validate_json(value)
+        click.echo(
+            message.model_dump_json(indent=2) if as_json else format_recommendations(message)
+        )
+
     latest = None
     for key, value in read_topic(settings, settings.topic_recommendations):
         if key == user:
             latest = value
-    if latest is None:
+    if latest is not None:
+        show(latest)
+    elif not follow:
         raise click.ClickException(
             f"no recommendations for {user!r} yet: send an interaction for that user first"
         )
-    message = Recommendations.model_validate_json(latest)
-    if as_json:
-        click.echo(message.model_dump_json(indent=2))
-    else:
-        click.echo(format_recommendations(message))
+    if follow:
+        click.echo(
+            f"following {user!r} on {settings.topic_recommendations} (Ctrl-C stops) ...", err=True
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            for key, value in tail(settings, settings.topic_recommendations, last=0, follow=True):
+                if key == user:
+                    show(value)
+
+
+# -- operations --------------------------------------------------------------------------
+
+
+def _check_broker(settings: Settings, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, in one line with the fix, when no Kafka answers at the bootstrap
+    servers (kafka-python would otherwise retry for half a minute and print a traceback)."""
+    from streams.broker import port_is_open
+
+    servers = settings.effective_bootstrap_servers
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for server in servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if port.isdigit() and port_is_open(host.strip("[]") or "127.0.0.1", int(port)):
+                return
+        time.sleep(0.5)
+    fix = (
+        "start it with `streamrec broker start` (or `streamrec worker`)"
+        if settings.uses_local_broker
+        else "check -b/--bootstrap-servers (STREAMREC_BOOTSTRAP_SERVERS) and that the cluster is up"
+    )
+    raise click.ClickException(f"no Kafka broker answers at {servers}: {fix}")
+
+
+@main.command("dead-letters")
+@click.option("-n", "--last", default=20, show_default=True, help="how many per partition")
+@click.option("-f", "--follow", is_flag=True, help="keep printing new ones (Ctrl-C stops)")
+@click.option("--json", "as_json", is_flag=True, help="print each dead letter as JSON")
+def dead_letters(last: int, follow: bool, as_json: bool) -> None:
+    """Show records the worker refused: where they came from and why."""
+    from streams.inspection import describe_dead_letter, tail
+
+    settings = _settings()
+    _check_broker(settings)
+    shown = 0
+    try:
+        for _, value in tail(settings, settings.topic_dead_letters, last=last, follow=follow):
+            click.echo(value.decode(errors="replace") if as_json else describe_dead_letter(value))
+            shown += 1
+    except KeyboardInterrupt:
+        pass
+    except LookupError as error:
+        raise click.ClickException(str(error)) from None
+    if not shown and not follow:
+        click.echo(f"no dead letters on {settings.topic_dead_letters}", err=True)
+
+
+@main.command()
+def status() -> None:
+    """Topics, partitions, the worker group's lag per partition, and worker readiness."""
+    from streams.inspection import topic_status, worker_readiness
+
+    settings = _settings()
+    _check_broker(settings)
+    click.echo(
+        f"broker {settings.effective_bootstrap_servers}, group {settings.consumer_group}\n"
+        f"{'topic':<28} {'partition':>9} {'end offset':>11} {'committed':>10} {'lag':>8}"
+    )
+    total = 0
+    for row in topic_status(settings):
+        committed = "-" if row.committed is None else f"{row.committed:,}"
+        lag = "-" if row.lag is None else f"{row.lag:,}"
+        total += row.lag or 0
+        click.echo(
+            f"{row.topic:<28} {row.partition:>9} {row.end_offset:>11,} {committed:>10} {lag:>8}"
+        )
+    ready, reason = worker_readiness(settings)
+    state = {True: "ready", False: f"not ready ({reason})", None: reason}[ready]
+    click.echo(f"lag in total: {total:,}\nworker on port {settings.web_port}: {state}")
 
 
 def format_recommendations(message: Recommendations, limit: int | None = None) -> str:
@@ -315,6 +487,7 @@ def replay(
     from streams.replay import ReplayRange, parse_offsets, parse_time, topic_dataset
 
     settings = _settings()
+    _check_broker(settings)
     try:
         selection = ReplayRange(
             start_offsets=parse_offsets(from_offsets) if from_offsets else {},
@@ -373,6 +546,7 @@ def load(
     from streams.process import WorkerProcess
 
     settings = _settings()
+    _check_broker(settings)
     try:
         data = load_dataset(dataset)
     except (OSError, ValueError) as error:
@@ -419,6 +593,12 @@ def load(
     click.echo(json.dumps({"bench": "load", "dataset": data.name, **figures}))
     if lists is not None:
         _evaluate_served(settings, data, events, lists, out)
+    missing = figures["events_sent"] - figures["recommendations_received"]
+    if missing:
+        raise click.ClickException(
+            f"{missing:,} of {figures['events_sent']:,} interactions got no list: "
+            "see the worker's log and `streamrec dead-letters`"
+        )
 
 
 def _dataset_uploads(data: Any) -> list[ItemUpload]:
@@ -468,22 +648,60 @@ def _evaluate_served(
     click.echo(f"wrote {out / 'served.json'}")
 
 
+def _command_prefix() -> str:
+    """How the user can run streamrec again: the bare name only if it is on PATH."""
+    import shutil
+
+    found = shutil.which("streamrec")
+    here = Path(sys.executable).parent / "streamrec"
+    return "streamrec" if found and Path(found).resolve() == here.resolve() else "./deploy/local.sh"
+
+
 @main.command()
 @click.option("--delay", default=0.5, show_default=True, help="seconds between demo clicks")
-def demo(delay: float) -> None:
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="start afresh: stop the local broker and delete the data directory first",
+)
+def demo(delay: float, reset: bool) -> None:
     """Start everything locally, load the demo catalog, click, and show the lists change."""
+    import shutil
+
     from kafka import KafkaConsumer
 
     from streams.admin import create_topics
     from streams.admin import produce as send
+    from streams.broker import port_is_open
     from streams.demo import catalog_uploads, demo_interactions
     from streams.process import WorkerProcess
 
     settings = _settings()
+    run = _command_prefix()
     local = _local_broker(settings) if settings.uses_local_broker else None
+    if reset:
+        if local is None:
+            raise click.ClickException(
+                "--reset deletes the local broker's data; with STREAMREC_BOOTSTRAP_SERVERS set, "
+                "use other topic names (STREAMREC_TOPIC_*) or a new consumer group instead"
+            )
+        if port_is_open(local.host, local.port):
+            local.down()
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+        click.echo(f"reset: deleted {settings.data_dir} (broker data, users, items)")
+    elif (settings.data_dir / "broker").exists():
+        click.echo(
+            f"continuing the users of earlier demo runs in {settings.data_dir}; "
+            f"`{run} demo --reset` starts afresh"
+        )
     if local is not None:
-        click.echo(f"starting the local broker on {settings.effective_bootstrap_servers} ...")
-        local.up()
+        if port_is_open(local.host, local.port):
+            click.echo(f"using the local broker already running on {local.bootstrap_servers}")
+        else:
+            click.echo(f"starting the local broker on {local.bootstrap_servers} ...")
+            local.up()
+    else:
+        _check_broker(settings)
     create_topics(settings)
     worker_process = WorkerProcess(settings, settings.data_dir / "logs" / "worker.log")
     click.echo(f"starting the worker (log: {worker_process.log_path}) ...")
@@ -504,6 +722,7 @@ def demo(delay: float) -> None:
         )
         consumer.poll(timeout_ms=1000)  # join before producing, so no list is missed
         clicks = demo_interactions(run_id=str(int(time.time())))
+        unanswered = []
         for key, click_event in clicks:
             sent_at = time.perf_counter()
             send(settings, settings.topic_interactions, [(key, click_event)])
@@ -517,9 +736,25 @@ def demo(delay: float) -> None:
                     )
                     click.echo(format_recommendations(message, limit=5))
                     break
+            else:  # the consumer timed out: say so rather than skip the click silently
+                unanswered.append(click_event["event_id"])
+                click.echo(f"\nno list for {click_event['event_id']} within 15 s", err=True)
             time.sleep(delay)
         consumer.close()
         click.echo(f"\nworker stats: {json.dumps(worker_process.stats())}")
-        click.echo("try: streamrec recommend alice")
     finally:
         worker_process.stop()
+    click.echo(
+        "\nThe worker has stopped"
+        + (f"; the local broker still runs on {local.bootstrap_servers}" if local else "")
+        + f". Next:\n"
+        f"  {run} worker                  keep a worker running; dashboard at "
+        f"http://{settings.web_host}:{settings.web_port}/dashboard/\n"
+        f"  {run} recommend alice -f      alice's list, and each new one\n"
+        f"  {run} produce items examples/items.jsonl   your own items (then interactions)\n"
+        f"  {run} dead-letters            records the worker refused, and why\n"
+        f"  {run} status                  topics, lag, worker readiness\n"
+        + (f"  {run} broker stop             stop the local broker\n" if local else "")
+    )
+    if unanswered:
+        raise click.ClickException(f"{len(unanswered)} demo clicks got no list: {unanswered}")

@@ -1,0 +1,145 @@
+"""What an operator looks at: topics with their lag, and the tail of a topic.
+
+Plain kafka-python clients (like ``streams/admin.py``), used by ``streamrec status``,
+``streamrec dead-letters`` and ``streamrec recommend --follow``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.admin import topic_names
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    topic: str
+    partition: int
+    end_offset: int
+    committed: int | None  # the worker group's committed offset; None if never committed
+
+    @property
+    def lag(self) -> int | None:
+        """Records the group has not committed yet (None where it does not read the topic)."""
+        return None if self.committed is None else max(self.end_offset - self.committed, 0)
+
+
+#: Topics the worker group consumes, so their lag means something (the others are output).
+def consumed_topics(settings: Settings) -> set[str]:
+    return {settings.topic_items, settings.topic_interactions, settings.topic_item_updates}
+
+
+def topic_status(settings: Settings, timeout_s: float = 10.0) -> list[PartitionStatus]:
+    """End offsets of every configured topic and the group's committed offsets on them."""
+    # A consumer in the worker's group that never subscribes reads the group's committed
+    # offsets without joining it (no rebalance of the running workers).
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.effective_bootstrap_servers,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        request_timeout_ms=int(timeout_s * 1000),
+        **settings.kafka_client_options(),
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topic_names(settings)
+            for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        ends = consumer.end_offsets(partitions) if partitions else {}
+        consumed = consumed_topics(settings)
+        return [
+            PartitionStatus(
+                tp.topic,
+                tp.partition,
+                ends[tp],
+                (consumer.committed(tp) or 0) if tp.topic in consumed else None,
+            )
+            for tp in partitions
+        ]
+    finally:
+        consumer.close()
+
+
+def worker_readiness(settings: Settings, timeout_s: float = 2.0) -> tuple[bool | None, str]:
+    """The local worker's ``/ready/`` answer: (ready, reason); (None, why) if unreachable."""
+    url = f"http://{settings.web_host}:{settings.web_port}/ready/"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as error:  # 503 carries the reason
+        try:
+            answer = json.loads(error.read())
+        except ValueError:
+            return False, f"HTTP {error.code}"
+    except OSError as error:
+        return None, f"no worker answers on {url} ({getattr(error, 'reason', error)})"
+    return bool(answer.get("ready")), str(answer.get("reason", ""))
+
+
+def tail(
+    settings: Settings,
+    topic: str,
+    last: int | None = None,
+    follow: bool = False,
+    idle_timeout_s: float = 2.0,
+) -> Iterator[tuple[str | None, bytes]]:
+    """(key, value) of a topic's records: the ``last`` N per partition (all if None),
+    then, with ``follow``, each new one as it arrives (until interrupted)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.effective_bootstrap_servers,
+        enable_auto_commit=False,
+        **settings.kafka_client_options(),
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not partitions:
+            raise LookupError(
+                f"topic {topic!r} does not exist on {settings.effective_bootstrap_servers}"
+            )
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        for tp in partitions:
+            first = starts[tp] if last is None else max(starts[tp], ends[tp] - last)
+            consumer.seek(tp, first)
+        pending = {tp for tp in partitions if consumer.position(tp) < ends[tp]}
+        quiet_since = time.monotonic()
+        while follow or pending:
+            batch = consumer.poll(timeout_ms=200)
+            if batch:
+                quiet_since = time.monotonic()
+            elif not follow and time.monotonic() - quiet_since > idle_timeout_s:
+                break  # records the end offsets promised did not come: stop, do not hang
+            for tp, records in batch.items():
+                for record in records:
+                    key = record.key.decode(errors="replace") if record.key is not None else None
+                    yield key, record.value
+                if consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        consumer.close()
+
+
+def describe_dead_letter(value: bytes) -> str:
+    """One readable line for a dead letter: where it came from, why, and what it was."""
+    try:
+        letter: dict[str, Any] = json.loads(value)
+    except ValueError:
+        return f"(not a dead letter: {value[:200]!r})"
+    where = f"{letter.get('source_topic')}[{letter.get('partition')}]@{letter.get('offset')}"
+    raw = str(letter.get("raw", ""))
+    shown = raw if len(raw) <= 120 else raw[:117] + "..."
+    return (
+        f"{letter.get('failed_at', '')}  {where}  key={letter.get('key')!r}  "
+        f"{letter.get('reason')}: {letter.get('error')}\n    raw: {shown}"
+    )

@@ -1,0 +1,80 @@
+"""The operator's commands against a real broker: status, dead-letters, produce from
+standard input, and one-line errors when no broker answers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+
+from streams.admin import produce
+from streams.cli import main
+from streams.events import DeadLetter
+from streams.process import settings_env
+from tests.conftest import free_port, isolated_settings
+
+pytestmark = pytest.mark.integration
+
+
+def run(settings, *args: str, input: str | None = None):
+    return CliRunner().invoke(main, list(args), env=settings_env(settings), input=input)
+
+
+def test_produce_from_stdin_and_status_shows_the_records(broker, tmp_path) -> None:
+    settings = isolated_settings(broker, tmp_path / "data")
+    lines = "".join(json.dumps({"item_id": f"i{n}", "title": f"Item {n}"}) + "\n" for n in range(5))
+    result = run(settings, "produce", "items", "-", input=lines)
+    assert result.exit_code == 0, result.output
+    assert "sent 5 items" in result.output
+
+    status = run(settings, "status")
+    assert status.exit_code == 0, status.output
+    rows = [line.split() for line in status.output.splitlines() if line.startswith("items-")]
+    assert sum(int(row[2].replace(",", "")) for row in rows) == 5  # end offsets
+    # Nobody committed on items yet: all five are lag; outputs have no lag column.
+    assert sum(int(row[4].replace(",", "")) for row in rows) == 5
+    assert any(
+        line.startswith("recommendations-") and line.split()[-1] == "-"
+        for line in status.output.splitlines()
+    )
+    assert "no worker answers" in status.output
+
+
+def test_dead_letters_are_shown_with_their_reason(broker, tmp_path) -> None:
+    settings = isolated_settings(broker, tmp_path / "data")
+    letters = [
+        DeadLetter(
+            source_topic=settings.topic_items,
+            partition=0,
+            offset=n,
+            key="bad-item",
+            reason="invalid",
+            error=f"title: String should have at most 1000 characters ({n})",
+            raw="x" * 500,
+            failed_at=datetime.now(UTC),
+        )
+        for n in range(3)
+    ]
+    produce(settings, settings.topic_dead_letters, [(d.key, d.to_bytes()) for d in letters])
+    result = run(settings, "dead-letters", "-n", "2")
+    assert result.exit_code == 0, result.output
+    assert "(1)" in result.output and "(2)" in result.output and "(0)" not in result.output
+    assert f"{settings.topic_items}[0]@2" in result.output
+    assert "invalid: title" in result.output and "x" * 200 not in result.output  # cut short
+
+    as_json = run(settings, "dead-letters", "--json")
+    assert [json.loads(line)["offset"] for line in as_json.output.splitlines()] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("command", [["status"], ["recommend", "alice"], ["dead-letters"]])
+def test_no_broker_is_one_line_naming_the_setting(command, tmp_path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["-b", f"127.0.0.1:{free_port()}", *command],
+        env={"STREAMREC_DATA_DIR": str(tmp_path)},
+    )
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output  # one line, no traceback
+    assert "no Kafka broker answers" in result.output and "bootstrap-servers" in result.output

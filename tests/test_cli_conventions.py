@@ -1,0 +1,71 @@
+"""Command-line conventions: version, settings from global options, help, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from click.testing import CliRunner
+
+from streams.cli import main, read_records
+from streams.settings import Settings
+from tests.conftest import free_port
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("streamrec, version ")
+
+
+def test_help_lists_every_setting_as_a_variable() -> None:
+    output = CliRunner().invoke(main, ["--help"], terminal_width=1000).output
+    for name in Settings.model_fields:
+        assert f"STREAMREC_{name.upper()}" in output
+
+
+def test_global_options_reach_the_settings(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("STREAMREC_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("STREAMREC_CONFIG", raising=False)
+    config = tmp_path / "streamrec.toml"
+    config.write_text('topic_items = "uploads"\n')
+    seen: list[Settings] = []
+
+    @main.command("_probe", hidden=True)
+    def probe() -> None:
+        seen.append(Settings())
+
+    try:
+        result = CliRunner().invoke(
+            main, ["--config", str(config), "-b", "kafka-1:9092,kafka-2:9092", "_probe"]
+        )
+    finally:
+        main.commands.pop("_probe")
+    assert result.exit_code == 0, result.output
+    assert seen[0].topic_items == "uploads"
+    assert seen[0].bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+
+
+def test_stdin_is_read_as_json_lines(monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"item_id": "a"}\n\n{"item_id": "b"}\n'))
+    assert [r["item_id"] for r in read_records("-")] == ["a", "b"]
+
+
+def test_broker_stop_with_nothing_running_says_so(tmp_path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["broker", "stop"],
+        env={"STREAMREC_LOCAL_BROKER_PORT": str(free_port()), "STREAMREC_DATA_DIR": str(tmp_path)},
+    )
+    assert result.exit_code == 1 and "no local broker runs on" in result.output
+
+
+def test_examples_are_valid_events() -> None:
+    from pathlib import Path
+
+    from streams.events import Interaction, ItemUpload
+
+    examples = Path(__file__).parent.parent / "examples"
+    items = [ItemUpload.model_validate(r) for r in read_records(examples / "items.jsonl")]
+    clicks = [Interaction.model_validate(r) for r in read_records(examples / "interactions.jsonl")]
+    assert any(i.image for i in items) and {c.item_id for c in clicks} <= {i.item_id for i in items}
+    assert json.loads(json.dumps([c.model_dump(mode="json") for c in clicks]))
