@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
 from pydantic import ValidationError
 
+from encoders.base import Encoder
 from encoders.fusion import (
     AverageFusion,
     Embeddings,
@@ -556,14 +557,8 @@ def _key(event: EventT | CaughtUp) -> str | None:
 
 def build_item_encoder(settings: Settings) -> MultimodalEncoder:
     """The encoders, fusion strategy and media policy the settings ask for."""
-    from encoders.audio import LogMelAudioEncoder
-    from encoders.image import EfficientNetLite0ImageEncoder
-    from encoders.text import MiniLMTextEncoder
-
     s = settings
-    text = MiniLMTextEncoder(threads=s.torch_threads)
-    image = EfficientNetLite0ImageEncoder(threads=s.torch_threads)
-    audio = LogMelAudioEncoder(threads=s.torch_threads)
+    text, image, audio = _modality_encoders(settings)
     projection = ModalityProjection(
         {e.modality: e.dim for e in (text, image, audio)}, common_dim=text.dim
     )
@@ -584,6 +579,23 @@ def build_item_encoder(settings: Settings) -> MultimodalEncoder:
         read_timeout_s=s.media_read_timeout_s,
     )
     return MultimodalEncoder(text, fusion, MediaFetcher(policy), image=image, audio=audio)
+
+
+def _modality_encoders(settings: Settings) -> tuple[Encoder, Encoder, Encoder]:
+    if settings.encoders == "hashing":
+        from encoders.hashing import HashingTextEncoder, PixelImageEncoder, SpectrumAudioEncoder
+
+        return HashingTextEncoder(), PixelImageEncoder(), SpectrumAudioEncoder()
+    from encoders.audio import LogMelAudioEncoder
+    from encoders.image import EfficientNetLite0ImageEncoder
+    from encoders.text import MiniLMTextEncoder
+
+    threads = settings.torch_threads
+    return (
+        MiniLMTextEncoder(threads=threads),
+        EfficientNetLite0ImageEncoder(threads=threads),
+        LogMelAudioEncoder(threads=threads),
+    )
 
 
 def stored_item(upload: ItemUpload, encoded: EncodedItem, fusion_version: str) -> StoredItem:

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     #: How often changed CF item vectors are written to Qdrant (the "cf" named vector).
     cf_publish_interval_s: float = Field(default=1.0, gt=0)
 
+    #: The item encoders: "pretrained" (MiniLM, EfficientNet-Lite0, log-mel; the product)
+    #: or "hashing" (encoders/hashing.py: no weights, starts in milliseconds; for tests of
+    #: Kafka semantics and quick demos, not for real recommendations).
+    encoders: Literal["pretrained", "hashing"] = "pretrained"
     # Item ingestion: how many uploads are encoded together, and how long to wait for them.
     encode_batch_size: int = Field(default=32, ge=1)
     encode_batch_window_s: float = Field(default=0.1, gt=0)
