@@ -744,17 +744,22 @@ def demo(delay: float, reset: bool) -> None:
         click.echo(f"\nworker stats: {json.dumps(worker_process.stats())}")
     finally:
         worker_process.stop()
-    click.echo(
-        "\nThe worker has stopped"
-        + (f"; the local broker still runs on {local.bootstrap_servers}" if local else "")
-        + f". Next:\n"
-        f"  {run} worker                  keep a worker running; dashboard at "
-        f"http://{settings.web_host}:{settings.web_port}/dashboard/\n"
-        f"  {run} recommend alice -f      alice's list, and each new one\n"
-        f"  {run} produce items examples/items.jsonl   your own items (then interactions)\n"
-        f"  {run} dead-letters            records the worker refused, and why\n"
-        f"  {run} status                  topics, lag, worker readiness\n"
-        + (f"  {run} broker stop             stop the local broker\n" if local else "")
-    )
+    steps = [
+        (
+            "worker",
+            "keep a worker running; dashboard at "
+            f"http://{settings.web_host}:{settings.web_port}/dashboard/",
+        ),
+        ("recommend alice -f", "alice's list, and each new one"),
+        ("produce items examples/items.jsonl", "your own items (then interactions)"),
+        ("dead-letters", "records the worker refused, and why"),
+        ("status", "topics, lag, worker readiness"),
+        *([("broker stop", "stop the local broker")] if local else []),
+    ]
+    width = max(len(command) for command, _ in steps)
+    still = f"; the local broker still runs on {local.bootstrap_servers}" if local else ""
+    click.echo(f"\nThe worker has stopped{still}. Next:")
+    for command, what in steps:
+        click.echo(f"  {run} {command:<{width}}  {what}")
     if unanswered:
         raise click.ClickException(f"{len(unanswered)} demo clicks got no list: {unanswered}")
