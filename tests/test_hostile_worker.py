@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,6 +49,7 @@ from streams.settings import Settings
 from streams.web import write_refusal
 
 SUFFOCATING = "a text this encoder cannot take"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class DefectiveText(Encoder[str]):
@@ -472,3 +476,66 @@ def test_a_worker_beyond_loopback_needs_a_token() -> None:
 def test_faust_s_table_views_are_off(tmp_path: Path, text_encoder: MiniLMTextEncoder) -> None:
     app = StreamrecApp(Settings(data_dir=tmp_path), encoder_of(text_encoder, MediaPolicy()))
     assert app.app.conf.web_tables_enabled is False
+
+
+# -- a batch that cannot finish ----------------------------------------------------------
+
+STUCK = "a text this encoder never finishes"
+
+
+class StuckText(Encoder[str]):
+    """MiniLM that never returns on one text: what a decoder stuck in native code looks
+    like to the worker (the component under test is the worker's time bound)."""
+
+    modality = "text"
+
+    def __init__(self, real: MiniLMTextEncoder, release: threading.Event) -> None:
+        self.real, self.dim, self.release = real, real.dim, release
+
+    def encode(self, batch: Any) -> np.ndarray:
+        if any(STUCK in text for text in batch):
+            self.release.wait()
+        return self.real.encode(batch)
+
+
+def test_a_stuck_item_is_dead_lettered_alone_and_its_batch_stored(
+    text_encoder: MiniLMTextEncoder, tmp_path: Path
+) -> None:
+    release = threading.Event()
+    worker = Worker(
+        encoder_of(StuckText(text_encoder, release), MediaPolicy()),
+        tmp_path,
+        encode_timeout_s=3.0,
+    )
+    topic = worker.app.settings.topic_items
+    events = [
+        event(topic, n, f"i{n}".encode(), upload(f"i{n}", text=STUCK if n == 2 else ""))
+        for n in range(5)
+    ]
+    try:
+        asyncio.run(worker.app.ingest_batch(events))  # type: ignore[arg-type]
+    finally:
+        release.set()
+    assert {record.item_id for record in worker.records()} == {"i0", "i1", "i3", "i4"}
+    [letter] = worker.letters()
+    assert (letter.offset, letter.reason) == (2, "encode-timeout")
+    assert not worker.app.poison.active
+
+
+def test_a_stuck_encoding_thread_does_not_hold_up_the_process_exit(tmp_path: Path) -> None:
+    """``asyncio.to_thread``'s pool threads are joined at exit: a worker with one stuck
+    read did not stop on SIGTERM. The encoding thread is a daemon thread."""
+    script = (
+        "import asyncio, threading\n"
+        "from streams.bounds import in_daemon_thread\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await in_daemon_thread(threading.Event().wait, 0.5)\n"
+        "    except TimeoutError:\n"
+        "        print('timed out')\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "timed out", done.stderr
