@@ -373,9 +373,9 @@ class StreamrecApp:
         )
 
     async def _encode(self, uploads: list[ItemUpload]) -> list[EncodedItem | MediaError]:
-        """The encoder's results for ``uploads``, one per upload; anything the encoder
-        raises becomes every item's ``internal-error`` (the batch is then retried item by
-        item by the caller's guard only if the process dies)."""
+        """The encoder's results for ``uploads``, one per upload, within ``encode_timeout_s``
+        (TimeoutError otherwise). If the encoder raises, the uploads are encoded again one
+        at a time, so the exception becomes the ``internal-error`` of its own item only."""
         contents = [content_of(upload) for upload in uploads]
         try:
             return await in_daemon_thread(

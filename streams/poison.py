@@ -105,22 +105,27 @@ class PoisonGuard:
 
     def _write(self, alone: Position | None, in_batch: Iterable[Position] = ()) -> None:
         suspects = sorted(self.suspects | set(in_batch))
-        if not suspects and not self.poison and alone is None:
-            self.path.unlink(missing_ok=True)
-            return
-        marker = {"suspects": suspects, "poison": sorted(self.poison), "alone": alone}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".tmp")
-        with partial.open("w") as file:
-            json.dump(marker, file)
-            file.flush()
-            os.fsync(file.fileno())
-        partial.replace(self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
         try:
-            os.fsync(directory)  # the rename itself must survive a crash
-        finally:
-            os.close(directory)
+            if not suspects and not self.poison and alone is None:
+                self.path.unlink(missing_ok=True)
+                return
+            marker = {"suspects": suspects, "poison": sorted(self.poison), "alone": alone}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(".tmp")
+            with partial.open("w") as file:
+                json.dump(marker, file)
+                file.flush()
+                os.fsync(file.fileno())
+            partial.replace(self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself must survive a crash
+            finally:
+                os.close(directory)
+        except OSError as error:
+            # A full or read-only disk must not stop ingestion (an exception here would
+            # lose the batch): it runs on without the guard until the marker can be written.
+            log.error("cannot write %s (%s): poison-pill recovery is off", self.path, error)
 
 
 def _position(value: object) -> Position:

@@ -539,3 +539,12 @@ def test_a_stuck_encoding_thread_does_not_hold_up_the_process_exit(tmp_path: Pat
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert done.returncode == 0 and done.stdout.strip() == "timed out", done.stderr
+
+
+def test_a_marker_that_cannot_be_written_does_not_stop_ingestion(tmp_path: Path) -> None:
+    guard = PoisonGuard(tmp_path / "data")
+    (tmp_path / "data").write_text("a file where the data directory should be")
+    with guard.batch([("items", 0, 1)]):
+        pass
+    with guard.alone(("items", 0, 2)):
+        pass
