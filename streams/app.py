@@ -51,6 +51,7 @@ from streams.bounds import (
     MAX_ERROR_CHARS,
     NonFiniteState,
     OversizedOutput,
+    bounded_weight,
     check_size,
     clip,
     clip_key,
@@ -512,7 +513,7 @@ class StreamrecApp:
             return
         state = self.hybrid.load_state(entry.get("state", {}))
         previous = state.history.recent[-1][0] if state.history.recent else None
-        weight = signal_weight(interaction.kind.value, interaction.value)
+        weight = bounded_weight(signal_weight(interaction.kind.value, interaction.value))
         ts = usable_ts(self.hybrid, interaction.ts.timestamp())
         try:
             changes = self.hybrid.learn_one(

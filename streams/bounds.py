@@ -165,6 +165,19 @@ def _non_finite_at(value: Any, path: str) -> str | None:
     return None
 
 
+#: The largest weight one interaction may carry, either way (a purchase is 3, a rating of 5
+#: is 2): a rating of 1e6 would otherwise move a user's profile and the CF factors by a
+#: million steps at once, finite but far enough to swamp everything after it.
+MAX_SIGNAL_WEIGHT = 10.0
+
+
+def bounded_weight(weight: float) -> float:
+    """>>> bounded_weight(666_666.0), bounded_weight(-0.5)
+    (10.0, -0.5)
+    """
+    return min(max(weight, -MAX_SIGNAL_WEIGHT), MAX_SIGNAL_WEIGHT)
+
+
 #: Trending scores are ``exp(log_mass - rate * now)``: an event time more than about
 #: ``EXP_HEADROOM / rate`` before the newest mass overflows a float64 (13.8 years for the
 #: default one-week half-life). Event times are clamped to stay within it.

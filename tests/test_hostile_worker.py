@@ -378,11 +378,38 @@ def test_arbitrary_values_and_times_never_leave_non_finite_numbers_in_state(
         assert len(listed.items) == 6 - len(state.history.seen)
     for entry in worker.app.users.values():
         require_finite(entry["state"], "user state")
+        assert magnitude(learned(entry["state"])) < 1e3  # and not swamping what comes next
     for n in range(6):
         require_finite(worker.app.hybrid.item_state(f"item-{n}"), "item state")
+        assert magnitude(learned(worker.app.hybrid.item_state(f"item-{n}"))) < 1e3
     for _, value in worker.on(worker.app.settings.topic_recommendations):
         listed = Recommendations.model_validate_json(value)
         assert all(np.isfinite(item.score) for item in listed.items)
+
+
+def magnitude(value: Any) -> float:
+    """The largest absolute number in a nested value."""
+    if isinstance(value, dict):
+        return max((magnitude(v) for v in value.values()), default=0.0)
+    if isinstance(value, list | tuple):
+        return max((magnitude(v) for v in value), default=0.0)
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return abs(float(value))
+    return 0.0
+
+
+def learned(state: dict[str, Any]) -> list[Any]:
+    """What a user's or an item's state learned (times left out): the CF factor, the
+    content profile, the weights of recent engagements, an item's CF factor and bias."""
+    history = state.get("history", {})
+    own = history.get("own", {})
+    profile = own.get("content")
+    return [
+        own.get("cf"),
+        profile[0] if profile else None,
+        [weight for _, weight in history.get("recent", [])],
+        state.get("cf"),
+    ]
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))
