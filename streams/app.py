@@ -52,9 +52,11 @@ from streams.bounds import (
     NonFiniteState,
     OversizedOutput,
     bounded_weight,
+    cancel_exit,
     check_size,
     clip,
     clip_key,
+    exit_after_grace,
     in_daemon_thread,
     key_too_long,
     require_finite,
@@ -378,10 +380,17 @@ class StreamrecApp:
         (TimeoutError otherwise). If the encoder raises, the uploads are encoded again one
         at a time, so the exception becomes the ``internal-error`` of its own item only."""
         contents = [content_of(upload) for upload in uploads]
+        encoding = asyncio.ensure_future(
+            in_daemon_thread(partial(self.encoder.encode, contents), self.settings.encode_timeout_s)
+        )
         try:
-            return await in_daemon_thread(
-                partial(self.encoder.encode, contents), self.settings.encode_timeout_s
-            )
+            while True:  # returns as soon as the encoding ends; looks at a stop twice a second
+                done, _ = await asyncio.wait({encoding}, timeout=0.5)
+                if done:
+                    cancel_exit()
+                    return encoding.result()
+                if self.app.should_stop:
+                    exit_after_grace(len(uploads))
         except TimeoutError:
             raise
         except Exception as error:

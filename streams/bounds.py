@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -20,6 +22,8 @@ import numpy as np
 
 from models.hybrid import HybridRecommender
 from models.sources.popularity import DecayedPopularity
+
+log = logging.getLogger(__name__)
 
 #: A message key longer than this (UTF-8 bytes) is refused; ids are at most 256 characters.
 MAX_KEY_BYTES = 1_024
@@ -63,6 +67,51 @@ async def in_daemon_thread(function: Callable[[], T], timeout_s: float) -> T:
 
     threading.Thread(target=run, name="encode", daemon=True).start()
     return await asyncio.wait_for(done, timeout_s)
+
+
+#: How long a stopping worker waits for a batch still being encoded before it exits.
+STOP_GRACE_S = 10.0
+_exit_timer: threading.Timer | None = None
+
+
+def exit_after_grace(items: int) -> None:
+    """End the process ``STOP_GRACE_S`` from now if it has not ended by then (once).
+
+    Called when the worker is asked to stop while a batch is still encoding. Faust waits
+    for the batch before it commits and stops, and a batch stuck in native code may never
+    end. Exiting at once, like a crash, commits nothing of the batch: its records are read
+    again at the next start and, named by the poison guard's marker, encoded one at a
+    time (one that hangs again ends as ``encode-timeout``)."""
+    global _exit_timer
+    if _exit_timer is not None:
+        return
+    log.warning(
+        "stopping with %d items still encoding: exiting in %g s unless they finish, without "
+        "committing them (they are retried one at a time at the next start)",
+        items,
+        STOP_GRACE_S,
+    )
+
+    def exit_now() -> None:
+        log.error("items still encoding %g s after the stop: exiting now", STOP_GRACE_S)
+        logging.shutdown()
+        os._exit(EXIT_STUCK_AT_STOP)
+
+    _exit_timer = threading.Timer(STOP_GRACE_S, exit_now)
+    _exit_timer.daemon = True
+    _exit_timer.start()
+
+
+def cancel_exit() -> None:
+    """The batch ended within the grace: the worker stops as usual, committing it."""
+    global _exit_timer
+    if _exit_timer is not None:
+        _exit_timer.cancel()
+        _exit_timer = None
+
+
+#: The exit status of a worker that stopped with a batch still encoding.
+EXIT_STUCK_AT_STOP = 75
 
 
 class OversizedOutput(ValueError):

@@ -12,6 +12,7 @@ which is how a native decoder's crash, or the OOM killer's SIGKILL, looks to the
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Sequence
 
 import faust
@@ -23,6 +24,8 @@ from streams.app import StreamrecApp, build_item_encoder
 from streams.settings import Settings
 
 KILLER = "an item made to kill the worker"
+#: A text the encoder never finishes: a batch stuck in native code, as a SIGTERM finds it.
+HANGER = "an item the encoder never finishes"
 
 
 class SegfaultingText(Encoder[str]):
@@ -34,6 +37,8 @@ class SegfaultingText(Encoder[str]):
     def encode(self, batch: Sequence[str]) -> np.ndarray:
         if any(KILLER in text for text in batch):
             ctypes.string_at(0)  # SIGSEGV
+        if any(HANGER in text for text in batch):
+            threading.Event().wait()  # forever
         return self.real.encode(batch)
 
 

@@ -12,6 +12,7 @@ encoding, whatever its cause: the in-progress marker, the item-by-item retry, th
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -22,12 +23,13 @@ from typing import Any
 import pytest
 
 from streams.admin import produce
+from streams.bounds import EXIT_STUCK_AT_STOP
 from streams.broker import LocalBroker
 from streams.events import DeadLetter
 from streams.poison import MARKER_NAME
 from streams.process import WorkerProcess, settings_env
 from tests.conftest import TopicReader, isolated_settings
-from tests.integration.killer_worker import KILLER
+from tests.integration.killer_worker import HANGER, KILLER
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +100,47 @@ def test_an_item_that_kills_the_worker_is_dead_lettered_as_poison_and_the_rest_s
         # New items after it are encoded in batches again.
         produce(settings, settings.topic_items, [("late", {"item_id": "late", "title": "Late"})])
         worker.wait_until(lambda s: s["items"] >= 9, timeout_s=120, what="a later item")
+    finally:
+        worker.kill()
+
+
+def test_sigterm_stops_a_worker_whose_batch_is_stuck_and_loses_none_of_it(
+    broker: LocalBroker, tmp_path
+) -> None:
+    """Before: encoding ran in asyncio's thread pool and Faust waits for a batch before it
+    stops, so a batch stuck in a read kept the worker alive after SIGTERM, for good. Now
+    the worker exits ``STOP_GRACE_S`` after the stop without committing the batch, and the
+    next start retries it one item at a time: the stuck item ends as ``encode-timeout``,
+    its neighbour is stored."""
+    settings = isolated_settings(broker, tmp_path / "data", partitions=1, encode_batch_window_s=2.0)
+    uploads = [
+        ("stuck", {"item_id": "stuck", "title": HANGER}),
+        ("fine", {"item_id": "fine", "title": "A fine item"}),
+    ]
+    worker = KillerWorkerProcess(settings, settings.data_dir / "worker-1.log")
+    worker.start()
+    try:
+        worker.wait_until(lambda s: True, timeout_s=300, what="web server up")
+        produce(settings, settings.topic_items, uploads)
+        marker = settings.data_dir / MARKER_NAME
+        deadline = time.monotonic() + 120
+        while not marker.exists():  # the batch is being encoded, and never will be
+            assert time.monotonic() < deadline, "the batch never started"
+            time.sleep(0.2)
+        assert worker._process is not None
+        worker._process.send_signal(signal.SIGTERM)
+        assert worker.wait_for_death(timeout_s=120) == EXIT_STUCK_AT_STOP
+        assert len(json.loads(marker.read_text())["suspects"]) == 2
+        # The next start, with a short time bound: nothing of the batch was committed.
+        quick = settings.model_copy(update={"encode_timeout_s": 5.0})
+        worker = KillerWorkerProcess(quick, settings.data_dir / "worker-2.log")
+        worker.start()
+        worker.wait_until(lambda s: s["items"] >= 1, timeout_s=300, what="the neighbour")
+        reader = TopicReader(settings, settings.topic_dead_letters)
+        [(key, value)] = reader.wait_for(lambda messages: len(messages) >= 1, timeout_s=120)
+        reader.close()
+        assert (key, DeadLetter.model_validate_json(value).reason) == ("stuck", "encode-timeout")
+        assert worker.get("/api/items/fine/")["title"] == "A fine item"
     finally:
         worker.kill()
 
