@@ -8,6 +8,7 @@ and transforms are used.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,10 +31,19 @@ class Clip:
         return len(self.samples) / self.sample_rate
 
 
-def decode_audio(data: bytes, max_seconds: float) -> Clip:
+def decode_audio(
+    data: bytes,
+    max_seconds: float,
+    min_rate: int = 1_000,
+    max_rate: int = 192_000,
+    max_channels: int = 16,
+) -> Clip:
     """A mono clip from encoded bytes; refuses corrupt, empty and over-long audio.
 
-    The duration is read from the header before any samples are decoded.
+    Every header field the decoder and the resampler size their work from (sample rate,
+    channels, frames) is checked before any sample is decoded, and samples are decoded in
+    blocks and mixed down as they come, so memory follows the mono samples actually present,
+    never what a header claims.
 
     >>> buffer = io.BytesIO()
     >>> soundfile.write(buffer, np.zeros((800, 2)), 8000, format="WAV")
@@ -43,23 +53,59 @@ def decode_audio(data: bytes, max_seconds: float) -> Clip:
     """
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as file:
-            seconds = file.frames / file.samplerate if file.samplerate else 0.0
+            sample_rate, channels, frames = file.samplerate, file.channels, file.frames
+            if not min_rate <= sample_rate <= max_rate:
+                raise MediaError(
+                    CORRUPT,
+                    f"audio sample rate {sample_rate} Hz is outside {min_rate}..{max_rate} Hz",
+                )
+            if not 1 <= channels <= max_channels:
+                raise MediaError(
+                    CORRUPT, f"audio with {channels} channels: at most {max_channels} are decoded"
+                )
+            seconds = frames / sample_rate
             if seconds > max_seconds:
                 raise MediaError(
                     OVERSIZED,
                     f"audio of {seconds:.1f} s exceeds media_max_audio_seconds={max_seconds:g}",
                 )
-            samples = file.read(dtype="float32", always_2d=True)
-            sample_rate = file.samplerate
+            blocks = [
+                block.mean(axis=1)
+                for block in file.blocks(blocksize=1 << 16, dtype="float32", always_2d=True)
+            ]
     except MediaError:
         raise
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
         raise MediaError(CORRUPT, f"audio cannot be decoded: {error}") from None
+    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
     if samples.shape[0] == 0:
         raise MediaError(CORRUPT, "audio has no samples (truncated or empty file)")
     if not np.isfinite(samples).all():
         raise MediaError(CORRUPT, "audio contains NaN or infinite samples")
-    return Clip(samples.mean(axis=1), sample_rate)
+    return Clip(samples.astype(np.float32, copy=False), sample_rate)
+
+
+#: The largest sinc kernel the resampler may build (rows x taps, float32). torchaudio's
+#: kernel has (target rate / gcd) rows of about (source rate / gcd) taps: two rates with a
+#: small common divisor (44,101 Hz to 16 kHz) would need gigabytes.
+MAX_RESAMPLE_KERNEL = 4_000_000
+
+
+def resample_rate(rate: int, target: int) -> int:
+    """The source rate the resampler is told: ``rate`` itself unless its kernel would be too
+    large, else the nearest multiple of 25 Hz, or of a coarser step where 25 Hz is not
+    enough (every common rate, 11,025 Hz included, is a multiple of 25; the pitch moves by
+    under 1.3 % at 1 kHz and far less above).
+
+    >>> resample_rate(44_100, 16_000), resample_rate(44_101, 16_000), resample_rate(8_000, 16_000)
+    (44100, 44100, 8000)
+    """
+    for step in (1, 25, 50, 100, 200, 400, 800, 1600):
+        told = max(step, round(rate / step) * step)
+        divisor = math.gcd(told, target)
+        if (target // divisor) * (told // divisor + 64) <= MAX_RESAMPLE_KERNEL:
+            return told
+    return target
 
 
 class LogMelAudioEncoder(Encoder[Clip]):
@@ -105,7 +151,8 @@ class LogMelAudioEncoder(Encoder[Clip]):
 
         waveform = torch.from_numpy(np.ascontiguousarray(clip.samples, dtype=np.float32))
         if clip.sample_rate != self.SAMPLE_RATE:
-            waveform = F.resample(waveform, clip.sample_rate, self.SAMPLE_RATE)
+            rate = resample_rate(clip.sample_rate, self.SAMPLE_RATE)
+            waveform = F.resample(waveform, rate, self.SAMPLE_RATE)
         if len(waveform) < self.MIN_SAMPLES:  # a click-length clip: pad with silence
             waveform = torch.nn.functional.pad(waveform, (0, self.MIN_SAMPLES - len(waveform)))
         starts = range(0, len(waveform), self.window)

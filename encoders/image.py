@@ -23,7 +23,7 @@ SIZE = 224
 CROP_PADDING = 32
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int, max_side: int = 20_000) -> Image.Image:
     """An upright RGB image from encoded bytes; refuses corrupt files and decompression bombs.
 
     The pixel count is read from the header and checked *before* the pixels are decoded,
@@ -42,6 +42,10 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
+            if not (0 < width <= max_side and 0 < height <= max_side):
+                raise MediaError(
+                    OVERSIZED, f"image of {width}x{height}: each side must be 1..{max_side:,}"
+                )
             if width * height > max_pixels:
                 raise MediaError(
                     OVERSIZED,
@@ -56,7 +60,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise MediaError(OVERSIZED, f"image refused as a decompression bomb: {error}") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise MediaError(CORRUPT, f"image cannot be decoded: {error}") from None
 
 

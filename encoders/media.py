@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import ipaddress
+import os
 import socket
+import stat
+import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,6 +88,11 @@ class MediaPolicy:
     max_bytes: int = 20_000_000
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 600.0
+    #: Header fields a decoder or resampler sizes its buffers from, bounded before decoding.
+    max_image_side: int = 20_000
+    min_audio_sample_rate: int = 1_000
+    max_audio_sample_rate: int = 192_000
+    max_audio_channels: int = 16
     allowed_schemes: Sequence[str] = ("data", "file", "http", "https")
     allowed_dirs: Sequence[Path] = ()
     allowed_hosts: Sequence[str] = ()
@@ -125,7 +134,13 @@ class MediaFetcher:
         if data is not None:
             content = self._inline(data)
         elif uri is not None:
-            content = self._from_uri(uri)
+            try:
+                content = self._from_uri(uri)
+            except MediaError:
+                raise
+            except (ValueError, UnicodeError) as error:
+                # e.g. a NUL byte or a lone surrogate in the path: the OS cannot name it.
+                raise MediaError(DISALLOWED, f"not a usable URI ({error}): {uri[:200]!r}") from None
         else:
             raise MediaError(CORRUPT, "a media reference needs a 'uri' or inline 'data'")
         self._check_kind(modality, content, mime)
@@ -167,18 +182,52 @@ class MediaFetcher:
                 DISALLOWED, "file:// URIs are disabled: add the directory to media_allowed_dirs"
             )
         # Resolve symlinks and '..' before the check, so neither can step outside.
-        path = Path(urllib.parse.unquote(parsed.path)).resolve()
+        path = Path(urllib.parse.unquote(parsed.path, errors="strict")).resolve()
         if not any(path.is_relative_to(root) for root in self.policy._resolved_dirs):
             raise MediaError(
                 DISALLOWED, f"{path} is outside media_allowed_dirs {list(self.policy.allowed_dirs)}"
             )
+        return self._read_regular_file(path)
+
+    def _read_regular_file(self, path: Path) -> bytes:
+        """Only a regular file is read: a FIFO or a device could block a thread for good or
+        never end. Opened non-blocking and checked on the open descriptor (no race with a
+        rename), then read up to ``max_bytes`` within ``read_timeout_s``."""
         try:
-            size = path.stat().st_size
-            if size > self.policy.max_bytes:
-                raise self._oversized(size)
-            return path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as error:
             raise MediaError(UNREACHABLE, f"cannot read {path}: {error.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise MediaError(DISALLOWED, f"{path} is not a regular file: only files are read")
+            if info.st_size > self.policy.max_bytes:
+                raise self._oversized(info.st_size)
+            deadline = time.monotonic() + self.policy.read_timeout_s
+            chunks, received = [], 0
+            while True:
+                if time.monotonic() > deadline:
+                    raise MediaError(
+                        UNREACHABLE,
+                        f"reading {path} took over media_read_timeout_s="
+                        f"{self.policy.read_timeout_s:g}",
+                    )
+                try:
+                    chunk = os.read(fd, 1 << 20)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                    continue
+                if not chunk:
+                    return b"".join(chunks)
+                received += len(chunk)
+                if received > self.policy.max_bytes:  # the file grew while being read
+                    raise self._oversized(received)
+                chunks.append(chunk)
+        except OSError as error:
+            reason = DISALLOWED if error.errno == errno.EISDIR else UNREACHABLE
+            raise MediaError(reason, f"cannot read {path}: {error.strerror}") from None
+        finally:
+            os.close(fd)
 
     def _download(self, uri: str, parsed: urllib.parse.SplitResult, port: int | None) -> bytes:
         host = (parsed.hostname or "").lower()

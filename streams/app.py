@@ -32,7 +32,13 @@ from encoders.fusion import (
 )
 from encoders.learned_fusion import LearnedFusion
 from encoders.media import MediaError, MediaFetcher, MediaPolicy
-from encoders.multimodal import EncodedItem, ItemContent, MediaSource, MultimodalEncoder
+from encoders.multimodal import (
+    EncodedItem,
+    ItemContent,
+    MediaSource,
+    MultimodalEncoder,
+    internal_error,
+)
 from models.hybrid import CF, CONTENT, HybridRecommender, Recommendation, UnknownItemError
 from models.signals import signal_weight
 from models.user_state import UserState
@@ -41,6 +47,21 @@ from models.vector_store import (
     StoredItem,
     VectorStore,
     open_vector_store,
+)
+from streams.bounds import (
+    MAX_ERROR_CHARS,
+    NonFiniteState,
+    OversizedOutput,
+    bounded_weight,
+    cancel_exit,
+    check_size,
+    clip,
+    clip_key,
+    exit_after_grace,
+    in_daemon_thread,
+    key_too_long,
+    require_finite,
+    usable_ts,
 )
 from streams.committed_seek import install_full_seek_to_committed
 from streams.delivery_watchdog import DeliveryWatchdog
@@ -63,6 +84,7 @@ from streams.group_membership import install_leave_on_stop
 from streams.metrics import WorkerMetrics
 from streams.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
 from streams.paused_poll import install_poll_while_paused
+from streams.poison import PoisonGuard, Position
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
 from streams.web import install_views
@@ -90,19 +112,23 @@ def parse(model: type[ItemUpload] | type[Interaction], raw: bytes | None, key: s
     """Decode and validate one message whose key must equal its id field."""
     if raw is None:
         raise Rejected("schema", "empty message value: send a JSON object")
+    too_long = key_too_long(key)
+    if too_long is not None:
+        raise Rejected("key-oversized", too_long)
     try:
         value = model.model_validate_json(raw)
     except ValidationError as error:
         invalid_json = any(e["type"] == "json_invalid" for e in error.errors())
         if invalid_json:
-            raise Rejected("invalid-json", f"not valid JSON: {error.errors()[0]['msg']}") from None
-        raise Rejected("schema", describe_validation_error(error)) from None
+            message = clip(error.errors()[0]["msg"])
+            raise Rejected("invalid-json", f"not valid JSON: {message}") from None
+        raise Rejected("schema", clip(describe_validation_error(error), MAX_ERROR_CHARS)) from None
     id_field = "item_id" if model is ItemUpload else "user_id"
     expected = getattr(value, id_field)
     if key is not None and key != expected:
         raise Rejected(
             "key-mismatch",
-            f"message key {key!r} differs from {id_field} {expected!r}: "
+            f"message key {clip(key)!r} differs from {id_field} {expected!r}: "
             f"produce with key={id_field}",
         )
     return value
@@ -140,6 +166,7 @@ class StreamrecApp:
         #: acknowledged: durable in item-updates, so no longer kept to be re-sent.
         self.acked_changes: set[tuple[int, int]] = set()
         self.fusion_path = settings.data_dir / "fusion" / "learned.pt"
+        self.poison = PoisonGuard(settings.data_dir)
         self.app = self._create_faust_app()
         self.replica = ItemSideReplica(settings, self.hybrid, self.store, self.metrics)
         self.app.add_dependency(self.replica)
@@ -192,6 +219,9 @@ class StreamrecApp:
             web_bind=s.web_host,
             web_port=s.web_port,
             web_in_thread=False,
+            # Faust's own views would serve any user's whole stored state (/table/...).
+            web_tables_enabled=False,
+            web_graph_enabled=False,
             producer_acks=-1,
         )
 
@@ -266,11 +296,14 @@ class StreamrecApp:
             return []
 
     async def ingest_batch(self, events: Sequence[EventT | CaughtUp]) -> None:
-        """Validate, fetch and encode (in threads: I/O and torch release the GIL), then
+        """Validate, fetch and encode (in a thread: I/O and torch release the GIL), then
         publish each encoded item to item-updates, from which every worker's replica
         stores it (``streams/replica.py``).
 
-        An item whose media fails is dead-lettered alone; the rest of the batch is stored.
+        Every record ends stored or dead-lettered, alone: an item whose media fails, or
+        that fails in any unforeseen way, is dead-lettered and the rest of the batch is
+        stored. A batch runs under the poison guard (``streams/poison.py``) and a time
+        bound; one that overruns it is encoded again one item at a time.
         """
         uploads: dict[str, tuple[ItemUpload, EventT | CaughtUp]] = {}
         for event in events:
@@ -279,30 +312,115 @@ class StreamrecApp:
             except Rejected as rejected:
                 await self.dead_letter(event, rejected)
                 continue
-            uploads[upload.item_id] = (upload, event)  # a later upload in the batch wins
-        if not uploads:
-            return
-        contents = [content_of(upload) for upload, _ in uploads.values()]
-        started = time.perf_counter()
-        results = await asyncio.to_thread(self.encoder.encode, contents)
-        encoded_s = time.perf_counter() - started
-        stored = 0
-        for (upload, event), result in zip(uploads.values(), results, strict=True):
-            if isinstance(result, MediaError):
-                await self.dead_letter(event, Rejected(result.reason, result.message))
+            except Exception as error:  # a parser's own failure: this record alone
+                await self.dead_letter(event, _internal(error))
                 continue
-            await self.publish_item(stored_item(upload, result, self.encoder.fusion.version))
-            stored += 1
+            uploads[upload.item_id] = (upload, event)  # a later upload in the batch wins
+        batch: list[tuple[ItemUpload, EventT | CaughtUp]] = []
+        alone: list[tuple[ItemUpload, EventT | CaughtUp]] = []
+        for upload, event in uploads.values():
+            position = _position(event)
+            if self.poison.is_poison(position):
+                await self.dead_letter(
+                    event,
+                    Rejected(
+                        "poison",
+                        "the worker died while encoding this item alone, after dying on its "
+                        "batch: it is not encoded again",
+                    ),
+                )
+                self.poison.dismiss(position)
+            elif self.poison.is_suspect(position):
+                alone.append((upload, event))
+            else:
+                batch.append((upload, event))
+        started = time.perf_counter()
+        stored = 0
+        if batch:
+            try:
+                with self.poison.batch(_position(event) for _, event in batch):
+                    results = await self._encode([upload for upload, _ in batch])
+                stored += await self._publish_results(batch, results)
+            except TimeoutError:
+                log.warning(
+                    "a batch of %d items overran encode_timeout_s=%g: encoding them one at a time",
+                    len(batch),
+                    self.settings.encode_timeout_s,
+                )
+                alone += batch
+        for upload, event in alone:
+            with self.poison.alone(_position(event)):
+                try:
+                    results = await self._encode([upload])
+                except TimeoutError:
+                    await self.dead_letter(
+                        event,
+                        Rejected(
+                            "encode-timeout",
+                            f"encoding this item alone took over encode_timeout_s="
+                            f"{self.settings.encode_timeout_s:g}",
+                        ),
+                    )
+                    continue
+            stored += await self._publish_results([(upload, event)], results)
+        if not batch and not alone:
+            return
+        encoded_s = time.perf_counter() - started
         self.metrics.processed[self.settings.topic_items] += stored
-        self.metrics.encode_batch_size.observe(len(contents))
+        self.metrics.encode_batch_size.observe(len(batch) + len(alone))
         self.metrics.encode_seconds.observe(encoded_s)
         log.info(
-            "items: %d of %d encoded; fetch+decode+encode %.3f s, publish %.3f s",
+            "items: %d of %d stored in %.3f s (fetch, decode, encode, publish)",
             stored,
             len(events),
             encoded_s,
-            time.perf_counter() - started - encoded_s,
         )
+
+    async def _encode(self, uploads: list[ItemUpload]) -> list[EncodedItem | MediaError]:
+        """The encoder's results for ``uploads``, one per upload, within ``encode_timeout_s``
+        (TimeoutError otherwise). If the encoder raises, the uploads are encoded again one
+        at a time, so the exception becomes the ``internal-error`` of its own item only."""
+        contents = [content_of(upload) for upload in uploads]
+        encoding = asyncio.ensure_future(
+            in_daemon_thread(partial(self.encoder.encode, contents), self.settings.encode_timeout_s)
+        )
+        try:
+            while True:  # returns as soon as the encoding ends; looks at a stop twice a second
+                done, _ = await asyncio.wait({encoding}, timeout=0.5)
+                if done:
+                    cancel_exit()
+                    return encoding.result()
+                if self.app.should_stop:
+                    exit_after_grace(len(uploads))
+        except TimeoutError:
+            raise
+        except Exception as error:
+            if len(uploads) == 1:
+                return [internal_error(error)]
+            # Found item by item: only the item that fails is lost.
+            return [(await self._encode([upload]))[0] for upload in uploads]
+
+    async def _publish_results(
+        self,
+        batch: list[tuple[ItemUpload, EventT | CaughtUp]],
+        results: list[EncodedItem | MediaError],
+    ) -> int:
+        stored = 0
+        for (upload, event), result in zip(batch, results, strict=True):
+            if isinstance(result, MediaError):
+                await self.dead_letter(event, Rejected(result.reason, result.message))
+                continue
+            try:
+                await self.publish_item(stored_item(upload, result, self.encoder.fusion.version))
+            except OversizedOutput as error:
+                await self.dead_letter(event, Rejected("output-oversized", str(error)))
+                continue
+            except Exception as error:
+                log.exception("item %s could not be published", clip(upload.item_id))
+                await self.dead_letter(event, _internal(error))
+                continue
+            stored += 1
+        return stored
 
     async def publish_item(self, item: StoredItem) -> None:
         record = ItemRecord(
@@ -405,8 +523,8 @@ class StreamrecApp:
             return
         state = self.hybrid.load_state(entry.get("state", {}))
         previous = state.history.recent[-1][0] if state.history.recent else None
-        weight = signal_weight(interaction.kind.value, interaction.value)
-        ts = interaction.ts.timestamp()
+        weight = bounded_weight(signal_weight(interaction.kind.value, interaction.value))
+        ts = usable_ts(self.hybrid, interaction.ts.timestamp())
         try:
             changes = self.hybrid.learn_one(
                 user_id, state, interaction.event_id, interaction.item_id, weight, ts
@@ -430,6 +548,11 @@ class StreamrecApp:
             changes=changes,
             user_steps=self.hybrid.item_dependent_steps(state),
         )
+        try:  # the invariant at every state write: no NaN or infinity is ever stored
+            require_finite(changes, "the item changes")
+            require_finite(self.hybrid.dump_state(state), "the user state")
+        except NonFiniteState as error:
+            raise Rejected("non-finite", str(error)) from None
         self.replica.apply_local(update)
         if weight > 0 and previous is not None:
             previous_id = self.hybrid.catalog.ids[previous]
@@ -521,31 +644,51 @@ class StreamrecApp:
         }
 
     async def dead_letter(self, event: EventT | CaughtUp, rejected: Rejected) -> None:
+        """Send the record's dead letter, bounded whatever the record: the raw value cut to
+        ``MAX_RAW_CHARS`` with its size stated, the key and the error text cut too."""
         message = event.message
         raw = event.value if isinstance(event.value, bytes) else b""
+        key = clip_key(_key(event))
+        error = clip(rejected.error, MAX_ERROR_CHARS)
         letter = DeadLetter(
             source_topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            key=_key(event),
+            key=key,
             reason=rejected.reason,
-            error=rejected.error,
+            error=error,
             raw=raw[:MAX_RAW_CHARS].decode("utf-8", errors="replace"),
+            raw_bytes=len(raw),
             failed_at=datetime.now(UTC),
         )
         log.warning(
-            "dead letter from %s[%s]@%s: %s",
+            "dead letter from %s[%s]@%s (%s): %s",
             message.topic,
             message.partition,
             message.offset,
-            rejected.error,
+            rejected.reason,
+            clip(error),
         )
+        await self._send(self.dead_letters_topic, key, letter.to_bytes())
         self.metrics.dead_letters[rejected.reason] += 1
-        await self._send(self.dead_letters_topic, _key(event), letter.to_bytes())
 
     async def _send(self, topic: faust.TopicT, key: str | None, value: bytes) -> asyncio.Future:
-        """Queue a message; the returned future completes when the broker acknowledges it."""
-        return await topic.send(key=key.encode() if key is not None else None, value=value)
+        """Queue a message; the returned future completes when the broker acknowledges it.
+
+        Raises ``OversizedOutput`` before sending a record the producer would refuse (the
+        refusal would crash the agent and lose the records batched with it)."""
+        encoded_key = key.encode() if key is not None else None
+        check_size(encoded_key, value, self.app.conf.producer_max_request_size)
+        return await topic.send(key=encoded_key, value=value)
+
+
+def _position(event: EventT | CaughtUp) -> Position:
+    message = event.message
+    return message.topic, message.partition, message.offset
+
+
+def _internal(error: BaseException) -> Rejected:
+    return Rejected("internal-error", clip(f"{type(error).__name__}: {error}", MAX_ERROR_CHARS))
 
 
 def _key(event: EventT | CaughtUp) -> str | None:
@@ -571,6 +714,10 @@ def build_item_encoder(settings: Settings) -> MultimodalEncoder:
         max_bytes=s.media_max_bytes,
         max_image_pixels=s.media_max_image_pixels,
         max_audio_seconds=s.media_max_audio_seconds,
+        max_image_side=s.media_max_image_side,
+        min_audio_sample_rate=s.media_min_audio_sample_rate,
+        max_audio_sample_rate=s.media_max_audio_sample_rate,
+        max_audio_channels=s.media_max_audio_channels,
         allowed_schemes=tuple(s.media_allowed_schemes),
         allowed_dirs=tuple(s.media_allowed_dirs),
         allowed_hosts=tuple(h.lower() for h in s.media_allowed_hosts),

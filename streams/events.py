@@ -7,6 +7,7 @@ the field instead of a silently ignored value.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -27,6 +28,37 @@ Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 
 #: An event more than this far in the future is a producer's clock or unit error.
 MAX_CLOCK_SKEW = timedelta(days=1)
+#: An interaction's ``value`` (a rating, a watch fraction) beyond this is a producer's error;
+#: its square must stay finite in every learner.
+MAX_INTERACTION_VALUE = 1e6
+#: Item metadata: nested at most this deep, at most this large as JSON. Deeper values
+#: could not be stored or read back by the vector store (recursion limits).
+MAX_METADATA_DEPTH = 8
+MAX_METADATA_BYTES = 16_384
+#: A media URI longer than this is refused (browsers stop near 2,000).
+MAX_URI_CHARS = 4_096
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (a scalar is 0), counted up to ``limit + 1`` and no further,
+    iteratively: a value of any depth is measured without recursion.
+
+    >>> json_depth({"a": [1, {"b": 2}]}, 10), json_depth([[[[]]]], 2)
+    (3, 3)
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend(
+                (child, depth) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
 
 
 class Event(BaseModel):
@@ -39,9 +71,9 @@ class Event(BaseModel):
 class MediaRef(Event):
     """A media file by reference (``uri``) or inline (base64 ``data`` with its ``mime``)."""
 
-    uri: str | None = None
+    uri: str | None = Field(default=None, max_length=MAX_URI_CHARS)
     data: str | None = None
-    mime: str | None = None
+    mime: str | None = Field(default=None, max_length=255)
 
     @model_validator(mode="after")
     def _one_source(self) -> MediaRef:
@@ -61,6 +93,20 @@ class ItemUpload(Event):
     audio: MediaRef | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        depth = json_depth(metadata, MAX_METADATA_DEPTH)
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels: flatten it")
+        size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata of {size:,} bytes of JSON exceeds {MAX_METADATA_BYTES:,}: "
+                "keep large data elsewhere and link to it"
+            )
+        return metadata
 
     @model_validator(mode="after")
     def _not_empty(self) -> ItemUpload:
@@ -94,6 +140,8 @@ class Interaction(Event):
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("value must be a finite number")
+        if value is not None and abs(value) > MAX_INTERACTION_VALUE:
+            raise ValueError(f"value must be within +-{MAX_INTERACTION_VALUE:g}")
         return value
 
     @field_validator("ts")
@@ -182,8 +230,10 @@ class DeadLetter(Event):
     key: str | None
     reason: str
     error: str
+    #: The offending value, cut to ``MAX_RAW_CHARS``; ``raw_bytes`` is its original size.
     raw: str
     failed_at: datetime
+    raw_bytes: int | None = None
 
 
 #: Dead-letter payloads keep at most this much of the offending value.

@@ -12,6 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from streams.settings import Settings
 
 
@@ -19,7 +21,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process the same settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump(mode="json", exclude_none=True).items():
-        if name in ("sasl_password", "qdrant_api_key"):
+        if isinstance(getattr(settings, name), SecretStr):
             value = getattr(settings, name).get_secret_value()
         # Lists and mappings travel as JSON, which pydantic-settings reads back.
         env[f"STREAMREC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)

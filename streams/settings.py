@@ -8,13 +8,14 @@ deployment can keep a shared file and override one value per worker. See
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import socket
 import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +26,20 @@ from pydantic_settings import (
 from models.hybrid import HYBRID_WEIGHTS
 
 CONFIG_FILE_ENV = "STREAMREC_CONFIG"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a web server bound to ``host`` is reachable from this machine only.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -110,6 +125,9 @@ class Settings(BaseSettings):
     encode_batch_size: int = Field(default=32, ge=1)
     encode_batch_window_s: float = Field(default=0.1, gt=0)
     torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default")
+    #: A batch not encoded within this is encoded again one item at a time, and an item
+    #: not encoded alone within it is dead-lettered (encode-timeout).
+    encode_timeout_s: float = Field(default=120.0, gt=0)
 
     # Fusion of an item's modality vectors into its "content" vector.
     fusion: Literal["average", "weighted", "learned"] = "average"
@@ -124,6 +142,11 @@ class Settings(BaseSettings):
     media_max_bytes: int = Field(default=20_000_000, ge=1)
     media_max_image_pixels: int = Field(default=40_000_000, ge=1)
     media_max_audio_seconds: float = Field(default=600.0, gt=0)
+    #: Header fields checked before decoding: what decoders and the resampler size from.
+    media_max_image_side: int = Field(default=20_000, ge=1)
+    media_min_audio_sample_rate: int = Field(default=1_000, ge=1)
+    media_max_audio_sample_rate: int = Field(default=192_000, ge=1)
+    media_max_audio_channels: int = Field(default=16, ge=1)
     media_allowed_schemes: list[Literal["data", "file", "http", "https"]] = Field(
         default_factory=lambda: ["data", "file", "http", "https"]
     )
@@ -136,6 +159,8 @@ class Settings(BaseSettings):
     # Worker web server (stats and health; used by the demo to see when items are in).
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    #: Bearer token that HTTP writes need when web_host is beyond loopback (required then).
+    api_token: SecretStr | None = None
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -148,6 +173,15 @@ class Settings(BaseSettings):
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError(f"{info.field_name} must be >= 0 with at least one > 0")
         return weights
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> Settings:
+        if not is_loopback(self.web_host) and self.api_token is None:
+            raise ValueError(
+                f"api_token must be set when web_host={self.web_host!r} listens beyond "
+                "loopback (STREAMREC_API_TOKEN): HTTP writes need it"
+            )
+        return self
 
     @property
     def uses_local_broker(self) -> bool:

@@ -8,12 +8,16 @@ that owns the user's partition (``table_route``); the other views answer locally
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from faust.web import View
 from pydantic import ValidationError
 
+from streams.bounds import MAX_ERROR_CHARS, clip
 from streams.events import Interaction, describe_validation_error
 from streams.metrics import CONTENT_TYPE
 
@@ -60,6 +64,9 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {"content": {"application/json": {}}, "required": True},
                 "responses": {
                     "202": _json_response("queued on the interactions topic"),
+                    "401": _json_response("api_token set and no Authorization: Bearer <token>"),
+                    "403": _json_response("an Origin other than the worker's own"),
+                    "415": _json_response("a Content-Type other than application/json"),
                     "422": _json_response("not a valid Interaction: the field and the fix"),
                 },
             }
@@ -94,6 +101,40 @@ OPENAPI: dict[str, Any] = {
 }
 
 
+def write_refusal(
+    headers: Mapping[str, str], host: str, token: str | None
+) -> tuple[int, str] | None:
+    """Why an HTTP write is refused (status, message), or None to accept it.
+
+    A web page on another site can make a browser send a "simple" cross-origin POST
+    (``text/plain``, no preflight) with the user's network position: writes must be JSON,
+    and a request whose ``Origin`` is not this worker's own is refused. When a token is
+    configured, writes must carry it as ``Authorization: Bearer <token>``.
+
+    >>> write_refusal({"Content-Type": "application/json"}, "w:6066", None) is None
+    True
+    >>> write_refusal({"Content-Type": "text/plain"}, "w:6066", None)[0]
+    415
+    >>> write_refusal({"Content-Type": "application/json", "Origin": "http://evil.example"},
+    ...               "w:6066", None)[0]
+    403
+    >>> write_refusal({"Content-Type": "application/json"}, "w:6066", "s3cret")[0]
+    401
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    media_type = lowered.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        return 415, "send the body as JSON with Content-Type: application/json"
+    origin = lowered.get("origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        return 403, "cross-origin writes are refused: call the API from its own origin"
+    if token is not None:
+        given = lowered.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return 401, "writes need the header Authorization: Bearer <api_token>"
+    return None
+
+
 DASHBOARD = resources.files("streams").joinpath("dashboard.html").read_text()
 
 
@@ -116,6 +157,8 @@ def readiness(streamrec: StreamrecApp) -> tuple[bool, str]:
 
 def install_views(streamrec: StreamrecApp) -> None:
     app, store, metrics = streamrec.app, streamrec.store, streamrec.metrics
+    api_token = streamrec.settings.api_token
+    token = api_token.get_secret_value() if api_token is not None else None
 
     @app.page("/streamrec/stats/")
     async def stats(view: Any, request: Any) -> Any:
@@ -177,10 +220,15 @@ def install_views(streamrec: StreamrecApp) -> None:
     @app.page("/api/interactions/")
     class Interactions(View):
         async def post(self, request: Any) -> Any:
+            refused = write_refusal(request.headers, request.host, token)
+            if refused is not None:
+                status, why = refused
+                return self.json({"error": why}, status=status)
             try:
                 event = Interaction.model_validate_json(await request.read())
             except ValidationError as error:
-                return self.json({"error": describe_validation_error(error)}, status=422)
+                why = clip(describe_validation_error(error), MAX_ERROR_CHARS)
+                return self.json({"error": why}, status=422)
             await streamrec.interactions_topic.send(
                 key=event.user_id.encode(), value=event.model_dump_json().encode()
             )

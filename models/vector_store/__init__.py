@@ -10,6 +10,7 @@ from models.vector_store.base import (
     Hit,
     IncompatibleStoreError,
     StoredItem,
+    UnreadableStoreError,
     VectorStore,
     point_id,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "IncompatibleStoreError",
     "QdrantServerStore",
     "StoredItem",
+    "UnreadableStoreError",
     "VectorStore",
     "open_vector_store",
     "point_id",

@@ -24,6 +24,11 @@ class IncompatibleStoreError(RuntimeError):
     other encoders) than the store was opened with."""
 
 
+class UnreadableStoreError(IncompatibleStoreError):
+    """The stored collection cannot be read back (damaged files): it is rebuilt like an
+    incompatible one, from the item-updates topic it is derived from."""
+
+
 @functools.lru_cache(maxsize=1 << 20)  # a user's seen items are excluded on every query
 def point_id(item_id: str) -> str:
     """The stable Qdrant point id of an item id.

@@ -13,6 +13,7 @@ from models.vector_store.base import (
     Distance,
     Hit,
     StoredItem,
+    UnreadableStoreError,
     VectorStore,
     hit_of,
     point_id,
@@ -62,24 +63,39 @@ class EdgeVectorStore(VectorStore):
         return self._shard
 
     def start(self) -> None:
+        """Open the shard, or create it. A shard that cannot be opened (a write-ahead log
+        cut by a crash, a damaged segment) raises ``UnreadableStoreError``: the store is
+        derived, so the caller rebuilds it (``reset``) rather than failing to start."""
         if self._shard is not None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        if (self.path / "edge_config.json").exists():
-            try:
+        exists = (self.path / "edge_config.json").exists()
+        try:
+            if exists:
                 self._shard = qe.EdgeShard.load(str(self.path), self._config())
-            except Exception as error:
-                if "incompatible" not in str(error):
-                    raise
+            else:
+                self._shard = qe.EdgeShard.create(str(self.path), self._config())
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt | SystemExit):
+                raise
+            if exists and "incompatible" in str(error):
                 raise self._incompatible(f"in {self.path}", error) from error
-        else:
-            self._shard = qe.EdgeShard.create(str(self.path), self._config())
+            # A Rust panic reaches Python as a BaseException (pyo3's PanicException).
+            raise UnreadableStoreError(
+                f"the vector store in {self.path} cannot be opened "
+                f"({type(error).__name__}: {str(error)[:300]})"
+            ) from error
 
     def reset(self) -> None:
+        """Move the shard aside (the last one moved aside is kept, for a post-mortem) and
+        start an empty one."""
         if self._shard is not None:
             self._shard.close()
             self._shard = None
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.path.exists():
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            shutil.rmtree(aside, ignore_errors=True)
+            self.path.rename(aside)
         self.start()
 
     def stop(self) -> None:

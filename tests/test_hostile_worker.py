@@ -1,0 +1,577 @@
+"""Hostile records through the worker's own handlers (``StreamrecApp.ingest_batch``,
+``dead_letter``, ``handle_interaction``) with the real encoder and the real embedded
+store; only the broker is replaced, by a list of what would have been sent.
+
+Issue 16, classes 2 to 6: one bad item loses no neighbour, every output is bounded, no
+NaN or infinity enters stored state, an unreadable store is rebuilt, metadata that could
+not be read back is refused, HTTP writes check who writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from encoders.audio import LogMelAudioEncoder
+from encoders.base import Encoder
+from encoders.fusion import AverageFusion, ModalityProjection
+from encoders.media import MediaFetcher, MediaPolicy
+from encoders.multimodal import MultimodalEncoder
+from encoders.text import MiniLMTextEncoder
+from models.vector_store import EdgeVectorStore, StoredItem, UnreadableStoreError
+from streams.app import Rejected, StreamrecApp, parse
+from streams.bounds import MAX_KEY_BYTES, require_finite
+from streams.events import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    DeadLetter,
+    Interaction,
+    ItemRecord,
+    ItemUpload,
+    Recommendations,
+)
+from streams.poison import PoisonGuard
+from streams.settings import Settings
+from streams.web import write_refusal
+
+SUFFOCATING = "a text this encoder cannot take"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class DefectiveText(Encoder[str]):
+    """MiniLM, with a bug that raises on one text: what an encoder's own failure looks
+    like to the worker (the component under test is the worker's isolation, not this)."""
+
+    modality = "text"
+
+    def __init__(self, real: MiniLMTextEncoder) -> None:
+        self.real = real
+        self.dim = real.dim
+
+    def encode(self, batch: Any) -> np.ndarray:
+        if any(SUFFOCATING in text for text in batch):
+            raise RuntimeError("the encoder's own bug")
+        return self.real.encode(batch)
+
+
+@pytest.fixture(scope="module")
+def text_encoder() -> MiniLMTextEncoder:
+    return MiniLMTextEncoder(threads=1)
+
+
+def encoder_of(text: Encoder[str], policy: MediaPolicy) -> MultimodalEncoder:
+    audio = LogMelAudioEncoder(threads=1)
+    projection = ModalityProjection({"text": 384, "audio": audio.dim}, common_dim=384)
+    return MultimodalEncoder(text, AverageFusion(projection), MediaFetcher(policy), audio=audio)
+
+
+class Worker:
+    """The worker's handlers, with each topic's ``send`` writing to a list. The worker's
+    own ``_send`` (with its size check) still runs."""
+
+    def __init__(self, encoder: MultimodalEncoder, data_dir: Path, **overrides: Any) -> None:
+        self.app = StreamrecApp(Settings(data_dir=data_dir, **overrides), encoder)
+        self.app.store.start()
+        self.app.users = {}  # type: ignore[assignment]
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        for topic in (
+            self.app.item_updates_topic,
+            self.app.dead_letters_topic,
+            self.app.recommendations_topic,
+        ):
+            topic.send = self._capture(topic.get_topic_name())  # type: ignore[method-assign]
+
+    def _capture(self, name: str) -> Any:
+        async def send(key: bytes | None, value: bytes) -> asyncio.Future:
+            self.sent.append((name, key, value))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        return send
+
+    def on(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        return [(k, v) for name, k, v in self.sent if name == topic]
+
+    def letters(self) -> list[DeadLetter]:
+        topic = self.app.settings.topic_dead_letters
+        return [DeadLetter.model_validate_json(v) for _, v in self.on(topic)]
+
+    def records(self) -> list[ItemRecord]:
+        topic = self.app.settings.topic_item_updates
+        return [ItemRecord.model_validate_json(v) for _, v in self.on(topic)]
+
+
+def event(topic: str, offset: int, key: bytes | None, value: bytes) -> SimpleNamespace:
+    message = SimpleNamespace(topic=topic, partition=offset % 2, offset=offset, timestamp=None)
+    return SimpleNamespace(key=key, value=value, message=message)
+
+
+def upload(item_id: str, **fields: Any) -> bytes:
+    return json.dumps({"item_id": item_id, "title": f"Item {item_id}", **fields}).encode()
+
+
+# -- one bad item loses no neighbour ----------------------------------------------------
+
+
+def test_every_record_of_a_hostile_batch_is_stored_or_dead_lettered_alone(
+    text_encoder: MiniLMTextEncoder, tmp_path: Path
+) -> None:
+    """The issue's batch: a NUL byte in a media path, beside good items. Before, the
+    MediaPolicy's ValueError lost the whole batch with its offsets committed."""
+    media = tmp_path / "media"
+    media.mkdir()
+    os.mkfifo(media / "pipe.wav")
+    worker = Worker(
+        encoder_of(DefectiveText(text_encoder), MediaPolicy(allowed_dirs=(media,))),
+        tmp_path / "data",
+    )
+    topic = worker.app.settings.topic_items
+    deep = b'{"item_id": "deep", "title": "t", "metadata": {"a": ' + b"[" * 150 + b"]" * 150
+    hostile: list[tuple[bytes, bytes]] = [
+        (b"nul", upload("nul", audio={"uri": f"file://{media}/a\x00b.wav"})),
+        (b"fifo", upload("fifo", audio={"uri": f"file://{media}/pipe.wav"})),
+        (b"bug", upload("bug", text=SUFFOCATING)),
+        (b"deep", deep + b"}}"),
+        (b"k" * 600_000, upload("long-key")),  # over the producer's limit once echoed
+        (b"garbage", b"\xff\x00 not json"),
+    ]
+
+    def distinct(n: int, key: bytes, value: bytes) -> SimpleNamespace:
+        """The n-th hostile record, with an item id of its own (a later upload of the
+        same id in a batch supersedes an earlier one)."""
+        if key in (b"nul", b"fifo", b"bug", b"deep"):
+            own = str(n).encode() + key
+            value = value.replace(b'"item_id": "' + key + b'"', b'"item_id": "' + own + b'"')
+            key = own
+        return event(topic, n, key, value)
+
+    events = [
+        distinct(n, *hostile[n // 2 % len(hostile)])
+        if n % 2
+        else event(topic, n, f"good-{n}".encode(), upload(f"good-{n}"))
+        for n in range(28)
+    ]
+    asyncio.run(worker.app.ingest_batch(events))  # type: ignore[arg-type]
+
+    stored = {record.item_id for record in worker.records()}
+    letters = worker.letters()
+    assert stored == {f"good-{n}" for n in range(0, 28, 2)}
+    assert sorted(letter.offset for letter in letters) == list(range(1, 28, 2))
+    assert {letter.reason for letter in letters} == {
+        "media-disallowed-uri",  # the NUL byte, and the FIFO (not a regular file)
+        "internal-error",  # the encoder's bug, pinned on its own item
+        "schema",  # metadata 150 levels deep
+        "key-oversized",
+        "invalid-json",
+    }
+    for key, value in worker.on(worker.app.settings.topic_dead_letters):
+        assert key is None or len(key) <= MAX_KEY_BYTES
+        assert len(value) < 64_000
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw_size=st.integers(0, 3_000_000),
+    key_size=st.integers(0, 2_000_000),
+    error_size=st.integers(0, 2_000_000),
+)
+def test_a_dead_letter_is_bounded_whatever_the_record(
+    tmp_path_factory: pytest.TempPathFactory,
+    text_encoder: MiniLMTextEncoder,
+    raw_size: int,
+    key_size: int,
+    error_size: int,
+) -> None:
+    worker = Worker(encoder_of(text_encoder, MediaPolicy()), tmp_path_factory.mktemp("dl"))
+    raw = (b"\xe2\x82\xac" * (raw_size // 3 + 1))[:raw_size]  # multibyte: worst for JSON
+    record = event("items", 7, b"\xff" * key_size, raw)
+    rejected = Rejected("schema", "e" * error_size)
+    asyncio.run(worker.app.dead_letter(record, rejected))  # type: ignore[arg-type]
+    [(key, value)] = worker.on(worker.app.settings.topic_dead_letters)
+    letter = DeadLetter.model_validate_json(value)
+    assert len(value) < 64_000 and (key is None or len(key) <= MAX_KEY_BYTES)
+    assert letter.raw_bytes == raw_size and len(letter.error) <= 2_100
+
+
+# -- metadata that the store could not read back ----------------------------------------
+
+json_values = st.recursive(
+    # Floats the store keeps to the last bit (it rounds some in their last place), and
+    # infinity, which JSON has no spelling for.
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**20), 2**20).map(lambda n: n / 8)
+    | st.just(float("inf"))
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=4), st.integers(0, 200))
+def test_metadata_is_refused_or_stored_and_read_back(
+    tmp_path_factory: pytest.TempPathFactory, metadata: dict[str, Any], extra_depth: int
+) -> None:
+    """Before: 150 levels (under 1 KB) were stored, then every read answered 500 and the
+    store's write-ahead log could not be replayed after a kill."""
+    for _ in range(extra_depth):
+        metadata = {"d": metadata}
+    try:
+        item = ItemUpload.model_validate({"item_id": "i", "title": "t", "metadata": metadata})
+    except ValidationError:
+        return
+    assert len(json.dumps(item.metadata)) <= MAX_METADATA_BYTES
+    path = tmp_path_factory.mktemp("store")
+    store = EdgeVectorStore(path, {"content": 2})
+    store.start()
+    store.upsert([StoredItem("i", {"content": np.array([1.0, 0.0])}, {"metadata": metadata})])
+    store.stop()
+    store.start()  # replays what was written, as after a restart
+    assert store.get(["i"])["i"].payload["metadata"] == metadata
+    assert [s.item_id for s in store.scroll()] == ["i"]
+    store.stop()
+
+
+def test_metadata_depth_and_size_limits_name_the_fix() -> None:
+    deep: Any = {}
+    for _ in range(MAX_METADATA_DEPTH + 1):
+        deep = {"a": deep}
+    with pytest.raises(ValidationError, match="flatten it"):
+        ItemUpload(item_id="i", title="t", metadata=deep)
+    with pytest.raises(ValidationError, match="exceeds"):
+        ItemUpload(item_id="i", title="t", metadata={"a": "x" * MAX_METADATA_BYTES})
+
+
+# -- an unreadable derived store is rebuilt ---------------------------------------------
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    path = tmp_path_factory.mktemp("store") / "items"
+    store = EdgeVectorStore(path, {"content": 2})
+    store.start()
+    store.upsert(
+        [StoredItem(f"i{n}", {"content": np.array([1.0, n])}, {"n": n}) for n in range(20)]
+    )
+    store._shard.close()  # type: ignore[union-attr]  # no flush: as after a kill
+    store._shard = None
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.stat().st_size)
+    victim = data.draw(st.sampled_from(files))
+    size = victim.stat().st_size
+    at = data.draw(st.integers(0, min(size, 4096) - 1))
+    noise = data.draw(st.binary(min_size=1, max_size=64))
+    with victim.open("r+b") as file:
+        file.seek(at)
+        file.write(noise)
+    reopened = EdgeVectorStore(path, {"content": 2})
+    try:
+        reopened.start()
+    except UnreadableStoreError:
+        reopened.reset()
+        assert reopened.count() == 0 and path.with_name("items.unreadable").is_dir()
+    reopened.upsert([StoredItem("new", {"content": np.array([0.0, 1.0])}, {})])
+    assert "new" in reopened.get(["new"])
+    reopened.stop()
+
+
+def test_the_worker_starts_on_a_data_dir_whose_store_cannot_be_opened(
+    text_encoder: MiniLMTextEncoder, tmp_path: Path
+) -> None:
+    worker = Worker(encoder_of(text_encoder, MediaPolicy()), tmp_path)
+    worker.app.stop()
+    wal = next((tmp_path / "qdrant").rglob("wal"))
+    for segment in wal.iterdir():
+        if segment.is_file():
+            segment.write_bytes(os.urandom(4096))
+    again = StreamrecApp(Settings(data_dir=tmp_path), encoder_of(text_encoder, MediaPolicy()))
+    again.start()  # before: "failed to open WAL", and the worker could not start
+    assert again.store.count() == 0
+    again.stop()
+
+
+# -- no NaN or infinity in stored state -------------------------------------------------
+
+NOW = datetime.now(UTC)
+moments = st.one_of(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1), max_value=(NOW + timedelta(hours=20)).replace(tzinfo=None)
+    ),
+    st.sampled_from([datetime(1970, 1, 1), NOW.replace(tzinfo=None)]),
+)
+values = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e308, -1e308, 1e6, -1e6, 5.0]),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ann", "bob"]),
+            st.integers(0, 5),
+            st.sampled_from(["rating", "click", "like", "skip", "purchase"]),
+            values,
+            moments,
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_arbitrary_values_and_times_never_leave_non_finite_numbers_in_state(
+    tmp_path_factory: pytest.TempPathFactory,
+    text_encoder: MiniLMTextEncoder,
+    interactions: list[tuple[str, int, str, float | None, datetime]],
+) -> None:
+    """Before: a rating of 1e308 made a user's profile infinite for good, and an event
+    from 1970 overflowed the trending score."""
+    worker = Worker(encoder_of(text_encoder, MediaPolicy()), tmp_path_factory.mktemp("state"))
+    rng = np.random.default_rng(0)
+    for n in range(6):
+        worker.app.hybrid.add_item(f"item-{n}", f"Item {n}", rng.normal(size=384))
+    for offset, (user, item, kind, value, ts) in enumerate(interactions):
+        raw = json.dumps(
+            {
+                "event_id": f"e{offset}",
+                "user_id": user,
+                "item_id": f"item-{item}",
+                "kind": kind,
+                "value": value,
+                "ts": ts.replace(tzinfo=UTC).isoformat(),
+            }
+        ).encode()
+        message = SimpleNamespace(topic="interactions", partition=0, offset=offset, timestamp=None)
+        record = SimpleNamespace(key=user.encode(), value=raw, message=message)
+        try:
+            asyncio.run(worker.app.handle_interaction(record))  # type: ignore[arg-type]
+        except Rejected as rejected:
+            assert rejected.reason in {"schema", "invalid-json", "non-finite", "duplicate"}
+            continue
+        # No candidate lost to an overflowing score: the list holds every item the user
+        # has not engaged with (six items, lists of ten).
+        _, value = worker.on(worker.app.settings.topic_recommendations)[-1]
+        state = worker.app.hybrid.load_state(worker.app.users[user]["state"])
+        listed = Recommendations.model_validate_json(value)
+        assert len(listed.items) == 6 - len(state.history.seen)
+    for entry in worker.app.users.values():
+        require_finite(entry["state"], "user state")
+        assert magnitude(learned(entry["state"])) < 1e3  # and not swamping what comes next
+    for n in range(6):
+        require_finite(worker.app.hybrid.item_state(f"item-{n}"), "item state")
+        assert magnitude(learned(worker.app.hybrid.item_state(f"item-{n}"))) < 1e3
+    for _, value in worker.on(worker.app.settings.topic_recommendations):
+        listed = Recommendations.model_validate_json(value)
+        assert all(np.isfinite(item.score) for item in listed.items)
+
+
+def magnitude(value: Any) -> float:
+    """The largest absolute number in a nested value."""
+    if isinstance(value, dict):
+        return max((magnitude(v) for v in value.values()), default=0.0)
+    if isinstance(value, list | tuple):
+        return max((magnitude(v) for v in value), default=0.0)
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return abs(float(value))
+    return 0.0
+
+
+def learned(state: dict[str, Any]) -> list[Any]:
+    """What a user's or an item's state learned (times left out): the CF factor, the
+    content profile, the weights of recent engagements, an item's CF factor and bias."""
+    history = state.get("history", {})
+    own = history.get("own", {})
+    profile = own.get("content")
+    return [
+        own.get("cf"),
+        profile[0] if profile else None,
+        [weight for _, weight in history.get("recent", [])],
+        state.get("cf"),
+    ]
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_an_interaction_value_is_finite_and_bounded_or_refused(value: float) -> None:
+    raw = json.dumps(
+        {
+            "event_id": "e",
+            "user_id": "u",
+            "item_id": "i",
+            "kind": "rating",
+            "value": value,
+            "ts": NOW.isoformat(),
+        }
+    ).encode()
+    try:
+        parsed = parse(Interaction, raw, "u")
+    except Rejected:
+        return
+    assert np.isfinite(parsed.value) and abs(parsed.value) <= 1e6
+
+
+# -- the poison guard's marker ----------------------------------------------------------
+
+
+def test_the_poison_guard_names_the_item_in_progress_alone_at_a_crash(tmp_path: Path) -> None:
+    guard = PoisonGuard(tmp_path)
+    batch = [("items", 0, n) for n in range(4)]
+    with guard.batch(batch):
+        pass
+    assert not guard.path.exists()  # a batch that ends leaves nothing behind
+    # A crash in a batch: the marker outlives the process.
+    guard._write(None, in_batch=batch)
+    restarted = PoisonGuard(tmp_path)
+    assert restarted.suspects == set(batch) and not restarted.poison
+    with restarted.alone(batch[0]):
+        pass
+    restarted._write(batch[1])  # a crash while the second suspect is encoded alone
+    again = PoisonGuard(tmp_path)
+    assert again.poison == {batch[1]} and again.suspects == set(batch[2:])
+    again.dismiss(batch[1])
+    for position in batch[2:]:
+        with again.alone(position):
+            pass
+    assert not again.active and not again.path.exists()
+
+
+def test_a_marker_cut_short_by_the_crash_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "ingest-in-progress.json").write_text('{"suspects": [["items", 0')
+    assert not PoisonGuard(tmp_path).active
+
+
+# -- HTTP writes ------------------------------------------------------------------------
+
+JSON = {"Content-Type": "application/json"}
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["Content-Type", "Origin", "Authorization", "X-Other"]),
+        st.text(max_size=40),
+    ),
+    st.sampled_from([None, "s3cret-token"]),
+)
+def test_a_write_is_accepted_only_as_same_origin_json_with_the_token(
+    headers: dict[str, str], token: str | None
+) -> None:
+    host = "worker:6066"
+    refused = write_refusal(headers, host, token)
+    if refused is None:
+        assert headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
+        assert headers.get("Origin") is None or headers["Origin"].endswith("//" + host)
+        assert token is None or headers.get("Authorization") == f"Bearer {token}"
+
+
+def test_writes_need_the_token_and_the_worker_s_own_origin() -> None:
+    host = "worker:6066"
+    assert write_refusal({**JSON, "Origin": "http://worker:6066"}, host, None) is None
+    assert write_refusal({"Content-Type": "text/plain"}, host, None)[0] == 415  # type: ignore[index]
+    assert write_refusal({**JSON, "Origin": "https://evil.example"}, host, None)[0] == 403  # type: ignore[index]
+    assert write_refusal(JSON, host, "t")[0] == 401  # type: ignore[index]
+    assert write_refusal({**JSON, "Authorization": "Bearer t"}, host, "t") is None
+
+
+def test_a_worker_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(ValidationError, match="api_token"):
+        Settings(web_host="0.0.0.0")
+    assert Settings(web_host="0.0.0.0", api_token="t").api_token is not None
+    assert Settings(web_host="::1").api_token is None
+
+
+def test_faust_s_table_views_are_off(tmp_path: Path, text_encoder: MiniLMTextEncoder) -> None:
+    app = StreamrecApp(Settings(data_dir=tmp_path), encoder_of(text_encoder, MediaPolicy()))
+    assert app.app.conf.web_tables_enabled is False
+
+
+# -- a batch that cannot finish ----------------------------------------------------------
+
+STUCK = "a text this encoder never finishes"
+
+
+class StuckText(Encoder[str]):
+    """MiniLM that never returns on one text: what a decoder stuck in native code looks
+    like to the worker (the component under test is the worker's time bound)."""
+
+    modality = "text"
+
+    def __init__(self, real: MiniLMTextEncoder, release: threading.Event) -> None:
+        self.real, self.dim, self.release = real, real.dim, release
+
+    def encode(self, batch: Any) -> np.ndarray:
+        if any(STUCK in text for text in batch):
+            self.release.wait()
+        return self.real.encode(batch)
+
+
+def test_a_stuck_item_is_dead_lettered_alone_and_its_batch_stored(
+    text_encoder: MiniLMTextEncoder, tmp_path: Path
+) -> None:
+    release = threading.Event()
+    worker = Worker(
+        encoder_of(StuckText(text_encoder, release), MediaPolicy()),
+        tmp_path,
+        encode_timeout_s=3.0,
+    )
+    topic = worker.app.settings.topic_items
+    events = [
+        event(topic, n, f"i{n}".encode(), upload(f"i{n}", text=STUCK if n == 2 else ""))
+        for n in range(5)
+    ]
+    try:
+        asyncio.run(worker.app.ingest_batch(events))  # type: ignore[arg-type]
+    finally:
+        release.set()
+    assert {record.item_id for record in worker.records()} == {"i0", "i1", "i3", "i4"}
+    [letter] = worker.letters()
+    assert (letter.offset, letter.reason) == (2, "encode-timeout")
+    assert not worker.app.poison.active
+
+
+def test_a_stuck_encoding_thread_does_not_hold_up_the_process_exit(tmp_path: Path) -> None:
+    """``asyncio.to_thread``'s pool threads are joined at exit: a worker with one stuck
+    read did not stop on SIGTERM. The encoding thread is a daemon thread."""
+    script = (
+        "import asyncio, threading\n"
+        "from streams.bounds import in_daemon_thread\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await in_daemon_thread(threading.Event().wait, 0.5)\n"
+        "    except TimeoutError:\n"
+        "        print('timed out')\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "timed out", done.stderr
+
+
+def test_a_marker_that_cannot_be_written_does_not_stop_ingestion(tmp_path: Path) -> None:
+    guard = PoisonGuard(tmp_path / "data")
+    (tmp_path / "data").write_text("a file where the data directory should be")
+    with guard.batch([("items", 0, 1)]):
+        pass
+    with guard.alone(("items", 0, 2)):
+        pass
