@@ -58,6 +58,33 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         admin.close()
 
 
+async def partition_ids(settings: Settings, topic: str) -> set[int]:
+    """The partitions of ``topic`` as the broker reports them now (empty: no such topic).
+
+    An aiokafka consumer's ``partitions_for_topic`` only reads its cached metadata, which
+    on Kafka holds no topic until the consumer uses one (its first metadata request asks
+    for none; noida-db answers it with every topic: docs/kafka.md), so ask the broker.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.effective_bootstrap_servers.split(","),
+        client_id=f"{settings.consumer_group}-admin",
+        **settings.aiokafka_options(),  # type: ignore[arg-type]
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {
+        p["partition"]
+        for t in described
+        if t["topic"] == topic and not t["error_code"]
+        for p in t["partitions"]
+    }
+
+
 def producer(settings: Settings) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=settings.effective_bootstrap_servers,

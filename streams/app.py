@@ -41,8 +41,6 @@ from models.vector_store import (
     VectorStore,
     open_vector_store,
 )
-from streams.committed_seek import install_full_seek_to_committed
-from streams.delivery_watchdog import DeliveryWatchdog
 from streams.events import (
     MAX_RAW_CHARS,
     DeadLetter,
@@ -57,11 +55,10 @@ from streams.events import (
     describe_validation_error,
     pack_vector,
 )
-from streams.fetch_backoff import install_empty_fetch_backoff
-from streams.group_membership import install_leave_on_stop
+from streams.kafka_compat import install as install_kafka_compat
+from streams.kafka_compat.delivery_watchdog import DeliveryWatchdog
+from streams.kafka_compat.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
 from streams.metrics import WorkerMetrics
-from streams.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
-from streams.paused_poll import install_poll_while_paused
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
 from streams.web import install_views
@@ -166,10 +163,7 @@ class StreamrecApp:
     def _create_faust_app(self) -> faust.App:
         s = self.settings
         servers = [f"kafka://{host}" for host in s.effective_bootstrap_servers.split(",")]
-        install_empty_fetch_backoff(s.empty_fetch_backoff_ms / 1000)
-        install_full_seek_to_committed()
-        install_leave_on_stop()
-        install_poll_while_paused()
+        install_kafka_compat(s)  # process-wide; per broker flavour (docs/kafka.md)
         return faust.App(
             s.consumer_group,
             broker=servers,
@@ -242,7 +236,7 @@ class StreamrecApp:
 
     async def _skipped_before(self, event: EventT) -> list[CaughtUp]:
         """Records of the event's partition that never reached the agent before it, read
-        directly from the broker, to handle first (``streams/offset_continuity.py``)."""
+        directly from the broker, to handle first (``kafka_compat/offset_continuity.py``)."""
         tp, offset = event.message.tp, event.message.offset
         self.watchdog.delivered(tp)
         if not self.continuity.expects(tp):

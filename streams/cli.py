@@ -35,13 +35,14 @@ def main() -> None:
 
 @main.group()
 def broker() -> None:
-    """The local noida-db Kafka broker (used when no bootstrap servers are configured)."""
+    """The local broker, noida-db or Kafka (``local_broker``; used when no bootstrap servers
+    are configured)."""
 
 
 def _local_broker(settings: Settings) -> Any:
-    from streams.broker import LocalBroker
+    from streams.broker import make_broker
 
-    return LocalBroker(settings.local_broker_port, settings.data_dir / "broker")
+    return make_broker(settings.local_broker, settings.local_broker_port, settings.data_dir)
 
 
 @broker.command("start")
