@@ -25,8 +25,23 @@ def topic_names(settings: Settings) -> list[str]:
     ]
 
 
+#: item-updates is the item side's log: every worker rebuilds its replica from it, so no
+#: record may ever be deleted by age or size (compaction would drop per-event changes).
+ITEM_UPDATES_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+
+
+class TopicLayoutError(Exception):
+    """Existing topics that do not match the settings; the message says how to fix it."""
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic-level configs each topic is created with (others take the broker's defaults)."""
+    return {settings.topic_item_updates: dict(ITEM_UPDATES_CONFIG)}
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create every topic with the configured partitions (existing ones are left as they are).
+    """Create every missing topic with the configured partitions; refuse existing topics
+    whose partition count differs from ``partitions`` (``TopicLayoutError``).
 
     Workers must not rely on auto-creation: an auto-created topic gets the broker's
     default partition count, and Faust then refuses tables co-partitioned with it.
@@ -46,16 +61,40 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
+        configs = topic_configs(settings)
         missing = [
-            NewTopic(name, settings.partitions, settings.replication_factor)
+            NewTopic(
+                name,
+                settings.partitions,
+                settings.replication_factor,
+                topic_configs=configs.get(name, {}),
+            )
             for name in topic_names(settings)
             if name not in existing
         ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
                 admin.create_topics(missing)
+        present = [name for name in topic_names(settings) if name in existing]
+        if present:
+            check_partitions(settings, admin.describe_topics(present))
     finally:
         admin.close()
+
+
+def check_partitions(settings: Settings, described: list[dict[str, Any]]) -> None:
+    """Raise ``TopicLayoutError`` naming each described topic whose partition count is not
+    ``settings.partitions``, with the fix."""
+    counts = {topic["name"]: len(topic["partitions"]) for topic in described}
+    wrong = {name: n for name, n in sorted(counts.items()) if n != settings.partitions}
+    if not wrong:
+        return
+    found = ", ".join(f"{name} has {n}" for name, n in wrong.items())
+    raise TopicLayoutError(
+        f"topics differ from partitions = {settings.partitions}: {found}; "
+        "set partitions (STREAMREC_PARTITIONS) to the existing count if all agree, "
+        "else recreate these topics (their users-table changelog too) with one count"
+    )
 
 
 async def partition_ids(settings: Settings, topic: str) -> set[int]:

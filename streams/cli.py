@@ -85,12 +85,16 @@ def worker() -> None:
 
 @main.command()
 def topics() -> None:
-    """Create the configured topics with `partitions` and `replication_factor` (existing
-    ones are left as they are): the init step of a deployment."""
-    from streams.admin import create_topics, topic_names
+    """Create the configured topics with `partitions` and `replication_factor` (item-updates
+    is never deleted); refuse existing ones with another partition count: the init step of
+    a deployment."""
+    from streams.admin import TopicLayoutError, create_topics, topic_names
 
     settings = _settings()
-    create_topics(settings, timeout_s=120)
+    try:
+        create_topics(settings, timeout_s=120)
+    except TopicLayoutError as error:
+        raise click.ClickException(str(error)) from None
     for name in topic_names(settings):
         click.echo(f"{name}: {settings.partitions} partitions")
 
