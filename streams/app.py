@@ -41,6 +41,7 @@ from models.vector_store import (
     VectorStore,
     open_vector_store,
 )
+from streams.delivery_book import DeliveryBook
 from streams.events import (
     MAX_RAW_CHARS,
     DeadLetter,
@@ -380,10 +381,15 @@ class StreamrecApp:
         user_id = interaction.user_id
         entry = self.users.get(user_id) or {}
         partition, offset = str(message.partition), message.offset
-        if offset <= entry.get("offsets", {}).get(partition, -1):
+        # Repeats are recognised by event id, not by offset alone (streams/delivery_book.py).
+        book = DeliveryBook(entry)
+        decision = book.decide(message.partition, offset, interaction.event_id)
+        if decision.verdict == "refuse":
+            raise Rejected(decision.reason, decision.error)
+        if decision.verdict == "repeat":
             # Redelivered after a restart and already in the state: re-send its item
             # changes in case they were lost with the process (replicas skip repeats).
-            pending = entry.get("pending", {}).get(f"{partition}:{offset}")
+            pending = entry.get("pending", {}).get(decision.applied_at)
             if pending is not None:
                 # Applied here at once unless the log already brought it, so the events
                 # after it are ranked on the same item side as before the crash.
@@ -435,7 +441,7 @@ class StreamrecApp:
         update_json = update.model_dump_json()
         self.users[user_id] = {
             "state": self.hybrid.dump_state(state),
-            "offsets": {**entry.get("offsets", {}), partition: offset},
+            **book.after(message.partition, offset, interaction.event_id),
             # Item changes not yet known durable, to re-send if this event is redelivered.
             "pending": {
                 **self._not_durable(entry.get("pending", {}), message.topic),
