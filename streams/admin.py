@@ -12,6 +12,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streams.connection import BrokerConnectionError, check_connection
 from streams.settings import Settings
 
 
@@ -47,6 +48,14 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     default partition count, and Faust then refuses tables co-partitioned with it.
     """
     deadline = time.monotonic() + timeout_s
+    while True:  # a broker just started may not answer yet; refused settings fail at once
+        try:
+            check_connection(settings)
+            break
+        except BrokerConnectionError as error:
+            if not error.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     while True:
         try:
             admin = KafkaAdminClient(
@@ -125,6 +134,7 @@ async def partition_ids(settings: Settings, topic: str) -> set[int]:
 
 
 def producer(settings: Settings) -> KafkaProducer:
+    check_connection(settings)  # a wrong setting fails here, in one line, not in a retry loop
     return KafkaProducer(
         bootstrap_servers=settings.effective_bootstrap_servers,
         acks="all",
@@ -152,6 +162,7 @@ def read_topic(
     settings: Settings, topic: str, idle_timeout_s: float = 2.0
 ) -> Iterator[tuple[str | None, bytes]]:
     """Every message of a topic from the beginning to its current end, as (key, value)."""
+    check_connection(settings)
     consumer = KafkaConsumer(
         bootstrap_servers=settings.effective_bootstrap_servers,
         enable_auto_commit=False,

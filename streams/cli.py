@@ -25,7 +25,30 @@ def _settings() -> Settings:
         ) from error
 
 
-@click.group()
+class _Commands(click.Group):
+    """Settings the broker refuses (a wrong password, an untrusted certificate) or topics
+    that do not match them end a command with one line that names the setting to fix."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from streams.admin import TopicLayoutError
+        from streams.connection import BrokerConnectionError
+
+        try:
+            return super().invoke(ctx)
+        except (BrokerConnectionError, TopicLayoutError) as error:
+            raise click.ClickException(str(error)) from None
+
+
+def _kafka_settings() -> Settings:
+    """The settings, checked against the broker (streams/connection.py)."""
+    from streams.connection import check_connection
+
+    settings = _settings()
+    check_connection(settings)
+    return settings
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """streamrec: a streaming, multimodal recommender on Kafka and Qdrant."""
 
@@ -88,13 +111,10 @@ def topics() -> None:
     """Create the configured topics with `partitions` and `replication_factor` (item-updates
     is never deleted); refuse existing ones with another partition count: the init step of
     a deployment."""
-    from streams.admin import TopicLayoutError, create_topics, topic_names
+    from streams.admin import create_topics, topic_names
 
     settings = _settings()
-    try:
-        create_topics(settings, timeout_s=120)
-    except TopicLayoutError as error:
-        raise click.ClickException(str(error)) from None
+    create_topics(settings, timeout_s=120)
     for name in topic_names(settings):
         click.echo(f"{name}: {settings.partitions} partitions")
 
@@ -319,7 +339,7 @@ def replay(
     """
     from streams.replay import ReplayRange, parse_offsets, parse_time, topic_dataset
 
-    settings = _settings()
+    settings = _kafka_settings()
     try:
         selection = ReplayRange(
             start_offsets=parse_offsets(from_offsets) if from_offsets else {},
@@ -377,7 +397,7 @@ def load(
     from streams.load import drive
     from streams.process import WorkerProcess
 
-    settings = _settings()
+    settings = _kafka_settings()
     try:
         data = load_dataset(dataset)
     except (OSError, ValueError) as error:
