@@ -7,6 +7,7 @@ import random
 import subprocess
 import time
 import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,19 @@ def make_tls(directory: Path, name: str = "test") -> tuple[Path, Path]:
     keystore = directory / f"{name}-keystore.pem"
     keystore.write_text(key.read_text() + cert.read_text() + ca_pem.read_text())
     return ca_pem, keystore
+
+
+def compat_fired(worker: WorkerProcess) -> dict[str, float]:
+    """How often each Kafka compatibility defence fired in the worker, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://{worker.settings.web_host}:{worker.settings.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["defence"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "streamrec_kafka_compat_fired"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
