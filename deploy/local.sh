@@ -3,6 +3,9 @@
 #   deploy/local.sh demo            everything on embedded defaults, with demo data
 #   deploy/local.sh test [ARGS]     the test suite (pytest ARGS)
 #   deploy/local.sh ARGS            any streamrec command, e.g. `worker`, `recommend alice`
+# The local broker is noida-db (embedded, no Java); STREAMREC_LOCAL_BROKER=kafka (or
+# local_broker = "kafka" in the STREAMREC_CONFIG file) runs Apache Kafka instead, which
+# needs Java 17+ and Maven (docs/kafka.md). Tests: `deploy/local.sh test --broker=both`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${STREAMREC_VENV:-.venv}"

@@ -12,6 +12,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streams.connection import BrokerConnectionError, check_connection
 from streams.settings import Settings
 
 
@@ -25,13 +26,36 @@ def topic_names(settings: Settings) -> list[str]:
     ]
 
 
+#: item-updates is the item side's log: every worker rebuilds its replica from it, so no
+#: record may ever be deleted by age or size (compaction would drop per-event changes).
+ITEM_UPDATES_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+
+
+class TopicLayoutError(Exception):
+    """Existing topics that do not match the settings; the message says how to fix it."""
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic-level configs each topic is created with (others take the broker's defaults)."""
+    return {settings.topic_item_updates: dict(ITEM_UPDATES_CONFIG)}
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create every topic with the configured partitions (existing ones are left as they are).
+    """Create every missing topic with the configured partitions; refuse existing topics
+    whose partition count differs from ``partitions`` (``TopicLayoutError``).
 
     Workers must not rely on auto-creation: an auto-created topic gets the broker's
     default partition count, and Faust then refuses tables co-partitioned with it.
     """
     deadline = time.monotonic() + timeout_s
+    while True:  # a broker just started may not answer yet; refused settings fail at once
+        try:
+            check_connection(settings)
+            break
+        except BrokerConnectionError as error:
+            if not error.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     while True:
         try:
             admin = KafkaAdminClient(
@@ -46,19 +70,71 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
+        configs = topic_configs(settings)
         missing = [
-            NewTopic(name, settings.partitions, settings.replication_factor)
+            NewTopic(
+                name,
+                settings.partitions,
+                settings.replication_factor,
+                topic_configs=configs.get(name, {}),
+            )
             for name in topic_names(settings)
             if name not in existing
         ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
                 admin.create_topics(missing)
+        present = [name for name in topic_names(settings) if name in existing]
+        if present:
+            check_partitions(settings, admin.describe_topics(present))
     finally:
         admin.close()
 
 
+def check_partitions(settings: Settings, described: list[dict[str, Any]]) -> None:
+    """Raise ``TopicLayoutError`` naming each described topic whose partition count is not
+    ``settings.partitions``, with the fix."""
+    counts = {topic["name"]: len(topic["partitions"]) for topic in described}
+    wrong = {name: n for name, n in sorted(counts.items()) if n != settings.partitions}
+    if not wrong:
+        return
+    found = ", ".join(f"{name} has {n}" for name, n in wrong.items())
+    raise TopicLayoutError(
+        f"topics differ from partitions = {settings.partitions}: {found}; "
+        "set partitions (STREAMREC_PARTITIONS) to the existing count if all agree, "
+        "else recreate these topics (their users-table changelog too) with one count"
+    )
+
+
+async def partition_ids(settings: Settings, topic: str) -> set[int]:
+    """The partitions of ``topic`` as the broker reports them now (empty: no such topic).
+
+    An aiokafka consumer's ``partitions_for_topic`` only reads its cached metadata, which
+    on Kafka holds no topic until the consumer uses one (its first metadata request asks
+    for none; noida-db answers it with every topic: docs/kafka.md), so ask the broker.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.effective_bootstrap_servers.split(","),
+        client_id=f"{settings.consumer_group}-admin",
+        **settings.aiokafka_options(),  # type: ignore[arg-type]
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {
+        p["partition"]
+        for t in described
+        if t["topic"] == topic and not t["error_code"]
+        for p in t["partitions"]
+    }
+
+
 def producer(settings: Settings) -> KafkaProducer:
+    check_connection(settings)  # a wrong setting fails here, in one line, not in a retry loop
     return KafkaProducer(
         bootstrap_servers=settings.effective_bootstrap_servers,
         acks="all",
@@ -86,6 +162,7 @@ def read_topic(
     settings: Settings, topic: str, idle_timeout_s: float = 2.0
 ) -> Iterator[tuple[str | None, bytes]]:
     """Every message of a topic from the beginning to its current end, as (key, value)."""
+    check_connection(settings)
     consumer = KafkaConsumer(
         bootstrap_servers=settings.effective_bootstrap_servers,
         enable_auto_commit=False,

@@ -63,8 +63,7 @@ from streams.bounds import (
     require_finite,
     usable_ts,
 )
-from streams.committed_seek import install_full_seek_to_committed
-from streams.delivery_watchdog import DeliveryWatchdog
+from streams.delivery_book import DeliveryBook
 from streams.events import (
     MAX_RAW_CHARS,
     DeadLetter,
@@ -79,11 +78,10 @@ from streams.events import (
     describe_validation_error,
     pack_vector,
 )
-from streams.fetch_backoff import install_empty_fetch_backoff
-from streams.group_membership import install_leave_on_stop
+from streams.kafka_compat import install as install_kafka_compat
+from streams.kafka_compat.delivery_watchdog import DeliveryWatchdog
+from streams.kafka_compat.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
 from streams.metrics import WorkerMetrics
-from streams.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
-from streams.paused_poll import install_poll_while_paused
 from streams.poison import PoisonGuard, Position
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
@@ -194,10 +192,7 @@ class StreamrecApp:
     def _create_faust_app(self) -> faust.App:
         s = self.settings
         servers = [f"kafka://{host}" for host in s.effective_bootstrap_servers.split(",")]
-        install_empty_fetch_backoff(s.empty_fetch_backoff_ms / 1000)
-        install_full_seek_to_committed()
-        install_leave_on_stop()
-        install_poll_while_paused()
+        install_kafka_compat(s)  # process-wide; per broker flavour (docs/kafka.md)
         return faust.App(
             s.consumer_group,
             broker=servers,
@@ -273,7 +268,7 @@ class StreamrecApp:
 
     async def _skipped_before(self, event: EventT) -> list[CaughtUp]:
         """Records of the event's partition that never reached the agent before it, read
-        directly from the broker, to handle first (``streams/offset_continuity.py``)."""
+        directly from the broker, to handle first (``kafka_compat/offset_continuity.py``)."""
         tp, offset = event.message.tp, event.message.offset
         self.watchdog.delivered(tp)
         if not self.continuity.expects(tp):
@@ -505,10 +500,15 @@ class StreamrecApp:
         user_id = interaction.user_id
         entry = self.users.get(user_id) or {}
         partition, offset = str(message.partition), message.offset
-        if offset <= entry.get("offsets", {}).get(partition, -1):
+        # Repeats are recognised by event id, not by offset alone (streams/delivery_book.py).
+        book = DeliveryBook(entry)
+        decision = book.decide(message.partition, offset, interaction.event_id)
+        if decision.verdict == "refuse":
+            raise Rejected(decision.reason, decision.error)
+        if decision.verdict == "repeat":
             # Redelivered after a restart and already in the state: re-send its item
             # changes in case they were lost with the process (replicas skip repeats).
-            pending = entry.get("pending", {}).get(f"{partition}:{offset}")
+            pending = entry.get("pending", {}).get(decision.applied_at)
             if pending is not None:
                 # Applied here at once unless the log already brought it, so the events
                 # after it are ranked on the same item side as before the crash.
@@ -565,7 +565,7 @@ class StreamrecApp:
         update_json = update.model_dump_json()
         self.users[user_id] = {
             "state": self.hybrid.dump_state(state),
-            "offsets": {**entry.get("offsets", {}), partition: offset},
+            **book.after(message.partition, offset, interaction.event_id),
             # Item changes not yet known durable, to re-send if this event is redelivered.
             "pending": {
                 **self._not_durable(entry.get("pending", {}), message.topic),

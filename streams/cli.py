@@ -27,6 +27,39 @@ def _settings() -> Settings:
         ) from error
 
 
+class _Commands(click.Group):
+    """Settings the broker refuses (a wrong password, an untrusted certificate) or topics
+    that do not match them end a command with one line that names the setting to fix."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from streams.admin import TopicLayoutError
+        from streams.connection import BrokerConnectionError
+
+        try:
+            return super().invoke(ctx)
+        except (BrokerConnectionError, TopicLayoutError) as error:
+            raise click.ClickException(str(error)) from None
+
+
+def _kafka_settings() -> Settings:
+    """The settings, checked against the broker (streams/connection.py)."""
+    from streams.connection import BrokerConnectionError, check_connection
+
+    settings = _settings()
+    try:
+        check_connection(settings, timeout_s=5.0)
+    except BrokerConnectionError as error:
+        if not error.retriable:
+            raise
+        fix = (
+            "start it with `streamrec broker start` (or `streamrec worker`)"
+            if settings.uses_local_broker
+            else "check -b/--bootstrap-servers (STREAMREC_BOOTSTRAP_SERVERS) and the cluster"
+        )
+        raise BrokerConnectionError(f"{error}: {fix}", retriable=True) from None
+    return settings
+
+
 def _environment_help() -> str:
     """The settings as environment variables, for ``--help`` (generated, never stale)."""
     names = ", ".join(f"STREAMREC_{name.upper()}" for name in Settings.model_fields)
@@ -37,7 +70,7 @@ def _environment_help() -> str:
     )
 
 
-@click.group(epilog=_environment_help())
+@click.group(cls=_Commands, epilog=_environment_help())
 @click.version_option(package_name="streamrec", prog_name="streamrec")
 @click.option(
     "--config",
@@ -65,13 +98,14 @@ def main(config: str | None, bootstrap_servers: str | None) -> None:
 
 @main.group()
 def broker() -> None:
-    """The local noida-db Kafka broker (used when no bootstrap servers are configured)."""
+    """The local broker, noida-db or Kafka (``local_broker``; used when no bootstrap servers
+    are configured)."""
 
 
 def _local_broker(settings: Settings) -> Any:
-    from streams.broker import LocalBroker
+    from streams.broker import make_broker
 
-    return LocalBroker(settings.local_broker_port, settings.data_dir / "broker")
+    return make_broker(settings.local_broker, settings.local_broker_port, settings.data_dir)
 
 
 @broker.command("start")
@@ -157,12 +191,12 @@ def worker(log_level: str, web_port: int | None) -> None:
 
 @main.command()
 def topics() -> None:
-    """Create the configured topics with `partitions` and `replication_factor` (existing
-    ones are left as they are): the init step of a deployment."""
+    """Create the configured topics with `partitions` and `replication_factor` (item-updates
+    is never deleted); refuse existing ones with another partition count: the init step of
+    a deployment."""
     from streams.admin import create_topics, topic_names
 
-    settings = _settings()
-    _check_broker(settings)
+    settings = _kafka_settings()
     create_topics(settings, timeout_s=120)
     for name in topic_names(settings):
         click.echo(f"{name}: {settings.partitions} partitions")
@@ -218,8 +252,7 @@ def produce(kind: str, file: Path) -> None:
     """
     from streams.admin import produce as send
 
-    settings = _settings()
-    _check_broker(settings)
+    settings = _kafka_settings()
     topic = settings.topic_items if kind == "items" else settings.topic_interactions
     key_field = "item_id" if kind == "items" else "user_id"
     records = []
@@ -243,8 +276,7 @@ def recommend(user: str, as_json: bool, follow: bool) -> None:
     from streams.admin import read_topic
     from streams.inspection import tail
 
-    settings = _settings()
-    _check_broker(settings)
+    settings = _kafka_settings()
 
     def show(value: bytes) -> None:
         message = Recommendations.model_validate_json(value)
@@ -275,27 +307,6 @@ def recommend(user: str, as_json: bool, follow: bool) -> None:
 # -- operations --------------------------------------------------------------------------
 
 
-def _check_broker(settings: Settings, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, in one line with the fix, when no Kafka answers at the bootstrap
-    servers (kafka-python would otherwise retry for half a minute and print a traceback)."""
-    from streams.broker import port_is_open
-
-    servers = settings.effective_bootstrap_servers
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for server in servers.split(","):
-            host, _, port = server.strip().rpartition(":")
-            if port.isdigit() and port_is_open(host.strip("[]") or "127.0.0.1", int(port)):
-                return
-        time.sleep(0.5)
-    fix = (
-        "start it with `streamrec broker start` (or `streamrec worker`)"
-        if settings.uses_local_broker
-        else "check -b/--bootstrap-servers (STREAMREC_BOOTSTRAP_SERVERS) and that the cluster is up"
-    )
-    raise click.ClickException(f"no Kafka broker answers at {servers}: {fix}")
-
-
 @main.command("dead-letters")
 @click.option("-n", "--last", default=20, show_default=True, help="how many per partition")
 @click.option("-f", "--follow", is_flag=True, help="keep printing new ones (Ctrl-C stops)")
@@ -304,8 +315,7 @@ def dead_letters(last: int, follow: bool, as_json: bool) -> None:
     """Show records the worker refused: where they came from and why."""
     from streams.inspection import describe_dead_letter, tail
 
-    settings = _settings()
-    _check_broker(settings)
+    settings = _kafka_settings()
     shown = 0
     try:
         for _, value in tail(settings, settings.topic_dead_letters, last=last, follow=follow):
@@ -324,8 +334,7 @@ def status() -> None:
     """Topics, partitions, the worker group's lag per partition, and worker readiness."""
     from streams.inspection import topic_status, worker_readiness
 
-    settings = _settings()
-    _check_broker(settings)
+    settings = _kafka_settings()
     click.echo(
         f"broker {settings.effective_bootstrap_servers}, group {settings.consumer_group}\n"
         f"{'topic':<28} {'partition':>9} {'end offset':>11} {'committed':>10} {'lag':>8}"
@@ -486,8 +495,7 @@ def replay(
     """
     from streams.replay import ReplayRange, parse_offsets, parse_time, topic_dataset
 
-    settings = _settings()
-    _check_broker(settings)
+    settings = _kafka_settings()
     try:
         selection = ReplayRange(
             start_offsets=parse_offsets(from_offsets) if from_offsets else {},
@@ -545,8 +553,7 @@ def load(
     from streams.load import drive
     from streams.process import WorkerProcess
 
-    settings = _settings()
-    _check_broker(settings)
+    settings = _kafka_settings()
     try:
         data = load_dataset(dataset)
     except (OSError, ValueError) as error:
@@ -701,7 +708,9 @@ def demo(delay: float, reset: bool) -> None:
             click.echo(f"starting the local broker on {local.bootstrap_servers} ...")
             local.up()
     else:
-        _check_broker(settings)
+        from streams.connection import check_connection
+
+        check_connection(settings)
     create_topics(settings)
     worker_process = WorkerProcess(settings, settings.data_dir / "logs" / "worker.log")
     click.echo(f"starting the worker (log: {worker_process.log_path}) ...")

@@ -13,6 +13,8 @@ a registry of its own, so several apps in one process (tests) never share series
 True
 >>> 'streamrec_consumer_lag{partition="0",topic="interactions"} 3.0' in text
 True
+>>> 'streamrec_kafka_compat_fired_total{defence="catch_up_read"}' in text
+True
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from streams.kafka_compat import counts as compat_counts
 
 #: The content type of ``exposition()``: Prometheus reads plain text as its text format
 #: (the web server refuses a charset parameter here; the body is ASCII anyway).
@@ -110,6 +114,15 @@ class _CountsAndLag(Collector):
             "CF item vectors written to the vector store for candidate retrieval",
             value=self.metrics.cf_vectors_published,
         )
+        # Every defence, fired or not, so an alert on its rate needs no absent() clause.
+        compat = CounterMetricFamily(
+            "streamrec_kafka_compat_fired",
+            "Times a Kafka compatibility defence fired in this worker (streams/kafka_compat/)",
+            labels=["defence"],
+        )
+        for defence in sorted(compat_counts.DEFENCES):
+            compat.add_metric([defence], compat_counts.fired[defence])
+        yield compat
         lag = GaugeMetricFamily(
             "streamrec_consumer_lag",
             "Messages in a partition not yet committed by this worker",

@@ -26,6 +26,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         # Lists and mappings travel as JSON, which pydantic-settings reads back.
         env[f"STREAMREC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     env["STREAMREC_BOOTSTRAP_SERVERS"] = settings.effective_bootstrap_servers
+    # Explicit servers would read as "Kafka": say what the local broker runs.
+    env["STREAMREC_BROKER_FLAVOUR"] = settings.effective_broker_flavour
     return env
 
 

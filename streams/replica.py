@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from models.hybrid import CONTENT, HybridRecommender
 from models.vector_store import StoredItem, VectorStore
+from streams.admin import partition_ids
 from streams.events import ItemChanges, ItemRecord, ItemUpdate, unpack_vector
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -107,8 +108,7 @@ class ItemSideReplica(Service):
         await self._consumer.start()
         partitions: set[int] | None = None
         while not partitions:  # the topic is created before workers start; metadata may lag
-            await self._consumer.topics()
-            partitions = self._consumer.partitions_for_topic(s.topic_item_updates)
+            partitions = await partition_ids(s, s.topic_item_updates)
             if not partitions:
                 await asyncio.sleep(0.5)
         tps = [TopicPartition(s.topic_item_updates, p) for p in sorted(partitions)]

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # Kafka connection. No bootstrap servers means "start the local noida-db broker".
     bootstrap_servers: str | None = None
     local_broker_port: int = 19092
+    #: The broker started when no bootstrap servers are set: the embedded noida-db (no
+    #: Java needed) or Apache Kafka (Java and Maven; docs/kafka.md).
+    local_broker: Literal["noida-db", "kafka"] = "noida-db"
+    #: What the bootstrap servers run: the compatibility patches noida-db needs are only
+    #: installed on it (streams/kafka_compat/). "auto": ``local_broker`` when no bootstrap
+    #: servers are set, else Kafka.
+    broker_flavour: Literal["auto", "noida-db", "kafka"] = "auto"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -67,7 +74,8 @@ class Settings(BaseSettings):
     partitions: int = Field(default=2, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     consumer_group: str = "streamrec"
-    #: Pause after a fetch that brought nothing (streams/fetch_backoff.py); 0 turns it off.
+    #: Pause after a fetch that brought nothing, on noida-db only
+    #: (streams/kafka_compat/fetch_backoff.py); 0 turns it off.
     empty_fetch_backoff_ms: float = Field(default=5.0, ge=0)
     #: This worker's stable identity in the consumer group (Kafka static membership): a
     #: worker that comes back under the same id takes its partitions back at once, where
@@ -79,7 +87,7 @@ class Settings(BaseSettings):
     consumer_session_timeout_s: float = Field(default=30.0, ge=3.0)
     #: A source partition with records past its committed offset and none delivered for
     #: this long (ready, not rebalancing) is read again from there, and so is a changelog
-    #: partition a table recovery still needs (delivery_watchdog.py).
+    #: partition a table recovery still needs (streams/kafka_compat/delivery_watchdog.py).
     delivery_stalled_after_s: float = Field(default=10.0, gt=0)
     #: Largest fetch per partition: items with inline media are large messages.
     consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
@@ -186,6 +194,12 @@ class Settings(BaseSettings):
     @property
     def uses_local_broker(self) -> bool:
         return self.bootstrap_servers is None
+
+    @property
+    def effective_broker_flavour(self) -> Literal["noida-db", "kafka"]:
+        if self.broker_flavour != "auto":
+            return self.broker_flavour
+        return self.local_broker if self.uses_local_broker else "kafka"
 
     @property
     def effective_worker_id(self) -> str:

@@ -1,4 +1,9 @@
-"""Shared fixtures: a real noida-db broker per session and per-test settings on it."""
+"""Shared fixtures: a real broker per session and per-test settings on it.
+
+``--broker`` picks the broker the integration tests run on: ``noida-db`` (the embedded
+default, no Java), ``kafka`` (Apache Kafka 4, from ``deploy/kafka/pom.xml``) or ``both``,
+in which case every test that uses a broker runs once on each (CI runs both).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.admin import create_topics
-from streams.broker import LocalBroker
+from streams.broker import Broker, BrokerFlavour, KafkaBroker, LocalBroker
 from streams.settings import Settings
 
 
@@ -23,19 +28,52 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+BROKER_CHOICES: dict[str, list[BrokerFlavour]] = {
+    "noida-db": ["noida-db"],
+    "noida": ["noida-db"],
+    "kafka": ["kafka"],
+    "both": ["noida-db", "kafka"],
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=sorted(BROKER_CHOICES),
+        default="noida-db",
+        help="broker of the integration tests: noida-db (default), kafka, or both",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Session-scoped: pytest groups the tests by broker, so each starts once.
+    if "broker_flavour" in metafunc.fixturenames:
+        flavours = BROKER_CHOICES[metafunc.config.getoption("--broker")]
+        metafunc.parametrize("broker_flavour", flavours, scope="session")
+
+
+def new_broker(flavour: BrokerFlavour, data_dir: Path) -> LocalBroker | KafkaBroker:
+    """A broker of ``flavour`` on a free port (not started)."""
+    if flavour == "kafka":
+        return KafkaBroker(free_port(), data_dir)
+    return LocalBroker(free_port(), data_dir)
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    local = LocalBroker(free_port(), tmp_path_factory.mktemp("broker"))
+def broker(
+    broker_flavour: BrokerFlavour, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalBroker | KafkaBroker]:
+    local = new_broker(broker_flavour, tmp_path_factory.mktemp(f"broker-{broker_flavour}"))
     local.start()
     yield local
     local.stop()
 
 
-def isolated_settings(broker: LocalBroker, data_dir: Path, **overrides: Any) -> Settings:
+def isolated_settings(broker: Broker, data_dir: Path, **overrides: Any) -> Settings:
     """Settings on the test broker with topics and consumer group of their own (created)."""
     run = uuid.uuid4().hex[:8]
     values: dict[str, Any] = {
-        "bootstrap_servers": broker.bootstrap_servers,
+        **broker.client_settings(),
         "data_dir": data_dir,
         "web_port": free_port(),
         "consumer_group": f"streamrec-{run}",
@@ -57,7 +95,9 @@ class TopicReader:
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.effective_bootstrap_servers, enable_auto_commit=False
+            bootstrap_servers=settings.effective_bootstrap_servers,
+            enable_auto_commit=False,
+            **settings.kafka_client_options(),
         )
         deadline = time.monotonic() + 10
         partitions = None

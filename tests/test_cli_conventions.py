@@ -11,6 +11,11 @@ from streams.cli import main, read_records
 from streams.settings import Settings
 from tests.conftest import free_port
 
+UNSET_BY_OPTIONS: dict[str, str | None] = {
+    "STREAMREC_BOOTSTRAP_SERVERS": None,
+    "STREAMREC_CONFIG": None,
+}
+
 
 def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
@@ -23,9 +28,7 @@ def test_help_lists_every_setting_as_a_variable() -> None:
         assert f"STREAMREC_{name.upper()}" in output
 
 
-def test_global_options_reach_the_settings(tmp_path, monkeypatch) -> None:
-    monkeypatch.delenv("STREAMREC_BOOTSTRAP_SERVERS", raising=False)
-    monkeypatch.delenv("STREAMREC_CONFIG", raising=False)
+def test_global_options_reach_the_settings(tmp_path) -> None:
     config = tmp_path / "streamrec.toml"
     config.write_text('topic_items = "uploads"\n')
     seen: list[Settings] = []
@@ -36,7 +39,9 @@ def test_global_options_reach_the_settings(tmp_path, monkeypatch) -> None:
 
     try:
         result = CliRunner().invoke(
-            main, ["--config", str(config), "-b", "kafka-1:9092,kafka-2:9092", "_probe"]
+            main,
+            ["--config", str(config), "-b", "kafka-1:9092,kafka-2:9092", "_probe"],
+            env=UNSET_BY_OPTIONS,  # restored afterwards: the options write the environment
         )
     finally:
         main.commands.pop("_probe")

@@ -9,7 +9,7 @@ import time
 
 from faust.types import TP
 
-from streams.delivery_watchdog import DeliveryWatchdog, behind, recovery_stalled
+from streams.kafka_compat.delivery_watchdog import DeliveryWatchdog, behind, recovery_stalled
 
 SERVED, SILENT, OTHER = TP("interactions", 0), TP("interactions", 1), TP("dead-letters", 0)
 

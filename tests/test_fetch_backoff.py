@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from streams import fetch_backoff
+from streams.kafka_compat import fetch_backoff
 
 
 async def _run(got: bool, cancel_after_s: float | None, monkeypatch: Any) -> tuple[Any, float]:

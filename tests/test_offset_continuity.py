@@ -14,7 +14,7 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.offset_continuity import OffsetContinuity
+from streams.kafka_compat.offset_continuity import OffsetContinuity
 
 TP0 = TP("interactions", 0)
 
@@ -24,7 +24,7 @@ def runs(draw: st.DrawFn) -> tuple[list[int], set[int], set[int]]:
     size = draw(st.integers(1, 60))
     log = sorted(draw(st.sets(st.integers(0, size + 10), min_size=1, max_size=size)))
     # The last record is never skipped: with nothing after it, that is the delivery
-    # watchdog's case (streams/delivery_watchdog.py).
+    # watchdog's case (streams/kafka_compat/delivery_watchdog.py).
     skipped = draw(st.sets(st.sampled_from(log[:-1]), max_size=5)) if len(log) > 1 else set()
     seek_back_after = draw(st.sets(st.sampled_from(log), max_size=2))
     return log, skipped, seek_back_after

@@ -97,3 +97,21 @@ def test_a_redelivered_event_with_a_newer_list_sends_no_stale_list(
     handler.deliver(4, "e-2", "item-2")
     assert lists(handler.deliver(3, "e-1", "item-1")) == []
     assert [m.based_on_events for m in lists(handler.deliver(4, "e-2", "item-2"))] == [2]
+
+
+def test_a_new_event_at_an_offset_already_applied_is_refused_not_taken_for_a_repeat(
+    encoder: MultimodalEncoder, tmp_path
+) -> None:
+    """A broker that lost records gave their offsets to new ones (streams/delivery_book.py):
+    the worker refuses the new event with its reason (a dead letter) instead of skipping it
+    as redelivered, and applies nothing for it."""
+    from streams.app import Rejected
+
+    handler = Handler(encoder, tmp_path)
+    handler.deliver(3, "e-1", "item-1")
+    state = handler.app.users["ann"]["state"]
+    with pytest.raises(Rejected) as refused:
+        handler.deliver(3, "e-2", "item-2")
+    assert refused.value.reason == "offset-reused" and "'e-2'" in refused.value.error
+    assert handler.app.users["ann"]["state"] == state
+    assert [m.trigger_event_id for m in lists(handler.deliver(4, "e-2", "item-2"))] == ["e-2"]

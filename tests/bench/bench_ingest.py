@@ -120,7 +120,7 @@ def ingest_through_worker(broker: LocalBroker, workdir: Path, items: list[dict])
     """
     run = uuid.uuid4().hex[:8]
     settings = Settings(
-        bootstrap_servers=broker.bootstrap_servers,
+        **broker.client_settings(),  # servers and flavour: the patches its broker needs
         data_dir=workdir / run,
         web_port=free_port(),
         consumer_group=f"bench-{run}",

@@ -24,7 +24,7 @@ from encoders.text import MiniLMTextEncoder, compose_item_text
 from models.engine import InProcessRecommender
 from models.hybrid import HybridRecommender
 from streams.admin import create_topics, produce
-from streams.broker import LocalBroker
+from streams.broker import Broker, make_broker
 from streams.load import drive, percentile
 from streams.process import WorkerProcess
 from streams.settings import Settings
@@ -85,12 +85,10 @@ def memory_mb(pid: int, field: str = "VmHWM") -> float:
 
 
 def worker_with_catalog(
-    broker: LocalBroker, workdir: Path, catalog: list[dict]
+    broker: Broker, workdir: Path, catalog: list[dict]
 ) -> tuple[Settings, WorkerProcess, float]:
     """A worker on ``broker`` with ``catalog`` stored; returns the seconds ingestion took."""
-    settings = Settings(
-        bootstrap_servers=broker.bootstrap_servers, data_dir=workdir / "data", web_port=free_port()
-    )
+    settings = Settings(**broker.client_settings(), data_dir=workdir / "data", web_port=free_port())
     create_topics(settings)
     worker = WorkerProcess(settings, workdir / "worker.log")
     worker.start()
@@ -151,12 +149,15 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0, help="interactions per second")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--broker", choices=["noida-db", "kafka"], default="noida-db", help="the local broker"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     catalog = synthetic_catalog(args.items)
     events = interactions(int(args.rate * args.seconds), args.items, args.users)
-    broker = LocalBroker(free_port(), workdir / "broker")
+    broker = make_broker(args.broker, free_port(), workdir)
     broker.start()
     settings, worker, ingest_s = worker_with_catalog(broker, workdir, catalog)
     try:
@@ -171,6 +172,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "click_to_recommendation",
+                "broker": broker.flavour,
                 "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}".strip(),
                 "catalog_items": len(catalog),
                 "users": args.users,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import time
 import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -143,3 +146,71 @@ def event_log(seed: int, n_events: int) -> list[tuple[str, str, str, str]]:
         item = rng.choice(liked if rng.random() < 0.7 else items)
         log.append((f"k-{n}", user, item, rng.choice(KINDS)))
     return log
+
+
+def make_tls(directory: Path, name: str = "test") -> tuple[Path, Path]:
+    """A CA of its own and a server certificate it signs for 127.0.0.1 (openssl CLI):
+    returns (the CA certificate, the server's keystore: PKCS#8 key then certificate chain,
+    as Kafka reads ``ssl.keystore.type=PEM``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_pem = directory / f"{name}-ca.key", directory / f"{name}-ca.pem"
+    key, csr, cert = (directory / f"{name}-server.{ext}" for ext in ("key", "csr", "pem"))
+    extensions = directory / f"{name}-san.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca_pem),
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=streamrec {name} CA",
+    )
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key))
+    openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca_pem),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(extensions),
+    )
+    keystore = directory / f"{name}-keystore.pem"
+    keystore.write_text(key.read_text() + cert.read_text() + ca_pem.read_text())
+    return ca_pem, keystore
+
+
+def compat_fired(worker: WorkerProcess) -> dict[str, float]:
+    """How often each Kafka compatibility defence fired in the worker, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://{worker.settings.web_host}:{worker.settings.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["defence"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "streamrec_kafka_compat_fired"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }

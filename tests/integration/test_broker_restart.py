@@ -8,15 +8,15 @@ import time
 import pytest
 
 from streams.admin import produce
-from streams.broker import LocalBroker
-from tests.conftest import TopicReader, free_port, isolated_settings
+from streams.broker import BrokerFlavour
+from tests.conftest import TopicReader, isolated_settings, new_broker
 from tests.integration.helpers import click, recommendations_for, start_worker_with_catalog
 
 pytestmark = pytest.mark.integration
 
 
-def test_worker_carries_on_after_a_broker_restart(tmp_path) -> None:
-    broker = LocalBroker(free_port(), tmp_path / "broker")
+def test_worker_carries_on_after_a_broker_restart(broker_flavour: BrokerFlavour, tmp_path) -> None:
+    broker = new_broker(broker_flavour, tmp_path / "broker")
     broker.start()
     settings = isolated_settings(broker, tmp_path / "data")
     worker = start_worker_with_catalog(settings)

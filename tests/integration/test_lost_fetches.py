@@ -20,7 +20,13 @@ from streams.broker import LocalBroker
 from streams.process import WorkerProcess
 from streams.settings import Settings
 from tests.conftest import TopicReader, isolated_settings
-from tests.integration.helpers import click, ready, recommendations_for, start_worker_with_catalog
+from tests.integration.helpers import (
+    click,
+    compat_fired,
+    ready,
+    recommendations_for,
+    start_worker_with_catalog,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +72,12 @@ def test_a_table_recovery_that_lost_its_records_reads_them_again(
         assert (
             answer(settings, reader, click("t-2", "fay", "jazz-3", minute=2)).based_on_events == 3
         )
+        fired = compat_fired(worker)
     finally:
         worker.stop()
         reader.close()
-    log = worker.log_path.read_text(errors="replace")
-    assert "FAULT lost" in log and "table recovery received nothing" in log
+    assert "FAULT lost" in worker.log_path.read_text(errors="replace")  # the fault struck
+    assert fired["recovery_reread"] >= 1, fired
 
 
 def test_an_interaction_the_consumer_lost_is_read_again_and_handled(
@@ -87,8 +94,9 @@ def test_an_interaction_the_consumer_lost_is_read_again_and_handled(
         first = recommendations_for(reader.messages, "l-0")
         assert first is not None and first.based_on_events == 1, "the lost event was handled"
         assert second.based_on_events == 2, "after it, once"
+        fired = compat_fired(worker)
     finally:
         worker.stop()
         reader.close()
-    log = worker.log_path.read_text(errors="replace")
-    assert "FAULT lost" in log and "never reached the agent" in log
+    assert "FAULT lost" in worker.log_path.read_text(errors="replace")  # the fault struck
+    assert fired["catch_up_read"] >= 1 and fired["catch_up_record"] >= 1, fired

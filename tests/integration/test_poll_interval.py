@@ -9,7 +9,7 @@ aiokafka waits for a poll: the worker is out of the group for good. Found with
 MovieLens 100k produced at once (README "Known problems"). The tests shrink the interval
 and the agents' buffer so the same situations arise within seconds. Each failed this
 way before its fix: ``consumer_max_poll_records`` for the backlog,
-``streams/paused_poll.py`` for the worker without partitions.
+``streams/kafka_compat/paused_poll.py`` for the worker without partitions.
 """
 
 from __future__ import annotations

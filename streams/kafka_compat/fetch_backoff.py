@@ -1,11 +1,13 @@
-"""A pause after an empty fetch, for brokers that answer empty fetches at once.
+"""A pause after an empty fetch, for brokers that answer empty fetches at once (noida-db only).
 
 A Kafka broker holds a fetch until data arrives or ``fetch.max.wait.ms`` passes, so an
 idle consumer costs nothing. noida-db (the local broker) answers at once, and aiokafka
 then fetches again immediately: an idle worker spins a whole core, which on a small
 machine halves the CPU left for the encoders. Pausing briefly after a fetch that
 brought nothing bounds that loop. On a real broker an empty answer only comes after the
-broker's own wait, so the pause adds at most ``seconds`` once the stream goes idle.
+broker's own wait (``fetch.max.wait.ms``), so it is not installed there:
+``tests/integration/test_kafka_compat.py`` counts the fetches of an idle consumer on each
+broker.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
 
+from streams.kafka_compat.counts import fire
+from streams.kafka_compat.patching import ClassPatch
+
 _original_proc_fetch_request = Fetcher._proc_fetch_request
 _backoff_s = 0.0
 
@@ -22,6 +27,7 @@ _backoff_s = 0.0
 async def _proc_fetch_request_with_backoff(self: Fetcher, *args: Any, **kwargs: Any) -> bool:
     got_something = await _original_proc_fetch_request(self, *args, **kwargs)
     if not got_something and _backoff_s > 0:
+        fire("empty_fetch_pause")
         # The node stays "in flight" while this task sleeps, so no new fetch goes out.
         try:
             await asyncio.sleep(_backoff_s)
@@ -32,8 +38,17 @@ async def _proc_fetch_request_with_backoff(self: Fetcher, *args: Any, **kwargs: 
     return got_something
 
 
-def install_empty_fetch_backoff(seconds: float) -> None:
-    """Make every aiokafka consumer in this process pause ``seconds`` after an empty fetch."""
+def set_backoff(seconds: float) -> None:
+    """How long every aiokafka consumer in this process pauses after an empty fetch."""
     global _backoff_s
     _backoff_s = seconds
-    Fetcher._proc_fetch_request = _proc_fetch_request_with_backoff  # type: ignore[method-assign]
+
+
+PATCH = ClassPatch(
+    "empty_fetch_backoff",
+    Fetcher,
+    "_proc_fetch_request",
+    _proc_fetch_request_with_backoff,
+    brokers=frozenset({"noida-db"}),
+    reason="noida-db answers an empty fetch at once (no long-poll): an idle consumer spins",
+)

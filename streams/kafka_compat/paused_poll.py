@@ -13,6 +13,8 @@ A Java consumer keeps polling with its partitions paused, which resets the poll 
 while it works through what it has. This does the same: each round in which Faust finds
 nothing to fetch marks a poll on the aiokafka consumer. (A poll's records handed to full
 buffers are bounded separately, by ``consumer_max_poll_records``.)
+
+A client bug, so installed on every broker (``test_poll_interval.py`` runs on both).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import Any
 
 import aiokafka
 from faust.transport.consumer import Consumer
+
+from streams.kafka_compat.counts import fire
+from streams.kafka_compat.patching import ClassPatch
 
 _original_wait_next_records = Consumer._wait_next_records
 
@@ -33,11 +38,18 @@ async def _mark_polled(client: aiokafka.AIOKafkaConsumer) -> None:
 async def _wait_next_records_polling_when_paused(self: Consumer, timeout: float) -> tuple[Any, Any]:
     records, active_partitions = await _original_wait_next_records(self, timeout)
     if active_partitions is not None and not active_partitions and self.flow_active:
+        fire("idle_poll")
         thread = self._thread  # type: ignore[attr-defined]
         await thread.call_thread(_mark_polled, thread._ensure_consumer())
     return records, active_partitions
 
 
-def install_poll_while_paused() -> None:
-    """Make every Faust consumer in this process count rounds with nothing to fetch as polls."""
-    Consumer._wait_next_records = _wait_next_records_polling_when_paused  # type: ignore[method-assign]
+PATCH = ClassPatch(
+    "poll_while_paused",
+    Consumer,
+    "_wait_next_records",
+    _wait_next_records_polling_when_paused,
+    brokers=frozenset({"noida-db", "kafka"}),
+    reason="a Faust worker with nothing to fetch stops polling and drops out of its group "
+    "(robinhood/faust#517)",
+)

@@ -14,6 +14,10 @@ The fix completes the seek: with ``auto_offset_reset = "earliest"`` (the app's s
 a partition with no committed offset, or offset 0, goes back to its beginning, exactly
 where a fresh consumer would start. Changelog partitions are left to Faust's recovery,
 which positions them itself. Redelivery is safe: events apply at most once.
+
+A client bug (aiokafka ``AIOKafkaConsumer.seek_to_committed``: ``if offset and offset >
+0``), so installed on every broker; the issue that asked for this package names it
+aio-libs/aiokafka#1003. ``tests/integration/test_kafka_compat.py`` shows it on Kafka.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from streams.kafka_compat.counts import fire
+from streams.kafka_compat.patching import ClassPatch
 
 _original_seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
 
@@ -33,10 +40,16 @@ async def _seek_to_committed_from_the_beginning(self: AIOKafkaConsumerThread) ->
     changelogs = self.app.tables.changelog_topics
     unsought = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
     if unsought:
+        fire("seek_to_beginning", len(unsought))
         await self.call_thread(self._ensure_consumer().seek_to_beginning, *unsought)
     return committed
 
 
-def install_full_seek_to_committed() -> None:
-    """Make Faust's seek to committed offsets also cover offsets 0 and none (process-wide)."""
-    AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed_from_the_beginning  # type: ignore[method-assign]
+PATCH = ClassPatch(
+    "full_seek_to_committed",
+    AIOKafkaConsumerThread,
+    "seek_to_committed",
+    _seek_to_committed_from_the_beginning,
+    brokers=frozenset({"noida-db", "kafka"}),
+    reason="aiokafka's seek_to_committed skips offsets 0 and none: fetched records are lost",
+)

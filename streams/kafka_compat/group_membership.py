@@ -9,6 +9,11 @@ aiokafka sends no LeaveGroup for a static member, since a static member is expec
 come back. A worker stopped on purpose may not, though (scaling down), and on noida-db
 its partitions would then wait forever. So a clean stop leaves the group as a dynamic
 member does; only a crash leaves the member behind, to be replaced by its restart.
+
+Kafka removes a silent static member after its session timeout, as KIP-345 intends (a
+static member stopped for good hands its partitions on after
+``consumer_session_timeout_s``), so this is installed on noida-db only:
+``tests/integration/test_kafka_compat.py`` shows both behaviours.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import aiokafka.errors as errors
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.group import LeaveGroupRequest
 
+from streams.kafka_compat.counts import fire
+from streams.kafka_compat.patching import ClassPatch
+
 log = logging.getLogger(__name__)
 
 _original_maybe_leave_group = GroupCoordinator._maybe_leave_group
@@ -26,6 +34,7 @@ _original_maybe_leave_group = GroupCoordinator._maybe_leave_group
 
 async def _leave_group_also_when_static(self: GroupCoordinator) -> None:
     if self.generation > 0 and self._group_instance_id is not None:
+        fire("static_leave")
         try:
             await self._send_req(LeaveGroupRequest(self.group_id, self.member_id))
         except errors.KafkaError as error:
@@ -33,6 +42,12 @@ async def _leave_group_also_when_static(self: GroupCoordinator) -> None:
     await _original_maybe_leave_group(self)
 
 
-def install_leave_on_stop() -> None:
-    """Make every aiokafka consumer in this process leave its group on a clean stop."""
-    GroupCoordinator._maybe_leave_group = _leave_group_also_when_static  # type: ignore[method-assign]
+PATCH = ClassPatch(
+    "leave_on_stop",
+    GroupCoordinator,
+    "_maybe_leave_group",
+    _leave_group_also_when_static,
+    brokers=frozenset({"noida-db"}),
+    reason="noida-db never expires a static member: a worker stopped for good keeps its "
+    "partitions forever",
+)

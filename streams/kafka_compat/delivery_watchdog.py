@@ -30,6 +30,8 @@ import faust
 from faust.types import TP
 from mode import Service
 
+from streams.kafka_compat.counts import fire
+
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +102,7 @@ class DeliveryWatchdog(Service):
             self.stalled_after_s,
             offsets,
         )
+        fire("watchdog_reread", len(stalled))
         app.consumer.resume_partitions(stalled)
         committed = {tp: offset for tp, offset in offsets.items() if offset is not None}
         if committed:
@@ -138,6 +141,7 @@ class DeliveryWatchdog(Service):
             self.stalled_after_s,
             stalled,
         )
+        fire("recovery_reread", len(stalled))
         await self.app.consumer._thread.seek_wait(stalled)
         for tp in stalled:
             self._recovery_reread[tp] = now

@@ -35,6 +35,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from mode import Service
 
+from streams.kafka_compat.counts import fire
+
 
 class OffsetContinuity:
     """``missing`` for each record in delivery order; ``forget`` partitions assigned anew."""
@@ -103,6 +105,7 @@ class CatchUpReader(Service):
                 enable_auto_commit=False, auto_offset_reset="earliest", **self.options
             )
             await self._consumer.start()
+        fire("catch_up_read")
         consumer, partition = self._consumer, TopicPartition(tp.topic, tp.partition)
         consumer.assign([partition])
         consumer.seek(partition, first)
@@ -112,11 +115,13 @@ class CatchUpReader(Service):
             batch = await consumer.getmany(partition, timeout_ms=1000)
             for record in batch.get(partition, []):
                 if record.offset >= end:
+                    fire("catch_up_record", len(records))
                     return records
                 timestamp = record.timestamp / 1000 if record.timestamp else None
                 message = CaughtUpMessage(tp.topic, tp.partition, record.offset, timestamp)
                 records.append(CaughtUp(record.key, record.value, message))
             if await consumer.position(partition) >= end:
+                fire("catch_up_record", len(records))
                 return records
         raise TimeoutError(f"{tp}: offsets {first} to {end - 1} not read in {self.timeout_s} s")
 

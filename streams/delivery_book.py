@@ -1,0 +1,109 @@
+"""Which interactions of one user were applied, by position and by event id: what decides
+whether a record the worker receives again is a repeat.
+
+The worker remembers, in each user's table entry, the highest offset applied per source
+partition and the event id applied at each of the user's recent positions. A record at
+a position past the highest is new (the hybrid still refuses an event id it already
+applied: a duplicate). A record at a position already passed is decided by its event id:
+
+- applied before (at this position or another): a repeat, redelivered after a restart or
+  a rewind; the worker re-sends what may have been lost with it, applies nothing;
+- not applied, and the position is within what is remembered: a different event at an
+  offset the broker gave out again after losing records (seen on noida-db killed with
+  ``acks=all`` records unflushed). Refused to the dead-letter topic (``offset-reused``),
+  not applied in place: the replicas recognise repeated item changes by their source
+  offset (streams/replica.py), so they would drop its changes. Produced again from the
+  dead letter it gets a new offset and is applied once;
+- not applied, and the position older than everything remembered: it cannot be decided
+  whether it was applied long ago or is new: dead-lettered (``undecidable-repeat``).
+
+Entries written before positions were remembered carry only the offsets: a record at or
+below them counts as a repeat, as it always did.
+
+>>> book = DeliveryBook({})
+>>> book.decide(0, 5, "e-1").verdict
+'apply'
+>>> entry = book.after(0, 5, "e-1")
+>>> DeliveryBook(entry).decide(0, 5, "e-1").verdict, DeliveryBook(entry).decide(0, 5, "e-9").verdict
+('repeat', 'refuse')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+#: Positions remembered per user: as many as the event ids the user state remembers.
+MAX_POSITIONS = 512
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``apply`` (new), ``repeat`` (applied before, at ``applied_at``: "partition:offset"),
+    or ``refuse`` (a dead letter: ``reason`` is its code, ``error`` says why)."""
+
+    verdict: Literal["apply", "repeat", "refuse"]
+    applied_at: str | None = None
+    reason: str = ""
+    error: str = ""
+
+
+class DeliveryBook:
+    """The bookkeeping of one user's table entry (its ``offsets`` and ``positions``)."""
+
+    def __init__(self, entry: Mapping[str, Any]) -> None:
+        #: Highest offset applied, per source partition (as a string, the table's JSON).
+        self.offsets: dict[str, int] = dict(entry.get("offsets", {}))
+        #: "partition:offset" -> event id applied there, oldest first; None: a legacy entry.
+        positions = entry.get("positions")
+        self.positions: dict[str, str] | None = None if positions is None else dict(positions)
+
+    def decide(self, partition: int, offset: int, event_id: str) -> Decision:
+        highest = self.offsets.get(str(partition), -1)
+        if offset > highest:
+            return Decision("apply")
+        key = f"{partition}:{offset}"
+        if self.positions is None:  # written before positions were kept
+            return Decision("repeat", applied_at=key)
+        for position, applied in self.positions.items():
+            if applied == event_id:
+                return Decision("repeat", applied_at=position)
+        passed = f"offset {offset} of partition {partition} was passed (applied up to {highest})"
+        oldest = min(
+            (int(p.split(":")[1]) for p in self.positions if p.startswith(f"{partition}:")),
+            default=None,
+        )
+        if oldest is not None and offset >= oldest:
+            held = self.positions.get(key)
+            before = f"event {held!r}" if held else "no event of this user"
+            return Decision(
+                "refuse",
+                reason="offset-reused",
+                error=(
+                    f"{passed}, where {before} was applied, and event_id {event_id!r} never "
+                    "was: the broker gave this offset out again after losing records; "
+                    "produce this event again to apply it"
+                ),
+            )
+        return Decision(
+            "refuse",
+            reason="undecidable-repeat",
+            error=(
+                f"{passed} and event_id {event_id!r} is not among the last {MAX_POSITIONS} "
+                "applied for this user: a repeat older than what is remembered or an event "
+                "at an offset the broker reused; produce it again if it is new"
+            ),
+        )
+
+    def after(self, partition: int, offset: int, event_id: str) -> dict[str, Any]:
+        """The entry's ``offsets`` and ``positions`` once this event is applied."""
+        offsets = {
+            **self.offsets,
+            str(partition): max(offset, self.offsets.get(str(partition), -1)),
+        }
+        positions = dict(self.positions or {})
+        positions[f"{partition}:{offset}"] = event_id
+        while len(positions) > MAX_POSITIONS:
+            del positions[next(iter(positions))]
+        return {"offsets": offsets, "positions": positions}

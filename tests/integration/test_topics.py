@@ -1,0 +1,55 @@
+"""`streamrec topics` against the real broker: item-updates is created never to be deleted,
+and existing topics with another partition count are refused with the fix."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+from streams.admin import ITEM_UPDATES_CONFIG, TopicLayoutError, create_topics
+from streams.broker import Broker
+from streams.cli import main
+from streams.process import settings_env
+from tests.conftest import isolated_settings
+
+pytestmark = pytest.mark.integration
+
+
+def topic_config(broker: Broker, topic: str) -> dict[str, str]:
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        answer = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )
+    finally:
+        admin.close()
+    [by_name] = answer.values()
+    return {key: str(data["value"]) for key, data in by_name[topic].items()}
+
+
+def test_item_updates_is_never_deleted_and_other_topics_keep_broker_defaults(
+    broker: Broker, tmp_path
+) -> None:
+    settings = isolated_settings(broker, tmp_path)
+    config = topic_config(broker, settings.topic_item_updates)
+    assert {key: config.get(key) for key in ITEM_UPDATES_CONFIG} == ITEM_UPDATES_CONFIG
+    assert topic_config(broker, settings.topic_interactions).get("retention.ms") != "-1"
+
+
+def test_existing_topics_with_another_partition_count_are_refused_with_the_fix(
+    broker: Broker, tmp_path
+) -> None:
+    created = isolated_settings(broker, tmp_path)  # 2 partitions each
+    other = created.model_copy(update={"partitions": 3})
+    with pytest.raises(TopicLayoutError) as refused:
+        create_topics(other)
+    message = str(refused.value)
+    assert f"{created.topic_interactions} has 2" in message and "partitions = 3" in message
+    assert "STREAMREC_PARTITIONS" in message and "\n" not in message
+
+    result = CliRunner().invoke(main, ["topics"], env=settings_env(other))
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()  # one line, no traceback
+    assert line.startswith("Error: topics differ from partitions = 3")
+    create_topics(created)  # the matching settings pass

@@ -1,0 +1,154 @@
+"""The compatibility layer (streams/kafka_compat/): the upstream code it patches is the code
+it was written against, each broker gets the patches it needs and no other, and every
+defence that fires is counted where Prometheus reads it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiokafka.consumer.consumer import AIOKafkaConsumer
+from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.consumer.subscription_state import SubscriptionState
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from streams import kafka_compat
+from streams.kafka_compat import counts
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
+
+#: The versions the patches were written and checked against.
+RECORDED_VERSIONS = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
+
+#: Every upstream function a patch replaces or calls by a private name, with its signature
+#: when the patch was written.
+RECORDED_SIGNATURES: dict[str, tuple[Callable[..., Any], str]] = {
+    "Fetcher._proc_fetch_request": (
+        Fetcher._proc_fetch_request,
+        "(self, assignment, node_id, request)",
+    ),
+    "GroupCoordinator._maybe_leave_group": (GroupCoordinator._maybe_leave_group, "(self)"),
+    "GroupCoordinator._send_req": (GroupCoordinator._send_req, "(self, request)"),
+    "AIOKafkaConsumerThread.seek_to_committed": (
+        AIOKafkaConsumerThread.seek_to_committed,
+        "(self) -> Mapping[faust.types.tuples.TP, int]",
+    ),
+    "AIOKafkaConsumer.seek_to_committed": (
+        AIOKafkaConsumer.seek_to_committed,
+        "(self, *partitions)",
+    ),
+    "Consumer._wait_next_records": (
+        Consumer._wait_next_records,
+        "(self, timeout: float) -> Tuple[Optional[Mapping[faust.types.tuples.TP, "
+        "List[Any]]], Optional[Set[faust.types.tuples.TP]]]",
+    ),
+    "AIOKafkaConsumerThread._ensure_consumer": (
+        AIOKafkaConsumerThread._ensure_consumer,
+        "(self) -> aiokafka.consumer.consumer.AIOKafkaConsumer",
+    ),
+    "AIOKafkaConsumerThread.seek_wait": (
+        AIOKafkaConsumerThread.seek_wait,
+        "(self, partitions: Mapping[faust.types.tuples.TP, int]) -> None",
+    ),
+    "AIOKafkaConsumerThread.seek_to_beginning": (
+        AIOKafkaConsumerThread.seek_to_beginning,
+        "(self, *partitions: aiokafka.structs.TopicPartition) -> None",
+    ),
+    "SubscriptionState.fetch_context": (SubscriptionState.fetch_context, "(self)"),
+}
+
+#: Private instance attributes the patches and services read, by the class that sets them.
+RECORDED_ATTRIBUTES = {
+    GroupCoordinator: ["_group_instance_id"],
+    Recovery: ["_recovery_started_at", "_active_events_received_at"],
+}
+
+
+@pytest.mark.parametrize("package", sorted(RECORDED_VERSIONS))
+def test_the_patched_packages_are_the_versions_the_patches_were_checked_against(
+    package: str,
+) -> None:
+    installed = importlib.metadata.version(package)
+    assert installed == RECORDED_VERSIONS[package], (
+        f"{package} is {installed}, the Kafka compatibility patches were checked against "
+        f"{RECORDED_VERSIONS[package]}: read streams/kafka_compat/ against the new code "
+        "(is each patch still needed, still right?), then update RECORDED_VERSIONS"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED_SIGNATURES))
+def test_every_patched_or_called_private_function_keeps_its_signature(name: str) -> None:
+    function, recorded = RECORDED_SIGNATURES[name]
+    # A patch in place shows the replacement's signature: compare the upstream one.
+    upstream = {patch.replacement: patch.original for patch in kafka_compat.PATCHES}
+    function = upstream.get(function, function)
+    assert str(inspect.signature(function)) == recorded, (
+        f"{name} changed upstream: check streams/kafka_compat/ against it"
+    )
+
+
+@pytest.mark.parametrize("owner", list(RECORDED_ATTRIBUTES), ids=lambda c: c.__name__)
+def test_the_private_attributes_read_still_exist(owner: type) -> None:
+    source = inspect.getsource(owner)
+    for attribute in RECORDED_ATTRIBUTES[owner]:
+        assert f"self.{attribute}" in source, f"{owner.__name__}.{attribute} is gone upstream"
+
+
+@pytest.fixture
+def restore_patches() -> Iterator[None]:
+    before = {patch.name: patch.installed for patch in kafka_compat.PATCHES}
+    yield
+    for patch in kafka_compat.PATCHES:
+        patch.install() if before[patch.name] else patch.uninstall()
+
+
+@pytest.mark.usefixtures("restore_patches")
+def test_each_broker_gets_the_patches_it_needs_and_the_others_are_put_back() -> None:
+    on_noida = kafka_compat.install(Settings(broker_flavour="noida-db"))
+    assert on_noida == [
+        "empty_fetch_backoff",
+        "leave_on_stop",
+        "full_seek_to_committed",
+        "poll_while_paused",
+    ]
+    assert all(patch.installed for patch in kafka_compat.PATCHES)
+    on_kafka = kafka_compat.install(Settings(broker_flavour="kafka"))
+    # noida-db's departures from the protocol are not patched on Kafka; client bugs are.
+    assert on_kafka == ["full_seek_to_committed", "poll_while_paused"]
+    installed = {patch.name: patch.installed for patch in kafka_compat.PATCHES}
+    assert installed == {
+        "empty_fetch_backoff": False,
+        "leave_on_stop": False,
+        "full_seek_to_committed": True,
+        "poll_while_paused": True,
+    }
+    assert Fetcher._proc_fetch_request is kafka_compat.fetch_backoff.PATCH.original
+
+
+def test_the_broker_flavour_follows_the_local_broker_or_the_configured_servers() -> None:
+    assert Settings().effective_broker_flavour == "noida-db"  # no servers: local noida-db
+    assert Settings(local_broker="kafka").effective_broker_flavour == "kafka"
+    assert Settings(bootstrap_servers="kafka-1:9092").effective_broker_flavour == "kafka"
+    explicit = Settings(bootstrap_servers="127.0.0.1:19092", broker_flavour="noida-db")
+    assert explicit.effective_broker_flavour == "noida-db"
+
+
+def test_every_defence_is_exposed_to_prometheus_with_its_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(counts, "fired", counts.Counter())
+    counts.fire("catch_up_read")
+    counts.fire("catch_up_record", 3)
+    text = WorkerMetrics(lag=dict).exposition().decode()
+    assert 'streamrec_kafka_compat_fired_total{defence="catch_up_read"} 1.0' in text
+    assert 'streamrec_kafka_compat_fired_total{defence="catch_up_record"} 3.0' in text
+    for defence in counts.DEFENCES:  # fired or not, every defence has a series
+        assert f'streamrec_kafka_compat_fired_total{{defence="{defence}"}}' in text
+    with pytest.raises(KeyError, match="unknown defence"):
+        counts.fire("no_such_defence")
