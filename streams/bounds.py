@@ -221,7 +221,9 @@ MAX_SIGNAL_WEIGHT = 10.0
 
 
 def bounded_weight(weight: float) -> float:
-    """>>> bounded_weight(666_666.0), bounded_weight(-0.5)
+    """``weight`` within +-``MAX_SIGNAL_WEIGHT``.
+
+    >>> bounded_weight(666_666.0), bounded_weight(-0.5)
     (10.0, -0.5)
     """
     return min(max(weight, -MAX_SIGNAL_WEIGHT), MAX_SIGNAL_WEIGHT)
