@@ -186,9 +186,23 @@ class OnlineBPR(Source):
             self._count_positive(item, change["positive"], (change["at"], change["by"]))
 
     def _count_positive(self, item: int, positive: float, first: tuple[float, int]) -> None:
-        if item not in self._first_positive or first < self._first_positive[item]:
+        known = item in self._first_positive
+        if not known or first < self._first_positive[item]:
+            order = self._order
+            if (
+                not known
+                and order is not None
+                and (not order or first >= self._first_positive[order[-1]])
+            ):
+                # Items mostly arrive in the order of their first engagement: appending
+                # keeps the order sorted without sorting the catalog again (per new item,
+                # that grew with the catalog).
+                self._position[item] = len(order)
+                order.append(item)
+                self._weights = grown(self._weights, len(order))
+            else:
+                self._order = None
             self._first_positive[item] = first
-            self._order = None
         self._positives[item] = self._positives.get(item, 0.0) + positive
         if self._order is not None:
             self._weights[self._position[item]] += positive
@@ -199,7 +213,7 @@ class OnlineBPR(Source):
             self._order = sorted(self._first_positive, key=self._first_positive.__getitem__)
             self._position = {item: n for n, item in enumerate(self._order)}
             self._weights = np.array([self._positives[i] for i in self._order])
-        return self._order, np.cumsum(self._weights)
+        return self._order, np.cumsum(self._weights[: len(self._order)])
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         items = grown(self.items, n_items)[:n_items]
