@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     candidates_per_source: int = Field(default=200, ge=1)
     #: How often changed CF item vectors are written to Qdrant (the "cf" named vector).
     cf_publish_interval_s: float = Field(default=1.0, gt=0)
+    #: How often the item side is checkpointed (and at stop), so a restart reads only
+    #: the tail of item-updates; 0: no checkpoints, every start reads it all.
+    item_checkpoint_interval_s: float = Field(default=300.0, ge=0)
 
     # Item ingestion: how many uploads are encoded together, and how long to wait for them.
     encode_batch_size: int = Field(default=32, ge=1)

@@ -207,6 +207,38 @@ class OnlineBPR(Source):
         if self._order is not None:
             self._weights[self._position[item]] += positive
 
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        # First engagements in their insertion order: the canonical order sorts them
+        # stably, so ties keep it.
+        first = list(self._first_positive.items())
+        positives = list(self._positives.items())
+        return {
+            "items": self.items.copy(),
+            "bias": self.bias.copy(),
+            "first_item": np.array([i for i, _ in first], dtype=np.int64),
+            "first_ts": np.array([f[0] for _, f in first], dtype=np.float64),
+            "first_by": np.array([f[1] for _, f in first], dtype=np.int64),
+            "positive_item": np.array([i for i, _ in positives], dtype=np.int64),
+            "positive_count": np.array([c for _, c in positives], dtype=np.float64),
+        }
+
+    def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        items = np.asarray(arrays["items"], dtype=np.float64)
+        if items.shape[1:] != (self.factors,):
+            raise ValueError(f"CF factors of {items.shape[1:]}, not ({self.factors},)")
+        self.items, self.bias = items.copy(), np.asarray(arrays["bias"], dtype=np.float64).copy()
+        self._first_positive = {
+            int(i): (float(ts), int(by))
+            for i, ts, by in zip(
+                arrays["first_item"], arrays["first_ts"], arrays["first_by"], strict=True
+            )
+        }
+        self._positives = {
+            int(i): float(c)
+            for i, c in zip(arrays["positive_item"], arrays["positive_count"], strict=True)
+        }
+        self._order = None
+
     def _drawable(self) -> tuple[list[int], np.ndarray]:
         """The items a negative can be, in their canonical order, and cumulative weights."""
         if self._order is None:

@@ -250,8 +250,8 @@ class ItemItemCosine(Source):
         weights = inverse[items] * self.recency ** np.arange(len(items) - 1, -1, -1)
         rows = [self.co.row(i) for i in items]
         neighbours = np.concatenate([r[0] for r in rows])
-        counts = np.concatenate([r[1] * w for r, w in zip(rows, weights, strict=True)])
-        return neighbours, counts
+        counts = np.concatenate([r[1] for r in rows])
+        return neighbours, counts * np.repeat(weights, [len(r[0]) for r in rows])
 
     def _scores_up_to(self, items: list[int], size: int) -> np.ndarray:
         """``sum_i w_i C[i, j]`` for j < ``size``: work in the rows' entries, not the catalog."""
@@ -289,13 +289,14 @@ class ItemItemCosine(Source):
     # -- the item side as arrays (checkpoints) ----------------------------------------
 
     def item_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "counts": self.counts.copy(),
-            "inverse": self._inverse.copy(),
-            **self.co.to_arrays(),
-        }
+        # The rows' keys (offsets, items, counts) are prefixed: "counts" is taken.
+        rows = {f"rows_{key}": value for key, value in self.co.to_arrays().items()}
+        return {"counts": self.counts.copy(), "inverse": self._inverse.copy(), **rows}
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.counts = np.asarray(arrays["counts"], dtype=np.float32).copy()
         self._inverse = np.asarray(arrays["inverse"], dtype=np.float32).copy()
-        self.co = CoEngagements.from_arrays(arrays, self.co.max_neighbours)
+        rows = {
+            key[len("rows_") :]: value for key, value in arrays.items() if key.startswith("rows_")
+        }
+        self.co = CoEngagements.from_arrays(rows, self.co.max_neighbours)
