@@ -178,8 +178,9 @@ class ItemSideReplica(Service):
                 self.fold([message.value for message in messages])
                 if messages:
                     self.positions[tp.partition] = messages[-1].offset + 1
-                    if not self.caught_up.is_set():
-                        self.read_at_start += len(messages)
+                    if not self.caught_up.is_set() and self._target is not None:
+                        end = self._target.get(tp.partition, 0)
+                        self.read_at_start += sum(1 for m in messages if m.offset < end)
             for tp in self._consumer.assignment():
                 highwater = self._consumer.highwater(tp)
                 if highwater is not None:
