@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 #: its last commit (seconds), far fewer than this.
 MAX_LOGGED_STEPS = 100_000
 #: Logged steps a snapshot keeps (the newest): a crash's redo window is seconds of events.
-SNAPSHOT_LOGGED_STEPS = 10_000
+SNAPSHOT_LOGGED_STEPS = 1_000
 
 
 def snapshot_path(settings: Settings) -> Path:
@@ -122,6 +122,7 @@ class ItemSideReplica(Service):
 
     async def on_start(self) -> None:
         s = self.settings
+        log.info("item-side replica: starting (snapshot: %s)", s.item_checkpoint_interval_s > 0)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.effective_bootstrap_servers.split(","),
             client_id=f"{s.consumer_group}-item-side-replica",

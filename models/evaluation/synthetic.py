@@ -10,7 +10,8 @@ one of any size, to measure how the evaluation and the item side scale:
 - tastes: items carry one to three of ``genres`` genres, each user prefers two, and
   ``taste_share`` of a user's ratings fall in them (so item-item and CF have something
   to find), the rest follow popularity alone;
-- every user rates an item at most once, on days spread over ``span_days``.
+- every user rates an item at most once; users start on days spread over ``span_days``
+  and rate over a burst of about ``active_days``.
 
     python -m models.evaluation.synthetic OUT_DIR --events 100000 --items 10000 --users 610
 
@@ -44,6 +45,7 @@ class Shape:
     taste_share: float = 0.7
     min_per_user: int = 20
     span_days: float = 3 * 365.0
+    active_days: float = 60.0
     seed: int = 0
 
 
@@ -95,7 +97,9 @@ def generate(shape: Shape) -> SyntheticRatings:
             chosen.update(dict.fromkeys(int(i) for i in picks))
         items = list(chosen)[:quota]
         first = start + rng.random() * shape.span_days * 86_400
-        days = np.sort(rng.exponential(30.0, size=len(items)).cumsum())
+        # A user rates in a burst of weeks (as MovieLens users do), not over years.
+        active_days = rng.exponential(shape.active_days)
+        days = rng.exponential(active_days / len(items), size=len(items)).cumsum()
         for item, day in zip(items, days, strict=True):
             taste = bool(np.isin(item_genres[item], liked).any())
             rating = float(

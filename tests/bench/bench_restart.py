@@ -3,7 +3,9 @@ a snapshot plus the tail.
 
 A worker ingests a synthetic catalog (the real text encoder), then N records are put on
 item-updates: one interaction's item changes each, computed by the hybrid's own user
-side (``HybridRecommender.learn_one``) for synthetic users, exactly what a worker writes.
+side (``HybridRecommender.learn_one``) for synthetic users, what a worker writes (up to
+``--distinct`` events are learned; past that they are sent again under new offsets, so
+a million records take minutes to produce, not an hour).
 Then, on the same broker and topics, three starts of a worker, each timed from process
 start to ``/ready/`` (partitions assigned, tables recovered, item side caught up):
 
@@ -48,7 +50,9 @@ READ_AT_START = re.compile(r"(\d+) item-updates records read at start")
 KINDS = ["click", "view", "like", "purchase", "skip"]
 
 
-def produce_changes(settings: Settings, item_ids: list[str], n: int, users: int) -> float:
+def produce_changes(
+    settings: Settings, item_ids: list[str], n: int, users: int, distinct: int
+) -> float:
     """Put ``n`` ItemChanges records on item-updates; seconds it took."""
     hybrid = HybridRecommender(settings.hybrid_weights, content_dim=1)
     for item_id in item_ids:
@@ -66,29 +70,46 @@ def produce_changes(settings: Settings, item_ids: list[str], n: int, users: int)
     )
     started = time.perf_counter()
     try:
+        learned: list[tuple[str, dict, dict]] = []
         for offset in range(n):
-            user = f"user-{rng.randrange(users)}"
-            state = states.setdefault(user, UserState())
-            # A skewed choice of items, as real engagement is.
-            item = item_ids[min(int(rng.paretovariate(1.2)) - 1, len(item_ids) - 1)]
-            kind = rng.choice(KINDS)
-            ts = (start + timedelta(milliseconds=offset)).timestamp()
             event_id = f"restart-{offset}"
-            changes = hybrid.learn_one(user, state, event_id, item, signal_weight(kind, None), ts)
-            hybrid.apply(changes or {})
+            if offset < distinct:
+                user = f"user-{rng.randrange(users)}"
+                state = states.setdefault(user, UserState())
+                # A skewed choice of items, as real engagement is.
+                item = item_ids[min(int(rng.paretovariate(1.2)) - 1, len(item_ids) - 1)]
+                weight = signal_weight(rng.choice(KINDS), None)
+                ts = (start + timedelta(milliseconds=offset)).timestamp()
+                changes = hybrid.learn_one(user, state, event_id, item, weight, ts) or {}
+                hybrid.apply(changes)
+                learned.append((user, changes, hybrid.item_dependent_steps(state)))
+            user, changes, steps = learned[offset % distinct]
+            # Offsets only grow: a replica folds every record (none looks re-sent).
             message = ItemChanges(
                 event_id=event_id,
                 user_id=user,
                 source_partition=0,
                 source_offset=offset,
-                changes=changes or {},
-                user_steps=hybrid.item_dependent_steps(state),
+                changes=changes,
+                user_steps=steps,
             )
             producer.send(settings.topic_item_updates, key=user.encode(), value=message.to_bytes())
         producer.flush()
     finally:
         producer.close()
     return time.perf_counter() - started
+
+
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def logged_at(log: str, marker: str) -> datetime | None:
+    """When the worker's log first says ``marker``."""
+    for line in log.splitlines():
+        match = LOG_TIME.match(line)
+        if match and marker in line:
+            return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+    return None
 
 
 def timed_start(settings: Settings, log: Path) -> tuple[WorkerProcess, dict]:
@@ -101,9 +122,22 @@ def timed_start(settings: Settings, log: Path) -> tuple[WorkerProcess, dict]:
             raise TimeoutError(f"not ready in an hour; see {log}")
         time.sleep(0.2)
     seconds = time.perf_counter() - started
-    read = READ_AT_START.findall(log.read_text())
+    text = log.read_text()
+    read = READ_AT_START.findall(text)
+    # Without the process start (imports, encoder weights): from the app starting to
+    # ready, and the item side's share of it (snapshot load and reading the log).
+    starting = logged_at(text, "[^Worker]: Starting")
+    ready_at = logged_at(text, "Worker ready")
+    opening = logged_at(text, "item-side replica: starting")
+    caught_up = logged_at(text, "item-side replica caught up")
     return worker, {
         "seconds_to_ready": round(seconds, 2),
+        "app_start_to_ready_s": (ready_at - starting).total_seconds()
+        if starting and ready_at
+        else None,
+        "item_side_catch_up_s": (caught_up - opening).total_seconds()
+        if caught_up and opening
+        else None,
         "records_read_at_start": int(read[-1]) if read else None,
         "worker_peak_rss_mb": round(memory_mb(worker.pid), 1) if worker.pid else None,
     }
@@ -114,6 +148,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--distinct", type=int, default=5000, help="events learned, then re-sent")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-restart-"))
@@ -125,7 +160,7 @@ def main() -> None:
         worker.stop()  # a snapshot of the catalog alone
         assert snapshot_path(settings).exists()
         produce_s = produce_changes(
-            settings, [c["item_id"] for c in catalog], args.records, args.users
+            settings, [c["item_id"] for c in catalog], args.records, args.users, args.distinct
         )
         common = {
             "bench": "restart_to_ready",
