@@ -143,7 +143,7 @@ def faust_echo_floor(
     speed. Its consumer starts at the topic's end, so it is warmed up first."""
     log = (workdir / "echo.log").open("ab")
     echo = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.faust_echo", "worker", "-l", "warning"],
+        [sys.executable, "-m", "tests.bench.faust_echo", "worker", "-l", "warn"],
         env=settings_env(settings),
         stdout=log,
         stderr=subprocess.STDOUT,

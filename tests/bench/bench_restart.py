@@ -124,17 +124,12 @@ def timed_start(settings: Settings, log: Path) -> tuple[WorkerProcess, dict]:
     seconds = time.perf_counter() - started
     text = log.read_text()
     read = READ_AT_START.findall(text)
-    # Without the process start (imports, encoder weights): from the app starting to
-    # ready, and the item side's share of it (snapshot load and reading the log).
-    starting = logged_at(text, "[^Worker]: Starting")
-    ready_at = logged_at(text, "Worker ready")
+    # The item side's share of it (snapshot load and reading the log), without the
+    # process start (imports, encoder weights), group join and table recovery.
     opening = logged_at(text, "item-side replica: starting")
     caught_up = logged_at(text, "item-side replica caught up")
     return worker, {
         "seconds_to_ready": round(seconds, 2),
-        "app_start_to_ready_s": (ready_at - starting).total_seconds()
-        if starting and ready_at
-        else None,
         "item_side_catch_up_s": (caught_up - opening).total_seconds()
         if caught_up and opening
         else None,
