@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.topk import kth_largest
+
 
 @dataclass(frozen=True)
 class Ranked:
@@ -107,7 +109,7 @@ class Blend:
         k = min(k, int(candidates.sum()))
         if k <= 0:
             return np.zeros(0, dtype=int), total
-        kth = np.partition(total, len(total) - k)[len(total) - k]
+        kth = kth_largest(total[None, :], k)[0]
         above = np.flatnonzero(total > kth)
         ties = np.flatnonzero(total == kth)[: k - len(above)]
         top = np.concatenate([above, ties])
@@ -179,7 +181,7 @@ class BlendSet:
         k = min(k, int(np.isfinite(totals[0]).sum()))
         if k <= 0:
             return
-        kth = np.partition(totals, n_items - k, axis=1)[:, n_items - k]
+        kth = kth_largest(totals, k)
         above = totals > kth[:, None]
         recommended[:, :n_items] |= above
         ties = totals == kth[:, None]

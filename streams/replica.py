@@ -13,19 +13,30 @@ when they come back from the log; a change re-sent after a restart is recognised
 source offset (a user's changes are keyed by user, so they reach the log in order). The
 user steps logged with recent changes let a worker that redoes an event after a crash
 end where the original step ended (``logged_steps``).
+
+Restarts read only the tail: every ``item_checkpoint_interval_s`` and at stop, the
+replica writes a snapshot of the item side (``models/item_snapshot.py``) with the
+item-updates offsets it reflects and the bookkeeping above (changes applied locally and
+not yet read back, per-user source offsets, recent logged steps). A start loads it,
+seeks each partition to its offset and reads from there. A snapshot that cannot be used
+(unreadable, another format, other sources, a vector store that lost items, another
+partition count) is ignored with a warning: the replica reads from the beginning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 from pydantic import ValidationError
 
+from models import item_snapshot
 from models.hybrid import CONTENT, HybridRecommender
 from models.vector_store import StoredItem, VectorStore
 from streams.admin import partition_ids
@@ -38,6 +49,12 @@ log = logging.getLogger(__name__)
 #: Logged user steps kept: the events a crash can make a worker redo are the ones since
 #: its last commit (seconds), far fewer than this.
 MAX_LOGGED_STEPS = 100_000
+#: Logged steps a snapshot keeps (the newest): a crash's redo window is seconds of events.
+SNAPSHOT_LOGGED_STEPS = 1_000
+
+
+def snapshot_path(settings: Settings) -> Path:
+    return settings.data_dir / "item-side" / "snapshot.npz"
 
 
 class ItemSideReplica(Service):
@@ -70,6 +87,16 @@ class ItemSideReplica(Service):
         #: Where the log ended when the worker started: caught up once read to there.
         self._target: dict[int, int] | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        #: Records read from item-updates before ``caught_up`` (what a start cost).
+        self.read_at_start = 0
+        #: Where this start began reading, by partition (a snapshot's offsets, or 0s).
+        self.started_from: dict[int, int] = {}
+        #: Keys applied locally before the snapshot this start loaded: their logged steps
+        #: are kept when they are read back, for events redone after a crash.
+        self._restored_locally: set[tuple[int, int]] = set()
+        #: ``positions`` as of the latest snapshot written (none newer to take before that).
+        self._snapshot_positions: dict[int, int] | None = None
+        self._checkpoint_lock = asyncio.Lock()
 
     def apply_local(self, message: ItemChanges) -> None:
         """Apply this worker's own interaction at once (the next ranking must see it),
@@ -96,6 +123,7 @@ class ItemSideReplica(Service):
 
     async def on_start(self) -> None:
         s = self.settings
+        log.info("item-side replica: starting (snapshot: %s)", s.item_checkpoint_interval_s > 0)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.effective_bootstrap_servers.split(","),
             client_id=f"{s.consumer_group}-item-side-replica",
@@ -113,17 +141,32 @@ class ItemSideReplica(Service):
                 await asyncio.sleep(0.5)
         tps = [TopicPartition(s.topic_item_updates, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
         target = await self._consumer.end_offsets(tps)
         self.end_offsets = {tp.partition: offset for tp, offset in target.items()}
+        start = self._load_snapshot(self.end_offsets) if s.item_checkpoint_interval_s > 0 else None
+        if start is None:
+            await self._consumer.seek_to_beginning(*tps)
+            start = {tp.partition: 0 for tp in tps}
+        else:
+            for tp in tps:
+                self._consumer.seek(tp, start[tp.partition])
+        self.started_from = dict(start)
+        self.positions = dict(start)
+        self._snapshot_positions = dict(start)
         self._target = dict(self.end_offsets)
         self._check_caught_up()
-        log.info("item-side replica: reading %s, %d records to catch up", tps, sum(target.values()))
+        log.info(
+            "item-side replica: reading %s from %s, %d records to catch up",
+            tps,
+            start,
+            sum(max(end - start[p], 0) for p, end in self.end_offsets.items()),
+        )
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
         self.publish_cf()  # the store is stopped after the app: the last batch gets in
+        await self.checkpoint()
 
     @Service.task
     async def _fold_forever(self) -> None:
@@ -136,6 +179,9 @@ class ItemSideReplica(Service):
                 self.fold([message.value for message in messages])
                 if messages:
                     self.positions[tp.partition] = messages[-1].offset + 1
+                    if not self.caught_up.is_set() and self._target is not None:
+                        end = self._target.get(tp.partition, 0)
+                        self.read_at_start += sum(1 for m in messages if m.offset < end)
             for tp in self._consumer.assignment():
                 highwater = self._consumer.highwater(tp)
                 if highwater is not None:
@@ -150,6 +196,110 @@ class ItemSideReplica(Service):
         while not self.should_stop:
             await self.sleep(self.settings.cf_publish_interval_s)
             self.publish_cf()
+
+    @Service.task
+    async def _checkpoint_forever(self) -> None:
+        interval = self.settings.item_checkpoint_interval_s
+        if interval <= 0:
+            return
+        while not self.should_stop:
+            await self.sleep(interval)
+            if self.caught_up.is_set() and not self.should_stop:
+                await self.checkpoint()
+
+    async def checkpoint(self) -> int:
+        """Write a snapshot of the item side and the offsets it reflects, unless nothing
+        was read since the last one or checkpoints are off; the bytes written."""
+        if (
+            self.settings.item_checkpoint_interval_s <= 0
+            or not self.caught_up.is_set()
+            or self.positions == self._snapshot_positions
+        ):
+            return 0
+        async with self._checkpoint_lock:
+            positions = dict(self.positions)
+            try:
+                # Copied in one go on the event loop, between two folds: the arrays, the
+                # offsets and the bookkeeping describe the same moment.
+                snapshot = item_snapshot.capture(self.hybrid, self._bookkeeping(positions))
+            except item_snapshot.SnapshotError as error:
+                log.warning("item side not checkpointed: %s", error)
+                return 0
+            started = time.perf_counter()
+            path = snapshot_path(self.settings)
+            try:
+                size = await asyncio.get_running_loop().run_in_executor(
+                    None, item_snapshot.write, snapshot, path
+                )
+            except OSError as error:
+                log.warning("item-side snapshot not written to %s: %s", path, error)
+                return 0
+            self._snapshot_positions = positions
+            log.info(
+                "item-side snapshot: %d items at offsets %s, %.1f MB in %.2f s",
+                len(snapshot.header["ids"]),
+                positions,
+                size / 1e6,
+                time.perf_counter() - started,
+            )
+            return size
+
+    def _bookkeeping(self, positions: dict[int, int]) -> dict[str, Any]:
+        steps = list(self.logged_steps.items())[-SNAPSHOT_LOGGED_STEPS:]
+        return {
+            "topic": self.settings.topic_item_updates,
+            "positions": {str(p): offset for p, offset in positions.items()},
+            "log_offsets": dict(self.log_offsets),
+            "applied_locally": sorted(self.applied_locally),
+            "logged_steps": [[p, o, step] for (p, o), step in steps],
+        }
+
+    def _load_snapshot(self, end_offsets: dict[int, int]) -> dict[int, int] | None:
+        """Restore the latest snapshot; the offsets to read from, or None (read all)."""
+        path = snapshot_path(self.settings)
+        if not path.exists():
+            return None
+        started = time.perf_counter()
+        try:
+            snapshot = item_snapshot.read(path)
+            extra = snapshot.header["extra"]
+            positions = {int(p): int(o) for p, o in extra["positions"].items()}
+            if extra["topic"] != self.settings.topic_item_updates:
+                raise item_snapshot.SnapshotError(f"snapshot of topic {extra['topic']!r}")
+            if set(positions) != set(end_offsets):
+                raise item_snapshot.SnapshotError(
+                    f"snapshot of partitions {sorted(positions)}, "
+                    f"the topic has {sorted(end_offsets)}"
+                )
+            beyond = {p: o for p, o in positions.items() if o > end_offsets[p]}
+            if beyond:
+                # The log lost records the snapshot reflects (a broker that loses
+                # acknowledged writes, or a recreated topic): only a rebuild is consistent.
+                raise item_snapshot.SnapshotError(f"snapshot offsets {beyond} past the log's end")
+            recorded = len(snapshot.arrays["recorded"])
+            if self.store.count() < recorded:
+                raise item_snapshot.SnapshotError(
+                    f"the vector store holds {self.store.count()} items, the snapshot {recorded}"
+                )
+            item_snapshot.restore(self.hybrid, snapshot)
+        except (item_snapshot.SnapshotError, KeyError, TypeError, ValueError) as error:
+            log.warning(
+                "item-side snapshot ignored, reading item-updates from the beginning: %s", error
+            )
+            return None
+        self.log_offsets = {str(u): int(o) for u, o in extra["log_offsets"].items()}
+        self.applied_locally = {(int(p), int(o)) for p, o in extra["applied_locally"]}
+        self._restored_locally = set(self.applied_locally)
+        self.logged_steps = OrderedDict(
+            ((int(p), int(o)), step) for p, o, step in extra["logged_steps"]
+        )
+        log.info(
+            "item-side snapshot loaded: %d items at offsets %s in %.2f s",
+            len(self.hybrid),
+            positions,
+            time.perf_counter() - started,
+        )
+        return positions
 
     def publish_cf(self) -> None:
         published = self.hybrid.publish_cf()
@@ -188,6 +338,11 @@ class ItemSideReplica(Service):
         self.log_offsets[message.user_id] = message.source_offset
         if key in self.applied_locally:
             self.applied_locally.discard(key)
+            if key in self._restored_locally:
+                # Applied before the snapshot by the previous run of this worker: a crash
+                # may make this one redo the event.
+                self._restored_locally.discard(key)
+                self.logged_steps[key] = message.user_steps
             return
         self.logged_steps[key] = message.user_steps
         while len(self.logged_steps) > MAX_LOGGED_STEPS:
@@ -217,5 +372,9 @@ class ItemSideReplica(Service):
         if self._target is None or self.caught_up.is_set():
             return
         if all(self.positions.get(p, 0) >= end for p, end in self._target.items()):
-            log.info("item-side replica caught up: %d items", len(self.hybrid))
+            log.info(
+                "item-side replica caught up: %d items, %d item-updates records read at start",
+                len(self.hybrid),
+                self.read_at_start,
+            )
             self.caught_up.set()

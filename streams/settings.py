@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     candidates_per_source: int = Field(default=200, ge=1)
     #: How often changed CF item vectors are written to Qdrant (the "cf" named vector).
     cf_publish_interval_s: float = Field(default=1.0, gt=0)
+    #: How often the item side is checkpointed (and at stop), so a restart reads only
+    #: the tail of item-updates; 0: no checkpoints, every start reads it all.
+    item_checkpoint_interval_s: float = Field(default=300.0, ge=0)
 
     #: The item encoders: "pretrained" (MiniLM, EfficientNet-Lite0, log-mel; the product)
     #: or "hashing" (encoders/hashing.py: no weights, starts in milliseconds; for tests of

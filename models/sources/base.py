@@ -221,3 +221,12 @@ class Source(ABC):
 
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
         return None
+
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        """The item side as numeric arrays (copies), what a checkpoint stores; a source
+        without one raises NotImplementedError (its owner then rebuilds from the log)."""
+        raise NotImplementedError(f"{type(self).__name__} has no item-side checkpoint")
+
+    def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """The inverse of ``item_arrays``, on a source that has learned nothing yet."""
+        raise NotImplementedError(f"{type(self).__name__} has no item-side checkpoint")

@@ -186,12 +186,58 @@ class OnlineBPR(Source):
             self._count_positive(item, change["positive"], (change["at"], change["by"]))
 
     def _count_positive(self, item: int, positive: float, first: tuple[float, int]) -> None:
-        if item not in self._first_positive or first < self._first_positive[item]:
+        known = item in self._first_positive
+        if not known or first < self._first_positive[item]:
+            order = self._order
+            if (
+                not known
+                and order is not None
+                and (not order or first >= self._first_positive[order[-1]])
+            ):
+                # Items mostly arrive in the order of their first engagement: appending
+                # keeps the order sorted without sorting the catalog again (per new item,
+                # that grew with the catalog).
+                self._position[item] = len(order)
+                order.append(item)
+                self._weights = grown(self._weights, len(order))
+            else:
+                self._order = None
             self._first_positive[item] = first
-            self._order = None
         self._positives[item] = self._positives.get(item, 0.0) + positive
         if self._order is not None:
             self._weights[self._position[item]] += positive
+
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        # First engagements in their insertion order: the canonical order sorts them
+        # stably, so ties keep it.
+        first = list(self._first_positive.items())
+        positives = list(self._positives.items())
+        return {
+            "items": self.items.copy(),
+            "bias": self.bias.copy(),
+            "first_item": np.array([i for i, _ in first], dtype=np.int64),
+            "first_ts": np.array([f[0] for _, f in first], dtype=np.float64),
+            "first_by": np.array([f[1] for _, f in first], dtype=np.int64),
+            "positive_item": np.array([i for i, _ in positives], dtype=np.int64),
+            "positive_count": np.array([c for _, c in positives], dtype=np.float64),
+        }
+
+    def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        items = np.asarray(arrays["items"], dtype=np.float64)
+        if items.shape[1:] != (self.factors,):
+            raise ValueError(f"CF factors of {items.shape[1:]}, not ({self.factors},)")
+        self.items, self.bias = items.copy(), np.asarray(arrays["bias"], dtype=np.float64).copy()
+        self._first_positive = {
+            int(i): (float(ts), int(by))
+            for i, ts, by in zip(
+                arrays["first_item"], arrays["first_ts"], arrays["first_by"], strict=True
+            )
+        }
+        self._positives = {
+            int(i): float(c)
+            for i, c in zip(arrays["positive_item"], arrays["positive_count"], strict=True)
+        }
+        self._order = None
 
     def _drawable(self) -> tuple[list[int], np.ndarray]:
         """The items a negative can be, in their canonical order, and cumulative weights."""
@@ -199,7 +245,7 @@ class OnlineBPR(Source):
             self._order = sorted(self._first_positive, key=self._first_positive.__getitem__)
             self._position = {item: n for n, item in enumerate(self._order)}
             self._weights = np.array([self._positives[i] for i in self._order])
-        return self._order, np.cumsum(self._weights)
+        return self._order, np.cumsum(self._weights[: len(self._order)])
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         items = grown(self.items, n_items)[:n_items]

@@ -124,6 +124,20 @@ class ContentSimilarity(Source):
     def load_user(self, data: Any) -> Any:
         return np.asarray(data[0], dtype=np.float64), float(data[1])
 
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        return {"vectors": self.vectors[: self.n_vectors].copy()}
+
+    def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        vectors = np.asarray(arrays["vectors"], dtype=np.float32)
+        if vectors.shape[1:] != self.vectors.shape[1:]:
+            raise ValueError(
+                f"content vectors of {vectors.shape[1:]} dimensions, not {self.vectors.shape[1:]}"
+            )
+        self.vectors, self.n_vectors = vectors.copy(), len(vectors)
+        self._vectors64 = None
+        self._rows.clear()
+        self._scores.clear()
+
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
         items = [i for i in history.recent_items if i < self.n_vectors]
         if not items or item >= self.n_vectors:

@@ -9,19 +9,175 @@ weighted most (``recency ** k`` for the item k places back).
 By default every interaction counts (a film rated 2 was still watched, and says what
 comes next) and recency is 0.9. ``ItemItemCosine(any_interaction=False, recency=1.0)``
 is the plain reference: positive engagements only, all 20 items alike.
+
+``C`` is sparse (``CoEngagements``): each item keeps a row of at most
+``max_neighbours`` co-engaged items with their counts, so memory grows with
+items x neighbours, never items squared. A full row makes room for a new neighbour by
+the Space-Saving rule (Metwally et al., 2005): the least counted neighbour gives its
+place, and its count, to the new one. The most co-engaged neighbours, the ones that
+decide rankings, are kept with counts that are exact until the row first fills and
+over-estimated by at most the row's smallest count after.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from models.sources.base import ItemDelta, Source, UserHistory, grown
 
+#: The default bound of a row. On MovieLens 100k (1,682 items) 63 rows reach it and
+#: item-item alone scores as with exact counts (HitRate@10 0.1950 against 0.1949; 512
+#: neighbours: 0.1940). A row costs at most 8 bytes per neighbour: 8 KB per item.
+MAX_NEIGHBOURS = 1024
+
+_NO_ITEMS = np.zeros(0, dtype=np.int32)
+_NO_COUNTS = np.zeros(0, dtype=np.float32)
+
+
+class CoEngagements:
+    """Sparse co-engagement counts: per item, its neighbours' indexes and counts.
+
+    >>> co = CoEngagements(max_neighbours=2)
+    >>> co.add(0, [1, 2]); co.add(0, [1])
+    >>> co.get(0, 1), co.get(0, 2), co.get(0, 3)
+    (2.0, 1.0, 0.0)
+    >>> co.add(0, [3])   # the row is full: 3 takes 2's place and count, plus one
+    >>> co.row(0)[0].tolist(), co.row(0)[1].tolist()
+    ([1, 3], [2.0, 2.0])
+    """
+
+    def __init__(self, max_neighbours: int = MAX_NEIGHBOURS) -> None:
+        if max_neighbours < 1:
+            raise ValueError("max_neighbours must be at least 1")
+        self.max_neighbours = max_neighbours
+        # One pair of arrays per item, filled up to ``sizes[item]`` and grown by doubling
+        # up to ``max_neighbours``; items without neighbours share the empty arrays.
+        self._items: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self.sizes = np.zeros(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        """Rows held (items 0..len-1; the others have no neighbours)."""
+        return len(self._items)
+
+    @property
+    def entries(self) -> int:
+        return int(self.sizes[: len(self)].sum())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the rows' arrays (their capacity, not just their entries)."""
+        return sum(a.nbytes for a in self._items) + sum(c.nbytes for c in self._counts)
+
+    def _ensure(self, item: int) -> None:
+        missing = item + 1 - len(self._items)
+        if missing > 0:
+            self._items.extend([_NO_ITEMS] * missing)
+            self._counts.extend([_NO_COUNTS] * missing)
+            self.sizes = grown(self.sizes, item + 1)
+
+    def row(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        """The item's neighbours and their counts (views: read only)."""
+        if item >= len(self._items):
+            return _NO_ITEMS, _NO_COUNTS
+        n = int(self.sizes[item])
+        return self._items[item][:n], self._counts[item][:n]
+
+    def get(self, item: int, neighbour: int) -> float:
+        neighbours, counts = self.row(item)
+        at = np.flatnonzero(neighbours == neighbour)
+        return float(counts[at[0]]) if len(at) else 0.0
+
+    def add(self, item: int, neighbours: Sequence[int], amount: float = 1.0) -> None:
+        """Count ``amount`` more co-engagements of ``item`` with each of ``neighbours``
+        (distinct indexes)."""
+        if not len(neighbours):
+            return
+        self._ensure(item)
+        wanted = np.asarray(neighbours, dtype=np.int32)
+        n = int(self.sizes[item])
+        held, counts = self._items[item], self._counts[item]
+        if n:
+            if len(wanted) == 1:  # one neighbour: the path of every earlier item's row
+                at = np.flatnonzero(held[:n] == wanted[0])
+                if len(at):
+                    counts[at[0]] += amount
+                    return
+                new = wanted
+            else:
+                match = held[:n, None] == wanted[None, :]
+                found = match.any(axis=0)
+                counts[match.argmax(axis=0)[found]] += amount
+                new = wanted[~found]
+        else:
+            new = wanted
+        if not len(new):
+            return
+        room = min(self.max_neighbours - n, len(new))
+        if room > 0:
+            if n + room > len(held):
+                capacity = min(self.max_neighbours, max(n + room, 2 * len(held), 8))
+                held = np.concatenate([held[:n], np.zeros(capacity - n, dtype=np.int32)])
+                counts = np.concatenate([counts[:n], np.zeros(capacity - n, dtype=np.float32)])
+                self._items[item], self._counts[item] = held, counts
+            held[n : n + room] = new[:room]
+            counts[n : n + room] = amount
+            n += room
+            self.sizes[item] = n
+            new = new[room:]
+        while len(new):
+            # Space-Saving: each newcomer takes the place of one of the least counted
+            # (in turns when more arrive at once than the row holds).
+            arriving, new = new[:n], new[n:]
+            smallest = np.argpartition(counts[:n], len(arriving) - 1)[: len(arriving)]
+            held[smallest] = arriving
+            counts[smallest] += amount
+
+    def to_dense(self, n_items: int) -> np.ndarray:
+        """The counts as an (n_items x n_items) matrix (tests, small catalogs only)."""
+        dense = np.zeros((n_items, n_items), dtype=np.float32)
+        for item in range(min(n_items, len(self))):
+            neighbours, counts = self.row(item)
+            keep = neighbours < n_items
+            dense[item, neighbours[keep]] = counts[keep]
+        return dense
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The rows in compressed sparse row form (what a checkpoint stores)."""
+        sizes = self.sizes[: len(self)].astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if len(self):
+            items = np.concatenate([self.row(i)[0] for i in range(len(self))])
+            counts = np.concatenate([self.row(i)[1] for i in range(len(self))])
+        else:
+            items, counts = _NO_ITEMS, _NO_COUNTS
+        return {"offsets": offsets, "items": items.astype(np.int32), "counts": counts}
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], max_neighbours: int = MAX_NEIGHBOURS
+    ) -> CoEngagements:
+        co = cls(max_neighbours)
+        offsets, items, counts = arrays["offsets"], arrays["items"], arrays["counts"]
+        rows = len(offsets) - 1
+        co.sizes = np.zeros(max(rows, 0), dtype=np.int32)
+        for row in range(rows):
+            start, end = int(offsets[row]), int(offsets[row + 1])
+            if end > start:
+                co._items.append(items[start:end].astype(np.int32))  # a copy: rows grow
+                co._counts.append(counts[start:end].astype(np.float32))
+            else:
+                co._items.append(_NO_ITEMS)
+                co._counts.append(_NO_COUNTS)
+            co.sizes[row] = end - start
+        return co
+
 
 class ItemItemCosine(Source):
-    """Item-item cosine over each user's last items (dense co-occurrence counts).
+    """Item-item cosine over each user's last items (sparse co-occurrence counts).
 
     >>> from models.sources.base import UserHistory
     >>> source = ItemItemCosine()
@@ -35,13 +191,18 @@ class ItemItemCosine(Source):
     >>> source.because_of("c", new, 1)
     0
 
-    Memory is ``4 * items**2`` bytes: fine to tens of thousands of items.
+    Memory: ``8 * max_neighbours`` bytes per item at most for the counts.
     """
 
     name = "item-item"
 
-    def __init__(self, any_interaction: bool = True, recency: float = 0.9) -> None:
-        self.co = np.zeros((0, 0), dtype=np.float32)
+    def __init__(
+        self,
+        any_interaction: bool = True,
+        recency: float = 0.9,
+        max_neighbours: int = MAX_NEIGHBOURS,
+    ) -> None:
+        self.co = CoEngagements(max_neighbours)
         self.counts = np.zeros(0, dtype=np.float32)
         # 1 / sqrt(counts), 0 where nothing was counted: kept up to date with the counts
         # rather than recomputed over the catalog for every list.
@@ -63,56 +224,56 @@ class ItemItemCosine(Source):
     def learn_one(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> None:
-        # user_step + apply in one vectorised update (replay speed; a test holds them equal).
+        # user_step + apply without building the changes (replay speed; a test holds
+        # them equal).
         others = sorted(set(self._history(history)) - {item})
-        size = max([item, *others]) + 1
-        self.co = grown(self.co, size, axes=(0, 1))
-        self._count(item, size, 1.0)
-        if others:
-            self.co[item, others] += 1.0
-            self.co[others, item] += 1.0
+        self._count(item, 1.0)
+        self.co.add(item, others)
+        for other in others:
+            self.co.add(other, (item,))
 
     def apply(self, item: int, change: dict[str, Any]) -> None:
-        co = change.get("co", [])
-        size = max([item, *co]) + 1
-        self.co = grown(self.co, size, axes=(0, 1))
-        self._count(item, size, change.get("count", 0.0))
-        if co:
-            self.co[item, co] += 1.0
+        self._count(item, change.get("count", 0.0))
+        self.co.add(item, change.get("co", []))
 
-    def _count(self, item: int, size: int, count: float) -> None:
-        self.counts = grown(self.counts, size)
-        self._inverse = grown(self._inverse, size)
+    def _count(self, item: int, count: float) -> None:
+        self.counts = grown(self.counts, item + 1)
+        self._inverse = grown(self._inverse, item + 1)
         self.counts[item] += count
         if self.counts[item] > 0:
             self._inverse[item] = 1.0 / np.sqrt(self.counts[item])
 
-    def _inverse_roots(self, n_items: int) -> np.ndarray:
-        """1 / sqrt(engagements) of items 0..n_items-1 (read only)."""
-        return grown(self._inverse, n_items)[:n_items]
+    def _weighted_rows(self, items: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The user's items' rows, concatenated, each count times the row's weight
+        (``recency ** places back / sqrt(n_i)``)."""
+        inverse = grown(self._inverse, max(items) + 1)
+        weights = inverse[items] * self.recency ** np.arange(len(items) - 1, -1, -1)
+        rows = [self.co.row(i) for i in items]
+        neighbours = np.concatenate([r[0] for r in rows])
+        counts = np.concatenate([r[1] for r in rows])
+        return neighbours, counts * np.repeat(weights, [len(r[0]) for r in rows])
+
+    def _scores_up_to(self, items: list[int], size: int) -> np.ndarray:
+        """``sum_i w_i C[i, j]`` for j < ``size``: work in the rows' entries, not the catalog."""
+        neighbours, counts = self._weighted_rows(items)
+        keep = neighbours < size
+        return np.bincount(neighbours[keep], weights=counts[keep], minlength=size)[:size]
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
-        items = [i for i in self._history(history) if i < n_items]
-        if not items:
-            return np.zeros(n_items, dtype=np.float32)
-        inverse = self._inverse_roots(n_items)
-        # Newer history items count more: weight recency ** (how many items came after).
-        weights = inverse[items] * self.recency ** np.arange(len(items) - 1, -1, -1)
-        # sum_i w_i C[i, j] / sqrt(n_i n_j) without materialising the (items x catalog) matrix.
-        rows = grown(self.co, n_items, axes=(0, 1))[items, :n_items]
-        return (weights @ rows) * inverse
+        items = self._history(history)
+        if not items or n_items == 0:
+            return np.zeros(n_items)
+        return self._scores_up_to(items, n_items) * grown(self._inverse, n_items)[:n_items]
 
     def score_items(
         self, user: str, history: UserHistory, items: np.ndarray, now: float
     ) -> np.ndarray:
-        recent = [i for i in self._history(history) if i < len(self.counts)]
+        recent = self._history(history)
         scores = np.zeros(len(items))
         known = items < len(self.counts)  # the others: no one engaged with them yet
         if recent and known.any():
-            inverse = self._inverse_roots(len(self.counts))
-            weights = inverse[recent] * self.recency ** np.arange(len(recent) - 1, -1, -1)
-            rows = self.co[np.ix_(recent, items[known])]
-            scores[known] = (weights @ rows) * inverse[items[known]]
+            totals = self._scores_up_to(recent, len(self.counts))
+            scores[known] = totals[items[known]] * self._inverse[items[known]]
         return scores
 
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
@@ -120,5 +281,22 @@ class ItemItemCosine(Source):
         if not items or item >= len(self.counts):
             return None
         # sim(i, item) ordered over the user's items i: the item's own root is common.
-        similarity = self.co[items, item] * self._inverse_roots(len(self.counts))[items]
+        similarity = (
+            np.array([self.co.get(i, item) for i in items], dtype=np.float32) * self._inverse[items]
+        )
         return items[int(np.argmax(similarity))] if similarity.max() > 0 else None
+
+    # -- the item side as arrays (checkpoints) ----------------------------------------
+
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        # The rows' keys (offsets, items, counts) are prefixed: "counts" is taken.
+        rows = {f"rows_{key}": value for key, value in self.co.to_arrays().items()}
+        return {"counts": self.counts.copy(), "inverse": self._inverse.copy(), **rows}
+
+    def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.counts = np.asarray(arrays["counts"], dtype=np.float32).copy()
+        self._inverse = np.asarray(arrays["inverse"], dtype=np.float32).copy()
+        rows = {
+            key[len("rows_") :]: value for key, value in arrays.items() if key.startswith("rows_")
+        }
+        self.co = CoEngagements.from_arrays(rows, self.co.max_neighbours)

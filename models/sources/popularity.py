@@ -38,6 +38,12 @@ class Popularity(Source):
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         return grown(self.counts, n_items)[:n_items]
 
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        return {"counts": self.counts.copy()}
+
+    def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.counts = np.asarray(arrays["counts"], dtype=np.float64).copy()
+
 
 class DecayedPopularity(Source):
     """Interactions counted with weight ``2 ** (-age / half_life_s)``: what is trending now.
@@ -85,6 +91,12 @@ class DecayedPopularity(Source):
         known = items < len(self.log_mass)
         masses[known] = self.log_mass[items[known]]
         return np.exp(masses - self.rate * now)
+
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        return {"log_mass": self.log_mass.copy()}
+
+    def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.log_mass = np.asarray(arrays["log_mass"], dtype=np.float64).copy()
 
 
 class RandomScores(Source):

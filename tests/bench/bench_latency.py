@@ -3,7 +3,13 @@
 Starts noida-db and a worker, uploads a synthetic catalog, then produces interactions at
 a target rate and times each one from produce to the consumed recommendations message.
 The reference is the same core (learn + recommend on an embedded store with the same
-catalog) called directly in this process. Prints one JSON line.
+catalog) called directly in this process.
+
+The floor: after the worker, a bare Faust agent that answers each interaction with a
+10-item Recommendations message (``tests/bench/faust_echo.py``) is driven through the
+same broker and topics with the same driver (``streams.load.drive``), at the target rate
+and at full speed; the worker is driven at full speed too (``--full-speed-events``), and
+its sustained rate is reported as a ratio of the echo's. Prints one JSON line.
 
     python -m tests.bench.bench_latency --items 1000 --rate 50 --seconds 20
 """
@@ -15,6 +21,8 @@ import itertools
 import json
 import platform
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,7 +34,7 @@ from models.hybrid import HybridRecommender
 from streams.admin import create_topics, produce
 from streams.broker import Broker, make_broker
 from streams.load import drive, percentile
-from streams.process import WorkerProcess
+from streams.process import WorkerProcess, settings_env
 from streams.settings import Settings
 from tests.conftest import free_port
 
@@ -118,6 +126,49 @@ def interactions(n: int, items: int, users: int, seed: int = 1) -> list[dict]:
     ]
 
 
+def interactions_from(start: int, n: int, items: int, users: int, seed: int) -> list[dict]:
+    """``interactions`` with event ids from ``start`` on (each run answers its own ids)."""
+    events = interactions(n, items, users, seed)
+    for offset, event in enumerate(events):
+        event["event_id"] = f"bench-{start + offset}"
+    return events
+
+
+def faust_echo_floor(
+    settings: Settings, workdir: Path, rate: float, rate_events: list[dict], full: list[dict]
+) -> dict:
+    """The bare Faust echo through the same broker and driver: at ``rate``, then at full
+    speed. Its consumer starts at the topic's end, so it is warmed up first."""
+    log = (workdir / "echo.log").open("ab")
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.faust_echo", "worker", "-l", "warn"],
+        env=settings_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        warm = 0
+        while True:  # until its group is assigned and it answers
+            probe = interactions_from(10_000_000 + warm, 1, 10, 10, seed=warm)
+            warm += 1
+            if drive(settings, probe, None, timeout_s=3)["recommendations_received"]:
+                break
+            if time.monotonic() > deadline or echo.poll() is not None:
+                raise RuntimeError(f"the Faust echo did not answer; see {workdir / 'echo.log'}")
+        at_rate = drive(settings, rate_events, rate)
+        at_full = drive(settings, full, None)
+        return {"at_rate": at_rate, "full_speed": at_full}
+    finally:
+        echo.terminate()
+        try:
+            echo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            echo.kill()
+        log.close()
+
+
 def reference_core(catalog: list[dict], events: list[dict], k: int) -> dict:
     """The same core, called in process: learn, apply, recommend per event."""
     encoder = MiniLMTextEncoder(threads=1)
@@ -152,6 +203,12 @@ def main() -> None:
     parser.add_argument(
         "--broker", choices=["noida-db", "kafka"], default="noida-db", help="the local broker"
     )
+    parser.add_argument(
+        "--full-speed-events",
+        type=int,
+        default=2000,
+        help="events driven as fast as possible, at the worker and at the Faust echo",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
@@ -160,9 +217,18 @@ def main() -> None:
     broker = make_broker(args.broker, free_port(), workdir)
     broker.start()
     settings, worker, ingest_s = worker_with_catalog(broker, workdir, catalog)
+    n_rate = len(events)
+    full_worker = interactions_from(n_rate, args.full_speed_events, args.items, args.users, 2)
     try:
         load = drive(settings, events, args.rate)
+        full_speed = drive(settings, full_worker, None)
         worker_peak_mb = memory_mb(worker.pid) if worker.pid else float("nan")
+        worker.stop()
+        echo_rate = interactions_from(2 * n_rate + args.full_speed_events, n_rate, 10, 10, 3)
+        echo_full = interactions_from(
+            3 * n_rate + args.full_speed_events, args.full_speed_events, 10, 10, 4
+        )
+        floor = faust_echo_floor(settings, workdir, args.rate, echo_rate, echo_full)
     finally:
         worker.stop()
         broker.stop()
@@ -183,6 +249,20 @@ def main() -> None:
                 "reference_core_p99_ms": round(reference["p99_ms"], 2),
                 "reference_raw_encoder_items_per_s": round(reference["encode_items_per_s"], 1),
                 "p50_ratio_end_to_end_over_core": round(load["p50_ms"] / reference["p50_ms"], 1),
+                "worker_full_speed_rate_per_s": full_speed["sustained_rate_per_s"],
+                "worker_full_speed_p50_ms": full_speed["p50_ms"],
+                "worker_full_speed_p99_ms": full_speed["p99_ms"],
+                "faust_echo_p50_ms": floor["at_rate"]["p50_ms"],
+                "faust_echo_p99_ms": floor["at_rate"]["p99_ms"],
+                "faust_echo_full_speed_rate_per_s": floor["full_speed"]["sustained_rate_per_s"],
+                "full_speed_ratio_worker_over_faust_echo": round(
+                    full_speed["sustained_rate_per_s"]
+                    / max(floor["full_speed"]["sustained_rate_per_s"], 1e-9),
+                    3,
+                ),
+                "p99_ratio_worker_over_faust_echo": round(
+                    load["p99_ms"] / max(floor["at_rate"]["p99_ms"], 1e-9), 1
+                ),
             }
         )
     )

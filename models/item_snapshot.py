@@ -1,0 +1,148 @@
+"""A checkpoint of the hybrid's item side: one versioned ``.npz`` file, written atomically.
+
+What every ranking reads about items (the catalog's ids and titles, each source's item
+arrays: co-engagement counts, trending masses, CF factors and biases, content vectors)
+is captured as numeric arrays plus a JSON header, and restored into an empty
+``HybridRecommender``. No pickle: the file is read with ``allow_pickle=False``, so a
+file from elsewhere can at worst be refused, never run code.
+
+The file is written to a temporary name beside the target, fsynced, and renamed over it
+(then the directory is fsynced): a crash mid-write leaves the previous snapshot whole.
+A snapshot that cannot be used (missing, truncated, another format version, another
+set of sources or dimensions) raises ``SnapshotError``; the caller rebuilds instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.hybrid import HybridRecommender
+
+#: Bumped whenever what a snapshot holds or means changes: older files are then ignored.
+FORMAT_VERSION = 1
+_HEADER = "header"
+
+
+class SnapshotError(Exception):
+    """The snapshot cannot be used: the caller rebuilds the item side from its log."""
+
+
+@dataclass
+class ItemSideSnapshot:
+    """The arrays and the JSON-ready header (``extra``: what the caller adds, e.g. the
+    log offsets the item side reflects)."""
+
+    arrays: dict[str, np.ndarray]
+    header: dict[str, Any]
+
+
+def capture(hybrid: HybridRecommender, extra: dict[str, Any]) -> ItemSideSnapshot:
+    """The hybrid's item side now, as copies (the hybrid may change while it is written).
+
+    Raises SnapshotError when a source has no item-side checkpoint.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for name, source in hybrid.sources.items():
+        try:
+            for key, value in source.item_arrays().items():
+                arrays[f"source/{name}/{key}"] = value
+        except NotImplementedError as error:
+            raise SnapshotError(str(error)) from error
+    # The hybrid's own item bookkeeping: which items the store holds, which CF vectors
+    # are still to be published to it.
+    arrays["recorded"] = np.fromiter(hybrid._recorded, dtype=np.int64)
+    arrays["cf_changed"] = np.fromiter(hybrid._cf_changed, dtype=np.int64)
+    header = {
+        "format": FORMAT_VERSION,
+        "sources": {name: type(source).__name__ for name, source in hybrid.sources.items()},
+        "ids": list(hybrid.catalog.ids),
+        "titles": list(hybrid.titles),
+        "extra": extra,
+    }
+    return ItemSideSnapshot(arrays, header)
+
+
+def write(snapshot: ItemSideSnapshot, path: Path) -> int:
+    """Write ``snapshot`` to ``path`` atomically; its size in bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    header = np.frombuffer(json.dumps(snapshot.header).encode(), dtype=np.uint8)
+    try:
+        with temporary.open("wb") as handle:
+            np.savez(handle, **snapshot.arrays, **{_HEADER: header})
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+    return path.stat().st_size
+
+
+def read(path: Path) -> ItemSideSnapshot:
+    """The snapshot at ``path``; SnapshotError if there is none or it cannot be read."""
+    if not path.exists():
+        raise SnapshotError(f"no snapshot at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        header = json.loads(arrays.pop(_HEADER).tobytes().decode())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+        raise SnapshotError(
+            f"unreadable snapshot {path}: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise SnapshotError(f"snapshot {path} has format {found!r}, not {FORMAT_VERSION}")
+    return ItemSideSnapshot(arrays, header)
+
+
+def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
+    """Load ``snapshot`` into ``hybrid``, which must hold no items yet.
+
+    Raises SnapshotError, leaving ``hybrid`` as it was, when the snapshot was taken with
+    other sources or dimensions.
+    """
+    if len(hybrid):
+        raise SnapshotError("the item side already holds items: a snapshot restores an empty one")
+    header, arrays = snapshot.header, snapshot.arrays
+    expected = {name: type(source).__name__ for name, source in hybrid.sources.items()}
+    if header.get("sources") != expected:
+        raise SnapshotError(
+            f"snapshot of sources {header.get('sources')}, the hybrid has {expected}"
+        )
+    ids, titles = header["ids"], header["titles"]
+    if len(ids) != len(titles):
+        raise SnapshotError("snapshot ids and titles differ in number")
+    by_source: dict[str, dict[str, np.ndarray]] = {name: {} for name in hybrid.sources}
+    for key, value in arrays.items():
+        if key.startswith("source/"):
+            _, name, field = key.split("/", 2)
+            by_source.setdefault(name, {})[field] = value
+    # Load every source into a fresh copy first: a source refusing its arrays (another
+    # dimension) must leave the hybrid untouched.
+    fresh = type(hybrid)(weights=hybrid.blend.weights, content_dim=hybrid.content.vectors.shape[1])
+    try:
+        for name, source in fresh.sources.items():
+            source.load_item_arrays(by_source[name])
+    except (KeyError, ValueError) as error:
+        raise SnapshotError(
+            f"snapshot arrays do not fit: {type(error).__name__}: {error}"
+        ) from error
+    for name in fresh.sources:
+        hybrid.sources[name].load_item_arrays(by_source[name])
+    for item_id, title in zip(ids, titles, strict=True):
+        hybrid.titles[hybrid._index(item_id)] = title
+    hybrid._recorded.update(int(i) for i in arrays["recorded"])
+    hybrid._cf_changed.update(int(i) for i in arrays["cf_changed"])

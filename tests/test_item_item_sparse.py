@@ -1,0 +1,146 @@
+"""The sparse item-item co-engagement counts against the dense matrix they replace."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.sources import ItemItemCosine, UserHistory
+from models.sources.base import grown
+from models.sources.item_item import CoEngagements
+
+
+class DenseItemItem:
+    """The former implementation (4 * items**2 bytes), kept here as the reference."""
+
+    def __init__(self, any_interaction: bool = True, recency: float = 0.9) -> None:
+        self.co = np.zeros((0, 0), dtype=np.float32)
+        self.counts = np.zeros(0, dtype=np.float32)
+        self.inverse = np.zeros(0, dtype=np.float32)
+        self.any_interaction, self.recency = any_interaction, recency
+
+    def history(self, history: UserHistory) -> list[int]:
+        return list(history.last) if self.any_interaction else history.recent_items
+
+    def learn_one(self, item: int, history: UserHistory) -> None:
+        others = sorted(set(self.history(history)) - {item})
+        size = max([item, *others]) + 1
+        self.co = grown(self.co, size, axes=(0, 1))
+        self.counts = grown(self.counts, size)
+        self.inverse = grown(self.inverse, size)
+        self.counts[item] += 1.0
+        self.inverse[item] = 1.0 / np.sqrt(self.counts[item])
+        if others:
+            self.co[item, others] += 1.0
+            self.co[others, item] += 1.0
+
+    def score(self, history: UserHistory, n_items: int) -> np.ndarray:
+        items = [i for i in self.history(history) if i < n_items]
+        if not items:
+            return np.zeros(n_items)
+        inverse = grown(self.inverse, n_items)[:n_items]
+        weights = inverse[items] * self.recency ** np.arange(len(items) - 1, -1, -1)
+        rows = grown(self.co, n_items, axes=(0, 1))[items, :n_items]
+        return (weights @ rows) * inverse
+
+    def because_of(self, history: UserHistory, item: int) -> int | None:
+        items = [i for i in self.history(history) if i < len(self.counts)]
+        if not items or item >= len(self.counts):
+            return None
+        similarity = self.co[items, item] * self.inverse[:][items]
+        return items[int(np.argmax(similarity))] if similarity.max() > 0 else None
+
+
+events = st.lists(
+    st.tuples(st.integers(0, 5), st.integers(0, 24), st.sampled_from([1.0, 2.0, -1.0])),
+    min_size=1,
+    max_size=150,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events, st.booleans())
+def test_sparse_counts_score_as_the_dense_matrix(log, any_interaction: bool) -> None:
+    """Below the neighbour bound the sparse source is the dense one: same counts, same
+    scores (to float rounding), same explanations."""
+    sparse = ItemItemCosine(any_interaction=any_interaction, recency=0.9)
+    dense = DenseItemItem(any_interaction=any_interaction, recency=0.9)
+    histories: dict[int, UserHistory] = {}
+    for ts, (user, item, weight) in enumerate(log):
+        history = histories.setdefault(user, UserHistory())
+        sparse.learn_one(str(user), item, weight, float(ts), history)
+        dense.learn_one(item, history)
+        history.add(item, weight)
+    n_items = max(len(dense.counts), 1)
+    assert np.array_equal(
+        sparse.co.to_dense(len(dense.counts)), dense.co[: len(dense.counts)][:, : len(dense.counts)]
+    )
+    assert np.array_equal(
+        grown(sparse.counts, n_items)[:n_items], grown(dense.counts, n_items)[:n_items]
+    )
+    for user, history in histories.items():
+        expected = dense.score(history, n_items)
+        assert np.allclose(sparse.score(str(user), history, n_items, 0.0), expected, atol=1e-6)
+        items = np.arange(0, n_items, 2)
+        assert np.allclose(
+            sparse.score_items(str(user), history, items, 0.0), expected[items], atol=1e-6
+        )
+        for item in range(n_items):
+            assert sparse.because_of(str(user), history, item) == dense.because_of(history, item)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=300), st.integers(1, 8))
+def test_a_full_row_keeps_its_heavy_neighbours(stream: list[int], bound: int) -> None:
+    """Space-Saving's guarantees: a row never holds more than its bound, counts are never
+    under the truth, and every neighbour counted more than total / bound times is held."""
+    co = CoEngagements(max_neighbours=bound)
+    for neighbour in stream:
+        co.add(0, [neighbour])
+    truth = Counter(stream)
+    neighbours, counts = co.row(0)
+    assert len(neighbours) == min(bound, len(truth))
+    assert len(set(neighbours.tolist())) == len(neighbours)
+    held = dict(zip(neighbours.tolist(), counts.tolist(), strict=True))
+    assert sum(held.values()) == len(stream)  # Space-Saving conserves the total
+    for neighbour, count in held.items():
+        assert count >= truth[neighbour]
+    for neighbour, count in truth.items():
+        if count > len(stream) / bound:
+            assert neighbour in held
+
+
+def test_rows_stay_bounded_and_memory_grows_with_items_times_neighbours() -> None:
+    """Many users over a catalog: no row past its bound, bytes at most 8 per neighbour
+    slot, far under the dense matrix's 4 * items**2."""
+    rng = np.random.default_rng(0)
+    n_items, bound = 2_000, 16
+    source = ItemItemCosine(max_neighbours=bound)
+    for user in range(300):
+        history = UserHistory()
+        for item in rng.integers(0, n_items, size=40):
+            source.learn_one(str(user), int(item), 1.0, 0.0, history)
+            history.add(int(item), 1.0)
+    assert int(source.co.sizes.max()) == bound
+    assert source.co.nbytes <= 8 * bound * len(source.co)
+    assert source.co.nbytes < 4 * n_items**2 / 50
+
+
+def test_the_arrays_a_checkpoint_stores_give_the_same_source() -> None:
+    rng = np.random.default_rng(1)
+    source, history = ItemItemCosine(max_neighbours=4), UserHistory()
+    for item in rng.integers(0, 30, size=200):
+        source.learn_one("u", int(item), 1.0, 0.0, history)
+        history.add(int(item), 1.0)
+    restored = ItemItemCosine(max_neighbours=4)
+    restored.load_item_arrays(source.item_arrays())
+    assert np.array_equal(restored.co.to_dense(30), source.co.to_dense(30))
+    assert np.array_equal(
+        restored.score("u", history, 30, 0.0), source.score("u", history, 30, 0.0)
+    )
+    for item in range(30):  # both go on learning alike (rows full: eviction included)
+        source.co.add(item, [(item + 1) % 30]), restored.co.add(item, [(item + 1) % 30])
+    assert np.array_equal(restored.co.to_dense(30), source.co.to_dense(30))
