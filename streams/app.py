@@ -118,7 +118,12 @@ class StreamrecApp:
     ) -> None:
         self.settings = settings
         self.encoder = encoder
-        self.hybrid = HybridRecommender(settings.hybrid_weights, content_dim=encoder.fusion.dim)
+        self.hybrid = HybridRecommender(
+            settings.hybrid_weights,
+            content_dim=encoder.fusion.dim,
+            learned=settings.hybrid_blend == "learned",
+            served_k=settings.top_k,
+        )
         # The fused vector, each modality's own (what a learned fusion is refitted from),
         # and the CF item vector (factor and bias, compared by dot product).
         self.store = store or open_vector_store(

@@ -204,6 +204,21 @@ def evaluation_options(command: Any) -> Any:
         click.option(
             "--only", help="comma-separated configurations to run (default: all), e.g. 'hybrid'"
         ),
+        click.option(
+            "--cold-threshold",
+            default=5,
+            show_default=True,
+            help="items and users are cold while they have fewer earlier interactions",
+        ),
+        click.option(
+            "--ease-l2", default=500.0, show_default=True, help="the EASE baseline's lambda"
+        ),
+        click.option(
+            "--ease-refit-every",
+            default=2000,
+            show_default=True,
+            help="the EASE baseline is refitted from scratch every this many events",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -211,7 +226,15 @@ def evaluation_options(command: Any) -> Any:
 
 
 def run_evaluation(
-    data: Any, k: int, limit: int | None, out: Path, no_content: bool, only: str | None
+    data: Any,
+    k: int,
+    limit: int | None,
+    out: Path,
+    no_content: bool,
+    only: str | None,
+    cold_threshold: int = 5,
+    ease_l2: float = 500.0,
+    ease_refit_every: int = 2000,
 ) -> None:
     """Prequential replay of ``data`` (a Dataset) with the standard configurations."""
     from tqdm import tqdm
@@ -236,7 +259,7 @@ def run_evaluation(
 
         vectors = VectorCache(settings.data_dir / "cache").get_or_encode("minilm", texts, encode)
     catalog = Catalog()
-    sources = standard_sources(catalog, data.items, vectors)
+    sources = standard_sources(catalog, data.items, vectors, ease_l2, ease_refit_every)
     configurations = standard_configurations(list(sources))
     if only:
         wanted = [name.strip() for name in only.split(",") if name.strip()]
@@ -260,6 +283,7 @@ def run_evaluation(
             configurations,
             k=k,
             progress=lambda done, _: bar.update(done - bar.n),
+            cold_threshold=cold_threshold,
         )
         bar.update(evaluation.events - bar.n)
     if evaluation.interrupted:
@@ -276,7 +300,13 @@ def run_evaluation(
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
 @evaluation_options
 def evaluate(
-    dataset: Path, k: int, limit: int | None, out: Path, no_content: bool, only: str | None
+    dataset: Path,
+    k: int,
+    limit: int | None,
+    out: Path,
+    no_content: bool,
+    only: str | None,
+    **tuning: Any,
 ) -> None:
     """Prequential evaluation of the hybrid, each source and baselines on DATASET.
 
@@ -289,7 +319,7 @@ def evaluate(
         data = load_dataset(dataset)
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from error
-    run_evaluation(data, k, limit, out, no_content, only)
+    run_evaluation(data, k, limit, out, no_content, only, **tuning)
 
 
 @main.command()
@@ -306,6 +336,7 @@ def replay(
     out: Path,
     no_content: bool,
     only: str | None,
+    **tuning: Any,
 ) -> None:
     """Prequential evaluation over the interactions topic (items from the items topic).
 
@@ -326,7 +357,7 @@ def replay(
         raise click.ClickException(str(error)) from error
     if skipped:
         click.echo(f"skipped {skipped:,} records that are not valid interactions")
-    run_evaluation(data, k, limit, out, no_content, only)
+    run_evaluation(data, k, limit, out, no_content, only, **tuning)
 
 
 @main.command()

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     hybrid_weights: dict[Literal["item-item", "trending", "cf", "content"], float] = Field(
         default_factory=lambda: dict(HYBRID_WEIGHTS)
     )
+    #: "learned": ``hybrid_weights`` are the prior of a blend that learns from the clicks
+    #: how much to trust each source per context (models/learned_blend.py); "fixed": as set.
+    hybrid_blend: Literal["fixed", "learned"] = "learned"
 
     #: Up to this many items every list ranks the whole catalog; above, it ranks the
     #: candidates retrieved per source (models/candidates.py): Qdrant queries on the
