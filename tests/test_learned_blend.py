@@ -133,3 +133,37 @@ def test_a_list_never_pads_with_items_no_source_vouches_for() -> None:
     vouched = [r.item_id for r in top if r.reasons[0].source != "catalog"]
     assert vouched[:1] == ["i20"]  # co-engaged with i5, and trending
     assert set(vouched) == {"i20"}  # the only unseen item any source scores above 0
+
+
+def test_on_the_planted_multimodal_set_zero_click_items_reach_users() -> None:
+    """New items, nobody's click yet, their taste in their content: the fixed blend
+    cannot put them on a list, the learned one learns to trust content on them."""
+    from models.evaluation.prequential import prequential
+    from models.sources import (
+        Catalog,
+        ContentSimilarity,
+        DecayedPopularity,
+        ItemItemCosine,
+        OnlineBPR,
+    )
+    from tests.planted import planted_multimodal
+
+    data = planted_multimodal(seed=1, n_items=200, new_items=80, n_users=60, n_events=2_500)
+    vectors = data.content_vectors()
+    catalog, content = Catalog(), ContentSimilarity(dim=vectors.shape[1])
+    for item, vector in zip(data.items, vectors, strict=True):
+        content.set_vector(catalog.add(item.item_id), vector)
+    sources = {
+        "item-item": ItemItemCosine(),
+        "trending": DecayedPopularity(),
+        "cf": OnlineBPR(),
+        "content": content,
+    }
+    configurations = {"fixed": Blend(HYBRID_WEIGHTS), "learned": LearnedBlend(HYBRID_WEIGHTS)}
+    uploaded_at = {item.item_id: item.uploaded_at for item in data.items}
+    evaluation = prequential(data.events, catalog, sources, configurations, uploaded_at=uploaded_at)
+    fixed, learned = evaluation.results["fixed"], evaluation.results["learned"]
+    assert fixed.zero_click is not None and learned.zero_click is not None
+    assert learned.zero_click.events > 100
+    assert learned.zero_click.hit_rate >= 0.10 > fixed.zero_click.hit_rate
+    assert learned.overall.hit_rate >= 0.98 * fixed.overall.hit_rate

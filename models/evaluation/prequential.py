@@ -42,6 +42,8 @@ class ConfigResult:
     recommended: set[int] = field(default_factory=set)
     #: Events whose item nobody had engaged with before (in this replay).
     zero_click: RankingMetrics | None = None
+    #: Events whose item was uploaded during the replay (``uploaded_at`` given).
+    uploaded_during: RankingMetrics | None = None
 
     def coverage(self, catalog_size: int) -> float:
         return len(self.recommended) / catalog_size if catalog_size else float("nan")
@@ -73,6 +75,9 @@ class Evaluation:
                     f"zero-click HitRate@{self.k}": (
                         r.zero_click.hit_rate if r.zero_click else float("nan")
                     ),
+                    f"uploaded-during HitRate@{self.k}": (
+                        r.uploaded_during.hit_rate if r.uploaded_during else float("nan")
+                    ),
                 }
             )
         return rows
@@ -88,13 +93,16 @@ def prequential(
     total: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     cold_threshold: int = COLD_THRESHOLD,
+    uploaded_at: Mapping[str, float] | None = None,
 ) -> Evaluation:
     """Replay ``events`` test-then-train; returns metrics per configuration.
 
     ``catalog`` holds the items known up front (an event's unknown item is added when it
     first appears). A KeyboardInterrupt stops the replay and returns what was measured
     so far, flagged ``interrupted``. Items and users are cold while they have had fewer
-    than ``cold_threshold`` interactions.
+    than ``cold_threshold`` interactions. With ``uploaded_at`` (item id -> upload time),
+    an item is a candidate only from its upload on, and events on items uploaded after
+    the first event are also measured apart.
     """
     needed = {name for blend in configurations.values() for name in blend.sources}
     unknown = needed - set(sources)
@@ -110,6 +118,7 @@ def prequential(
             RankingMetrics(k),
             [],
             zero_click=RankingMetrics(k),
+            uploaded_during=RankingMetrics(k) if uploaded_at is not None else None,
         )
         for name in configurations
     }
@@ -126,6 +135,8 @@ def prequential(
     item_events: dict[int, int] = defaultdict(int)
     window_ends: list[float] = []
     last_ts = -math.inf
+    first_ts: float | None = None
+    upload_ts = np.zeros(0)
     started = time.perf_counter()
     count = 0
     interrupted = False
@@ -156,6 +167,15 @@ def prequential(
             cold_user = history.events < cold_threshold
             zero_click = item_events[item] == 0
             candidates = unseen(n_items, history.seen)
+            first_ts = event.ts if first_ts is None else first_ts
+            new_item = False
+            if uploaded_at is not None:
+                if len(upload_ts) < n_items:
+                    upload_ts = np.array(
+                        [uploaded_at.get(i, -math.inf) for i in catalog.ids], dtype=np.float64
+                    )
+                candidates &= upload_ts[:n_items] <= event.ts
+                new_item = bool(upload_ts[item] > first_ts)
             rows = blends.normalise(scores, candidates)
             totals = blends.totals(rows, candidates)
             if recommended.shape[1] < n_items:
@@ -184,6 +204,8 @@ def prequential(
                     result.cold_users.add(rank)
                 if zero_click and result.zero_click is not None:
                     result.zero_click.add(rank)
+                if new_item and result.uploaded_during is not None:
+                    result.uploaded_during.add(rank)
             for blend, ordered, context in steps:
                 blend.learn_one(ordered, candidates, context, item, event.ts, k, seed=count)
             weight = signal_weight(event.kind, event.value)

@@ -64,6 +64,11 @@ def as_json(evaluation: Evaluation, dataset: str) -> dict[str, Any]:
                 "cold_items": result.cold_items.as_dict(),
                 "cold_users": result.cold_users.as_dict(),
                 **({"zero_click": result.zero_click.as_dict()} if result.zero_click else {}),
+                **(
+                    {"uploaded_during": result.uploaded_during.as_dict()}
+                    if result.uploaded_during
+                    else {}
+                ),
             }
             for name, result in evaluation.results.items()
         },
