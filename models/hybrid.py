@@ -207,6 +207,15 @@ class HybridRecommender:
         if vector is not None:
             self.content.set_vector(index, vector)
 
+    def users_for_item(self, item_id: str, limit: int) -> list[str]:
+        """The recently active users whose content profile fits the item best (at most
+        ``limit``): whom to send a refreshed list when the item is new."""
+        index = self.catalog.index(item_id)
+        if CONTENT not in self.sources or index >= self.content.n_vectors:
+            return []
+        vector = self.content.vectors[index]
+        return [user for user, _ in self.content.closest_users(vector, limit)]
+
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.catalog
 

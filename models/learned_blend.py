@@ -125,7 +125,7 @@ class LearnedBlend:
         prior: Mapping[str, float],
         learning_rate: float = 0.02,
         l2: float = 0.001,
-        samples: int = 10,
+        samples: int = 30,
         hard: int = 10,
     ) -> None:
         if not prior or any(w < 0 for w in prior.values()):

@@ -167,3 +167,19 @@ def test_on_the_planted_multimodal_set_zero_click_items_reach_users() -> None:
     assert learned.zero_click.events > 100
     assert learned.zero_click.hit_rate >= 0.10 > fixed.zero_click.hit_rate
     assert learned.overall.hit_rate >= 0.98 * fixed.overall.hit_rate
+
+
+def test_a_new_item_reaches_the_users_it_fits_without_their_click() -> None:
+    from tests.planted import DIM, TS, planted_engine, taste
+
+    engine, directions, rng = planted_engine(
+        hybrid=HybridRecommender(content_dim=DIM, learned=True)
+    )
+    engine.add_item("t0-new", "new", directions[0] + rng.normal(scale=0.3, size=DIM))
+    pushed = engine.push_new_item("t0-new", limit=8, k=10, now=TS + 1_000)
+    assert len(pushed) == 8  # bounded
+    assert all(user.startswith("u0-") for user in pushed)  # the taste's users
+    for recommendations in pushed.values():
+        new = [r for r in recommendations if r.item_id == "t0-new"]
+        assert new and new[0].reasons[0].source == "content"
+        assert taste(new[0].reasons[0].because_of or "t1-0") == 0
