@@ -60,6 +60,7 @@ from streams.events import (
 from streams.fetch_backoff import install_empty_fetch_backoff
 from streams.group_membership import install_leave_on_stop
 from streams.metrics import WorkerMetrics
+from streams.new_items import NewItemPusher
 from streams.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
 from streams.paused_poll import install_poll_while_paused
 from streams.replica import ItemSideReplica
@@ -210,6 +211,15 @@ class StreamrecApp:
         # One value per user holds its state and the position it reflects, so a
         # redelivered message is recognised in the same write that applied it.
         self.users = app.Table("users", default=None, partitions=s.partitions)
+        self.new_items = NewItemPusher(
+            self.hybrid,
+            self.users,
+            partial(self._send, self.recommendations_topic),
+            s.new_item_push_users,
+            s.top_k,
+            s.model_version,
+        )
+        app.timer(s.new_item_push_interval_s, name="push-new-items")(self._push_new_items)
         self.ingest_items = app.agent(self.items_topic, name="ingest-items")(self._ingest_items)
         self.on_interactions = app.agent(self.interactions_topic, name="interactions")(
             self._on_interactions
@@ -315,6 +325,9 @@ class StreamrecApp:
             payload=item.payload,
         )
         await self._send(self.item_updates_topic, item.item_id, record.to_bytes())
+
+    async def _push_new_items(self) -> None:
+        await self.new_items.tick(self.replica.caught_up.is_set())
 
     async def _maybe_refit_fusion(self) -> None:
         if self.pairs_since_fit >= self.settings.fusion_refresh_pairs:
