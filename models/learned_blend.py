@@ -26,7 +26,7 @@ an event's step (``step``, reading the weights) and the item side adds it (``app
 Steps and counts are additive and the first engagement is a minimum, so every replica
 that applies the same changes, in any order, holds the same blend.
 
->>> blend = LearnedBlend({"a": 1.0, "b": 0.1}, learning_rate=0.5)
+>>> blend = LearnedBlend({"a": 1.0, "b": 0.1}, learning_rate=0.5, collaborative_half_events=0)
 >>> rows = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]])  # item 1: only b vouches for it
 >>> candidates = np.ones(3, dtype=bool)
 >>> context = blend.context(np.arange(3), user_events=3, catalog_size=3, now=0.0)
@@ -65,6 +65,8 @@ _BLOCKS = {
 _OFFSETS = dict(zip(_BLOCKS, np.cumsum([0, *_BLOCKS.values()])[:-1].tolist(), strict=True))
 PER_SOURCE = sum(_BLOCKS.values())
 EVIDENCE = 1e-6
+#: Sources whose scores need no one's clicks (``trust``).
+OWN_EVIDENCE = frozenset({"content"})
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class LearnedBlend:
         l2: float = 0.001,
         samples: int = 30,
         hard: int = 10,
+        collaborative_half_events: float = 200.0,
     ) -> None:
         if not prior or any(w < 0 for w in prior.values()):
             raise ValueError("blend weights must be non-negative, at least one source")
@@ -137,11 +140,13 @@ class LearnedBlend:
         self.samples = samples
         #: At most this many of the items served above the click are paired with it.
         self.hard = hard
+        self.collaborative_half_events = collaborative_half_events
         self.prior = np.zeros((len(self.sources), PER_SOURCE))
         self.prior[:, _OFFSETS["base"]] = [prior[name] for name in self.sources]
         self.weights = self.prior.copy()
         self.counts = np.zeros(0, dtype=np.int64)
         self.first_ts = np.zeros(0, dtype=np.float64)  # valid where counts > 0
+        self.total = 0  # engagements counted, all items
 
     # -- context -----------------------------------------------------------------------
 
@@ -176,7 +181,16 @@ class LearnedBlend:
             + w[:, _OFFSETS["catalog"] + context.catalog]
         )
         per_item = w[:, _OFFSETS["count"] + count] + w[:, _OFFSETS["age"] + age]
-        return np.maximum(fixed[:, None] + per_item, 0.0)
+        return np.maximum(fixed[:, None] + per_item, 0.0) * self.trust()[:, None]
+
+    def trust(self) -> np.ndarray:
+        """Per source, the share of its weight the evidence behind it earns: sources that
+        learn from everyone's clicks (all but ``content``) count ``n / (n + half)`` after
+        ``n`` engagements in all, so ten clicks in a new deployment are not taken for
+        popularity or co-engagement; content needs nobody's clicks and counts in full."""
+        evidence = self.total + self.collaborative_half_events
+        share = self.total / evidence if evidence > 0 else 1.0
+        return np.array([1.0 if name in OWN_EVIDENCE else share for name in self.sources])
 
     def totals(self, rows: np.ndarray, candidates: np.ndarray, context: BlendContext) -> np.ndarray:
         """Every item's score from ``rows`` (sources x items, normalised, in ``sources``
@@ -243,7 +257,7 @@ class LearnedBlend:
         # where the source's weight on it is above the clip at 0.
         active = self.effective(context, positions) > 0  # sources x items
         features = np.zeros((len(positions), len(self.sources), PER_SOURCE))
-        values = (rows[:, positions] * active).T  # items x sources
+        values = (rows[:, positions] * active * self.trust()[:, None]).T  # items x sources
         item_axis = np.arange(len(positions))[:, None]
         source_axis = np.arange(len(self.sources))[None, :]
         for column in context.columns(positions).T:
@@ -287,6 +301,7 @@ class LearnedBlend:
         at = float(change["at"])
         self.first_ts[item] = at if self.counts[item] == 0 else min(self.first_ts[item], at)
         self.counts[item] += int(change["count"])
+        self.total += int(change["count"])
 
     def learn_one(
         self,

@@ -14,9 +14,11 @@ def _scores(rng: np.random.Generator, n_items: int) -> dict[str, np.ndarray]:
     return {name: rng.random(n_items) for name in HYBRID_WEIGHTS}
 
 
-def test_before_any_click_it_ranks_as_the_fixed_blend() -> None:
+def test_before_any_click_it_ranks_as_the_fixed_blend_it_starts_from() -> None:
+    """With the collaborative sources trusted in full (no evidence discount)."""
     rng = np.random.default_rng(0)
-    fixed, learned = Blend(HYBRID_WEIGHTS), LearnedBlend(HYBRID_WEIGHTS)
+    fixed = Blend(HYBRID_WEIGHTS)
+    learned = LearnedBlend(HYBRID_WEIGHTS, collaborative_half_events=0)
     for _ in range(20):
         scores = _scores(rng, 50)
         candidates = rng.random(50) > 0.2
