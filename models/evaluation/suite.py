@@ -62,5 +62,7 @@ def standard_configurations(sources: Sequence[str]) -> dict[str, Blend | Learned
         "hybrid": Blend(hybrid),
         "hybrid (learned)": LearnedBlend(hybrid),
     }
+    if "ease" in sources:  # EASE as one more source whose trust the blend learns
+        configurations["hybrid+ease (learned)"] = LearnedBlend({**hybrid, "ease": 0.1})
     configurations.update({name: Blend({name: 1.0}) for name in sources})
     return configurations
