@@ -205,6 +205,13 @@ def evaluation_options(command: Any) -> Any:
             "--only", help="comma-separated configurations to run (default: all), e.g. 'hybrid'"
         ),
         click.option(
+            "--items",
+            "items_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="JSON lines of ItemUpload (text, images, audio), encoded as the worker "
+            "does; an item is a candidate from its created_at on",
+        ),
+        click.option(
             "--cold-threshold",
             default=5,
             show_default=True,
@@ -235,6 +242,7 @@ def run_evaluation(
     cold_threshold: int = 5,
     ease_l2: float = 500.0,
     ease_refit_every: int = 2000,
+    items_file: Path | None = None,
 ) -> None:
     """Prequential replay of ``data`` (a Dataset) with the standard configurations."""
     from tqdm import tqdm
@@ -246,7 +254,18 @@ def run_evaluation(
 
     events = data.events[:limit] if limit else data.events
     vectors = None
-    if data.items and not no_content:
+    uploaded_at = None
+    if items_file is not None:
+        from models.evaluation.datasets import Dataset
+        from streams.replay import encoded_items_file
+
+        click.echo(f"encoding the items of {items_file} with the worker's encoders ...")
+        encoded = encoded_items_file(_settings(), items_file)
+        for item_id, why in encoded.rejected.items():
+            click.echo(f"item {item_id} not encoded: {why}")
+        data = Dataset(data.name, encoded.items, data.events)
+        vectors, uploaded_at = encoded.vectors, encoded.uploaded_at or None
+    elif data.items and not no_content:
         from encoders.text import MiniLMTextEncoder, compose_item_text
         from encoders.vector_cache import VectorCache
 
@@ -284,6 +303,7 @@ def run_evaluation(
             k=k,
             progress=lambda done, _: bar.update(done - bar.n),
             cold_threshold=cold_threshold,
+            uploaded_at=uploaded_at,
         )
         bar.update(evaluation.events - bar.n)
     if evaluation.interrupted:

@@ -9,9 +9,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.blend import Blend
 from models.engine import InProcessRecommender
 from models.evaluation.datasets import ReplayEvent
-from models.hybrid import HybridRecommender
+from models.evaluation.prequential import Evaluation, prequential
+from models.hybrid import HYBRID_WEIGHTS, HybridRecommender
+from models.learned_blend import LearnedBlend
+from models.sources import (
+    Catalog,
+    ContentSimilarity,
+    DecayedPopularity,
+    ItemItemCosine,
+    OnlineBPR,
+)
+from models.sources.ease import EASE
 
 TS = 1.7e9
 TASTES, PER_TASTE, DIM = 3, 12, 16
@@ -151,3 +162,37 @@ def planted_multimodal(
         clicks[chosen] += 1
         events.append(ReplayEvent(f"pu{user}", items[chosen].item_id, "click", None, ts, f"p-{n}"))
     return PlantedSet(items, events)
+
+
+def evaluate_planted(seed: int = 0) -> Evaluation:
+    """The planted multimodal stream replayed prequentially: the hybrid with fixed and
+    learned weights (with EASE as one more learned source), and references."""
+    data = planted_multimodal(seed=seed)
+    vectors = data.content_vectors()
+    catalog = Catalog()
+    content = ContentSimilarity(dim=vectors.shape[1])
+    for item, vector in zip(data.items, vectors, strict=True):
+        content.set_vector(catalog.add(item.item_id), vector)
+    sources = {
+        "item-item": ItemItemCosine(),
+        "trending": DecayedPopularity(),
+        "cf": OnlineBPR(),
+        "content": content,
+        "ease": EASE(refit_every=500),
+    }
+    configurations: dict[str, Blend | LearnedBlend] = {
+        "hybrid": Blend(HYBRID_WEIGHTS),
+        "hybrid (learned)": LearnedBlend(HYBRID_WEIGHTS),
+        "hybrid+ease (learned)": LearnedBlend({**HYBRID_WEIGHTS, "ease": 0.1}),
+        **{name: Blend({name: 1.0}) for name in ("item-item", "content", "ease")},
+    }
+    uploaded_at = {item.item_id: item.uploaded_at for item in data.items}
+    return prequential(data.events, catalog, sources, configurations, uploaded_at=uploaded_at)
+
+
+if __name__ == "__main__":  # python -m tests.planted [seed]
+    import sys
+
+    from models.evaluation.report import format_table
+
+    print(format_table(evaluate_planted(int(sys.argv[1]) if len(sys.argv) > 1 else 0)))
