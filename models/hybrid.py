@@ -276,13 +276,25 @@ class HybridRecommender:
     ) -> dict[str, Any]:
         assert self.learned is not None
         history, n_items = state.history, len(self.catalog)
-        scores = {name: s.score(user_id, history, n_items, ts) for name, s in self.sources.items()}
-        candidates = unseen(n_items, history.seen)
+        if self.candidates is not None and self.candidates.applies(n_items):
+            # At scale, the candidates a list would rank, and the clicked item.
+            retrieved = self.candidates.retrieve(self.sources, self.catalog, user_id, history, ts)
+            items = np.union1d(retrieved, [item]).astype(np.int64)
+            sources = self.sources.items()
+            scores = {n: s.score_items(user_id, history, items, ts) for n, s in sources}
+            candidates = np.ones(len(items), dtype=bool)
+            clicked = int(np.searchsorted(items, item))
+            candidates[clicked] = item not in history.seen
+        else:
+            items = np.arange(n_items)
+            scores = {n: s.score(user_id, history, n_items, ts) for n, s in self.sources.items()}
+            candidates = unseen(n_items, history.seen)
+            clicked = item
         rows = self._rows(normalise_all(scores, candidates))
-        context = self.learned.context(np.arange(n_items), history.events, n_items, ts)
+        context = self.learned.context(items, history.events, n_items, ts)
         seed = zlib.crc32(event_id.encode())
-        keys = self._item_keys[:n_items]
-        return self.learned.step(rows, candidates, context, item, self.served_k, seed, keys)
+        keys = self._item_keys[items]
+        return self.learned.step(rows, candidates, context, clicked, self.served_k, seed, keys)
 
     def _rows(self, normalised_scores: Mapping[str, np.ndarray]) -> np.ndarray:
         assert self.learned is not None

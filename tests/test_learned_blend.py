@@ -185,3 +185,24 @@ def test_a_new_item_reaches_the_users_it_fits_without_their_click() -> None:
         new = [r for r in recommendations if r.item_id == "t0-new"]
         assert new and new[0].reasons[0].source == "content"
         assert taste(new[0].reasons[0].because_of or "t1-0") == 0
+
+
+def test_at_scale_it_learns_and_ranks_on_the_retrieved_candidates(tmp_path) -> None:
+    """Above ``dense_max_items`` the blend's step and list read the candidate stage's
+    items (a real embedded Qdrant), not the whole catalog; the lists match the dense
+    ranking's on a catalog the candidates cover whole."""
+    from models.hybrid import CF, CONTENT
+    from models.vector_store import EdgeVectorStore
+    from tests.planted import DIM, TS, planted_engine
+
+    dense, _, _ = planted_engine(hybrid=HybridRecommender(content_dim=DIM, learned=True))
+    staged = HybridRecommender(content_dim=DIM, learned=True)
+    with EdgeVectorStore(tmp_path, {CONTENT: DIM, CF: staged.cf_vector_size}, {CF: "dot"}) as store:
+        staged.use_store(store, dense_max_items=0, per_source=100)
+        engine, _, _ = planted_engine(hybrid=staged)
+        assert staged.learned is not None and dense.hybrid.learned is not None
+        np.testing.assert_allclose(staged.learned.weights, dense.hybrid.learned.weights)
+        for user in ("u0-0", "u1-3", "u2-7"):
+            got = engine.recommend(user, k=5, now=TS + 1_000)
+            expected = dense.recommend(user, k=5, now=TS + 1_000)
+            assert [r.item_id for r in got] == [r.item_id for r in expected]
