@@ -70,5 +70,16 @@ class InProcessRecommender:
         self.hybrid.publish_cf()  # a micro-batch of one event: the store is never behind
         return True
 
+    def push_new_item(
+        self, item_id: str, limit: int, k: int, now: float
+    ) -> dict[str, list[Recommendation]]:
+        """Refreshed lists for the (at most ``limit``) users a new item fits best, without
+        their clicking: what the worker pushes to ``recommendations`` on an upload."""
+        return {
+            user: self.recommend(user, k, now)
+            for user in self.hybrid.users_for_item(item_id, limit)
+            if user in self.users
+        }
+
     def recommend(self, user_id: str, k: int, now: float) -> list[Recommendation]:
         return self.hybrid.recommend(user_id, self.users.get(user_id) or UserState(), k, now)

@@ -17,6 +17,7 @@ candidate stage (``models/candidates.py``).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ import numpy as np
 
 from models.blend import Blend, Ranked, normalise_all, unseen
 from models.candidates import CandidateStage
+from models.learned_blend import LearnedBlend
 from models.sources import (
     Catalog,
     ContentSimilarity,
@@ -33,6 +35,7 @@ from models.sources import (
     OnlineBPR,
     Source,
 )
+from models.sources.base import grown
 from models.user_state import UserState
 
 if TYPE_CHECKING:
@@ -111,9 +114,17 @@ class HybridRecommender:
         weights: Mapping[str, float] | None = None,
         content_dim: int = 384,
         explain_share: float = 0.25,
+        learned: bool = False,
+        served_k: int = 10,
     ) -> None:
         # A source weighted 0 would only cost time: it is left out.
         self.blend = Blend({n: w for n, w in (weights or HYBRID_WEIGHTS).items() if w > 0})
+        #: With ``learned``, the blend's weights are the prior of a blend learned from the
+        #: clicks (``models/learned_blend.py``): item-side state, changed through
+        #: ``learn_one``'s changes like the sources' item state.
+        self.learned = LearnedBlend(self.blend.weights) if learned else None
+        #: The list length the learned blend learns for (the worker's ``top_k``).
+        self.served_k = served_k
         available = hybrid_sources(content_dim)
         unknown = set(self.blend.sources) - set(available)
         if unknown:
@@ -136,6 +147,7 @@ class HybridRecommender:
         #: Items given to ``add_item``, so held by the store (the others are only known
         #: from engagements: their record is still on its way).
         self._recorded: set[int] = set()
+        self._item_keys = np.zeros(0, dtype=np.uint64)
 
     def use_store(
         self, store: VectorStore, dense_max_items: int = 20_000, per_source: int = 200
@@ -182,6 +194,9 @@ class HybridRecommender:
         index = self.catalog.add(item_id)
         if index == len(self.titles):
             self.titles.append("")
+            # The learned blend draws negatives by item id, not by local index.
+            self._item_keys = grown(self._item_keys, index + 1)
+            self._item_keys[index] = zlib.crc32(item_id.encode())
         return index
 
     def add_item(self, item_id: str, title: str, vector: np.ndarray | None) -> None:
@@ -191,6 +206,15 @@ class HybridRecommender:
         self.titles[index] = title
         if vector is not None:
             self.content.set_vector(index, vector)
+
+    def users_for_item(self, item_id: str, limit: int) -> list[str]:
+        """The recently active users whose content profile fits the item best (at most
+        ``limit``): whom to send a refreshed list when the item is new."""
+        index = self.catalog.index(item_id)
+        if CONTENT not in self.sources or index >= self.content.n_vectors:
+            return []
+        vector = self.content.vectors[index]
+        return [user for user, _ in self.content.closest_users(vector, limit)]
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.catalog
@@ -233,6 +257,10 @@ class HybridRecommender:
         item = self.catalog.index(item_id)
         ids = self.catalog.ids
         changes: ItemChanges = {}
+        if self.learned is not None:
+            # Ranked on the state before the event, as the list the user had was.
+            step = self._blend_step(user_id, state, item, event_id, ts)
+            changes[item_id] = {LearnedBlend.name: {**step, **self.learned.engaged(ts)}}
         for name, source in self.sources.items():
             for touched, change in source.user_step(user_id, item, weight, ts, state.history):
                 changes.setdefault(ids[touched], {})[name] = {
@@ -243,11 +271,45 @@ class HybridRecommender:
         state.history.add(item, weight)
         return changes
 
+    def _blend_step(
+        self, user_id: str, state: UserState, item: int, event_id: str, ts: float
+    ) -> dict[str, Any]:
+        assert self.learned is not None
+        history, n_items = state.history, len(self.catalog)
+        if self.candidates is not None and self.candidates.applies(n_items):
+            # At scale, the candidates a list would rank, and the clicked item.
+            retrieved = self.candidates.retrieve(self.sources, self.catalog, user_id, history, ts)
+            items = np.union1d(retrieved, [item]).astype(np.int64)
+            sources = self.sources.items()
+            scores = {n: s.score_items(user_id, history, items, ts) for n, s in sources}
+            candidates = np.ones(len(items), dtype=bool)
+            clicked = int(np.searchsorted(items, item))
+            candidates[clicked] = item not in history.seen
+        else:
+            items = np.arange(n_items)
+            scores = {n: s.score(user_id, history, n_items, ts) for n, s in self.sources.items()}
+            candidates = unseen(n_items, history.seen)
+            clicked = item
+        rows = self._rows(normalise_all(scores, candidates))
+        context = self.learned.context(items, history.events, n_items, ts)
+        seed = zlib.crc32(event_id.encode())
+        keys = self._item_keys[items]
+        return self.learned.step(rows, candidates, context, clicked, self.served_k, seed, keys)
+
+    def _rows(self, normalised_scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        assert self.learned is not None
+        return np.stack([normalised_scores[name] for name in self.learned.sources])
+
     def apply(self, changes: ItemChanges) -> None:
         """The item side: fold one event's changes into the item state."""
         for item_id, by_source in changes.items():
             index = self._index(item_id)
             for name, change in by_source.items():
+                if name == LearnedBlend.name:
+                    if self.learned is not None:
+                        self.learned.apply(change)
+                        self.learned.apply_item(index, change)
+                    continue
                 source = self.sources.get(name)
                 if source is None:
                     continue
@@ -266,8 +328,33 @@ class HybridRecommender:
             return self._recommend_candidates(user_id, state, k, now)
         scores = {name: s.score(user_id, history, n_items, now) for name, s in self.sources.items()}
         candidates = unseen(n_items, history.seen)
-        ranked = self.blend.rank_normalised(normalise_all(scores, candidates), candidates, k)
+        normalised_scores = normalise_all(scores, candidates)
+        if self.learned is not None:
+            ranked = self._rank_learned(
+                normalised_scores, candidates, np.arange(n_items), history.events, now, k
+            )
+        else:
+            ranked = self.blend.rank_normalised(normalised_scores, candidates, k)
         return [self._explain(user_id, state, r) for r in ranked]
+
+    def _rank_learned(
+        self,
+        normalised_scores: Mapping[str, np.ndarray],
+        candidates: np.ndarray,
+        items: np.ndarray,
+        user_events: int,
+        now: float,
+        k: int,
+    ) -> list[Ranked]:
+        """The learned blend's top ``k`` of ``items`` (positions into it, as ``Blend``'s)."""
+        assert self.learned is not None
+        rows = self._rows(normalised_scores)
+        context = self.learned.context(items, user_events, len(self.catalog), now)
+        total = self.learned.totals(rows, candidates, context)
+        return [
+            Ranked(int(i), float(total[i]), self.learned.contributions(rows, context, int(i)))
+            for i in self.learned.top(total, k)
+        ]
 
     def _recommend_candidates(
         self, user_id: str, state: UserState, k: int, now: float
@@ -277,7 +364,11 @@ class HybridRecommender:
         items = self.candidates.retrieve(self.sources, self.catalog, user_id, history, now)
         scores = {n: s.score_items(user_id, history, items, now) for n, s in self.sources.items()}
         everyone = np.ones(len(items), dtype=bool)
-        ranked = self.blend.rank_normalised(normalise_all(scores, everyone), everyone, k)
+        normalised_scores = normalise_all(scores, everyone)
+        if self.learned is not None:
+            ranked = self._rank_learned(normalised_scores, everyone, items, history.events, now, k)
+        else:
+            ranked = self.blend.rank_normalised(normalised_scores, everyone, k)
         # Ranked positions are into ``items``, which is sorted: ties still go to the lower index.
         return [self._explain(user_id, state, replace(r, item=int(items[r.item]))) for r in ranked]
 

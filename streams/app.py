@@ -82,6 +82,7 @@ from streams.kafka_compat import install as install_kafka_compat
 from streams.kafka_compat.delivery_watchdog import DeliveryWatchdog
 from streams.kafka_compat.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
 from streams.metrics import WorkerMetrics
+from streams.new_items import NewItemPusher
 from streams.poison import PoisonGuard, Position
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
@@ -143,7 +144,12 @@ class StreamrecApp:
     ) -> None:
         self.settings = settings
         self.encoder = encoder
-        self.hybrid = HybridRecommender(settings.hybrid_weights, content_dim=encoder.fusion.dim)
+        self.hybrid = HybridRecommender(
+            settings.hybrid_weights,
+            content_dim=encoder.fusion.dim,
+            learned=settings.hybrid_blend == "learned",
+            served_k=settings.top_k,
+        )
         # The fused vector, each modality's own (what a learned fusion is refitted from),
         # and the CF item vector (factor and bias, compared by dot product).
         self.store = store or open_vector_store(
@@ -231,6 +237,15 @@ class StreamrecApp:
         # One value per user holds its state and the position it reflects, so a
         # redelivered message is recognised in the same write that applied it.
         self.users = app.Table("users", default=None, partitions=s.partitions)
+        self.new_items = NewItemPusher(
+            self.hybrid,
+            self.users,
+            partial(self._send, self.recommendations_topic),
+            s.new_item_push_users,
+            s.top_k,
+            s.model_version,
+        )
+        app.timer(s.new_item_push_interval_s, name="push-new-items")(self._push_new_items)
         self.ingest_items = app.agent(self.items_topic, name="ingest-items")(self._ingest_items)
         self.on_interactions = app.agent(self.interactions_topic, name="interactions")(
             self._on_interactions
@@ -424,6 +439,9 @@ class StreamrecApp:
             payload=item.payload,
         )
         await self._send(self.item_updates_topic, item.item_id, record.to_bytes())
+
+    async def _push_new_items(self) -> None:
+        await self.new_items.tick(self.replica.caught_up.is_set())
 
     async def _maybe_refit_fusion(self) -> None:
         if self.pairs_since_fit >= self.settings.fusion_refresh_pairs:

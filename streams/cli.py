@@ -385,6 +385,28 @@ def evaluation_options(command: Any) -> Any:
         click.option(
             "--only", help="comma-separated configurations to run (default: all), e.g. 'hybrid'"
         ),
+        click.option(
+            "--items",
+            "items_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="JSON lines of ItemUpload (text, images, audio), encoded as the worker "
+            "does; an item is a candidate from its created_at on",
+        ),
+        click.option(
+            "--cold-threshold",
+            default=5,
+            show_default=True,
+            help="items and users are cold while they have fewer earlier interactions",
+        ),
+        click.option(
+            "--ease-l2", default=500.0, show_default=True, help="the EASE baseline's lambda"
+        ),
+        click.option(
+            "--ease-refit-every",
+            default=2000,
+            show_default=True,
+            help="the EASE baseline is refitted from scratch every this many events",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -392,7 +414,16 @@ def evaluation_options(command: Any) -> Any:
 
 
 def run_evaluation(
-    data: Any, k: int, limit: int | None, out: Path, no_content: bool, only: str | None
+    data: Any,
+    k: int,
+    limit: int | None,
+    out: Path,
+    no_content: bool,
+    only: str | None,
+    cold_threshold: int = 5,
+    ease_l2: float = 500.0,
+    ease_refit_every: int = 2000,
+    items_file: Path | None = None,
 ) -> None:
     """Prequential replay of ``data`` (a Dataset) with the standard configurations."""
     from tqdm import tqdm
@@ -404,7 +435,18 @@ def run_evaluation(
 
     events = data.events[:limit] if limit else data.events
     vectors = None
-    if data.items and not no_content:
+    uploaded_at = None
+    if items_file is not None:
+        from models.evaluation.datasets import Dataset
+        from streams.replay import encoded_items_file
+
+        click.echo(f"encoding the items of {items_file} with the worker's encoders ...")
+        encoded = encoded_items_file(_settings(), items_file)
+        for item_id, why in encoded.rejected.items():
+            click.echo(f"item {item_id} not encoded: {why}")
+        data = Dataset(data.name, encoded.items, data.events)
+        vectors, uploaded_at = encoded.vectors, encoded.uploaded_at or None
+    elif data.items and not no_content:
         from encoders.text import MiniLMTextEncoder, compose_item_text
         from encoders.vector_cache import VectorCache
 
@@ -417,7 +459,7 @@ def run_evaluation(
 
         vectors = VectorCache(settings.data_dir / "cache").get_or_encode("minilm", texts, encode)
     catalog = Catalog()
-    sources = standard_sources(catalog, data.items, vectors)
+    sources = standard_sources(catalog, data.items, vectors, ease_l2, ease_refit_every)
     configurations = standard_configurations(list(sources))
     if only:
         wanted = [name.strip() for name in only.split(",") if name.strip()]
@@ -441,6 +483,8 @@ def run_evaluation(
             configurations,
             k=k,
             progress=lambda done, _: bar.update(done - bar.n),
+            cold_threshold=cold_threshold,
+            uploaded_at=uploaded_at,
         )
         bar.update(evaluation.events - bar.n)
     if evaluation.interrupted:
@@ -457,7 +501,13 @@ def run_evaluation(
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
 @evaluation_options
 def evaluate(
-    dataset: Path, k: int, limit: int | None, out: Path, no_content: bool, only: str | None
+    dataset: Path,
+    k: int,
+    limit: int | None,
+    out: Path,
+    no_content: bool,
+    only: str | None,
+    **tuning: Any,
 ) -> None:
     """Prequential evaluation of the hybrid, each source and baselines on DATASET.
 
@@ -470,7 +520,7 @@ def evaluate(
         data = load_dataset(dataset)
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from error
-    run_evaluation(data, k, limit, out, no_content, only)
+    run_evaluation(data, k, limit, out, no_content, only, **tuning)
 
 
 @main.command()
@@ -487,6 +537,7 @@ def replay(
     out: Path,
     no_content: bool,
     only: str | None,
+    **tuning: Any,
 ) -> None:
     """Prequential evaluation over the interactions topic (items from the items topic).
 
@@ -507,7 +558,7 @@ def replay(
         raise click.ClickException(str(error)) from error
     if skipped:
         click.echo(f"skipped {skipped:,} records that are not valid interactions")
-    run_evaluation(data, k, limit, out, no_content, only)
+    run_evaluation(data, k, limit, out, no_content, only, **tuning)
 
 
 @main.command()

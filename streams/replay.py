@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
+import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from encoders.multimodal import EncodedItem
 from models.evaluation.datasets import Dataset, ReplayEvent, ReplayItem
 from streams.events import Interaction, ItemUpload
 from streams.settings import Settings
@@ -165,3 +168,47 @@ def topic_dataset(settings: Settings, selection: ReplayRange | None = None) -> t
     return Dataset(
         f"topic {settings.topic_interactions}", read_items(settings), read.events
     ), read.skipped
+
+
+@dataclass(frozen=True)
+class EncodedCatalog:
+    """Items of an ``ItemUpload`` JSON-lines file, encoded as the worker encodes them."""
+
+    items: list[ReplayItem]
+    vectors: np.ndarray  # one fused content vector per item
+    uploaded_at: dict[str, float]  # item id -> created_at (epoch s), where given
+    modalities: dict[str, tuple[str, ...]]
+    rejected: dict[str, str]  # item id -> why it could not be encoded
+
+
+def encoded_items_file(settings: Settings, path: Path) -> EncodedCatalog:
+    """Read ``path`` (one ``ItemUpload`` per line: text, tags, images and audio inline or
+    by ``file://`` under ``media_allowed_dirs``) and encode every item with the worker's
+    encoders, fusion and media policy (``build_item_encoder``)."""
+    from streams.app import build_item_encoder, content_of
+
+    uploads: dict[str, ItemUpload] = {}
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                upload = ItemUpload.model_validate_json(line)
+            except ValidationError as error:
+                raise ValueError(f"{path}:{number}: not an ItemUpload: {error}") from None
+            uploads[upload.item_id] = upload  # a later line for the same item wins
+    encoder = build_item_encoder(settings)
+    results = encoder.encode([content_of(u) for u in uploads.values()])
+    items, vectors, uploaded_at, modalities, rejected = [], [], {}, {}, {}
+    for upload, result in zip(uploads.values(), results, strict=True):
+        if not isinstance(result, EncodedItem):
+            rejected[upload.item_id] = str(result)
+            continue
+        items.append(ReplayItem(upload.item_id, upload.title, upload.text, tuple(upload.tags)))
+        vectors.append(result.vector)
+        modalities[upload.item_id] = tuple(result.modalities)
+        if upload.created_at is not None:
+            uploaded_at[upload.item_id] = upload.created_at.timestamp()
+    dim = encoder.fusion.dim
+    matrix = np.array(vectors, dtype=np.float32) if vectors else np.zeros((0, dim), np.float32)
+    return EncodedCatalog(items, matrix, uploaded_at, modalities, rejected)

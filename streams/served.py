@@ -27,7 +27,12 @@ def reference_engine(settings: Settings, uploads: Sequence[ItemUpload]) -> InPro
     """``uploads`` encoded by the worker's own encoding code, in the in-process engine."""
     encoder = build_item_encoder(settings)
     engine = InProcessRecommender(
-        HybridRecommender(settings.hybrid_weights, content_dim=encoder.fusion.dim)
+        HybridRecommender(
+            settings.hybrid_weights,
+            content_dim=encoder.fusion.dim,
+            learned=settings.hybrid_blend == "learned",
+            served_k=settings.top_k,
+        )
     )
     for upload, encoded in zip(
         uploads, encoder.encode([content_of(u) for u in uploads]), strict=True

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     hybrid_weights: dict[Literal["item-item", "trending", "cf", "content"], float] = Field(
         default_factory=lambda: dict(HYBRID_WEIGHTS)
     )
+    #: "learned": ``hybrid_weights`` are the prior of a blend that learns from the clicks
+    #: how much to trust each source per context (models/learned_blend.py); "fixed": as set.
+    hybrid_blend: Literal["fixed", "learned"] = "learned"
+    #: A new item's refreshed lists go to at most this many users whose content profile
+    #: fits it best (0: none), checked this often (streams/new_items.py).
+    new_item_push_users: int = Field(default=20, ge=0)
+    new_item_push_interval_s: float = Field(default=1.0, gt=0)
 
     #: Up to this many items every list ranks the whole catalog; above, it ranks the
     #: candidates retrieved per source (models/candidates.py): Qdrant queries on the

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from models.blend import Blend, BlendSet, unseen
 from models.evaluation.datasets import ReplayEvent
 from models.evaluation.metrics import RankingMetrics
+from models.learned_blend import LearnedBlend, rows_in_order
 from models.signals import signal_weight
 from models.sources.base import Catalog, Source, UserHistory, grown
 
@@ -39,6 +40,10 @@ class ConfigResult:
     cold_users: RankingMetrics
     windows: list[RankingMetrics]
     recommended: set[int] = field(default_factory=set)
+    #: Events whose item nobody had engaged with before (in this replay).
+    zero_click: RankingMetrics | None = None
+    #: Events whose item was uploaded during the replay (``uploaded_at`` given).
+    uploaded_during: RankingMetrics | None = None
 
     def coverage(self, catalog_size: int) -> float:
         return len(self.recommended) / catalog_size if catalog_size else float("nan")
@@ -53,6 +58,7 @@ class Evaluation:
     results: dict[str, ConfigResult]
     window_ends: list[float]
     interrupted: bool = False
+    cold_threshold: int = COLD_THRESHOLD
 
     def table(self) -> list[dict[str, float | str]]:
         rows = []
@@ -66,6 +72,12 @@ class Evaluation:
                     "coverage": r.coverage(self.catalog_size),
                     f"cold items HitRate@{self.k}": r.cold_items.hit_rate,
                     f"cold users HitRate@{self.k}": r.cold_users.hit_rate,
+                    f"zero-click HitRate@{self.k}": (
+                        r.zero_click.hit_rate if r.zero_click else float("nan")
+                    ),
+                    f"uploaded-during HitRate@{self.k}": (
+                        r.uploaded_during.hit_rate if r.uploaded_during else float("nan")
+                    ),
                 }
             )
         return rows
@@ -75,17 +87,22 @@ def prequential(
     events: Iterable[ReplayEvent],
     catalog: Catalog,
     sources: Mapping[str, Source],
-    configurations: Mapping[str, Blend],
+    configurations: Mapping[str, Blend | LearnedBlend],
     k: int = 10,
     windows: int = 10,
     total: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    cold_threshold: int = COLD_THRESHOLD,
+    uploaded_at: Mapping[str, float] | None = None,
 ) -> Evaluation:
     """Replay ``events`` test-then-train; returns metrics per configuration.
 
     ``catalog`` holds the items known up front (an event's unknown item is added when it
     first appears). A KeyboardInterrupt stops the replay and returns what was measured
-    so far, flagged ``interrupted``.
+    so far, flagged ``interrupted``. Items and users are cold while they have had fewer
+    than ``cold_threshold`` interactions. With ``uploaded_at`` (item id -> upload time),
+    an item is a candidate only from its upload on, and events on items uploaded after
+    the first event are also measured apart.
     """
     needed = {name for blend in configurations.values() for name in blend.sources}
     unknown = needed - set(sources)
@@ -95,17 +112,31 @@ def prequential(
     total = len(events) if total is None else total  # type: ignore[arg-type]
     window_size = max(1, math.ceil(total / windows)) if total else 1
     results = {
-        name: ConfigResult(RankingMetrics(k), RankingMetrics(k), RankingMetrics(k), [])
+        name: ConfigResult(
+            RankingMetrics(k),
+            RankingMetrics(k),
+            RankingMetrics(k),
+            [],
+            zero_click=RankingMetrics(k),
+            uploaded_during=RankingMetrics(k) if uploaded_at is not None else None,
+        )
         for name in configurations
     }
-    # All configurations are ranked at once: the same ranks as each Blend.top, for a
-    # fraction of the calls (the replay's largest cost with eight configurations).
-    blends = BlendSet(configurations, sorted(needed))
+    # All fixed configurations are ranked at once: the same ranks as each Blend.top, for
+    # a fraction of the calls (the replay's largest cost with eight configurations).
+    # Learned blends rank on the same normalised scores, each on its own weights, and
+    # learn from the event after it is scored.
+    fixed = {n: b for n, b in configurations.items() if isinstance(b, Blend)}
+    learned = {n: b for n, b in configurations.items() if isinstance(b, LearnedBlend)}
+    order = [*fixed, *learned]
+    blends = BlendSet(fixed, sorted(needed))
     recommended = np.zeros((len(configurations), len(catalog)), dtype=bool)
     histories: dict[str, UserHistory] = defaultdict(UserHistory)
     item_events: dict[int, int] = defaultdict(int)
     window_ends: list[float] = []
     last_ts = -math.inf
+    first_ts: float | None = None
+    upload_ts = np.zeros(0)
     started = time.perf_counter()
     count = 0
     interrupted = False
@@ -132,20 +163,51 @@ def prequential(
                 for result in results.values():
                     result.windows.append(RankingMetrics(k))
             window_ends[window] = event.ts
-            cold_item = item_events[item] < COLD_THRESHOLD
-            cold_user = history.events < COLD_THRESHOLD
+            cold_item = item_events[item] < cold_threshold
+            cold_user = history.events < cold_threshold
+            zero_click = item_events[item] == 0
             candidates = unseen(n_items, history.seen)
-            totals = blends.totals(blends.normalise(scores, candidates), candidates)
+            first_ts = event.ts if first_ts is None else first_ts
+            new_item = False
+            if uploaded_at is not None:
+                if len(upload_ts) < n_items:
+                    upload_ts = np.array(
+                        [uploaded_at.get(i, -math.inf) for i in catalog.ids], dtype=np.float64
+                    )
+                candidates &= upload_ts[:n_items] <= event.ts
+                new_item = bool(upload_ts[item] > first_ts)
+            rows = blends.normalise(scores, candidates)
+            totals = blends.totals(rows, candidates)
             if recommended.shape[1] < n_items:
                 recommended = grown(recommended, n_items, axes=(1,))
-            blends.mark_tops(totals, k, recommended)
-            for result, rank in zip(results.values(), blends.ranks(totals, item, k), strict=True):
+            ranks: list[int | None] = []
+            if fixed:
+                blends.mark_tops(totals, k, recommended[: len(fixed)])
+                ranks = blends.ranks(totals, item, k)
+            steps = []
+            for row, blend in enumerate(learned.values(), start=len(fixed)):
+                ordered = rows_in_order(rows, blends.sources, blend.sources)
+                context = blend.context(np.arange(n_items), history.events, n_items, event.ts)
+                total = blend.totals(ordered, candidates, context)
+                top = blend.top(total, k)
+                recommended[row, top] = True
+                hit = np.flatnonzero(top == item)
+                ranks.append(int(hit[0]) if len(hit) else None)
+                steps.append((blend, ordered, context))
+            for name, rank in zip(order, ranks, strict=True):
+                result = results[name]
                 result.overall.add(rank)
                 result.windows[window].add(rank)
                 if cold_item:
                     result.cold_items.add(rank)
                 if cold_user:
                     result.cold_users.add(rank)
+                if zero_click and result.zero_click is not None:
+                    result.zero_click.add(rank)
+                if new_item and result.uploaded_during is not None:
+                    result.uploaded_during.add(rank)
+            for blend, ordered, context in steps:
+                blend.learn_one(ordered, candidates, context, item, event.ts, k, seed=count)
             weight = signal_weight(event.kind, event.value)
             for source in sources.values():
                 source.learn_one(event.user, item, weight, event.ts, history)
@@ -158,8 +220,8 @@ def prequential(
         interrupted = True
     finally:
         blas_threads.restore_original_limits()
-    for result, row in zip(results.values(), recommended, strict=True):
-        result.recommended = {int(i) for i in np.flatnonzero(row)}
+    for name, row in zip(order, recommended, strict=True):
+        results[name].recommended = {int(i) for i in np.flatnonzero(row)}
     return Evaluation(
         k=k,
         events=count,
@@ -168,6 +230,7 @@ def prequential(
         results=results,
         window_ends=window_ends,
         interrupted=interrupted,
+        cold_threshold=cold_threshold,
     )
 
 

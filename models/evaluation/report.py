@@ -43,6 +43,7 @@ def as_json(evaluation: Evaluation, dataset: str) -> dict[str, Any]:
         "dataset": dataset,
         "protocol": "prequential: rank unseen items, score the event's item, then learn",
         "k": evaluation.k,
+        "cold_threshold": evaluation.cold_threshold,
         "events": evaluation.events,
         "catalog_size": evaluation.catalog_size,
         "seconds": evaluation.seconds,
@@ -62,6 +63,12 @@ def as_json(evaluation: Evaluation, dataset: str) -> dict[str, Any]:
                 "overall": result.overall.as_dict(),
                 "cold_items": result.cold_items.as_dict(),
                 "cold_users": result.cold_users.as_dict(),
+                **({"zero_click": result.zero_click.as_dict()} if result.zero_click else {}),
+                **(
+                    {"uploaded_during": result.uploaded_during.as_dict()}
+                    if result.uploaded_during
+                    else {}
+                ),
             }
             for name, result in evaluation.results.items()
         },
@@ -85,8 +92,9 @@ def write_report(evaluation: Evaluation, dataset: str, directory: str | Path) ->
         f"{evaluation.catalog_size:,} items, {evaluation.seconds:.1f} s "
         f"({evaluation.events / max(evaluation.seconds, 1e-9):,.0f} events/s).\n\n"
         f"{format_table(evaluation, markdown=True)}\n\n"
-        f"Cold items: fewer than 5 earlier interactions; cold users: fewer than 5 earlier "
-        f"events.\n\n![HitRate over time]({paths['plot'].name})\n"
+        f"Cold items: fewer than {evaluation.cold_threshold} earlier interactions; cold users: "
+        f"fewer than {evaluation.cold_threshold} earlier events; zero-click items: none "
+        f"earlier.\n\n![HitRate over time]({paths['plot'].name})\n"
     )
     _plot(evaluation, dataset, paths["plot"])
     return paths

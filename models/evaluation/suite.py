@@ -13,6 +13,7 @@ import numpy as np
 from models.blend import Blend
 from models.evaluation.datasets import ReplayItem
 from models.hybrid import HYBRID_WEIGHTS
+from models.learned_blend import LearnedBlend
 from models.sources import (
     Catalog,
     ContentSimilarity,
@@ -23,10 +24,15 @@ from models.sources import (
     RandomScores,
     Source,
 )
+from models.sources.ease import EASE
 
 
 def standard_sources(
-    catalog: Catalog, items: Sequence[ReplayItem], content_vectors: np.ndarray | None
+    catalog: Catalog,
+    items: Sequence[ReplayItem],
+    content_vectors: np.ndarray | None,
+    ease_l2: float = 500.0,
+    ease_refit_every: int = 2_000,
 ) -> dict[str, Source]:
     """The hybrid's sources plus the baselines', with the items loaded first."""
     content = ContentSimilarity(dim=content_vectors.shape[1] if content_vectors is not None else 1)
@@ -41,15 +47,22 @@ def standard_sources(
         "popularity": Popularity(),
         "random": RandomScores(),
         "item-item (plain)": ItemItemCosine(any_interaction=False, recency=1.0),
+        "ease": EASE(l2=ease_l2, refit_every=ease_refit_every),
     }
     if content_vectors is not None:
         sources["content"] = content
     return sources
 
 
-def standard_configurations(sources: Sequence[str]) -> dict[str, Blend]:
-    """The hybrid over the sources present, each source alone, and each baseline."""
+def standard_configurations(sources: Sequence[str]) -> dict[str, Blend | LearnedBlend]:
+    """The hybrid over the sources present (fixed weights, and learned from them), each
+    source alone, and each baseline."""
     hybrid = {name: w for name, w in HYBRID_WEIGHTS.items() if name in sources}
-    configurations = {"hybrid": Blend(hybrid)}
+    configurations: dict[str, Blend | LearnedBlend] = {
+        "hybrid": Blend(hybrid),
+        "hybrid (learned)": LearnedBlend(hybrid),
+    }
+    if "ease" in sources:  # EASE as one more source whose trust the blend learns
+        configurations["hybrid+ease (learned)"] = LearnedBlend({**hybrid, "ease": 0.1})
     configurations.update({name: Blend({name: 1.0}) for name in sources})
     return configurations

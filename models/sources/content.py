@@ -52,6 +52,9 @@ class ContentSimilarity(Source):
         # user -> (the profile array it was computed from, V @ profile)
         self._scores: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.max_cached_users = max_cached_users
+        #: The latest profile of the most recently active users (kept across new items,
+        #: unlike the score cache): who a new item should be shown to.
+        self._profiles: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def set_vector(self, item: int, vector: np.ndarray) -> None:
         self.vectors = grown(self.vectors, item + 1)
@@ -87,9 +90,29 @@ class ContentSimilarity(Source):
         decay = math.exp(-self.rate * max(ts - last, 0.0))
         updated = profile * decay + weight * self.vectors[item]
         history.own[self.name] = (updated, ts)
+        self._remember_profile(user, updated)
         scores = self._cached_scores(user, profile)
         self._cache(user, updated, scores * decay + weight * self._row(item))
         return []
+
+    def _remember_profile(self, user: str, profile: np.ndarray) -> None:
+        self._profiles[user] = profile
+        self._profiles.move_to_end(user)
+        while len(self._profiles) > self.max_cached_users:
+            self._profiles.popitem(last=False)
+
+    def closest_users(self, vector: np.ndarray, limit: int) -> list[tuple[str, float]]:
+        """The ``limit`` recently active users whose profile is the most similar to
+        ``vector`` (cosine, above 0), most similar first: who a new item fits best.
+        Costs one dot product per remembered user (at most ``max_cached_users``)."""
+        if not self._profiles or limit <= 0:
+            return []
+        users = list(self._profiles)
+        profiles = np.stack([self._profiles[u] for u in users])
+        norms = np.linalg.norm(profiles, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
+        similarity = profiles @ np.asarray(vector, dtype=np.float64) / np.maximum(norms, 1e-12)
+        order = np.argsort(-similarity, kind="stable")[:limit]
+        return [(users[i], float(similarity[i])) for i in order if similarity[i] > 0]
 
     def _cache(self, user: str, profile: np.ndarray, scores: np.ndarray) -> None:
         # The most recent users only: a worker sees millions of users over its life.

@@ -1,0 +1,342 @@
+"""A blend that learns online how much to trust each source, from what users click next.
+
+``Blend`` weighs every source the same for every user and item. Which source to trust
+depends on context: item-item cosine is noise for an item two people clicked and
+sound for one clicked a thousand times; a zero-click item has no collaborative signal
+at all, so only its content can speak for it; a user with two clicks is better served by
+what is trending than by a profile of two items. ``LearnedBlend`` learns that, as
+pairwise logistic learning-to-rank on the lists the blend itself would serve:
+
+* an item's features are its per-source normalised scores ``x[s]`` crossed with
+  context buckets: the user's history length, the item's engagement count and age
+  (since its first engagement), and the catalog size; the effective weight of source
+  ``s`` on item ``i`` is ``w[s, base] + w[s, user] + w[s, count(i)] + w[s, age(i)] +
+  w[s, catalog]``, clipped at 0 (a source is trusted or not, never held against an
+  item), and the score is ``sum_s max(weight, 0) * x[s]``;
+* at each event, before anything learns it, the clicked item is paired with
+  ``samples`` (30) candidates drawn uniformly and, optionally, with up to ``hard``
+  items the blend served above it (its top ``k``; default 0: on MovieLens 100k such
+  pairs cost 1.4 points of HitRate, on the planted set they add 1.3, see
+  docs/evaluation.md); one SGD step lowers ``log(1 + exp(-(score_clicked -
+  score_other)))`` averaged over the pairs, plus L2 towards the prior. Pairs only with
+  the items above the click would teach nothing but shrinking every weight (all those
+  pairs are misordered);
+* the prior is today's fixed weights on ``base``, every cross 0;
+* the sources that learn from everyone's clicks (all but ``content``) are trusted in
+  proportion to the evidence behind them, ``n / (n + 200)`` after ``n`` engagements
+  in all (``trust``): ten clicks in a new deployment are no popularity to speak of,
+  while content needs nobody's clicks. With that evidence in, before any step, the
+  learned blend ranks as ``Blend``.
+
+State is global (one weight vector, and per item its engagement count and first
+engagement time), so it is owned like the rest of the item side: the user side computes
+an event's step (``step``, reading the weights) and the item side adds it (``apply``).
+Steps and counts are additive and the first engagement is a minimum, so every replica
+that applies the same changes, in any order, holds the same blend.
+
+>>> blend = LearnedBlend({"a": 1.0, "b": 0.1}, learning_rate=0.5, collaborative_half_events=0)
+>>> rows = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]])  # item 1: only b vouches for it
+>>> candidates = np.ones(3, dtype=bool)
+>>> context = blend.context(np.arange(3), user_events=3, catalog_size=3, now=0.0)
+>>> blend.top(blend.totals(rows, candidates, context), 2).tolist()
+[0, 2]
+>>> for _ in range(20):  # users keep clicking what b vouches for
+...     blend.apply(blend.step(rows, candidates, context, clicked=1, k=2))
+>>> blend.top(blend.totals(rows, candidates, context), 2).tolist()
+[1, 0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.sources.base import grown
+
+#: Bucket edges: a value v falls in bucket ``searchsorted(edges, v, side="right")``.
+USER_EVENTS_EDGES = np.array([1, 3, 10, 30, 100])  # 0 | 1-2 | 3-9 | 10-29 | 30-99 | 100+
+ITEM_COUNT_EDGES = np.array([1, 3, 10, 30, 100])  # bucket 0: never engaged (zero-click)
+#: Age since first engagement, seconds: an hour, a day, a week, 30 days.
+ITEM_AGE_EDGES = np.array([3_600.0, 86_400.0, 7 * 86_400.0, 30 * 86_400.0])
+CATALOG_EDGES = np.array([100, 1_000, 10_000])
+
+_BLOCKS = {
+    "base": 1,
+    "user": len(USER_EVENTS_EDGES) + 1,
+    "count": len(ITEM_COUNT_EDGES) + 1,
+    "age": len(ITEM_AGE_EDGES) + 2,  # + "never engaged"
+    "catalog": len(CATALOG_EDGES) + 1,
+}
+_OFFSETS = dict(zip(_BLOCKS, np.cumsum([0, *_BLOCKS.values()])[:-1].tolist(), strict=True))
+PER_SOURCE = sum(_BLOCKS.values())
+EVIDENCE = 1e-6
+#: Sources whose scores need no one's clicks (``trust``).
+OWN_EVIDENCE = frozenset({"content"})
+
+
+@dataclass(frozen=True)
+class BlendContext:
+    """The context buckets of the items being ranked (one per item) and of the user."""
+
+    user: int
+    catalog: int
+    count: np.ndarray
+    age: np.ndarray
+
+    def columns(self, positions: np.ndarray) -> np.ndarray:
+        """Per item at ``positions``, the 5 weight columns (within a source's block) it reads."""
+        n = len(positions)
+        return np.stack(
+            [
+                np.full(n, _OFFSETS["base"]),
+                np.full(n, _OFFSETS["user"] + self.user),
+                _OFFSETS["count"] + self.count[positions],
+                _OFFSETS["age"] + self.age[positions],
+                np.full(n, _OFFSETS["catalog"] + self.catalog),
+            ],
+            axis=1,
+        )
+
+
+_MASK = (1 << 64) - 1
+
+
+def _mix_one(value: int) -> int:
+    """splitmix64 of one integer."""
+    z = (value + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64 of each uint64 (wrapping arithmetic)."""
+    z = values + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50.0, 50.0)))
+
+
+class LearnedBlend:
+    """Per-source trust learned online from clicks, with context crosses (module docstring)."""
+
+    #: The source name under which the blend's changes travel with an item's changes.
+    name = "blend"
+
+    def __init__(
+        self,
+        prior: Mapping[str, float],
+        learning_rate: float = 0.02,
+        l2: float = 0.001,
+        samples: int = 30,
+        hard: int = 0,
+        collaborative_half_events: float = 200.0,
+    ) -> None:
+        if not prior or any(w < 0 for w in prior.values()):
+            raise ValueError("blend weights must be non-negative, at least one source")
+        self.sources = [name for name, w in prior.items() if w > 0]
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        #: Negatives drawn per click, uniformly from the candidates.
+        self.samples = samples
+        #: At most this many of the items served above the click are paired with it.
+        self.hard = hard
+        self.collaborative_half_events = collaborative_half_events
+        self.prior = np.zeros((len(self.sources), PER_SOURCE))
+        self.prior[:, _OFFSETS["base"]] = [prior[name] for name in self.sources]
+        self.weights = self.prior.copy()
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.first_ts = np.zeros(0, dtype=np.float64)  # valid where counts > 0
+        self.total = 0  # engagements counted, all items
+
+    # -- context -----------------------------------------------------------------------
+
+    def context(
+        self, items: np.ndarray, user_events: int, catalog_size: int, now: float
+    ) -> BlendContext:
+        """The buckets of ``items`` (indexes) for a user with ``user_events`` events."""
+        known = items < len(self.counts)
+        counts = np.zeros(len(items), dtype=np.int64)
+        counts[known] = self.counts[items[known]]
+        first = np.full(len(items), now)
+        first[known] = self.first_ts[items[known]]
+        age = 1 + np.searchsorted(ITEM_AGE_EDGES, np.maximum(now - first, 0.0), side="right")
+        return BlendContext(
+            user=int(np.searchsorted(USER_EVENTS_EDGES, user_events, side="right")),
+            catalog=int(np.searchsorted(CATALOG_EDGES, catalog_size, side="right")),
+            count=np.searchsorted(ITEM_COUNT_EDGES, counts, side="right"),
+            age=np.where(counts > 0, age, 0),
+        )
+
+    # -- ranking -----------------------------------------------------------------------
+
+    def effective(self, context: BlendContext, positions: np.ndarray | None = None) -> np.ndarray:
+        """Each source's weight on each item (sources x items), clipped at 0."""
+        w = self.weights
+        count, age = context.count, context.age
+        if positions is not None:
+            count, age = count[positions], age[positions]
+        fixed = (
+            w[:, _OFFSETS["base"]]
+            + w[:, _OFFSETS["user"] + context.user]
+            + w[:, _OFFSETS["catalog"] + context.catalog]
+        )
+        per_item = w[:, _OFFSETS["count"] + count] + w[:, _OFFSETS["age"] + age]
+        return np.maximum(fixed[:, None] + per_item, 0.0) * self.trust()[:, None]
+
+    def trust(self) -> np.ndarray:
+        """Per source, the share of its weight the evidence behind it earns: sources that
+        learn from everyone's clicks (all but ``content``) count ``n / (n + half)`` after
+        ``n`` engagements in all, so ten clicks in a new deployment are not taken for
+        popularity or co-engagement; content needs nobody's clicks and counts in full."""
+        evidence = self.total + self.collaborative_half_events
+        share = self.total / evidence if evidence > 0 else 1.0
+        return np.array([1.0 if name in OWN_EVIDENCE else share for name in self.sources])
+
+    def totals(self, rows: np.ndarray, candidates: np.ndarray, context: BlendContext) -> np.ndarray:
+        """Every item's score from ``rows`` (sources x items, normalised, in ``sources``
+        order); -inf off ``candidates``."""
+        # A hair of every source's score: an item some source vouches for outranks one
+        # none does even where the learned weights put that source at 0 (a list never
+        # pads with zero-score items while a source has something to offer).
+        total = (self.effective(context) * rows).sum(axis=0) + EVIDENCE * rows.sum(axis=0)
+        total[~candidates] = -np.inf
+        return total
+
+    def contributions(self, rows: np.ndarray, context: BlendContext, item: int) -> dict[str, float]:
+        """How much each source added to ``item``'s score."""
+        weights = self.effective(context, np.array([item]))[:, 0]
+        return {name: float(weights[s] * rows[s, item]) for s, name in enumerate(self.sources)}
+
+    @staticmethod
+    def top(total: np.ndarray, k: int) -> np.ndarray:
+        """The ``k`` best items, best first; ties to the lower index (as ``Blend.top``)."""
+        k = min(k, int(np.isfinite(total).sum()))
+        if k <= 0:
+            return np.zeros(0, dtype=int)
+        kth = np.partition(total, len(total) - k)[len(total) - k]
+        above = np.flatnonzero(total > kth)
+        ties = np.flatnonzero(total == kth)[: k - len(above)]
+        top = np.concatenate([above, ties])
+        return top[np.lexsort((top, -total[top]))]
+
+    # -- learning ----------------------------------------------------------------------
+
+    def step(
+        self,
+        rows: np.ndarray,
+        candidates: np.ndarray,
+        context: BlendContext,
+        clicked: int,
+        k: int,
+        seed: int = 0,
+        keys: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """The user side of one click: the weight change it asks for (reads the weights).
+
+        Empty when the clicked item was not a candidate (seen before). ``seed`` (per
+        event) and ``keys`` (per item, from its id; default: its index) draw the sampled
+        negatives, so the same event draws the same items in every process, whatever
+        order its catalog was built in.
+        """
+        if not candidates[clicked]:
+            return {}
+        total = self.totals(rows, candidates, context)
+        served = self.top(total, k)
+        where = np.flatnonzero(served == clicked)
+        # Hard negatives: what the served list put above the click. And negatives drawn
+        # uniformly from the candidates: with only pairs the blend misorders, every
+        # weight would shrink towards 0 and below (that alone lowers their loss).
+        above = served[: where[0]] if len(where) else served
+        above = above[: self.hard]
+        sampled = self._draw(candidates, clicked, seed, keys)
+        negatives = np.concatenate([above, sampled]).astype(int)
+        if len(negatives) == 0:
+            return {}
+        positions = np.concatenate([[clicked], negatives])
+        # d score / d w[s, column] is x[s] of the item for the 5 columns the item reads,
+        # where the source's weight on it is above the clip at 0.
+        active = self.effective(context, positions) > 0  # sources x items
+        features = np.zeros((len(positions), len(self.sources), PER_SOURCE))
+        values = (rows[:, positions] * active * self.trust()[:, None]).T  # items x sources
+        item_axis = np.arange(len(positions))[:, None]
+        source_axis = np.arange(len(self.sources))[None, :]
+        for column in context.columns(positions).T:
+            features[item_axis, source_axis, column[:, None]] += values
+        # Mean over pairs of the logistic loss's gradient: pull * (clicked - negative).
+        pull = _sigmoid(total[negatives] - total[clicked])
+        direction = (pull[:, None, None] * (features[0] - features[1:])).mean(axis=0)
+        delta = self.learning_rate * (direction - self.l2 * (self.weights - self.prior))
+        return {"step": delta.ravel().tolist()}
+
+    def _draw(
+        self, candidates: np.ndarray, clicked: int, seed: int, keys: np.ndarray | None
+    ) -> np.ndarray:
+        """``samples`` candidates other than ``clicked``, uniformly at random: those whose
+        hash of (item key, seed) is smallest."""
+        if keys is None:
+            keys = np.arange(len(candidates), dtype=np.uint64)
+        priority = _mix(keys[: len(candidates)] ^ np.uint64(_mix_one(seed)))
+        eligible = candidates.copy()
+        eligible[clicked] = False
+        indexes = np.flatnonzero(eligible)
+        if len(indexes) <= self.samples:
+            return indexes
+        chosen = np.argpartition(priority[indexes], self.samples - 1)[: self.samples]
+        return indexes[np.sort(chosen)]
+
+    def apply(self, change: Mapping[str, Any]) -> None:
+        """The item side: add a ``step`` to the weights."""
+        if "step" in change:
+            self.weights += np.asarray(change["step"], dtype=np.float64).reshape(self.weights.shape)
+
+    def engaged(self, ts: float) -> dict[str, Any]:
+        """The change an engagement makes to its item's count and first engagement."""
+        return {"count": 1, "at": ts}
+
+    def apply_item(self, item: int, change: Mapping[str, Any]) -> None:
+        if "count" not in change:
+            return
+        self.counts = grown(self.counts, item + 1)
+        self.first_ts = grown(self.first_ts, item + 1)
+        at = float(change["at"])
+        self.first_ts[item] = at if self.counts[item] == 0 else min(self.first_ts[item], at)
+        self.counts[item] += int(change["count"])
+        self.total += int(change["count"])
+
+    def learn_one(
+        self,
+        rows: np.ndarray,
+        candidates: np.ndarray,
+        context: BlendContext,
+        clicked: int,
+        ts: float,
+        k: int,
+        seed: int = 0,
+        keys: np.ndarray | None = None,
+    ) -> None:
+        """``step`` and ``apply`` in one (replay), then count the engagement."""
+        self.apply(self.step(rows, candidates, context, clicked, k, seed, keys))
+        self.apply_item(clicked, self.engaged(ts))
+
+    def weights_by_source(self) -> dict[str, dict[str, list[float]]]:
+        """The learned weights, readable: per source, per context block."""
+        return {
+            name: {
+                block: self.weights[s, _OFFSETS[block] : _OFFSETS[block] + size].round(4).tolist()
+                for block, size in _BLOCKS.items()
+            }
+            for s, name in enumerate(self.sources)
+        }
+
+
+def rows_in_order(rows: np.ndarray, row_names: Sequence[str], sources: Sequence[str]) -> np.ndarray:
+    """``rows`` (one per name of ``row_names``) reordered to ``sources``."""
+    return rows[[list(row_names).index(name) for name in sources]]

@@ -1,0 +1,92 @@
+"""EASE (Steck 2019): a global item-item model refitted from scratch every N events.
+
+A shallow linear autoencoder with a closed form: with ``X`` the users x items matrix of
+engagements and ``P = (X^T X + lambda I)^-1``, the item weights are ``B = -P / diag(P)``
+with a zero diagonal, and a user's scores are ``x_u B``. It captures global
+co-occurrence structure (every user's whole history), where ``item-item`` follows the
+recent sequence. The fit inverts an items x items Gram matrix: ``8 * items**2`` bytes
+and ``items**3`` operations, fine at a few thousand items; above ``max_items`` the
+source is disabled (it scores 0) and says so once in the log.
+
+Here it is an evaluation baseline: it learns every event into ``X`` and refits every
+``refit_every`` events, between which its scores are those of the last fit (what a
+deployment refitting in the background would serve). It is not a worker source.
+
+>>> from models.sources.base import UserHistory
+>>> ease, a, b, c = EASE(refit_every=1, l2=1.0), UserHistory(), UserHistory(), UserHistory()
+>>> for user, history, items in [("a", a, [0, 1]), ("b", b, [0, 1]), ("c", c, [2])]:
+...     for item in items:
+...         ease.learn_one(user, item, 1.0, 0.0, history); history.add(item, 1.0)
+>>> new = UserHistory(); new.add(0, 1.0)
+>>> int(np.argmax(np.where([False, True, True], ease.score("n", new, 3, 0.0), -1)))
+1
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from models.sources.base import Source, UserHistory
+
+log = logging.getLogger(__name__)
+
+
+class EASE(Source):
+    """Periodically refitted EASE over every event seen (module docstring)."""
+
+    name = "ease"
+
+    def __init__(
+        self, l2: float = 500.0, refit_every: int = 2_000, max_items: int = 20_000
+    ) -> None:
+        self.l2 = l2
+        self.refit_every = refit_every
+        self.max_items = max_items
+        self.pairs: set[tuple[str, int]] = set()
+        self.weights = np.zeros((0, 0))
+        self.events = 0
+        self.disabled = False
+
+    def learn_one(
+        self, user: str, item: int, weight: float, ts: float, history: UserHistory
+    ) -> None:
+        self.pairs.add((user, item))
+        self.events += 1
+        if self.events % self.refit_every == 0:
+            self.refit()
+
+    def refit(self) -> None:
+        n_items = max((item for _, item in self.pairs), default=-1) + 1
+        if n_items > self.max_items:
+            if not self.disabled:
+                log.warning(
+                    "EASE disabled: %d items is above max_items=%d (its fit inverts an "
+                    "items x items matrix)",
+                    n_items,
+                    self.max_items,
+                )
+            self.disabled = True
+            self.weights = np.zeros((0, 0))
+            return
+        users = {user: n for n, user in enumerate(sorted({u for u, _ in self.pairs}))}
+        rows = np.array([users[u] for u, _ in self.pairs])
+        columns = np.array([i for _, i in self.pairs])
+        matrix = np.zeros((len(users), n_items))
+        matrix[rows, columns] = 1.0
+        gram = matrix.T @ matrix
+        gram[np.diag_indices(n_items)] += self.l2
+        inverse = np.linalg.inv(gram)
+        weights = -inverse / np.diag(inverse)
+        weights[np.diag_indices(n_items)] = 0.0
+        self.weights = weights
+
+    def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
+        scores = np.zeros(n_items)
+        fitted = self.weights.shape[0]
+        items = [i for i in history.seen if i < fitted]
+        if items:
+            known = min(fitted, n_items)
+            scores[:known] = self.weights[items, :known].sum(axis=0)
+        return scores

@@ -1,0 +1,54 @@
+"""A new item reaches the users whose taste it fits, without their clicking."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.admin import produce
+from streams.broker import LocalBroker
+from streams.events import Recommendations
+from tests.conftest import TopicReader, isolated_settings
+from tests.integration.helpers import click, recommendations_for, start_worker_with_catalog
+
+pytestmark = pytest.mark.integration
+
+NEW_JAZZ = {
+    "item_id": "jazz-new",
+    "title": "Saxophone Nights",
+    "text": "Late-night jazz: saxophone solos, swing and bebop from a smoky club.",
+    "tags": ["music", "jazz"],
+}
+
+
+def test_a_new_item_is_pushed_to_the_users_it_fits(broker: LocalBroker, tmp_path) -> None:
+    settings = isolated_settings(broker, tmp_path / "kafka", new_item_push_users=1)
+    reader = TopicReader(settings, settings.topic_recommendations)
+    worker = start_worker_with_catalog(settings)
+    try:
+        log = [
+            ("n-1", "carol", "jazz-2"),
+            ("n-2", "dan", "cook-2"),
+            ("n-3", "carol", "jazz-4"),
+            ("n-4", "dan", "cook-5"),
+        ]
+        for n, (event_id, user, item) in enumerate(log):
+            produce(
+                settings,
+                settings.topic_interactions,
+                [(user, click(event_id, user, item, minute=n))],
+            )
+        reader.wait_for(lambda m: recommendations_for(m, "n-4") is not None)
+        produce(settings, settings.topic_items, [("jazz-new", NEW_JAZZ)])
+        trigger = "new-item:jazz-new"
+        got = reader.wait_for(lambda m: recommendations_for(m, trigger) is not None, timeout_s=120)
+        pushed = [
+            Recommendations.model_validate_json(value)
+            for _, value in got
+            if Recommendations.model_validate_json(value).trigger_event_id == trigger
+        ]
+        assert [message.user_id for message in pushed] == ["carol"]  # at most 1: the best fit
+        assert "jazz-new" in [item.item_id for item in pushed[0].items]
+        assert pushed[0].based_on_events == 2
+    finally:
+        worker.stop()
+        reader.close()

@@ -1,0 +1,208 @@
+"""The learned blend: starts as the fixed blend, learns from clicks, replicates by changes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.blend import Blend, normalise_all
+from models.hybrid import HYBRID_WEIGHTS, HybridRecommender
+from models.learned_blend import LearnedBlend
+from models.user_state import UserState
+
+
+def _scores(rng: np.random.Generator, n_items: int) -> dict[str, np.ndarray]:
+    return {name: rng.random(n_items) for name in HYBRID_WEIGHTS}
+
+
+def test_before_any_click_it_ranks_as_the_fixed_blend_it_starts_from() -> None:
+    """With the collaborative sources trusted in full (no evidence discount)."""
+    rng = np.random.default_rng(0)
+    fixed = Blend(HYBRID_WEIGHTS)
+    learned = LearnedBlend(HYBRID_WEIGHTS, collaborative_half_events=0)
+    for _ in range(20):
+        scores = _scores(rng, 50)
+        candidates = rng.random(50) > 0.2
+        normalised = normalise_all(scores, candidates)
+        rows = np.stack([normalised[name] for name in learned.sources])
+        context = learned.context(np.arange(50), user_events=7, catalog_size=50, now=0.0)
+        expected, _ = fixed.top(normalised, candidates, 10)
+        got = learned.top(learned.totals(rows, candidates, context), 10)
+        assert got.tolist() == expected.tolist()
+
+
+def _zero_click_stream(blend: LearnedBlend, events: int) -> tuple[np.ndarray, np.ndarray]:
+    """Users who click the never-clicked item content vouches for, over the popular ones."""
+    rng = np.random.default_rng(1)
+    n_items = 40
+    for item in range(20):  # items 0-19 have been clicked a lot
+        for _ in range(12):
+            blend.apply_item(item, blend.engaged(0.0))
+    rows = np.zeros((len(blend.sources), n_items))
+    for n in range(events):
+        rows = np.zeros((len(blend.sources), n_items))
+        rows[blend.sources.index("item-item"), :20] = rng.random(20)
+        rows[blend.sources.index("trending"), :20] = rng.random(20)
+        rows[blend.sources.index("content")] = rng.random(n_items) * 0.5
+        clicked = 20 + int(rng.integers(0, 20))  # a zero-click item...
+        rows[blend.sources.index("content"), clicked] = 1.0  # ...that content vouches for
+        candidates = np.ones(n_items, dtype=bool)
+        context = blend.context(np.arange(n_items), 10, n_items, 0.0)
+        blend.apply(blend.step(rows, candidates, context, clicked, k=10, seed=n))
+    return rows, blend.weights
+
+
+def test_zero_click_items_learn_to_compete_on_their_content() -> None:
+    blend = LearnedBlend(HYBRID_WEIGHTS, learning_rate=0.05)
+    n_items = 40
+    rows, _ = _zero_click_stream(blend, 0)
+    rows[blend.sources.index("item-item"), :20] = 1.0
+    rows[blend.sources.index("content"), 30] = 1.0
+    candidates = np.ones(n_items, dtype=bool)
+    context = blend.context(np.arange(n_items), 10, n_items, 0.0)
+    assert 30 not in blend.top(blend.totals(rows, candidates, context), 10)  # the prior
+    _zero_click_stream(blend, 300)
+    assert blend.top(blend.totals(rows, candidates, context), 10)[0] == 30
+    content = blend.weights_by_source()["content"]
+    assert content["count"][0] > 0.5  # content is trusted on zero-click items
+
+
+def test_steps_add_up_in_any_order() -> None:
+    one, other = LearnedBlend(HYBRID_WEIGHTS), LearnedBlend(HYBRID_WEIGHTS)
+    rng = np.random.default_rng(2)
+    steps = []
+    for n in range(30):
+        scores = _scores(rng, 30)
+        candidates = np.ones(30, dtype=bool)
+        normalised = normalise_all(scores, candidates)
+        rows = np.stack([normalised[name] for name in one.sources])
+        context = one.context(np.arange(30), n, 30, float(n))
+        steps.append(one.step(rows, candidates, context, int(rng.integers(0, 30)), k=10, seed=n))
+    for step in steps:
+        one.apply(step)
+    for step in reversed(steps):
+        other.apply(step)
+    np.testing.assert_allclose(one.weights, other.weights, atol=1e-12)
+
+
+def _catalog(hybrid: HybridRecommender) -> None:
+    rng = np.random.default_rng(3)
+    for n in range(30):
+        hybrid.add_item(f"i{n}", f"item {n}", rng.normal(size=4))
+
+
+def test_a_replica_that_applies_the_changes_ranks_as_the_learner() -> None:
+    """The worker's split: the user side's changes carry the blend's step and counts;
+    a replica that only applies them (in reverse order) holds the same blend."""
+    learner = HybridRecommender(content_dim=4, learned=True)
+    replica = HybridRecommender(content_dim=4, learned=True)
+    _catalog(learner), _catalog(replica)
+    rng = np.random.default_rng(4)
+    users: dict[str, UserState] = {}
+    sent = []
+    for n in range(120):
+        user = f"u{int(rng.integers(0, 6))}"
+        state = users.setdefault(user, UserState())
+        item = f"i{int(rng.integers(0, 30))}"
+        changes = learner.learn_one(user, state, f"e{n}", item, 1.0, float(n))
+        assert changes is not None
+        learner.apply(changes)
+        sent.append(changes)
+    assert any("blend" in by_source for c in sent for by_source in c.values())
+    for changes in reversed(sent):
+        replica.apply(changes)
+    assert learner.learned is not None and replica.learned is not None
+    np.testing.assert_allclose(learner.learned.weights, replica.learned.weights, atol=1e-9)
+    assert not np.allclose(learner.learned.weights, learner.learned.prior)
+    np.testing.assert_array_equal(learner.learned.counts[:30], replica.learned.counts[:30])
+    for user, state in users.items():
+        got = replica.recommend(user, state, k=10, now=200.0)
+        expected = learner.recommend(user, state, k=10, now=200.0)
+        assert [r.item_id for r in got] == [r.item_id for r in expected]
+
+
+def test_a_list_never_pads_with_items_no_source_vouches_for() -> None:
+    hybrid = HybridRecommender(weights={"item-item": 1.0, "trending": 0.3}, learned=True)
+    for n in range(30):
+        hybrid.add_item(f"i{n}", f"item {n}", None)
+    ann, ben = UserState(), UserState()
+    for n, (user, state, item) in enumerate(
+        [("ann", ann, "i5"), ("ann", ann, "i9"), ("ben", ben, "i5"), ("ben", ben, "i20")]
+    ):
+        changes = hybrid.learn_one(user, state, f"e{n}", item, 1.0, float(n))
+        assert changes is not None
+        hybrid.apply(changes)
+    top = hybrid.recommend("ann", ann, k=10, now=10.0)
+    vouched = [r.item_id for r in top if r.reasons[0].source != "catalog"]
+    assert vouched[:1] == ["i20"]  # co-engaged with i5, and trending
+    assert set(vouched) == {"i20"}  # the only unseen item any source scores above 0
+
+
+def test_on_the_planted_multimodal_set_zero_click_items_reach_users() -> None:
+    """New items, nobody's click yet, their taste in their content: the fixed blend
+    cannot put them on a list, the learned one learns to trust content on them."""
+    from models.evaluation.prequential import prequential
+    from models.sources import (
+        Catalog,
+        ContentSimilarity,
+        DecayedPopularity,
+        ItemItemCosine,
+        OnlineBPR,
+    )
+    from tests.planted import planted_multimodal
+
+    data = planted_multimodal(seed=1, n_items=200, new_items=80, n_users=60, n_events=2_500)
+    vectors = data.content_vectors()
+    catalog, content = Catalog(), ContentSimilarity(dim=vectors.shape[1])
+    for item, vector in zip(data.items, vectors, strict=True):
+        content.set_vector(catalog.add(item.item_id), vector)
+    sources = {
+        "item-item": ItemItemCosine(),
+        "trending": DecayedPopularity(),
+        "cf": OnlineBPR(),
+        "content": content,
+    }
+    configurations = {"fixed": Blend(HYBRID_WEIGHTS), "learned": LearnedBlend(HYBRID_WEIGHTS)}
+    uploaded_at = {item.item_id: item.uploaded_at for item in data.items}
+    evaluation = prequential(data.events, catalog, sources, configurations, uploaded_at=uploaded_at)
+    fixed, learned = evaluation.results["fixed"], evaluation.results["learned"]
+    assert fixed.zero_click is not None and learned.zero_click is not None
+    assert learned.zero_click.events > 100
+    assert learned.zero_click.hit_rate >= 0.10 > fixed.zero_click.hit_rate
+    assert learned.overall.hit_rate >= 0.98 * fixed.overall.hit_rate
+
+
+def test_a_new_item_reaches_the_users_it_fits_without_their_click() -> None:
+    from tests.planted import DIM, TS, planted_engine, taste
+
+    engine, directions, rng = planted_engine(
+        hybrid=HybridRecommender(content_dim=DIM, learned=True)
+    )
+    engine.add_item("t0-new", "new", directions[0] + rng.normal(scale=0.3, size=DIM))
+    pushed = engine.push_new_item("t0-new", limit=8, k=10, now=TS + 1_000)
+    assert len(pushed) == 8  # bounded
+    assert all(user.startswith("u0-") for user in pushed)  # the taste's users
+    for recommendations in pushed.values():
+        new = [r for r in recommendations if r.item_id == "t0-new"]
+        assert new and new[0].reasons[0].source == "content"
+        assert taste(new[0].reasons[0].because_of or "t1-0") == 0
+
+
+def test_at_scale_it_learns_and_ranks_on_the_retrieved_candidates(tmp_path) -> None:
+    """Above ``dense_max_items`` the blend's step and list read the candidate stage's
+    items (a real embedded Qdrant), not the whole catalog; the lists match the dense
+    ranking's on a catalog the candidates cover whole."""
+    from models.hybrid import CF, CONTENT
+    from models.vector_store import EdgeVectorStore
+    from tests.planted import DIM, TS, planted_engine
+
+    dense, _, _ = planted_engine(hybrid=HybridRecommender(content_dim=DIM, learned=True))
+    staged = HybridRecommender(content_dim=DIM, learned=True)
+    with EdgeVectorStore(tmp_path, {CONTENT: DIM, CF: staged.cf_vector_size}, {CF: "dot"}) as store:
+        staged.use_store(store, dense_max_items=0, per_source=100)
+        engine, _, _ = planted_engine(hybrid=staged)
+        assert staged.learned is not None and dense.hybrid.learned is not None
+        np.testing.assert_allclose(staged.learned.weights, dense.hybrid.learned.weights)
+        for user in ("u0-0", "u1-3", "u2-7"):
+            got = engine.recommend(user, k=5, now=TS + 1_000)
+            expected = dense.recommend(user, k=5, now=TS + 1_000)
+            assert [r.item_id for r in got] == [r.item_id for r in expected]
