@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.admin import create_topics
 from streams.broker import Broker, BrokerFlavour, KafkaBroker, LocalBroker
 from streams.settings import Settings
 
+# Property tests check what the code does, never how fast: on a loaded 2-core machine
+# hypothesis' default 200 ms deadline per example failed tests that were right.
+hypothesis_settings.register_profile("streamrec", deadline=None)
+hypothesis_settings.load_profile("streamrec")
 
 def free_port() -> int:
     with socket.socket() as sock:
