@@ -27,6 +27,7 @@ from streams.settings import Settings
 hypothesis_settings.register_profile("streamrec", deadline=None)
 hypothesis_settings.load_profile("streamrec")
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
