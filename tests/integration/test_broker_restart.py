@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def test_worker_carries_on_after_a_broker_restart(broker_flavour: BrokerFlavour, tmp_path) -> None:
     broker = new_broker(broker_flavour, tmp_path / "broker")
     broker.start()
-    settings = isolated_settings(broker, tmp_path / "data")
+    settings = isolated_settings(broker, tmp_path / "data", encoders="hashing")
     worker = start_worker_with_catalog(settings)
     try:
         reader = TopicReader(settings, settings.topic_recommendations)

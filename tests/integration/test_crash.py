@@ -42,7 +42,9 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     broker: LocalBroker, tmp_path
 ) -> None:
     # A killed worker stays in its group until its session times out: keep that short.
-    settings = isolated_settings(broker, tmp_path / "kafka", consumer_session_timeout_s=6)
+    settings = isolated_settings(
+        broker, tmp_path / "kafka", consumer_session_timeout_s=6, encoders="hashing"
+    )
     log = event_log(seed=3, n_events=40)
     rng = random.Random(5)
     kill_after = sorted(rng.sample(range(4, len(log) - 4), 2))
@@ -113,7 +115,9 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
 def test_sigkill_during_item_ingestion_stores_every_item_once(
     broker: LocalBroker, tmp_path
 ) -> None:
-    settings = isolated_settings(broker, tmp_path / "kafka", consumer_session_timeout_s=6)
+    settings = isolated_settings(
+        broker, tmp_path / "kafka", consumer_session_timeout_s=6, encoders="hashing"
+    )
     worker = WorkerProcess(settings, settings.data_dir / "worker-1.log")
     worker.start()
     worker.wait_until(lambda s: True, 180, "web server up")

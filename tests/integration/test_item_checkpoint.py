@@ -99,7 +99,7 @@ def settle(settings: Settings, worker: WorkerProcess) -> None:
 def test_a_restart_reads_only_the_tail_and_equals_a_full_rebuild(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
-    settings = isolated_settings(broker, tmp_path / "data")
+    settings = isolated_settings(broker, tmp_path / "data", encoders="hashing")
     log = event_log(seed=18, n_events=60)
     workers: list[WorkerProcess] = []
     try:

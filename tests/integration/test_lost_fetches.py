@@ -61,7 +61,7 @@ def answer(settings: Settings, reader: TopicReader, event: dict, timeout_s: floa
 def test_a_table_recovery_that_lost_its_records_reads_them_again(
     broker: LocalBroker, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = isolated_settings(broker, tmp_path, delivery_stalled_after_s=4)
+    settings = isolated_settings(broker, tmp_path, delivery_stalled_after_s=4, encoders="hashing")
     worker = start_worker_with_catalog(settings)
     reader = TopicReader(settings, settings.topic_recommendations)
     try:
@@ -83,7 +83,7 @@ def test_a_table_recovery_that_lost_its_records_reads_them_again(
 def test_an_interaction_the_consumer_lost_is_read_again_and_handled(
     broker: LocalBroker, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = isolated_settings(broker, tmp_path)
+    settings = isolated_settings(broker, tmp_path, encoders="hashing")
     worker = start_worker_with_catalog(settings)
     reader = TopicReader(settings, settings.topic_recommendations)
     try:

@@ -51,6 +51,7 @@ def test_a_backlog_is_drained_without_leaving_the_group(broker: LocalBroker, tmp
         consumer_session_timeout_s=6,
         stream_buffer_max_events=32,
         consumer_max_poll_records=50,
+        encoders="hashing",
     )
     events = event_log(11, 600)
     worker = start_worker_with_catalog(settings)
@@ -87,6 +88,7 @@ def test_a_worker_without_partitions_takes_over_long_after_joining(
         standby_replicas=0,  # or the second worker would read the changelog as a standby
         consumer_max_poll_interval_s=INTERVAL_S,
         consumer_session_timeout_s=6,
+        encoders="hashing",
     )
     first = start_worker_with_catalog(settings, "worker-1.log")
     second_settings = settings.model_copy(

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.integration
 def test_a_worker_joins_then_the_first_leaves_and_nothing_is_lost(
     broker: LocalBroker, tmp_path
 ) -> None:
-    settings = isolated_settings(broker, tmp_path / "kafka", consumer_session_timeout_s=6)
+    settings = isolated_settings(
+        broker, tmp_path / "kafka", consumer_session_timeout_s=6, encoders="hashing"
+    )
     log = event_log(seed=7, n_events=45)
     reader = TopicReader(settings, settings.topic_recommendations)
     first = start_worker_with_catalog(settings, "worker-1.log")

@@ -58,7 +58,9 @@ def rewind_committed_offsets(settings: Settings, timeout_s: float = 90) -> None:
 def test_state_survives_restarts_and_redelivery_without_double_application(
     broker: LocalBroker, tmp_path
 ) -> None:
-    settings = isolated_settings(broker, tmp_path / "data", consumer_session_timeout_s=10)
+    settings = isolated_settings(
+        broker, tmp_path / "data", consumer_session_timeout_s=10, encoders="hashing"
+    )
     reader = TopicReader(settings, settings.topic_recommendations)
     clicked = ["jazz-1", "jazz-2", "jazz-3", "jazz-4", "jazz-5", "ball-1"]
     events = [click(f"r-{n}", "erin", item, minute=n) for n, item in enumerate(clicked)]

@@ -65,7 +65,7 @@ def secure_settings(broker: KafkaBroker, ca: Path, data_dir: Path, **overrides: 
         "ssl_cafile": ca,
         **overrides,
     }
-    return isolated_settings(broker, data_dir, **values)
+    return isolated_settings(broker, data_dir, **values, encoders="hashing")
 
 
 def run_cli(settings: Settings, *args: str, **env: str) -> tuple[int, str, float]:
