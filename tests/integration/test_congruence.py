@@ -42,7 +42,7 @@ def test_kafka_and_in_process_give_the_same_recommendations(broker: LocalBroker,
     settings = isolated_settings(broker, tmp_path / "kafka")
     reader = TopicReader(settings, settings.topic_recommendations)
     worker = start_worker_with_catalog(settings)
-    engine = in_process_engine()
+    engine = in_process_engine(settings)
     try:
         for n, (event_id, user, item, kind) in enumerate(LOG):
             event = click(event_id, user, item, kind, minute=n)

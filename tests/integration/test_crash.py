@@ -50,7 +50,7 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     kill_after = sorted(rng.sample(range(4, len(log) - 4), 2))
     reader = TopicReader(settings, settings.topic_recommendations)
     workers = [start_worker_with_catalog(settings, "worker-1.log")]
-    engine = in_process_engine()
+    engine = in_process_engine(settings)
     try:
         for n, (event_id, user, item, kind) in enumerate(log):
             send_logged(settings, n, event_id, user, item, kind)
