@@ -47,8 +47,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="forbid")
 
-    # Kafka connection. No bootstrap servers means "start the local noida-db broker".
+    # Kafka connection.
+    #: ``host:port,host:port`` of your Kafka cluster; unset starts the local broker.
     bootstrap_servers: str | None = None
+    #: Port of the local broker (when ``bootstrap_servers`` is unset).
     local_broker_port: int = 19092
     #: The broker started when no bootstrap servers are set: the embedded noida-db (no
     #: Java needed) or Apache Kafka (Java and Maven; docs/kafka.md).
@@ -57,22 +59,40 @@ class Settings(BaseSettings):
     #: installed on it (streams/kafka_compat/). "auto": ``local_broker`` when no bootstrap
     #: servers are set, else Kafka.
     broker_flavour: Literal["auto", "noida-db", "kafka"] = "auto"
+    #: How the worker and every command talk to Kafka (docs/kafka.md for SASL_SSL).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: SASL mechanism for ``SASL_*`` protocols.
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    #: SASL user name.
     sasl_username: str | None = None
+    #: SASL password: a secret, passed to the clients and never printed or logged.
     sasl_password: SecretStr | None = None
+    #: CA certificate (PEM) that the broker's certificate must chain to (SSL, SASL_SSL).
     ssl_cafile: Path | None = None
+    #: Client certificate (PEM), for brokers that require one.
     ssl_certfile: Path | None = None
+    #: The client certificate's private key (PEM).
     ssl_keyfile: Path | None = None
 
-    # Topics. Interactions, item-updates and their tables must share a partition count.
+    # Topics and the consumer group.
+    #: Item uploads (``ItemUpload``, keyed by item_id).
     topic_items: str = "items"
+    #: User interactions (``Interaction``, keyed by user_id).
     topic_interactions: str = "interactions"
+    #: The lists the worker sends (``Recommendations``, keyed by user_id).
     topic_recommendations: str = "recommendations"
+    #: Internal: encoded items and item-side changes, read whole by every worker; must
+    #: never be deleted by retention or compacted (``streamrec topics`` creates it so).
     topic_item_updates: str = "item-updates"
+    #: Records the worker refused, with the reason (``DeadLetter``).
     topic_dead_letters: str = "dead-letters"
+    #: Partitions of the topics the worker creates; interactions, item-updates and the
+    #: users table must agree, so choose it up front (at most this many workers share
+    #: the users).
     partitions: int = Field(default=2, ge=1)
+    #: Replication factor of the topics ``streamrec topics`` creates.
     replication_factor: int = Field(default=1, ge=1)
+    #: The Faust app id: the consumer group and the prefix of its internal topics.
     consumer_group: str = "streamrec"
     #: Pause after a fetch that brought nothing, on noida-db only
     #: (streams/kafka_compat/fetch_backoff.py); 0 turns it off.
@@ -102,17 +122,23 @@ class Settings(BaseSettings):
     #: Events waiting for an agent, at most (back pressure on the fetcher).
     stream_buffer_max_events: int = Field(default=4096, ge=1)
 
-    # Storage. A qdrant_url selects the Qdrant server backend; otherwise the embedded
-    # engine keeps its shard under data_dir.
+    # Storage.
+    #: Embedded Qdrant shard, Faust's table data, item-side checkpoints, caches and logs.
     data_dir: Path = Path(".streamrec")
+    #: A Qdrant server (``http://host:6333``) instead of the embedded engine.
     qdrant_url: str | None = None
+    #: The Qdrant server's API key: a secret, never printed.
     qdrant_api_key: SecretStr | None = None
+    #: The Qdrant collection of the items.
     collection: str = "items"
 
     # Recommendation.
+    #: Items per list.
     top_k: int = Field(default=10, ge=1, le=1000)
+    #: Written into every Recommendations message.
     model_version: str = "hybrid-2"
-    #: The hybrid's sources and weights (``models/hybrid.py``; measured in the README).
+    #: The hybrid's sources and weights (a source at 0 or absent is not computed;
+    #: models/hybrid.py, measured in docs/evaluation.md).
     hybrid_weights: dict[Literal["item-item", "trending", "cf", "content"], float] = Field(
         default_factory=lambda: dict(HYBRID_WEIGHTS)
     )
@@ -120,14 +146,15 @@ class Settings(BaseSettings):
     #: how much to trust each source per context (models/learned_blend.py); "fixed": as set.
     hybrid_blend: Literal["fixed", "learned"] = "learned"
     #: A new item's refreshed lists go to at most this many users whose content profile
-    #: fits it best (0: none), checked this often (streams/new_items.py).
+    #: fits it best, without their click (0: none; streams/new_items.py).
     new_item_push_users: int = Field(default=20, ge=0)
+    #: How often the worker looks for newly stored items to push.
     new_item_push_interval_s: float = Field(default=1.0, gt=0)
-
     #: Up to this many items every list ranks the whole catalog; above, it ranks the
     #: candidates retrieved per source (models/candidates.py): Qdrant queries on the
     #: user's content profile and CF factor, co-engaged and trending items.
     dense_ranking_max_items: int = Field(default=20_000, ge=0)
+    #: Candidates each source retrieves above ``dense_ranking_max_items``.
     candidates_per_source: int = Field(default=200, ge=1)
     #: How often changed CF item vectors are written to Qdrant (the "cf" named vector).
     cf_publish_interval_s: float = Field(default=1.0, gt=0)
@@ -135,49 +162,71 @@ class Settings(BaseSettings):
     #: the tail of item-updates; 0: no checkpoints, every start reads it all.
     item_checkpoint_interval_s: float = Field(default=300.0, ge=0)
 
+    # Item ingestion and encoders.
     #: The item encoders: "pretrained" (MiniLM, EfficientNet-Lite0, log-mel; the product)
     #: or "hashing" (encoders/hashing.py: no weights, starts in milliseconds; for tests of
     #: Kafka semantics and quick demos, not for real recommendations).
     encoders: Literal["pretrained", "hashing"] = "pretrained"
-    # Item ingestion: how many uploads are encoded together, and how long to wait for them.
+    #: Uploads encoded together, at most.
     encode_batch_size: int = Field(default=32, ge=1)
+    #: How long a batch waits to fill.
     encode_batch_window_s: float = Field(default=0.1, gt=0)
-    torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default")
+    #: Intra-op threads of every encoder; 0 keeps torch's default.
+    torch_threads: int = Field(default=0, ge=0)
     #: A batch not encoded within this is encoded again one item at a time, and an item
     #: not encoded alone within it is dead-lettered (encode-timeout).
     encode_timeout_s: float = Field(default=120.0, gt=0)
 
     # Fusion of an item's modality vectors into its "content" vector.
+    #: "average", "weighted" (``fusion_weights``) or "learned" (trained from co-engaged
+    #: item pairs; encoders/learned_fusion.py).
     fusion: Literal["average", "weighted", "learned"] = "average"
+    #: Per-modality weights of the "weighted" fusion.
     fusion_weights: dict[Literal["text", "image", "audio"], float] = Field(
         default_factory=lambda: {"text": 1.0, "image": 1.0, "audio": 1.0}
     )
-    #: Learned fusion: retrain after this many new co-engaged item pairs, checked this often.
+    #: Learned fusion: retrain after this many new co-engaged item pairs.
     fusion_refresh_pairs: int = Field(default=500, ge=1)
+    #: Learned fusion: how often the refit condition is checked.
     fusion_refresh_interval_s: float = Field(default=30.0, gt=0)
 
     # Media: what a worker may fetch for an item, and how much.
+    #: Largest media file, inline or fetched.
     media_max_bytes: int = Field(default=20_000_000, ge=1)
+    #: Largest image, in pixels (checked from the header before decoding).
     media_max_image_pixels: int = Field(default=40_000_000, ge=1)
+    #: Longest audio clip (checked from the header before decoding).
     media_max_audio_seconds: float = Field(default=600.0, gt=0)
-    #: Header fields checked before decoding: what decoders and the resampler size from.
+    #: Longest image side (header field checked before decoding).
     media_max_image_side: int = Field(default=20_000, ge=1)
+    #: Lowest audio sample rate accepted (header field checked before decoding).
     media_min_audio_sample_rate: int = Field(default=1_000, ge=1)
+    #: Highest audio sample rate accepted: the resampler's work grows with it.
     media_max_audio_sample_rate: int = Field(default=192_000, ge=1)
+    #: Most audio channels accepted.
     media_max_audio_channels: int = Field(default=16, ge=1)
+    #: Which media references are accepted.
     media_allowed_schemes: list[Literal["data", "file", "http", "https"]] = Field(
         default_factory=lambda: ["data", "file", "http", "https"]
     )
+    #: The only directories ``file://`` may read (file access is off until set).
     media_allowed_dirs: list[Path] = Field(default_factory=list)
+    #: http(s) host allow-list (empty: any public host).
     media_allowed_hosts: list[str] = Field(default_factory=list)
+    #: Allow private, loopback and link-local addresses for http(s) media.
     media_allow_private_hosts: bool = False
+    #: http(s) connect timeout.
     media_connect_timeout_s: float = Field(default=3.0, gt=0)
+    #: http(s) read timeout; also bounds reading a ``file://``.
     media_read_timeout_s: float = Field(default=10.0, gt=0)
 
-    # Worker web server (stats and health; used by the demo to see when items are in).
+    # Worker web server: the HTTP API, the dashboard, health and metrics.
+    #: Address the web server listens on; beyond loopback it needs ``api_token``.
     web_host: str = "127.0.0.1"
+    #: Port of the web server.
     web_port: int = 6066
-    #: Bearer token that HTTP writes need when web_host is beyond loopback (required then).
+    #: Bearer token that HTTP writes need when set; required when ``web_host`` is beyond
+    #: loopback. A secret, never printed.
     api_token: SecretStr | None = None
 
     @field_validator("bootstrap_servers")

@@ -74,7 +74,7 @@ def reference_markdown() -> str:
             current = section
             lines += ["", f"**{section.rstrip('.')}**", ""]
             lines += ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
-        meaning = meaning.replace("|", "\\|")
+        meaning = meaning.replace("|", "\\|").replace("``", "`")
         lines.append(f"| `{name}` | `STREAMREC_{name.upper()}` | {_default(name)} | {meaning} |")
     return "\n".join([*lines, "", END])
 

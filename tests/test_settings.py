@@ -24,3 +24,15 @@ def test_example_config_loads_and_names_every_setting(monkeypatch: pytest.Monkey
 def test_bad_fusion_weights_name_the_field() -> None:
     with pytest.raises(ValueError, match="fusion_weights"):
         Settings(fusion_weights={"text": 0.0})
+
+
+def test_every_setting_is_documented_in_the_generated_reference() -> None:
+    from streams.settings_reference import BEGIN, END, documented_fields, reference_markdown
+
+    undocumented = [name for _, name, meaning in documented_fields() if not meaning]
+    assert not undocumented, f"give these a #: comment in streams/settings.py: {undocumented}"
+    page = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    shown = page[page.index(BEGIN) : page.index(END) + len(END)]
+    assert shown == reference_markdown(), (
+        "docs/configuration.md is stale: python -m streams.settings_reference, and paste it"
+    )
