@@ -86,7 +86,7 @@ from streams.new_items import NewItemPusher
 from streams.poison import PoisonGuard, Position
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
-from streams.web import install_views
+from streams.web import install_views, web_middlewares
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ class StreamrecApp:
             # Faust's own views would serve any user's whole stored state (/table/...).
             web_tables_enabled=False,
             web_graph_enabled=False,
+            # One path style, and JSON for every error (streams/web.py).
+            web_application_options={"middlewares": web_middlewares()},
             producer_acks=-1,
         )
 

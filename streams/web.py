@@ -9,31 +9,66 @@ that owns the user's partition (``table_route``); the other views answer locally
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from aiohttp import web
 from faust.web import View
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from streams.bounds import MAX_ERROR_CHARS, clip
-from streams.events import Interaction, describe_validation_error
+from streams.events import DeadLetter, Interaction, Recommendations, describe_validation_error
 from streams.metrics import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from streams.app import StreamrecApp
 
 
-def _json_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {}}}
+def _component_schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    """The models' JSON schemas as OpenAPI components, their nested models hoisted."""
+    schemas: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    schemas["Error"] = {
+        "type": "object",
+        "properties": {"error": {"type": "string", "description": "what is wrong, and the fix"}},
+        "required": ["error"],
+    }
+    return schemas
 
 
-def _path(summary: str, ok: str, parameter: str | None = None, **responses: str) -> dict:
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_response(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema or _ref("Error")}},
+    }
+
+
+_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def _path(
+    summary: str,
+    ok: str,
+    parameter: str | None = None,
+    schema: dict[str, Any] | None = None,
+    **responses: str,
+) -> dict:
     operation: dict[str, Any] = {
         "summary": summary,
         "responses": {
-            "200": _json_response(ok),
+            "200": _json_response(ok, schema or _ANY_OBJECT),
             **{c: _json_response(d) for c, d in responses.items()},
         },
     }
@@ -52,22 +87,40 @@ OPENAPI: dict[str, Any] = {
             "The user's latest recommendations (the last message sent for them)",
             "a Recommendations event",
             "user_id",
+            _ref("Recommendations"),
             **{"404": "no interaction from this user yet"},
         ),
         "/api/items/": _path(
             "Items of the catalog in storage order (id, title, thumbnail); ?limit=N, at most 100",
             "a list of items",
+            schema={"type": "array", "items": _ANY_OBJECT},
+            **{"400": "limit is not a whole number"},
         ),
         "/api/interactions/": {
             "post": {
                 "summary": "Send an interaction (the Interaction event, as on the topic)",
-                "requestBody": {"content": {"application/json": {}}, "required": True},
+                "requestBody": {
+                    "content": {"application/json": {"schema": _ref("Interaction")}},
+                    "required": True,
+                },
                 "responses": {
-                    "202": _json_response("queued on the interactions topic"),
+                    "202": _json_response(
+                        "queued on the interactions topic",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "event_id": {"type": "string"},
+                                "queued": {"type": "boolean"},
+                            },
+                        },
+                    ),
                     "401": _json_response("api_token set and no Authorization: Bearer <token>"),
                     "403": _json_response("an Origin other than the worker's own"),
                     "415": _json_response("a Content-Type other than application/json"),
-                    "422": _json_response("not a valid Interaction: the field and the fix"),
+                    "422": _json_response(
+                        "not a valid Interaction, or an item_id the catalog does not hold: "
+                        "the field and the fix"
+                    ),
                 },
             }
         },
@@ -98,7 +151,37 @@ OPENAPI: dict[str, Any] = {
         "/streamrec/stats/": _path("Counters and catalog size, as JSON", "stats"),
         "/openapi.json": _path("This description", "an OpenAPI 3.1 document"),
     },
+    # DeadLetter: what the dead-letters topic carries (not served, described for clients).
+    "components": {"schemas": _component_schemas(Interaction, Recommendations, DeadLetter)},
 }
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answers JSON (``{"error": ...}``), as the views' own errors do, instead
+    of aiohttp's plain-text pages; an unexpected one is logged, not shown."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise  # redirects (the path style below)
+        why = {
+            404: f"no such path {request.path!r}: see /openapi.json",
+            405: f"{request.method} is not allowed on {request.path}: see /openapi.json",
+        }.get(error.status, error.reason)
+        return web.json_response({"error": why}, status=error.status)
+    except Exception:
+        log.exception("HTTP %s %s failed", request.method, clip(request.path))
+        return web.json_response({"error": "internal error: see the worker's log"}, status=500)
+
+
+def web_middlewares() -> list[Any]:
+    """Errors as JSON; a path without its trailing slash redirected (308, which keeps the
+    method and body) to the one with it, the single style of every API path."""
+    return [json_errors, web.normalize_path_middleware(append_slash=True)]
 
 
 def write_refusal(
@@ -229,6 +312,13 @@ def install_views(streamrec: StreamrecApp) -> None:
             except ValidationError as error:
                 why = clip(describe_validation_error(error), MAX_ERROR_CHARS)
                 return self.json({"error": why}, status=422)
+            if event.item_id not in streamrec.hybrid:
+                # Said now rather than dead-lettered later, where the caller never looks.
+                why = (
+                    f"item_id: no item {clip(event.item_id)!r} in the catalog: upload it to "
+                    f"{streamrec.settings.topic_items!r} first (or wait until it is stored)"
+                )
+                return self.json({"error": why}, status=422)
             await streamrec.interactions_topic.send(
                 key=event.user_id.encode(), value=event.model_dump_json().encode()
             )
@@ -249,6 +339,10 @@ def install_views(streamrec: StreamrecApp) -> None:
 
     @app.page("/metrics")
     async def prometheus(view: Any, request: Any) -> Any:
+        return view.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
+
+    @app.page("/metrics/")  # the path style of every other path, too
+    async def prometheus_slash(view: Any, request: Any) -> Any:
         return view.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
 
     @app.page("/openapi.json")

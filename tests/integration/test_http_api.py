@@ -20,9 +20,12 @@ pytestmark = pytest.mark.integration
 
 
 def get(base: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-    """GET ``path``, or POST ``body`` to it."""
+    """GET ``path``, or POST ``body`` to it as JSON."""
+    request = urllib.request.Request(base + path, data=body)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(base + path, data=body, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()
             status = response.status
     except urllib.error.HTTPError as error:
@@ -31,6 +34,20 @@ def get(base: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
         return status, json.loads(body)
     except ValueError:
         return status, body.decode()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def status_and_location(url: str) -> tuple[int, str | None]:
+    """The answer to ``url`` itself, a redirect not followed."""
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(url, timeout=10) as response:
+            return response.status, None
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Location")
 
 
 def test_http_api_serves_lists_items_health_metrics_and_its_description(
@@ -67,6 +84,10 @@ def test_http_api_serves_lists_items_health_metrics_and_its_description(
         # Interactions in over HTTP: refused with the field named, or queued and answered.
         status, refused = get(base, "/api/interactions/", b'{"event_id": "h-2", "user_id": "gus"}')
         assert status == 422 and "item_id" in refused["error"], refused
+        unknown = json.dumps(click("h-x", "gus", "no-such-item")).encode()
+        status, refused = get(base, "/api/interactions/", unknown)
+        assert status == 422 and "no-such-item" in refused["error"], refused
+        assert "upload it" in refused["error"]
         good = click("h-2", "gus", "jazz-2")
         status, queued = get(base, "/api/interactions/", json.dumps(good).encode())
         assert (status, queued) == (202, {"event_id": "h-2", "queued": True})
@@ -86,8 +107,22 @@ def test_http_api_serves_lists_items_health_metrics_and_its_description(
         assert samples[("streamrec_encode_batch_size_sum", ())] >= 30
         assert any(name == "streamrec_consumer_lag" for name, _ in samples)
 
+        # One path style: without the slash, a redirect to the path with it; every error,
+        # even aiohttp's own, is JSON naming the fix.
+        assert status_and_location(base + "/api/items/jazz-1") == (308, "/api/items/jazz-1/")
+        assert get(base, "/metrics/")[0] == 200
+        status, missing = get(base, "/no/such/path/")
+        assert status == 404 and "/openapi.json" in missing["error"]
+        status, wrong = get(base, "/health/", b"{}")
+        assert status == 405 and "POST" in wrong["error"]
+
         status, spec = get(base, "/openapi.json")
         assert status == 200 and spec["openapi"].startswith("3.")
+        post = spec["paths"]["/api/interactions/"]["post"]
+        body_schema = post["requestBody"]["content"]["application/json"]["schema"]
+        assert body_schema == {"$ref": "#/components/schemas/Interaction"}
+        interaction = spec["components"]["schemas"]["Interaction"]
+        assert {"event_id", "user_id", "item_id", "kind", "ts"} <= set(interaction["required"])
         for path in (p for p, methods in spec["paths"].items() if "get" in methods):
             concrete = path.replace("{user_id}", "gus").replace("{item_id}", "jazz-1")
             assert get(base, concrete)[0] == 200, path
