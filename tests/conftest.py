@@ -28,6 +28,14 @@ hypothesis_settings.register_profile("streamrec", deadline=None)
 hypothesis_settings.load_profile("streamrec")
 
 
+@pytest.fixture(scope="session")
+def minilm() -> Any:
+    """MiniLM, loaded once for the whole session rather than once per test module."""
+    from encoders.text import MiniLMTextEncoder
+
+    return MiniLMTextEncoder(threads=1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -69,8 +69,8 @@ class DefectiveText(Encoder[str]):
 
 
 @pytest.fixture(scope="module")
-def text_encoder() -> MiniLMTextEncoder:
-    return MiniLMTextEncoder(threads=1)
+def text_encoder(minilm: MiniLMTextEncoder) -> MiniLMTextEncoder:
+    return minilm
 
 
 def encoder_of(text: Encoder[str], policy: MediaPolicy) -> MultimodalEncoder:

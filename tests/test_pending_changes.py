@@ -4,16 +4,16 @@ by the broker, or behind the offset the group committed (re-sent if redelivered 
 from __future__ import annotations
 
 from encoders.fusion import AverageFusion, ModalityProjection
+from encoders.hashing import HashingTextEncoder
 from encoders.media import MediaFetcher, MediaPolicy
 from encoders.multimodal import MultimodalEncoder
-from encoders.text import MiniLMTextEncoder
 from streams.app import StreamrecApp
 from streams.settings import Settings
 
 
 def test_acknowledged_item_changes_are_dropped_from_the_users_entry(tmp_path) -> None:
     encoder = MultimodalEncoder(
-        MiniLMTextEncoder(threads=1),
+        HashingTextEncoder(),
         AverageFusion(ModalityProjection({"text": 384}, common_dim=384)),
         MediaFetcher(MediaPolicy()),
     )

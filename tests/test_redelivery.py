@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from encoders.fusion import AverageFusion, ModalityProjection
+from encoders.hashing import HashingTextEncoder
 from encoders.media import MediaFetcher, MediaPolicy
 from encoders.multimodal import MultimodalEncoder
-from encoders.text import MiniLMTextEncoder
 from streams.app import StreamrecApp
 from streams.events import ItemChanges, Recommendations
 from streams.settings import Settings
@@ -30,7 +30,7 @@ from streams.settings import Settings
 @pytest.fixture(scope="module")
 def encoder() -> MultimodalEncoder:
     return MultimodalEncoder(
-        MiniLMTextEncoder(threads=1),
+        HashingTextEncoder(),
         AverageFusion(ModalityProjection({"text": 384}, common_dim=384)),
         MediaFetcher(MediaPolicy()),
     )

@@ -9,8 +9,8 @@ from encoders.text import MiniLMTextEncoder
 
 
 @pytest.fixture(scope="module")
-def encoder() -> MiniLMTextEncoder:
-    return MiniLMTextEncoder(threads=1)
+def encoder(minilm: MiniLMTextEncoder) -> MiniLMTextEncoder:
+    return minilm
 
 
 def test_shape_and_unit_length(encoder) -> None:

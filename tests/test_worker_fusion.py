@@ -21,8 +21,8 @@ from streams.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def text_encoder() -> MiniLMTextEncoder:
-    return MiniLMTextEncoder(threads=1)
+def text_encoder(minilm: MiniLMTextEncoder) -> MiniLMTextEncoder:
+    return minilm
 
 
 def worker(settings: Settings, text_encoder: MiniLMTextEncoder) -> StreamrecApp:
