@@ -21,8 +21,12 @@ pytestmark = pytest.mark.integration
 
 def get(base: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
     """GET ``path``, or POST ``body`` to it."""
+    # Writes must be JSON: a form-encoded POST (urllib's default) is refused with 415.
+    request = urllib.request.Request(
+        base + path, data=body, headers={"Content-Type": "application/json"} if body else {}
+    )
     try:
-        with urllib.request.urlopen(base + path, data=body, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()
             status = response.status
     except urllib.error.HTTPError as error:
