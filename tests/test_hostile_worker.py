@@ -47,6 +47,8 @@ from streams.events import (
 from streams.poison import PoisonGuard
 from streams.settings import Settings
 from streams.web import write_refusal
+from tests.media_samples import inline
+from tests.test_hostile_media import wav_with_header
 
 SUFFOCATING = "a text this encoder cannot take"
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +134,8 @@ def test_every_record_of_a_hostile_batch_is_stored_or_dead_lettered_alone(
     text_encoder: MiniLMTextEncoder, tmp_path: Path
 ) -> None:
     """The issue's batch: a NUL byte in a media path, beside good items. Before, the
-    MediaPolicy's ValueError lost the whole batch with its offsets committed."""
+    MediaPolicy's ValueError lost the whole batch with its offsets committed (Faust acks
+    a batch when the agent leaves it, even by an exception)."""
     media = tmp_path / "media"
     media.mkdir()
     os.mkfifo(media / "pipe.wav")
@@ -149,12 +152,14 @@ def test_every_record_of_a_hostile_batch_is_stored_or_dead_lettered_alone(
         (b"deep", deep + b"}}"),
         (b"k" * 600_000, upload("long-key")),  # over the producer's limit once echoed
         (b"garbage", b"\xff\x00 not json"),
+        # The issue's 2.8 KB WAV whose header claims 2e9 Hz (the resampler's terabytes).
+        (b"rate", upload("rate", audio=inline(wav_with_header(2_000_000_000, 1, 16), "audio/wav"))),
     ]
 
     def distinct(n: int, key: bytes, value: bytes) -> SimpleNamespace:
         """The n-th hostile record, with an item id of its own (a later upload of the
         same id in a batch supersedes an earlier one)."""
-        if key in (b"nul", b"fifo", b"bug", b"deep"):
+        if key in (b"nul", b"fifo", b"bug", b"deep", b"rate"):
             own = str(n).encode() + key
             value = value.replace(b'"item_id": "' + key + b'"', b'"item_id": "' + own + b'"')
             key = own
@@ -174,6 +179,7 @@ def test_every_record_of_a_hostile_batch_is_stored_or_dead_lettered_alone(
     assert sorted(letter.offset for letter in letters) == list(range(1, 28, 2))
     assert {letter.reason for letter in letters} == {
         "media-disallowed-uri",  # the NUL byte, and the FIFO (not a regular file)
+        "media-corrupt",  # the absurd sample rate, refused before decoding
         "internal-error",  # the encoder's bug, pinned on its own item
         "schema",  # metadata 150 levels deep
         "key-oversized",
