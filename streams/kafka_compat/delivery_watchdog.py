@@ -27,6 +27,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 from mode import Service
 
@@ -109,7 +110,11 @@ class DeliveryWatchdog(Service):
             await thread.seek_wait(committed)
         never = [tp for tp, offset in offsets.items() if offset is None]
         if never:  # where a new consumer starts (auto_offset_reset=earliest)
-            await thread.seek_to_beginning(*never)
+            # aiokafka's seek_to_beginning takes only its own TopicPartition (Faust's TP is
+            # an equal tuple of another type; it raised TypeError here).
+            await thread.seek_to_beginning(
+                *(TopicPartition(tp.topic, tp.partition) for tp in never)
+            )
         for tp in stalled:
             self._last_delivery[tp] = now  # give the re-read time before looking again
         return stalled
