@@ -75,8 +75,11 @@ class Evaluation:
                     f"zero-click HitRate@{self.k}": (
                         r.zero_click.hit_rate if r.zero_click else float("nan")
                     ),
-                    f"uploaded-during HitRate@{self.k}": (
-                        r.uploaded_during.hit_rate if r.uploaded_during else float("nan")
+                    # Only where items have upload times: a replay without them has none.
+                    **(
+                        {f"uploaded-during HitRate@{self.k}": r.uploaded_during.hit_rate}
+                        if r.uploaded_during is not None
+                        else {}
                     ),
                 }
             )
