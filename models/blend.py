@@ -121,7 +121,7 @@ class BlendSet:
     event of every configuration (the target's rank in its top K, and which items its top
     K holds), without building each list. Totals are summed exactly as ``Blend.top``
     sums them and ties go to the lower index, so the ranks are ``Blend.top``'s
-    (``tests/test_blend.py`` holds them equal).
+    (``tests/unit/test_blend.py`` holds them equal).
 
     >>> blends = BlendSet({"a": Blend({"x": 1.0}), "ab": Blend({"x": 1.0, "y": 1.0})}, ["x", "y"])
     >>> scores = {"x": np.array([3.0, 2.0, 1.0, 0.0]), "y": np.array([0.0, 0.0, 3.0, 3.0])}

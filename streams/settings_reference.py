@@ -3,7 +3,7 @@
 Each setting's meaning is the ``#:`` comment above it in ``streams/settings.py`` (the
 convention Sphinx's autodoc reads); sections are the plain ``#`` comments between them.
 ``python -m streams.settings_reference`` prints the Markdown that ``docs/configuration.md``
-holds between its markers; ``tests/test_settings.py`` fails when the two differ.
+holds between its markers; ``tests/unit/test_settings.py`` fails when the two differ.
 """
 
 from __future__ import annotations

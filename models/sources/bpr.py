@@ -120,7 +120,7 @@ class OnlineBPR(Source):
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> None:
         # user_step + apply without the messages in between (replay speed): the same
-        # additions, so the same factors to the last bit (tests/test_sources.py).
+        # additions, so the same factors to the last bit (tests/unit/test_sources.py).
         q, b = self._steps(user, item, weight, ts, history)
         for i in q:
             self.items[i] += q[i] - self.items[i]

@@ -73,7 +73,8 @@ def hit_of(point: Any, score: float) -> Hit:
 class VectorStore(ABC):
     """Items with named vectors and a payload, searchable by similarity and by a payload field.
 
-    Every backend gives the same answers for the same calls (tests/test_vector_store_congruence.py).
+    Every backend gives the same answers for the same calls
+    (tests/unit/test_vector_store_congruence.py).
     Named vectors are compared by cosine unless ``distances`` says ``dot``.
     """
 

@@ -18,7 +18,7 @@ the agent are read directly) and ``delivery_watchdog`` (stalled partitions and t
 recoveries read again). Every defence counts its firings (``counts.py``), exposed as
 ``streamrec_kafka_compat_fired_total``.
 
-``tests/test_kafka_compat.py`` fails when faust-streaming or aiokafka change version or a
+``tests/unit/test_kafka_compat.py`` fails when faust-streaming or aiokafka change version or a
 patched function its signature: check the patch against the new code, then update it.
 """
 

@@ -48,10 +48,10 @@ from streams.poison import PoisonGuard
 from streams.settings import Settings
 from streams.web import write_refusal
 from tests.media_samples import inline
-from tests.test_hostile_media import wav_with_header
+from tests.unit.test_hostile_media import wav_with_header
 
 SUFFOCATING = "a text this encoder cannot take"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class DefectiveText(Encoder[str]):

@@ -69,7 +69,7 @@ def test_examples_are_valid_events() -> None:
 
     from streams.events import Interaction, ItemUpload
 
-    examples = Path(__file__).parent.parent / "examples"
+    examples = Path(__file__).parents[2] / "examples"
     items = [ItemUpload.model_validate(r) for r in read_records(examples / "items.jsonl")]
     clicks = [Interaction.model_validate(r) for r in read_records(examples / "interactions.jsonl")]
     assert any(i.image for i in items) and {c.item_id for c in clicks} <= {i.item_id for i in items}

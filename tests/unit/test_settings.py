@@ -9,7 +9,7 @@ import pytest
 
 from streams.settings import CONFIG_FILE_ENV, Settings
 
-EXAMPLE = Path(__file__).parent.parent / "deploy" / "streamrec.example.toml"
+EXAMPLE = Path(__file__).parents[2] / "deploy" / "streamrec.example.toml"
 
 
 def test_example_config_loads_and_names_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,7 +31,7 @@ def test_every_setting_is_documented_in_the_generated_reference() -> None:
 
     undocumented = [name for _, name, meaning in documented_fields() if not meaning]
     assert not undocumented, f"give these a #: comment in streams/settings.py: {undocumented}"
-    page = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     shown = page[page.index(BEGIN) : page.index(END) + len(END)]
     assert shown == reference_markdown(), (
         "docs/configuration.md is stale: python -m streams.settings_reference, and paste it"

@@ -20,7 +20,7 @@ import yaml
 from streams.settings import Settings
 from streams.web import OPENAPI
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
