@@ -19,7 +19,7 @@ import os
 import platform
 import time
 
-from models.evaluation.datasets import ReplayEvent
+from models.evaluation.datasets import ReplayEvent, ReplayItem
 from models.evaluation.prequential import prequential
 from models.evaluation.suite import standard_configurations, standard_sources
 from models.evaluation.synthetic import Shape, generate
@@ -33,7 +33,9 @@ def run(items: int, events: int, users: int, limit: int | None) -> dict:
         for n, (u, i, r, ts) in enumerate(data.ratings)
     ][:limit]
     catalog = Catalog()
-    sources = standard_sources(catalog, [], None)
+    # The whole catalog up front, as a movies.csv gives it: ranked from the first event.
+    items = [ReplayItem(str(n + 1), title) for n, title in enumerate(data.titles)]
+    sources = standard_sources(catalog, items, None)
     configurations = standard_configurations(list(sources))
     marks: list[tuple[int, float]] = []
     started = time.perf_counter()
