@@ -55,6 +55,11 @@ def capture(hybrid: HybridRecommender, extra: dict[str, Any]) -> ItemSideSnapsho
                 arrays[f"source/{name}/{key}"] = value
         except NotImplementedError as error:
             raise SnapshotError(str(error)) from error
+    # The learned blend is item-side state too: a restart that reads only the log's tail
+    # would otherwise start its weights and item counts from the prior.
+    if hybrid.learned is not None:
+        for key, value in hybrid.learned.item_arrays().items():
+            arrays[f"learned/{key}"] = value
     # The hybrid's own item bookkeeping: which items the store holds, which CF vectors
     # are still to be published to it.
     arrays["recorded"] = np.fromiter(hybrid._recorded, dtype=np.int64)
@@ -62,6 +67,7 @@ def capture(hybrid: HybridRecommender, extra: dict[str, Any]) -> ItemSideSnapsho
     header = {
         "format": FORMAT_VERSION,
         "sources": {name: type(source).__name__ for name, source in hybrid.sources.items()},
+        "learned": hybrid.learned is not None,
         "ids": list(hybrid.catalog.ids),
         "titles": list(hybrid.titles),
         "extra": extra,
@@ -122,6 +128,11 @@ def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
         raise SnapshotError(
             f"snapshot of sources {header.get('sources')}, the hybrid has {expected}"
         )
+    if bool(header.get("learned")) != (hybrid.learned is not None):
+        raise SnapshotError(
+            f"snapshot {'with' if header.get('learned') else 'without'} the learned blend, "
+            f"the hybrid {'has' if hybrid.learned is not None else 'has not'} one"
+        )
     ids, titles = header["ids"], header["titles"]
     if len(ids) != len(titles):
         raise SnapshotError("snapshot ids and titles differ in number")
@@ -132,16 +143,25 @@ def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
             by_source.setdefault(name, {})[field] = value
     # Load every source into a fresh copy first: a source refusing its arrays (another
     # dimension) must leave the hybrid untouched.
-    fresh = type(hybrid)(weights=hybrid.blend.weights, content_dim=hybrid.content.vectors.shape[1])
+    learned = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("learned/")}
+    fresh = type(hybrid)(
+        weights=hybrid.blend.weights,
+        content_dim=hybrid.content.vectors.shape[1],
+        learned=hybrid.learned is not None,
+    )
     try:
         for name, source in fresh.sources.items():
             source.load_item_arrays(by_source[name])
+        if fresh.learned is not None:
+            fresh.learned.load_item_arrays(learned)
     except (KeyError, ValueError) as error:
         raise SnapshotError(
             f"snapshot arrays do not fit: {type(error).__name__}: {error}"
         ) from error
     for name in fresh.sources:
         hybrid.sources[name].load_item_arrays(by_source[name])
+    if hybrid.learned is not None:
+        hybrid.learned.load_item_arrays(learned)
     for item_id, title in zip(ids, titles, strict=True):
         hybrid.titles[hybrid._index(item_id)] = title
     hybrid._recorded.update(int(i) for i in arrays["recorded"])

@@ -301,6 +301,24 @@ class LearnedBlend:
         """The change an engagement makes to its item's count and first engagement."""
         return {"count": 1, "at": ts}
 
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        """The item-side state, for a checkpoint (``models/item_snapshot.py``)."""
+        return {
+            "weights": self.weights.copy(),
+            "counts": self.counts.copy(),
+            "first_ts": self.first_ts.copy(),
+            "total": np.array([self.total], dtype=np.int64),
+        }
+
+    def load_item_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        weights = np.asarray(arrays["weights"], dtype=np.float64)
+        if weights.shape != self.weights.shape:
+            raise ValueError(f"blend weights of shape {weights.shape}, not {self.weights.shape}")
+        self.weights = weights.copy()
+        self.counts = np.asarray(arrays["counts"], dtype=np.int64).copy()
+        self.first_ts = np.asarray(arrays["first_ts"], dtype=np.float64).copy()
+        self.total = int(np.asarray(arrays["total"])[0])
+
     def apply_item(self, item: int, change: Mapping[str, Any]) -> None:
         if "count" not in change:
             return

@@ -15,10 +15,10 @@ from models.user_state import UserState
 
 
 def trained(
-    seed: int = 0, n_items: int = 40, n_events: int = 600
+    seed: int = 0, n_items: int = 40, n_events: int = 600, learned: bool = False
 ) -> tuple[HybridRecommender, dict]:
     rng = np.random.default_rng(seed)
-    hybrid = HybridRecommender(content_dim=4)
+    hybrid = HybridRecommender(content_dim=4, learned=learned)
     for i in range(n_items):
         hybrid.add_item(f"i{i}", f"Item {i}", rng.normal(size=4))
     states: dict[str, UserState] = {}
@@ -31,17 +31,25 @@ def trained(
     return hybrid, states
 
 
-def test_a_restored_item_side_ranks_and_learns_as_the_original(tmp_path: Path) -> None:
-    original, states = trained()
+@pytest.mark.parametrize("learned", [False, True], ids=["fixed blend", "learned blend"])
+def test_a_restored_item_side_ranks_and_learns_as_the_original(
+    tmp_path: Path, learned: bool
+) -> None:
+    original, states = trained(learned=learned)
     path = tmp_path / "item-side" / "snapshot.npz"
     item_snapshot.write(item_snapshot.capture(original, {"positions": {"0": 12}}), path)
-    restored = HybridRecommender(content_dim=4)
+    restored = HybridRecommender(content_dim=4, learned=learned)
     loaded = item_snapshot.read(path)
     item_snapshot.restore(restored, loaded)
     assert loaded.header["extra"] == {"positions": {"0": 12}}
     assert restored.catalog.ids == original.catalog.ids and restored.titles == original.titles
     for item_id in original.catalog.ids:
         assert restored.item_state(item_id) == original.item_state(item_id)
+    if learned:  # the blend's weights and item counts are item-side state too
+        assert original.learned is not None and restored.learned is not None
+        assert not np.array_equal(original.learned.weights, original.learned.prior)
+        assert np.array_equal(restored.learned.weights, original.learned.weights)
+        assert np.array_equal(restored.learned.counts, original.learned.counts)
     # Both go on learning the same events and rank alike (the content source's cached
     # per-user scores are updated incrementally in the original, recomputed in the copy:
     # equal to rounding).
@@ -72,6 +80,7 @@ def test_an_unusable_snapshot_is_refused_and_leaves_the_hybrid_empty(tmp_path: P
     refused(b"not a snapshot at all")
     refused(whole, HybridRecommender(content_dim=8))  # other content dimensions
     refused(whole, HybridRecommender({"item-item": 1.0}, content_dim=4))  # other sources
+    refused(whole, HybridRecommender(content_dim=4, learned=True))  # no blend state in it
     snapshot = item_snapshot.capture(original, {})
     snapshot.header["format"] = item_snapshot.FORMAT_VERSION + 1
     item_snapshot.write(snapshot, path)
