@@ -157,11 +157,16 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
 def test_http_writes_need_the_token_json_and_the_worker_s_own_origin(
     broker: LocalBroker, tmp_path
 ) -> None:
-    settings = isolated_settings(broker, tmp_path / "data", api_token="a-long-test-token")
+    settings = isolated_settings(
+        broker, tmp_path / "data", api_token="a-long-test-token", encoders="hashing"
+    )
     worker = WorkerProcess(settings, settings.data_dir / "worker.log")
     worker.start()
     try:
         worker.wait_until(lambda s: True, timeout_s=300, what="web server up")
+        # An interaction for an item the catalog lacks is refused (422) before it is queued.
+        produce(settings, settings.topic_items, [("i1", {"item_id": "i1", "title": "One"})])
+        worker.wait_until(lambda s: s["items"] >= 1, timeout_s=120, what="item stored")
         base = f"http://{settings.web_host}:{settings.web_port}"
         body = json.dumps(
             {

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 def run(
     broker: LocalBroker, directory: Path, n_workers: int, log: list, **overrides: Any
 ) -> dict[str, Any]:
-    settings = isolated_settings(broker, directory, **overrides, encoders="hashing")
+    settings = isolated_settings(broker, directory, **overrides)
     workers = []
     for n in range(n_workers):
         own = settings.model_copy(
