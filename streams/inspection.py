@@ -33,9 +33,11 @@ class PartitionStatus:
         return None if self.committed is None else max(self.end_offset - self.committed, 0)
 
 
-#: Topics the worker group consumes, so their lag means something (the others are output).
 def consumed_topics(settings: Settings) -> set[str]:
-    return {settings.topic_items, settings.topic_interactions, settings.topic_item_updates}
+    """Topics the worker group consumes and commits, so their lag means something. The
+    others are outputs, or item-updates, which every worker's replica reads whole outside
+    the group (its progress is the worker's ``item_updates_behind``)."""
+    return {settings.topic_items, settings.topic_interactions}
 
 
 def topic_status(settings: Settings, timeout_s: float = 10.0) -> list[PartitionStatus]:
