@@ -72,9 +72,7 @@ from streams.events import (
     ItemRecord,
     ItemUpload,
     MediaRef,
-    Reason,
     Recommendations,
-    RecommendedItem,
     describe_validation_error,
     pack_vector,
 )
@@ -628,24 +626,12 @@ class StreamrecApp:
     def to_message(
         self, trigger: Interaction, state: UserState, ranked: list[Recommendation]
     ) -> Recommendations:
-        return Recommendations(
-            user_id=trigger.user_id,
-            items=[
-                RecommendedItem(
-                    item_id=rec.item_id,
-                    score=rec.score,
-                    title=rec.title,
-                    reasons=[
-                        Reason(source=r.source, because_of=r.because_of, score=r.score)
-                        for r in rec.reasons
-                    ],
-                )
-                for rec in ranked
-            ],
-            trigger_event_id=trigger.event_id,
-            based_on_events=state.events_applied,
-            generated_at=datetime.now(UTC),
-            model_version=self.settings.model_version,
+        return Recommendations.of(
+            trigger.user_id,
+            ranked,
+            trigger.event_id,
+            state.events_applied,
+            self.settings.model_version,
         )
 
     # -- helpers -----------------------------------------------------------------------

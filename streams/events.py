@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -23,6 +24,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from models.hybrid import Recommendation
 
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -184,6 +188,36 @@ class Recommendations(Event):
     based_on_events: int
     generated_at: datetime
     model_version: str
+
+    @classmethod
+    def of(
+        cls,
+        user_id: str,
+        ranked: Sequence[Recommendation],
+        trigger_event_id: str,
+        based_on_events: int,
+        model_version: str,
+    ) -> Recommendations:
+        """The message for a ranked list of the core's (``models.hybrid.Recommendation``)."""
+        return cls(
+            user_id=user_id,
+            items=[
+                RecommendedItem(
+                    item_id=rec.item_id,
+                    score=rec.score,
+                    title=rec.title,
+                    reasons=[
+                        Reason(source=r.source, because_of=r.because_of, score=r.score)
+                        for r in rec.reasons
+                    ],
+                )
+                for rec in ranked
+            ],
+            trigger_event_id=trigger_event_id,
+            based_on_events=based_on_events,
+            generated_at=datetime.now(UTC),
+            model_version=model_version,
+        )
 
 
 class ItemRecord(Event):

@@ -19,11 +19,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from models.hybrid import HybridRecommender
-from streams.events import Reason, Recommendations, RecommendedItem
+from streams.events import Recommendations
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +77,12 @@ class NewItemPusher:
                 continue  # not this worker's user (any more)
             state = self.hybrid.load_state(entry.get("state", {}))
             ranked = self.hybrid.recommend(user_id, state, self.top_k, now)
-            message = Recommendations(
-                user_id=user_id,
-                items=[
-                    RecommendedItem(
-                        item_id=r.item_id,
-                        score=r.score,
-                        title=r.title,
-                        reasons=[
-                            Reason(source=x.source, because_of=x.because_of, score=x.score)
-                            for x in r.reasons
-                        ],
-                    )
-                    for r in ranked
-                ],
-                trigger_event_id=f"{TRIGGER_PREFIX}{item_id}",
-                based_on_events=state.events_applied,
-                generated_at=datetime.now(UTC),
-                model_version=self.model_version,
+            message = Recommendations.of(
+                user_id,
+                ranked,
+                f"{TRIGGER_PREFIX}{item_id}",
+                state.events_applied,
+                self.model_version,
             )
             await self.send(user_id, message.to_bytes())
             sent += 1
