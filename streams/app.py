@@ -441,7 +441,7 @@ class StreamrecApp:
         await self._send(self.item_updates_topic, item.item_id, record.to_bytes())
 
     async def _push_new_items(self) -> None:
-        await self.new_items.tick(self.replica.caught_up.is_set())
+        await self.new_items.tick(self.replica.items_at_catch_up)
 
     async def _maybe_refit_fusion(self) -> None:
         if self.pairs_since_fit >= self.settings.fusion_refresh_pairs:

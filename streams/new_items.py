@@ -51,15 +51,16 @@ class NewItemPusher:
         self.model_version = model_version
         self._seen_items: int | None = None
 
-    async def tick(self, caught_up: bool) -> int:
+    async def tick(self, items_at_catch_up: int | None) -> int:
         """Push for the items stored since the last tick; how many lists were sent.
 
-        Until the replica has ``caught_up`` with the log, nothing is new; the items stored
-        by then are not pushed."""
-        if not caught_up or self.max_users <= 0:
+        Until the replica has caught up with the log (``items_at_catch_up`` None), nothing
+        is new; the items it held by then are not pushed. Counting from then, not from the
+        first tick, keeps an item stored between the two (a tick is up to a second late)."""
+        if items_at_catch_up is None or self.max_users <= 0:
             return 0
         if self._seen_items is None:
-            self._seen_items = len(self.hybrid)
+            self._seen_items = items_at_catch_up
         end = len(self.hybrid)
         ids = self.hybrid.catalog.ids
         sent = 0

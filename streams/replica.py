@@ -89,6 +89,8 @@ class ItemSideReplica(Service):
         self._consumer: AIOKafkaConsumer | None = None
         #: Records read from item-updates before ``caught_up`` (what a start cost).
         self.read_at_start = 0
+        #: Items the catalog held when the replica caught up (those after it are new).
+        self.items_at_catch_up: int | None = None
         #: Where this start began reading, by partition (a snapshot's offsets, or 0s).
         self.started_from: dict[int, int] = {}
         #: Keys applied locally before the snapshot this start loaded: their logged steps
@@ -377,4 +379,5 @@ class ItemSideReplica(Service):
                 len(self.hybrid),
                 self.read_at_start,
             )
+            self.items_at_catch_up = len(self.hybrid)
             self.caught_up.set()

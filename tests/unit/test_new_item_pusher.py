@@ -1,0 +1,35 @@
+"""The new-item pusher's bookkeeping: which stored items count as new."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from models.hybrid import HybridRecommender
+from models.user_state import UserState
+from streams.events import Recommendations
+from streams.new_items import TRIGGER_PREFIX, NewItemPusher
+
+
+def test_an_item_stored_between_catch_up_and_the_first_tick_is_pushed() -> None:
+    hybrid = HybridRecommender(content_dim=2)
+    hybrid.add_item("old-a", "Old A", np.array([1.0, 0.0]))
+    hybrid.add_item("old-b", "Old B", np.array([0.0, 1.0]))
+    state = UserState()
+    hybrid.apply(hybrid.learn_one("ann", state, "e1", "old-a", 1.0, 0.0) or {})
+    users = {"ann": {"state": hybrid.dump_state(state)}}
+    sent: list[tuple[str, bytes]] = []
+
+    async def send(key: str, value: bytes) -> None:
+        sent.append((key, value))
+
+    pusher = NewItemPusher(hybrid, users, send, max_users=5, top_k=3, model_version="t")
+    assert asyncio.run(pusher.tick(None)) == 0  # still catching up: nothing is new
+    caught_up_with = len(hybrid)
+    hybrid.add_item("new-a", "New A", np.array([0.9, 0.1]))  # before the first tick
+    assert asyncio.run(pusher.tick(caught_up_with)) == 1
+    message = Recommendations.model_validate_json(sent[0][1])
+    assert sent[0][0] == "ann" and message.trigger_event_id == f"{TRIGGER_PREFIX}new-a"
+    assert "new-a" in [item.item_id for item in message.items]
+    assert asyncio.run(pusher.tick(caught_up_with)) == 0  # each item once
