@@ -71,6 +71,8 @@ class DeliveryWatchdog(Service):
             try:
                 await self.check()
             except Exception:  # a consumer mid-rebalance or stopping: look again later
+                if self.should_stop or self.app.should_stop:
+                    return  # the worker is stopping: its consumer thread has gone
                 log.exception("delivery watchdog check failed")
 
     async def check(self) -> set[TP]:
