@@ -140,6 +140,7 @@ class StreamrecApp:
         encoder: MultimodalEncoder,
         store: VectorStore | None = None,
     ) -> None:
+        settings.check_web_exposure()
         self.settings = settings
         self.encoder = encoder
         self.hybrid = HybridRecommender(
@@ -517,7 +518,7 @@ class StreamrecApp:
         message = event.message
         user_id = interaction.user_id
         entry = self.users.get(user_id) or {}
-        partition, offset = str(message.partition), message.offset
+        offset = message.offset
         # Repeats are recognised by event id, not by offset alone (streams/delivery_book.py).
         book = DeliveryBook(entry)
         decision = book.decide(message.partition, offset, interaction.event_id)
@@ -539,6 +540,35 @@ class StreamrecApp:
                 resent = Recommendations.model_validate(latest).to_bytes()
                 await self._send(self.recommendations_topic, user_id, resent)
             return
+        try:
+            stored, update_json, recommendations = self._learn(interaction, event, entry, book)
+        except Exception:
+            # Refused or failed before its state was written: its position is remembered
+            # all the same, so a redelivery is this event again, not a reused offset.
+            self.users[user_id] = {
+                **entry,
+                **book.after(message.partition, offset, interaction.event_id),
+            }
+            raise
+        self.users[user_id] = stored
+        sent = await self._send(self.item_updates_topic, user_id, update_json.encode())
+        sent.add_done_callback(partial(self._on_changes_sent, (message.partition, offset)))
+        await self._send(self.recommendations_topic, user_id, recommendations.to_bytes())
+        self.metrics.processed[self.settings.topic_interactions] += 1
+        if message.timestamp:  # seconds since the epoch, as the broker stamped it
+            self.metrics.observe_click_to_recommendation(max(time.time() - message.timestamp, 0))
+
+    def _learn(
+        self,
+        interaction: Interaction,
+        event: EventT | CaughtUp,
+        entry: dict[str, Any],
+        book: DeliveryBook,
+    ) -> tuple[dict[str, Any], str, Recommendations]:
+        """Learn a new interaction: the user's entry to store, the item changes (JSON) to
+        send to item-updates, and the list."""
+        message, user_id = event.message, interaction.user_id
+        partition, offset = str(message.partition), message.offset
         state = self.hybrid.load_state(entry.get("state", {}))
         previous = state.history.recent[-1][0] if state.history.recent else None
         weight = bounded_weight(signal_weight(interaction.kind.value, interaction.value))
@@ -581,7 +611,7 @@ class StreamrecApp:
             interaction, state, self.hybrid.recommend(user_id, state, self.settings.top_k, ts)
         )
         update_json = update.model_dump_json()
-        self.users[user_id] = {
+        stored = {
             "state": self.hybrid.dump_state(state),
             **book.after(message.partition, offset, interaction.event_id),
             # Item changes not yet known durable, to re-send if this event is redelivered.
@@ -591,12 +621,7 @@ class StreamrecApp:
             },
             "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
         }
-        sent = await self._send(self.item_updates_topic, user_id, update_json.encode())
-        sent.add_done_callback(partial(self._on_changes_sent, (message.partition, offset)))
-        await self._send(self.recommendations_topic, user_id, recommendations.to_bytes())
-        self.metrics.processed[self.settings.topic_interactions] += 1
-        if message.timestamp:  # seconds since the epoch, as the broker stamped it
-            self.metrics.observe_click_to_recommendation(max(time.time() - message.timestamp, 0))
+        return stored, update_json, recommendations
 
     def _on_changes_sent(self, source: tuple[int, int], sent: asyncio.Future) -> None:
         if not sent.cancelled() and sent.exception() is None:

@@ -166,7 +166,12 @@ def worker(log_level: str, web_port: int | None) -> None:
     if web_port is not None:
         os.environ["STREAMREC_WEB_PORT"] = str(web_port)
     settings = _settings()
-    broker = "local noida-db" if settings.uses_local_broker else settings.security_protocol
+    try:
+        settings.check_web_exposure()
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    local = f"local {settings.local_broker}"
+    broker = local if settings.uses_local_broker else settings.security_protocol
     for line in (
         f"broker: {settings.effective_bootstrap_servers} ({broker}), "
         f"group {settings.consumer_group}",

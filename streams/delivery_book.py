@@ -18,7 +18,10 @@ applied: a duplicate). A record at a position already passed is decided by its e
   whether it was applied long ago or is new: dead-lettered (``undecidable-repeat``).
 
 Entries written before positions were remembered carry only the offsets: a record at or
-below them counts as a repeat, as it always did.
+below them counts as a repeat, as it always did, also once the entry has positions (the
+offsets it had then are kept as ``legacy_offsets``). A record refused after it was found
+new (an unknown item, a non-finite value) has its position remembered too, so its
+redelivery is a repeat, not a second dead letter with another reason.
 
 >>> book = DeliveryBook({})
 >>> book.decide(0, 5, "e-1").verdict
@@ -58,14 +61,18 @@ class DeliveryBook:
         #: "partition:offset" -> event id applied there, oldest first; None: a legacy entry.
         positions = entry.get("positions")
         self.positions: dict[str, str] | None = None if positions is None else dict(positions)
+        #: Offsets applied before positions were kept: at or below them, a repeat.
+        self.legacy_offsets: dict[str, int] = dict(
+            entry.get("legacy_offsets", self.offsets if positions is None else {})
+        )
 
     def decide(self, partition: int, offset: int, event_id: str) -> Decision:
         highest = self.offsets.get(str(partition), -1)
         if offset > highest:
             return Decision("apply")
         key = f"{partition}:{offset}"
-        if self.positions is None:  # written before positions were kept
-            return Decision("repeat", applied_at=key)
+        if self.positions is None or offset <= self.legacy_offsets.get(str(partition), -1):
+            return Decision("repeat", applied_at=key)  # passed before positions were kept
         for position, applied in self.positions.items():
             if applied == event_id:
                 return Decision("repeat", applied_at=position)
@@ -106,4 +113,7 @@ class DeliveryBook:
         positions[f"{partition}:{offset}"] = event_id
         while len(positions) > MAX_POSITIONS:
             del positions[next(iter(positions))]
-        return {"offsets": offsets, "positions": positions}
+        kept: dict[str, Any] = {"offsets": offsets, "positions": positions}
+        if self.legacy_offsets:
+            kept["legacy_offsets"] = self.legacy_offsets
+        return kept

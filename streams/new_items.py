@@ -16,6 +16,7 @@ only from its agents): the HTTP API serves the list of the user's last interacti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -65,8 +66,14 @@ class NewItemPusher:
         ids = self.hybrid.catalog.ids
         sent = 0
         for index in range(self._seen_items, end):
-            sent += await self._push(ids[index])
-        self._seen_items = end
+            # A timer's exception would stop the worker: a push that fails is logged and
+            # skipped (the item's users still get it in their next list).
+            try:
+                sent += await self._push(ids[index])
+            except Exception:
+                log.exception("new item %s: refreshed lists not pushed", ids[index])
+            self._seen_items = index + 1
+            await asyncio.sleep(0)  # a bulk upload must not hold the event loop
         return sent
 
     async def _push(self, item_id: str) -> int:

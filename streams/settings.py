@@ -15,7 +15,7 @@ import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -241,14 +241,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{info.field_name} must be >= 0 with at least one > 0")
         return weights
 
-    @model_validator(mode="after")
-    def _token_beyond_loopback(self) -> Settings:
+    def check_web_exposure(self) -> None:
+        """Refuse to serve HTTP beyond loopback without a token for writes. Checked where a
+        web server starts (the worker), not for every command: a CLI command in the
+        worker's image (web_host 0.0.0.0) needs no token."""
         if not is_loopback(self.web_host) and self.api_token is None:
             raise ValueError(
                 f"api_token must be set when web_host={self.web_host!r} listens beyond "
                 "loopback (STREAMREC_API_TOKEN): HTTP writes need it"
             )
-        return self
 
     @property
     def uses_local_broker(self) -> bool:
@@ -321,8 +322,8 @@ class Settings(BaseSettings):
     def kafka_client_options(self) -> dict[str, object]:
         """Security options in kafka-python's spelling (admin, replay and CLI clients)."""
         options: dict[str, object] = {"security_protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            options["sasl_mechanism"] = self.sasl_mechanism
+        if self.security_protocol.startswith("SASL"):  # the same default as aiokafka_options
+            options["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
             options["sasl_plain_username"] = self.sasl_username
             options["sasl_plain_password"] = (
                 self.sasl_password.get_secret_value() if self.sasl_password else None

@@ -95,3 +95,14 @@ def test_no_event_is_skipped_silently_whatever_the_broker_redelivers_or_reuses()
         assert set(user.repeats) <= set(user.applied), "a repeat of an event never applied"
         handled = set(user.applied) | {event_id for event_id, _ in user.refused}
         assert handled == {f"e-{n}" for n in range(next_id)}, "an event skipped silently"
+
+
+def test_a_legacy_entry_keeps_its_offsets_as_repeats_once_it_has_positions() -> None:
+    """An entry written before positions were kept (offsets only) gets positions with its
+    next event; records at or below its old offsets stay repeats after that."""
+    legacy = {"offsets": {"0": 41}}
+    entry = DeliveryBook(legacy).after(0, 42, "e-42")
+    book = DeliveryBook(entry)
+    assert book.decide(0, 40, "e-40").verdict == "repeat"
+    assert book.decide(0, 42, "e-other").verdict == "refuse"
+    assert DeliveryBook(book.after(0, 43, "e-43")).decide(0, 41, "e-41").verdict == "repeat"

@@ -499,11 +499,14 @@ def test_writes_need_the_token_and_the_worker_s_own_origin() -> None:
     assert write_refusal({**JSON, "Authorization": "Bearer t"}, host, "t") is None
 
 
-def test_a_worker_beyond_loopback_needs_a_token() -> None:
-    with pytest.raises(ValidationError, match="api_token"):
-        Settings(web_host="0.0.0.0")
-    assert Settings(web_host="0.0.0.0", api_token="t").api_token is not None
-    assert Settings(web_host="::1").api_token is None
+def test_a_worker_beyond_loopback_needs_a_token(
+    tmp_path: Path, text_encoder: MiniLMTextEncoder
+) -> None:
+    exposed = Settings(web_host="0.0.0.0", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="api_token"):
+        StreamrecApp(exposed, encoder_of(text_encoder, MediaPolicy()))
+    Settings(web_host="0.0.0.0", api_token="t").check_web_exposure()
+    Settings(web_host="::1").check_web_exposure()
 
 
 def test_faust_s_table_views_are_off(tmp_path: Path, text_encoder: MiniLMTextEncoder) -> None:

@@ -115,3 +115,19 @@ def test_a_new_event_at_an_offset_already_applied_is_refused_not_taken_for_a_rep
     assert refused.value.reason == "offset-reused" and "'e-2'" in refused.value.error
     assert handler.app.users["ann"]["state"] == state
     assert [m.trigger_event_id for m in lists(handler.deliver(4, "e-2", "item-2"))] == ["e-2"]
+
+
+def test_a_refused_event_redelivered_is_a_repeat_not_a_second_dead_letter(
+    encoder: MultimodalEncoder, tmp_path
+) -> None:
+    """An event refused after it was found new (here: an unknown item) keeps its position:
+    redelivered after a later event of the user (a rewind), it is recognised as itself,
+    not dead-lettered again as an offset the broker reused."""
+    from streams.app import Rejected
+
+    handler = Handler(encoder, tmp_path)
+    with pytest.raises(Rejected) as refused:
+        handler.deliver(3, "e-1", "no-such-item")
+    assert refused.value.reason == "unknown-item"
+    handler.deliver(4, "e-2", "item-2")
+    assert handler.deliver(3, "e-1", "no-such-item") == []  # a repeat: nothing sent, no raise
