@@ -216,6 +216,17 @@ class HybridRecommender:
         vector = self.content.vectors[index]
         return [user for user, _ in self.content.closest_users(vector, limit)]
 
+    def usable_ts(self, ts: float) -> float:
+        """``ts``, or the earliest time the trending source can score without overflow when
+        ``ts`` is older (an event from 1970 beside today's): the same clamp wherever the
+        core runs, the worker, the in-process engine or a replay."""
+        for source in self.sources.values():
+            if isinstance(source, DecayedPopularity):
+                floor = source.earliest_usable_ts()
+                if floor is not None and ts < floor:
+                    return floor
+        return ts
+
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.catalog
 
@@ -254,6 +265,7 @@ class HybridRecommender:
             raise UnknownItemError(item_id)
         if not state.remember_event(event_id):
             return None
+        ts = self.usable_ts(ts)
         item = self.catalog.index(item_id)
         ids = self.catalog.ids
         changes: ItemChanges = {}
@@ -323,6 +335,7 @@ class HybridRecommender:
 
     def recommend(self, user_id: str, state: UserState, k: int, now: float) -> list[Recommendation]:
         """The user's top ``k`` unseen items at time ``now``, explained."""
+        now = self.usable_ts(now)
         history, n_items = state.history, len(self.catalog)
         if self.candidates is not None and self.candidates.applies(n_items):
             return self._recommend_candidates(user_id, state, k, now)

@@ -23,13 +23,24 @@ KIND_WEIGHTS: dict[str, float] = {
 #: A rating at this value is neutral; each point above or below moves the weight by 1/1.5.
 NEUTRAL_RATING = 2.0
 
+#: The largest weight one interaction may carry, either way (a purchase is 3, a rating of 5
+#: is 2): a rating of 1e6 would otherwise move a user's profile and the CF factors by a
+#: million steps at once, finite but far enough to swamp everything after it.
+MAX_SIGNAL_WEIGHT = 10.0
+
 
 def signal_weight(kind: str, value: float | None = None) -> float:
-    """The signed weight of one interaction (ratings map 1..5 to -0.67..+2)."""
+    """The signed weight of one interaction (ratings map 1..5 to -0.67..+2), within
+    +-``MAX_SIGNAL_WEIGHT`` (the worker, the in-process engine and replays alike).
+
+    >>> signal_weight("rating", 1e6)
+    10.0
+    """
     if kind == "rating":
         if value is None:
             raise ValueError("a rating needs its value")
-        return (value - NEUTRAL_RATING) / 1.5
+        weight = (value - NEUTRAL_RATING) / 1.5
+        return min(max(weight, -MAX_SIGNAL_WEIGHT), MAX_SIGNAL_WEIGHT)
     try:
         return KIND_WEIGHTS[kind]
     except KeyError:

@@ -52,7 +52,6 @@ from streams.bounds import (
     MAX_ERROR_CHARS,
     NonFiniteState,
     OversizedOutput,
-    bounded_weight,
     cancel_exit,
     check_size,
     clip,
@@ -61,7 +60,6 @@ from streams.bounds import (
     in_daemon_thread,
     key_too_long,
     require_finite,
-    usable_ts,
 )
 from streams.delivery_book import DeliveryBook
 from streams.events import (
@@ -571,8 +569,8 @@ class StreamrecApp:
         partition, offset = str(message.partition), message.offset
         state = self.hybrid.load_state(entry.get("state", {}))
         previous = state.history.recent[-1][0] if state.history.recent else None
-        weight = bounded_weight(signal_weight(interaction.kind.value, interaction.value))
-        ts = usable_ts(self.hybrid, interaction.ts.timestamp())
+        weight = signal_weight(interaction.kind.value, interaction.value)
+        ts = interaction.ts.timestamp()
         try:
             changes = self.hybrid.learn_one(
                 user_id, state, interaction.event_id, interaction.item_id, weight, ts

@@ -20,9 +20,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from models.hybrid import HybridRecommender
-from models.sources.popularity import DecayedPopularity
-
 log = logging.getLogger(__name__)
 
 #: A message key longer than this (UTF-8 bytes) is refused; ids are at most 256 characters.
@@ -212,50 +209,3 @@ def _non_finite_at(value: Any, path: str) -> str | None:
     if hasattr(value, "__dict__"):  # a source's own state object
         return _non_finite_at(vars(value), path)
     return None
-
-
-#: The largest weight one interaction may carry, either way (a purchase is 3, a rating of 5
-#: is 2): a rating of 1e6 would otherwise move a user's profile and the CF factors by a
-#: million steps at once, finite but far enough to swamp everything after it.
-MAX_SIGNAL_WEIGHT = 10.0
-
-
-def bounded_weight(weight: float) -> float:
-    """``weight`` within +-``MAX_SIGNAL_WEIGHT``.
-
-    >>> bounded_weight(666_666.0), bounded_weight(-0.5)
-    (10.0, -0.5)
-    """
-    return min(max(weight, -MAX_SIGNAL_WEIGHT), MAX_SIGNAL_WEIGHT)
-
-
-#: Trending scores are ``exp(log_mass - rate * now)``: an event time more than about
-#: ``EXP_HEADROOM / rate`` before the newest mass overflows a float64 (13.8 years for the
-#: default one-week half-life). Event times are clamped to stay within it.
-EXP_HEADROOM = 500.0
-
-
-def earliest_usable_ts(log_mass: np.ndarray, rate: float) -> float | None:
-    """The earliest event time whose trending scores stay finite given the item side's
-    masses (None when nothing is trending yet).
-
-    >>> rate = math.log(2) / 86_400
-    >>> floor = earliest_usable_ts(np.array([-np.inf, rate * 2e9]), rate)
-    >>> round(2e9 - floor) == round(EXP_HEADROOM / rate)
-    True
-    """
-    finite = log_mass[np.isfinite(log_mass)]
-    if finite.size == 0 or rate <= 0:
-        return None
-    return float((finite.max() - EXP_HEADROOM) / rate)
-
-
-def usable_ts(hybrid: HybridRecommender, ts: float) -> float:
-    """``ts``, or the earliest time the trending source can score without overflow when
-    ``ts`` is older than that (an event from 1970 next to ones from today)."""
-    for source in hybrid.sources.values():
-        if isinstance(source, DecayedPopularity):
-            floor = earliest_usable_ts(source.log_mass, source.rate)
-            if floor is not None and ts < floor:
-                return floor
-    return ts

@@ -65,6 +65,19 @@ class DecayedPopularity(Source):
         self.rate = math.log(2) / half_life_s
         self.log_mass = np.full(0, -np.inf)
 
+    #: Scores are ``exp(log_mass - rate * now)``: an event time more than about
+    #: ``EXP_HEADROOM / rate`` before the newest mass overflows a float64 (13.8 years at
+    #: the default one-week half-life).
+    EXP_HEADROOM = 500.0
+
+    def earliest_usable_ts(self) -> float | None:
+        """The earliest time whose scores stay finite given the masses so far (None while
+        nothing is trending)."""
+        finite = self.log_mass[np.isfinite(self.log_mass)]
+        if finite.size == 0 or self.rate <= 0:
+            return None
+        return float((finite.max() - self.EXP_HEADROOM) / self.rate)
+
     def user_step(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> list[ItemDelta]:
