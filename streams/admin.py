@@ -120,8 +120,8 @@ async def partition_ids(settings: Settings, topic: str) -> set[int]:
         client_id=f"{settings.consumer_group}-admin",
         **settings.aiokafka_options(),  # type: ignore[arg-type]
     )
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()

@@ -25,7 +25,7 @@ class PartitionStatus:
     topic: str
     partition: int
     end_offset: int
-    committed: int | None  # the worker group's committed offset; None if never committed
+    committed: int | None  # the group's committed offset (0 if never); None: not consumed
 
     @property
     def lag(self) -> int | None:

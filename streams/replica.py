@@ -91,8 +91,6 @@ class ItemSideReplica(Service):
         self.read_at_start = 0
         #: Items the catalog held when the replica caught up (those after it are new).
         self.items_at_catch_up: int | None = None
-        #: Where this start began reading, by partition (a snapshot's offsets, or 0s).
-        self.started_from: dict[int, int] = {}
         #: Keys applied locally before the snapshot this start loaded: their logged steps
         #: are kept when they are read back, for events redone after a crash.
         self._restored_locally: set[tuple[int, int]] = set()
@@ -152,7 +150,6 @@ class ItemSideReplica(Service):
         else:
             for tp in tps:
                 self._consumer.seek(tp, start[tp.partition])
-        self.started_from = dict(start)
         self.positions = dict(start)
         self._snapshot_positions = dict(start)
         self._target = dict(self.end_offsets)
@@ -283,18 +280,23 @@ class ItemSideReplica(Service):
                 raise item_snapshot.SnapshotError(
                     f"the vector store holds {self.store.count()} items, the snapshot {recorded}"
                 )
+            # The bookkeeping is read before the restore: a bad key must not leave a
+            # half-restored item side behind.
+            log_offsets = {str(u): int(o) for u, o in extra["log_offsets"].items()}
+            applied_locally = {(int(p), int(o)) for p, o in extra["applied_locally"]}
+            logged_steps = OrderedDict(
+                ((int(p), int(o)), step) for p, o, step in extra["logged_steps"]
+            )
             item_snapshot.restore(self.hybrid, snapshot)
         except (item_snapshot.SnapshotError, KeyError, TypeError, ValueError) as error:
             log.warning(
                 "item-side snapshot ignored, reading item-updates from the beginning: %s", error
             )
             return None
-        self.log_offsets = {str(u): int(o) for u, o in extra["log_offsets"].items()}
-        self.applied_locally = {(int(p), int(o)) for p, o in extra["applied_locally"]}
-        self._restored_locally = set(self.applied_locally)
-        self.logged_steps = OrderedDict(
-            ((int(p), int(o)), step) for p, o, step in extra["logged_steps"]
-        )
+        self.log_offsets = log_offsets
+        self.applied_locally = applied_locally
+        self._restored_locally = set(applied_locally)
+        self.logged_steps = logged_steps
         log.info(
             "item-side snapshot loaded: %d items at offsets %s in %.2f s",
             len(self.hybrid),

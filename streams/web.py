@@ -337,13 +337,12 @@ def install_views(streamrec: StreamrecApp) -> None:
         is_ready, why = readiness(streamrec)
         return view.json({"ready": is_ready, "reason": why}, status=200 if is_ready else 503)
 
-    @app.page("/metrics")
     async def prometheus(view: Any, request: Any) -> Any:
         return view.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
 
-    @app.page("/metrics/")  # the path style of every other path, too
-    async def prometheus_slash(view: Any, request: Any) -> Any:
-        return view.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
+    # Prometheus' conventional path, and the path style of every other path.
+    app.page("/metrics")(prometheus)
+    app.page("/metrics/")(prometheus)
 
     @app.page("/openapi.json")
     async def openapi(view: Any, request: Any) -> Any:

@@ -17,7 +17,7 @@ which positions them itself. Redelivery is safe: events apply at most once.
 
 A client bug (aiokafka ``AIOKafkaConsumer.seek_to_committed``: ``if offset and offset >
 0``), so installed on every broker; the issue that asked for this package names it
-aio-libs/aiokafka#1003. ``tests/integration/test_kafka_compat.py`` shows it on Kafka.
+aio-libs/aiokafka#1003. ``tests/integration/test_broker_differences.py`` shows it on Kafka.
 """
 
 from __future__ import annotations

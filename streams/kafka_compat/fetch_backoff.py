@@ -6,7 +6,7 @@ then fetches again immediately: an idle worker spins a whole core, which on a sm
 machine halves the CPU left for the encoders. Pausing briefly after a fetch that
 brought nothing bounds that loop. On a real broker an empty answer only comes after the
 broker's own wait (``fetch.max.wait.ms``), so it is not installed there:
-``tests/integration/test_kafka_compat.py`` counts the fetches of an idle consumer on each
+``tests/integration/test_broker_differences.py`` counts the fetches of an idle consumer on each
 broker.
 """
 

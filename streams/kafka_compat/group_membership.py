@@ -13,7 +13,7 @@ member does; only a crash leaves the member behind, to be replaced by its restar
 Kafka removes a silent static member after its session timeout, as KIP-345 intends (a
 static member stopped for good hands its partitions on after
 ``consumer_session_timeout_s``), so this is installed on noida-db only:
-``tests/integration/test_kafka_compat.py`` shows both behaviours.
+``tests/integration/test_broker_differences.py`` shows both behaviours.
 """
 
 from __future__ import annotations

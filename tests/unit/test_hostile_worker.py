@@ -577,10 +577,15 @@ def test_a_stuck_encoding_thread_does_not_hold_up_the_process_exit(tmp_path: Pat
     assert done.returncode == 0 and done.stdout.strip() == "timed out", done.stderr
 
 
-def test_a_marker_that_cannot_be_written_does_not_stop_ingestion(tmp_path: Path) -> None:
+def test_a_marker_that_cannot_be_written_does_not_stop_ingestion(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     guard = PoisonGuard(tmp_path / "data")
     (tmp_path / "data").write_text("a file where the data directory should be")
+    ran = []
     with guard.batch([("items", 0, 1)]):
-        pass
+        ran.append("batch")
     with guard.alone(("items", 0, 2)):
-        pass
+        ran.append("alone")
+    assert ran == ["batch", "alone"]  # both blocks ran: the batch is not lost
+    assert "poison-pill recovery is off" in caplog.text  # and the operator is told
