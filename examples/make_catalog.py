@@ -81,7 +81,11 @@ def main() -> None:
             )
     catalog = args.out / "media-items.jsonl"
     catalog.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    print(f"wrote {len(lines)} items to {catalog} (media in {media})")
+    print(
+        f"wrote {len(lines)} items to {catalog} (media in {media}); send them with\n"
+        f"  export STREAMREC_MEDIA_ALLOWED_DIRS='[\"{media}\"]'  # and restart the worker\n"
+        f"  ./deploy/local.sh produce items {catalog}"
+    )
 
 
 if __name__ == "__main__":
