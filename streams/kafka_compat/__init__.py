@@ -7,6 +7,8 @@ needs which and the tests that show it):
   fetches at once, where Kafka long-polls.
 - ``group_membership``: a static member leaves its group on a clean stop. noida-db only:
   it never expires a member, where Kafka removes it after its session timeout.
+- ``empty_assignment``: a SyncGroup answered with no assignment bytes means rejoin.
+  noida-db only: Kafka answers that race with ``REBALANCE_IN_PROGRESS``.
 - ``committed_seek``: the seek to committed offsets also covers offsets 0 and none
   (aiokafka skips them). Every broker: a client bug.
 - ``paused_poll``: a worker with nothing to fetch still counts as polling
@@ -26,7 +28,13 @@ from __future__ import annotations
 
 import logging
 
-from streams.kafka_compat import committed_seek, fetch_backoff, group_membership, paused_poll
+from streams.kafka_compat import (
+    committed_seek,
+    empty_assignment,
+    fetch_backoff,
+    group_membership,
+    paused_poll,
+)
 from streams.kafka_compat.patching import ClassPatch, Flavour
 from streams.settings import Settings
 
@@ -36,6 +44,7 @@ log = logging.getLogger(__name__)
 PATCHES: tuple[ClassPatch, ...] = (
     fetch_backoff.PATCH,
     group_membership.PATCH,
+    empty_assignment.PATCH,
     committed_seek.PATCH,
     paused_poll.PATCH,
 )

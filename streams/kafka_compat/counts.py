@@ -16,6 +16,8 @@ DEFENCES = {
     "seek_to_beginning": "partitions sought to their beginning after a seek to committed "
     "offsets that aiokafka skipped (committed at 0 or never)",
     "static_leave": "LeaveGroup requests sent by a static member on a clean stop",
+    "empty_assignment_rejoin": "group joins tried again after a SyncGroup answer with no "
+    "assignment (noida-db)",
     "idle_poll": "rounds with no partition to fetch counted as polls (robinhood/faust#517)",
     "watchdog_reread": "source partitions read again from the committed offset after a stall",
     "recovery_reread": "changelog partitions read again during a stalled table recovery",

@@ -4,6 +4,7 @@ defence that fires is counted where Prometheus reads it."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import inspect
 from collections.abc import Callable, Iterator
@@ -12,8 +13,10 @@ from typing import Any
 import pytest
 from aiokafka.consumer.consumer import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import Fetcher
-from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
 from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.protocol.group import SyncGroupResponse_v0
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -35,6 +38,10 @@ RECORDED_SIGNATURES: dict[str, tuple[Callable[..., Any], str]] = {
     ),
     "GroupCoordinator._maybe_leave_group": (GroupCoordinator._maybe_leave_group, "(self)"),
     "GroupCoordinator._send_req": (GroupCoordinator._send_req, "(self, request)"),
+    "CoordinatorGroupRebalance._send_sync_group_request": (
+        CoordinatorGroupRebalance._send_sync_group_request,
+        "(self, request)",
+    ),
     "AIOKafkaConsumerThread.seek_to_committed": (
         AIOKafkaConsumerThread.seek_to_committed,
         "(self) -> Mapping[faust.types.tuples.TP, int]",
@@ -114,6 +121,7 @@ def test_each_broker_gets_the_patches_it_needs_and_the_others_are_put_back() -> 
     assert on_noida == [
         "empty_fetch_backoff",
         "leave_on_stop",
+        "rejoin_on_empty_assignment",
         "full_seek_to_committed",
         "poll_while_paused",
     ]
@@ -125,10 +133,48 @@ def test_each_broker_gets_the_patches_it_needs_and_the_others_are_put_back() -> 
     assert installed == {
         "empty_fetch_backoff": False,
         "leave_on_stop": False,
+        "rejoin_on_empty_assignment": False,
         "full_seek_to_committed": True,
         "poll_while_paused": True,
     }
     assert Fetcher._proc_fetch_request is kafka_compat.fetch_backoff.PATCH.original
+
+
+class _Coordinator:
+    """What a SyncGroup request reads and calls on aiokafka's group coordinator."""
+
+    def __init__(self, answer: SyncGroupResponse_v0) -> None:
+        self.answer = answer
+        self.generation = 2
+        self.member_id = "member-1"
+        self._rebalance_timeout_ms = 60_000
+        self.rejoins = 0
+
+    async def _send_req(self, request: object) -> SyncGroupResponse_v0:
+        return self.answer
+
+    def request_rejoin(self) -> None:
+        self.rejoins += 1
+
+
+@pytest.mark.usefixtures("restore_patches")
+def test_a_sync_group_answer_with_no_assignment_is_joined_again_on_noida_db(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(counts, "fired", counts.Counter())
+    kafka_compat.install(Settings(broker_flavour="noida-db"))
+
+    def sync(answer: bytes) -> tuple[bytes | None, int]:
+        coordinator = _Coordinator(SyncGroupResponse_v0(error_code=0, member_assignment=answer))
+        rebalance = CoordinatorGroupRebalance(coordinator, "group", 0, None, [], 10_000, 100)
+        return asyncio.run(rebalance._send_sync_group_request(None)), coordinator.rejoins
+
+    # What noida-db answered the leader in CI: no error, zero bytes. aiokafka alone would
+    # hand b"" to the assignment decoder, whose error ends the coordinator for good.
+    assert sync(b"") == (None, 1)  # None: aiokafka backs off and joins again
+    assert counts.fired["empty_assignment_rejoin"] == 1
+    assignment = ConsumerProtocolMemberAssignment(0, [], b"").encode()
+    assert sync(assignment) == (assignment, 0)  # an assignment of nothing is kept
 
 
 def test_the_broker_flavour_follows_the_local_broker_or_the_configured_servers() -> None:
