@@ -74,6 +74,7 @@ from streams.events import (
     describe_validation_error,
     pack_vector,
 )
+from streams.fresh_lists import ReadTimeLists
 from streams.kafka_compat import install as install_kafka_compat
 from streams.kafka_compat.delivery_watchdog import DeliveryWatchdog
 from streams.kafka_compat.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
@@ -245,6 +246,9 @@ class StreamrecApp:
             s.model_version,
         )
         app.timer(s.new_item_push_interval_s, name="push-new-items")(self._push_new_items)
+        self.read_time_lists = ReadTimeLists(
+            self.hybrid, s.top_k, s.model_version, s.http_list_max_age_s
+        )
         self.ingest_items = app.agent(self.items_topic, name="ingest-items")(self._ingest_items)
         self.on_interactions = app.agent(self.interactions_topic, name="interactions")(
             self._on_interactions
@@ -618,6 +622,7 @@ class StreamrecApp:
                 f"{partition}:{offset}": update_json,
             },
             "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
+            "latest_catalog": len(self.hybrid),  # whether it is still fresh: fresh_lists.py
         }
         return stored, update_json, recommendations
 

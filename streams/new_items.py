@@ -11,7 +11,8 @@ Cost per upload: one dot product per remembered profile (at most the content sou
 ``max_cached_users``) and, for each of at most ``new_item_push_users`` users, one ranking
 and one message. Items stored while the replica catches up at start are not pushed.
 The user's stored state and its ``latest`` list are not rewritten (Faust writes a table
-only from its agents): the HTTP API serves the list of the user's last interaction.
+only from its agents); the HTTP API ranks a list again when an item was stored since
+(``streams/fresh_lists.py``).
 """
 
 from __future__ import annotations

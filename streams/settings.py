@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     new_item_push_users: int = Field(default=20, ge=0)
     #: How often the worker looks for newly stored items to push.
     new_item_push_interval_s: float = Field(default=1.0, gt=0)
+    #: A list read over HTTP older than this, or ranked before an item was stored since,
+    #: is ranked again at read time (0: always; streams/fresh_lists.py).
+    http_list_max_age_s: float = Field(default=60.0, ge=0)
     #: Up to this many items every list ranks the whole catalog; above, it ranks the
     #: candidates retrieved per source (models/candidates.py): Qdrant queries on the
     #: user's content profile and CF factor, co-engaged and trending items.

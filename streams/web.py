@@ -258,6 +258,7 @@ def install_views(streamrec: StreamrecApp) -> None:
                 "click_to_recommendation": metrics.latency_percentiles(),
                 "dead_letters": dict(metrics.dead_letters),
                 "fusion": streamrec.encoder.fusion.version,
+                "lists_ranked_at_read": streamrec.read_time_lists.rankings,
             }
         )
 
@@ -270,7 +271,7 @@ def install_views(streamrec: StreamrecApp) -> None:
                 {"error": f"no recommendations for user_id {user_id!r} yet: send an interaction"},
                 status=404,
             )
-        return view.json(entry["latest"])
+        return view.json(streamrec.read_time_lists.serve(user_id, entry))
 
     @app.page("/api/items/{item_id}/")
     async def item(view: Any, request: Any, item_id: str) -> Any:

@@ -1,4 +1,5 @@
-"""A new item reaches the users whose taste it fits, without their clicking."""
+"""A new item reaches the users whose taste it fits, without their clicking: pushed to
+the best fits, and in every stale list read over HTTP."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ NEW_JAZZ = {
 }
 
 
-def test_a_new_item_is_pushed_to_the_users_it_fits(broker: LocalBroker, tmp_path) -> None:
+def test_a_new_item_is_pushed_to_the_users_it_fits_and_in_lists_read_over_http(
+    broker: LocalBroker, tmp_path
+) -> None:
     settings = isolated_settings(broker, tmp_path / "kafka", new_item_push_users=1)
     reader = TopicReader(settings, settings.topic_recommendations)
     worker = start_worker_with_catalog(settings)
@@ -49,6 +52,15 @@ def test_a_new_item_is_pushed_to_the_users_it_fits(broker: LocalBroker, tmp_path
         assert [message.user_id for message in pushed] == ["carol"]  # at most 1: the best fit
         assert "jazz-new" in [item.item_id for item in pushed[0].items]
         assert pushed[0].based_on_events == 2
+
+        # Nobody clicked since: the stored lists predate the item and are ranked again
+        # when read. dan was not pushed to (bound of 1), yet his list is current too.
+        carol = worker.get("/api/users/carol/recommendations/")
+        assert carol["trigger_event_id"] == "refreshed:n-3"
+        assert "jazz-new" in [item["item_id"] for item in carol["items"]]
+        dan = worker.get("/api/users/dan/recommendations/")
+        assert dan["trigger_event_id"] == "refreshed:n-4" and dan["based_on_events"] == 2
+        assert worker.get("/streamrec/stats/")["lists_ranked_at_read"] == 2
     finally:
         worker.stop()
         reader.close()
