@@ -161,7 +161,8 @@ def worker(log_level: str, web_port: int | None) -> None:
     import faust
 
     from streams.admin import create_topics
-    from streams.app import StreamrecApp, build_item_encoder
+    from streams.app import StreamrecApp
+    from streams.encoding import build_item_encoder
 
     if web_port is not None:
         os.environ["STREAMREC_WEB_PORT"] = str(web_port)

@@ -185,7 +185,7 @@ def encoded_items_file(settings: Settings, path: Path) -> EncodedCatalog:
     """Read ``path`` (one ``ItemUpload`` per line: text, tags, images and audio inline or
     by ``file://`` under ``media_allowed_dirs``) and encode every item with the worker's
     encoders, fusion and media policy (``build_item_encoder``)."""
-    from streams.app import build_item_encoder, content_of
+    from streams.encoding import build_item_encoder, content_of
 
     uploads: dict[str, ItemUpload] = {}
     with path.open() as handle:

@@ -18,7 +18,7 @@ from encoders.multimodal import EncodedItem
 from models.engine import InProcessRecommender
 from models.evaluation.served import score_served
 from models.hybrid import CONTENT, HybridRecommender
-from streams.app import build_item_encoder, content_of, stored_item
+from streams.encoding import build_item_encoder, content_of, stored_item
 from streams.events import ItemUpload
 from streams.settings import Settings
 

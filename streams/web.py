@@ -12,9 +12,10 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import faust
 from aiohttp import web
 from faust.web import View
 from pydantic import BaseModel, ValidationError
@@ -24,9 +25,6 @@ from streams.events import DeadLetter, Interaction, Recommendations, describe_va
 from streams.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from streams.app import StreamrecApp
 
 
 def _component_schemas(*models: type[BaseModel]) -> dict[str, Any]:
@@ -221,65 +219,70 @@ def write_refusal(
 DASHBOARD = resources.files("streams").joinpath("dashboard.html").read_text()
 
 
-def readiness(streamrec: StreamrecApp) -> tuple[bool, str]:
-    app = streamrec.app
-    try:
-        assigned = app.consumer.assignment()
-    except Exception:
-        return False, "the consumer has not started"
-    if app.rebalancing:
-        return False, "the group is rebalancing"
-    if not app.tables.recovery.completed.is_set():
-        return False, "tables are being recovered"
-    if not streamrec.replica.caught_up.is_set():
-        return False, "the item-side replica is reading item-updates"
-    if not assigned:
-        return False, "no partitions assigned to this worker"
-    return True, f"{len(assigned)} partitions assigned"
+class WorkerBackend(Protocol):
+    """What the HTTP API reads of a worker and asks of it (``StreamrecApp`` implements it)."""
+
+    def stats(self) -> dict[str, Any]:
+        """The figures of ``/streamrec/stats/``."""
+        ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the worker serves its partitions, and why (not)."""
+        ...
+
+    def list_for(self, user_id: str) -> dict[str, Any] | None:
+        """The user's list to serve (this worker owns the user's partition), or None."""
+        ...
+
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        """An item's stored payload and learned state, or None."""
+        ...
+
+    def catalog_page(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` items: id, title, thumbnail."""
+        ...
+
+    def knows_item(self, item_id: str) -> bool: ...
+
+    async def submit(self, interaction: Interaction) -> None:
+        """Queue an interaction on the interactions topic."""
+        ...
+
+    def exposition(self) -> bytes:
+        """The Prometheus metrics."""
+        ...
 
 
-def install_views(streamrec: StreamrecApp) -> None:
-    app, store, metrics = streamrec.app, streamrec.store, streamrec.metrics
-    api_token = streamrec.settings.api_token
-    token = api_token.get_secret_value() if api_token is not None else None
+def install_views(
+    app: faust.App,
+    users: faust.types.TableT,
+    backend: WorkerBackend,
+    api_token: str | None,
+    items_topic: str,
+) -> None:
+    """Every view of the API on ``app``; user lists are routed by ``users``' partitions."""
 
     @app.page("/streamrec/stats/")
     async def stats(view: Any, request: Any) -> Any:
-        return view.json(
-            {
-                "items": store.count(),
-                "catalog": len(streamrec.hybrid),
-                "item_updates_behind": streamrec.replica.behind,
-                "item_updates_read": {str(p): n for p, n in streamrec.replica.positions.items()},
-                "cf_vectors_published": metrics.cf_vectors_published,
-                "candidate_stage": streamrec.hybrid.candidates is not None
-                and streamrec.hybrid.candidates.applies(len(streamrec.hybrid)),
-                "processed": dict(metrics.processed),
-                "click_to_recommendation": metrics.latency_percentiles(),
-                "dead_letters": dict(metrics.dead_letters),
-                "fusion": streamrec.encoder.fusion.version,
-                "lists_ranked_at_read": streamrec.read_time_lists.rankings,
-            }
-        )
+        return view.json(backend.stats())
 
     @app.page("/api/users/{user_id}/recommendations/")
-    @app.table_route(table=streamrec.users, match_info="user_id")
+    @app.table_route(table=users, match_info="user_id")
     async def recommendations(view: Any, request: Any, user_id: str) -> Any:
-        entry = streamrec.users.get(user_id)
-        if not entry or "latest" not in entry:
+        served = backend.list_for(user_id)
+        if served is None:
             return view.json(
                 {"error": f"no recommendations for user_id {user_id!r} yet: send an interaction"},
                 status=404,
             )
-        return view.json(streamrec.read_time_lists.serve(user_id, entry))
+        return view.json(served)
 
     @app.page("/api/items/{item_id}/")
     async def item(view: Any, request: Any, item_id: str) -> Any:
-        stored = store.get([item_id], with_vectors=False).get(item_id)
-        if stored is None:
+        found = backend.item(item_id)
+        if found is None:
             return view.json({"error": f"no item with item_id {item_id!r}"}, status=404)
-        learned = streamrec.hybrid.item_state(item_id) if item_id in streamrec.hybrid else {}
-        return view.json({**stored.payload, **learned})
+        return view.json(found)
 
     @app.page("/api/items/")
     async def items(view: Any, request: Any) -> Any:
@@ -287,24 +290,12 @@ def install_views(streamrec: StreamrecApp) -> None:
             limit = min(max(int(request.query.get("limit", 20)), 1), 100)
         except ValueError:
             return view.json({"error": "limit must be a whole number, e.g. ?limit=20"}, status=400)
-        listed = []
-        for stored in store.scroll(batch_size=limit, with_vectors=False):
-            payload = stored.payload
-            listed.append(
-                {
-                    "item_id": stored.item_id,
-                    "title": payload.get("title", ""),
-                    "thumbnail": payload.get("thumbnail"),
-                }
-            )
-            if len(listed) == limit:
-                break
-        return view.json(listed)
+        return view.json(backend.catalog_page(limit))
 
     @app.page("/api/interactions/")
     class Interactions(View):
         async def post(self, request: Any) -> Any:
-            refused = write_refusal(request.headers, request.host, token)
+            refused = write_refusal(request.headers, request.host, api_token)
             if refused is not None:
                 status, why = refused
                 return self.json({"error": why}, status=status)
@@ -313,16 +304,14 @@ def install_views(streamrec: StreamrecApp) -> None:
             except ValidationError as error:
                 why = clip(describe_validation_error(error), MAX_ERROR_CHARS)
                 return self.json({"error": why}, status=422)
-            if event.item_id not in streamrec.hybrid:
+            if not backend.knows_item(event.item_id):
                 # Said now rather than dead-lettered later, where the caller never looks.
                 why = (
                     f"item_id: no item {clip(event.item_id)!r} in the catalog: upload it to "
-                    f"{streamrec.settings.topic_items!r} first (or wait until it is stored)"
+                    f"{items_topic!r} first (or wait until it is stored)"
                 )
                 return self.json({"error": why}, status=422)
-            await streamrec.interactions_topic.send(
-                key=event.user_id.encode(), value=event.model_dump_json().encode()
-            )
+            await backend.submit(event)
             return self.json({"event_id": event.event_id, "queued": True}, status=202)
 
     @app.page("/dashboard/")
@@ -335,11 +324,11 @@ def install_views(streamrec: StreamrecApp) -> None:
 
     @app.page("/ready/")
     async def ready(view: Any, request: Any) -> Any:
-        is_ready, why = readiness(streamrec)
+        is_ready, why = backend.readiness()
         return view.json({"ready": is_ready, "reason": why}, status=200 if is_ready else 503)
 
     async def prometheus(view: Any, request: Any) -> Any:
-        return view.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
+        return view.bytes(backend.exposition(), content_type=CONTENT_TYPE)
 
     # Prometheus' conventional path, and the path style of every other path.
     app.page("/metrics")(prometheus)

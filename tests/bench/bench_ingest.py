@@ -30,8 +30,8 @@ from encoders.audio import LogMelAudioEncoder, decode_audio
 from encoders.image import EfficientNetLite0ImageEncoder, decode_image
 from encoders.text import MiniLMTextEncoder, compose_item_text
 from streams.admin import create_topics, produce
-from streams.app import build_item_encoder, content_of
 from streams.broker import LocalBroker
+from streams.encoding import build_item_encoder, content_of
 from streams.events import ItemUpload
 from streams.process import WorkerProcess
 from streams.settings import Settings

@@ -20,7 +20,8 @@ import numpy as np
 
 from encoders.base import Encoder
 from streams.admin import create_topics
-from streams.app import StreamrecApp, build_item_encoder
+from streams.app import StreamrecApp
+from streams.encoding import build_item_encoder
 from streams.settings import Settings
 
 KILLER = "an item made to kill the worker"

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from encoders.audio import decode_audio
 from encoders.image import decode_image
 from encoders.media import MediaError, MediaFetcher, MediaPolicy
-from streams.app import Rejected, parse
 from streams.events import Interaction, ItemUpload
+from streams.records import Rejected, parse
 from tests.media_samples import audio_file, encoded, stripes, tone
 
 REASONS = {"invalid-json", "schema", "key-mismatch"}

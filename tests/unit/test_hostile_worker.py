@@ -1,5 +1,5 @@
-"""Hostile records through the worker's own handlers (``StreamrecApp.ingest_batch``,
-``dead_letter``, ``handle_interaction``) with the real encoder and the real embedded
+"""Hostile records through the worker's own handlers (``ItemIngestion.ingest_batch``,
+``Outbox.dead_letter``, ``InteractionHandler.handle``) with the real encoder and the real embedded
 store; only the broker is replaced, by a list of what would have been sent.
 
 Issue 16, classes 2 to 6: one bad item loses no neighbour, every output is bounded, no
@@ -33,7 +33,7 @@ from encoders.media import MediaFetcher, MediaPolicy
 from encoders.multimodal import MultimodalEncoder
 from encoders.text import MiniLMTextEncoder
 from models.vector_store import EdgeVectorStore, StoredItem, UnreadableStoreError
-from streams.app import Rejected, StreamrecApp, parse
+from streams.app import StreamrecApp
 from streams.bounds import MAX_KEY_BYTES, require_finite
 from streams.events import (
     MAX_METADATA_BYTES,
@@ -45,6 +45,7 @@ from streams.events import (
     Recommendations,
 )
 from streams.poison import PoisonGuard
+from streams.records import Rejected, parse
 from streams.settings import Settings
 from streams.web import write_refusal
 from tests.media_samples import inline
@@ -83,19 +84,21 @@ def encoder_of(text: Encoder[str], policy: MediaPolicy) -> MultimodalEncoder:
 
 class Worker:
     """The worker's handlers, with each topic's ``send`` writing to a list. The worker's
-    own ``_send`` (with its size check) still runs."""
+    own ``Outbox.send`` (with its size check) still runs."""
 
     def __init__(self, encoder: MultimodalEncoder, data_dir: Path, **overrides: Any) -> None:
         self.app = StreamrecApp(Settings(data_dir=data_dir, **overrides), encoder)
         self.app.store.start()
-        self.app.users = {}  # type: ignore[assignment]
+        self.users: dict[str, Any] = {}
+        self.app.interactions.users = self.users
         self.sent: list[tuple[str, bytes | None, bytes]] = []
-        for topic in (
-            self.app.item_updates_topic,
-            self.app.dead_letters_topic,
-            self.app.recommendations_topic,
+        settings = self.app.settings
+        for name in (
+            settings.topic_item_updates,
+            settings.topic_dead_letters,
+            settings.topic_recommendations,
         ):
-            topic.send = self._capture(topic.get_topic_name())  # type: ignore[method-assign]
+            self.app.outbox.topics[name].send = self._capture(name)  # type: ignore[index]
 
     def _capture(self, name: str) -> Any:
         async def send(key: bytes | None, value: bytes) -> asyncio.Future:
@@ -171,7 +174,7 @@ def test_every_record_of_a_hostile_batch_is_stored_or_dead_lettered_alone(
         else event(topic, n, f"good-{n}".encode(), upload(f"good-{n}"))
         for n in range(28)
     ]
-    asyncio.run(worker.app.ingest_batch(events))  # type: ignore[arg-type]
+    asyncio.run(worker.app.ingestion.ingest_batch(events))  # type: ignore[arg-type]
 
     stored = {record.item_id for record in worker.records()}
     letters = worker.letters()
@@ -207,7 +210,7 @@ def test_a_dead_letter_is_bounded_whatever_the_record(
     raw = (b"\xe2\x82\xac" * (raw_size // 3 + 1))[:raw_size]  # multibyte: worst for JSON
     record = event("items", 7, b"\xff" * key_size, raw)
     rejected = Rejected("schema", "e" * error_size)
-    asyncio.run(worker.app.dead_letter(record, rejected))  # type: ignore[arg-type]
+    asyncio.run(worker.app.outbox.dead_letter(record, rejected))  # type: ignore[arg-type]
     [(key, value)] = worker.on(worker.app.settings.topic_dead_letters)
     letter = DeadLetter.model_validate_json(value)
     assert len(value) < 64_000 and (key is None or len(key) <= MAX_KEY_BYTES)
@@ -372,17 +375,17 @@ def test_arbitrary_values_and_times_never_leave_non_finite_numbers_in_state(
         message = SimpleNamespace(topic="interactions", partition=0, offset=offset, timestamp=None)
         record = SimpleNamespace(key=user.encode(), value=raw, message=message)
         try:
-            asyncio.run(worker.app.handle_interaction(record))  # type: ignore[arg-type]
+            asyncio.run(worker.app.interactions.handle(record))  # type: ignore[arg-type]
         except Rejected as rejected:
             assert rejected.reason in {"schema", "invalid-json", "non-finite", "duplicate"}
             continue
         # No candidate lost to an overflowing score: the list holds every item the user
         # has not engaged with (six items, lists of ten).
         _, value = worker.on(worker.app.settings.topic_recommendations)[-1]
-        state = worker.app.hybrid.load_state(worker.app.users[user]["state"])
+        state = worker.app.hybrid.load_state(worker.users[user]["state"])
         listed = Recommendations.model_validate_json(value)
         assert len(listed.items) == 6 - len(state.history.seen)
-    for entry in worker.app.users.values():
+    for entry in worker.users.values():
         require_finite(entry["state"], "user state")
         assert magnitude(learned(entry["state"])) < 1e3  # and not swamping what comes next
     for n in range(6):
@@ -549,7 +552,7 @@ def test_a_stuck_item_is_dead_lettered_alone_and_its_batch_stored(
         for n in range(5)
     ]
     try:
-        asyncio.run(worker.app.ingest_batch(events))  # type: ignore[arg-type]
+        asyncio.run(worker.app.ingestion.ingest_batch(events))  # type: ignore[arg-type]
     finally:
         release.set()
     assert {record.item_id for record in worker.records()} == {"i0", "i1", "i3", "i4"}

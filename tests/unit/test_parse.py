@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from streams.app import Rejected, parse
 from streams.events import Interaction, ItemUpload
+from streams.records import Rejected, parse
 
 GOOD = {
     "event_id": "e1",

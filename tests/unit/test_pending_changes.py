@@ -3,22 +3,12 @@ by the broker, or behind the offset the group committed (re-sent if redelivered 
 
 from __future__ import annotations
 
-from encoders.fusion import AverageFusion, ModalityProjection
-from encoders.hashing import HashingTextEncoder
-from encoders.media import MediaFetcher, MediaPolicy
-from encoders.multimodal import MultimodalEncoder
-from streams.app import StreamrecApp
-from streams.settings import Settings
+from tests.unit.interaction_handler import Handler
 
 
 def test_acknowledged_item_changes_are_dropped_from_the_users_entry(tmp_path) -> None:
-    encoder = MultimodalEncoder(
-        HashingTextEncoder(),
-        AverageFusion(ModalityProjection({"text": 384}, common_dim=384)),
-        MediaFetcher(MediaPolicy()),
-    )
-    app = StreamrecApp(Settings(data_dir=tmp_path), encoder)
-    app.acked_changes = {(0, 5), (1, 9)}
+    handler = Handler(tmp_path).handler
+    handler.acked_changes = {(0, 5), (1, 9)}
     pending = {"0:5": "acknowledged", "0:6": "in flight", "1:2": "in flight"}
-    assert app._not_durable(pending, "interactions") == {"0:6": "in flight", "1:2": "in flight"}
-    assert app.acked_changes == {(1, 9)}  # forgotten once dropped; the other user's stays
+    assert handler.not_durable(pending, "interactions") == {"0:6": "in flight", "1:2": "in flight"}
+    assert handler.acked_changes == {(1, 9)}  # forgotten once dropped; the other user's stays

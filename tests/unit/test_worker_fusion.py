@@ -31,11 +31,11 @@ def worker(settings: Settings, text_encoder: MiniLMTextEncoder) -> StreamrecApp:
     encoder = MultimodalEncoder(text_encoder, fusion, MediaFetcher(MediaPolicy()))
     app = StreamrecApp(settings, encoder)
 
-    async def send(topic: object, key: str | None, value: bytes) -> None:
-        assert topic is app.item_updates_topic
+    async def send(topic: str, key: str | None, value: bytes) -> None:
+        assert topic == settings.topic_item_updates
         app.replica.fold([value])
 
-    app._send = send  # type: ignore[method-assign]
+    app.outbox.send = send  # type: ignore[method-assign]
     return app
 
 
@@ -51,22 +51,24 @@ def test_learned_fusion_is_refitted_saved_and_reloaded(tmp_path, text_encoder) -
     ids = [f"item-{n}" for n in range(len(titles))]
     first = worker(settings, text_encoder)
     first.start()
-    asyncio.run(first.ingest_batch([upload(i, t) for i, t in zip(ids, titles, strict=True)]))
+    asyncio.run(
+        first.ingestion.ingest_batch([upload(i, t) for i, t in zip(ids, titles, strict=True)])
+    )
     before = {i: item.vectors[CONTENT] for i, item in first.store.get(ids).items()}
     assert first.store.get(ids[:1])[ids[0]].payload["fusion"] == "learned-v0"
 
     # Fewer pairs than fusion_refresh_pairs: the timer leaves the model alone.
-    first.coengaged.extend([(ids[0], ids[6])] * 5)
-    first.pairs_since_fit = 5
-    asyncio.run(first._maybe_refit_fusion())
+    first.fusion.coengaged.extend([(ids[0], ids[6])] * 5)
+    first.fusion.pairs_since_fit = 5
+    asyncio.run(first.fusion.maybe_refit())
     assert first.encoder.fusion.version == "learned-v0"
 
     # Users pair items across the two topics; the refit must follow them.
-    first.coengaged.extend((ids[n], ids[6 + n]) for n in range(6) for _ in range(5))
-    first.pairs_since_fit += 30
-    asyncio.run(first._maybe_refit_fusion())
+    first.fusion.coengaged.extend((ids[n], ids[6 + n]) for n in range(6) for _ in range(5))
+    first.fusion.pairs_since_fit += 30
+    asyncio.run(first.fusion.maybe_refit())
     assert first.encoder.fusion.version == "learned-v1"
-    assert first.pairs_since_fit == 0
+    assert first.fusion.pairs_since_fit == 0
     assert (tmp_path / "fusion" / "learned.pt").exists()
     after = first.store.get(ids)
     assert {item.payload["fusion"] for item in after.values()} == {"learned-v1"}

@@ -1,0 +1,115 @@
+"""Refits of a learned fusion from the items users engage with one after the other.
+
+The interaction handler reports each co-engaged pair (``engaged``); a timer calls
+``maybe_refit``, which refits once ``fusion_refresh_pairs`` new pairs came in. A copy is
+trained in a thread while the live model keeps fusing new uploads; the copy replaces it
+once saved, and the catalog pass then moves every item, including those uploaded
+meanwhile, to the new version through item-updates, so every replica moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+from encoders.learned_fusion import LearnedFusion
+from encoders.multimodal import MultimodalEncoder
+from models.hybrid import CF, CONTENT
+from models.vector_store import StoredItem, VectorStore
+from streams.encoding import modality_embeddings
+
+log = logging.getLogger(__name__)
+
+#: Co-engaged pairs kept for refitting a learned fusion (the most recent ones).
+MAX_COENGAGED_PAIRS = 20_000
+#: Items re-fused per step after a refit.
+REFUSE_PAGE = 256
+
+
+class FusionRefitter:
+    """Keeps the recent co-engaged pairs and refits the encoder's learned fusion on them."""
+
+    def __init__(
+        self,
+        encoder: MultimodalEncoder,
+        store: VectorStore,
+        publish_item: Callable[[StoredItem], Awaitable[None]],
+        path: Path,
+        refresh_pairs: int,
+    ) -> None:
+        self.encoder = encoder
+        self.store = store
+        self.publish_item = publish_item
+        self.path = path
+        self.refresh_pairs = refresh_pairs
+        #: Items users engaged with one after the other: what a learned fusion learns from.
+        self.coengaged: deque[tuple[str, str]] = deque(maxlen=MAX_COENGAGED_PAIRS)
+        self.pairs_since_fit = 0
+
+    def load(self) -> None:
+        """Take the saved fusion, if a learned one was saved before."""
+        fusion = self.encoder.fusion
+        if isinstance(fusion, LearnedFusion) and self.path.exists():
+            fusion.load(self.path)
+            log.info("loaded fusion %s from %s", fusion.version, self.path)
+
+    def engaged(self, previous: str, item: str) -> None:
+        """A user engaged with ``item`` right after ``previous``."""
+        if previous != item:
+            self.coengaged.append((previous, item))
+            self.pairs_since_fit += 1
+
+    async def maybe_refit(self) -> None:
+        if self.pairs_since_fit >= self.refresh_pairs:
+            await self.refit()
+
+    async def refit(self) -> dict[str, float]:
+        """Fit the learned fusion to the co-engaged pairs, save it, re-fuse the catalog."""
+        live = self.encoder.fusion
+        assert isinstance(live, LearnedFusion)
+        pairs = list(self.coengaged)
+        self.pairs_since_fit = 0
+        ids = sorted({item for pair in pairs for item in pair})
+        stored = self.store.get(ids, with_vectors=True)
+        index = {item_id: n for n, item_id in enumerate(i for i in ids if i in stored)}
+        usable = [(index[a], index[b]) for a, b in pairs if a in index and b in index]
+        if not usable:
+            return {"pairs": 0}
+        items = [modality_embeddings(stored[item_id]) for item_id in index]
+        candidate = copy.deepcopy(live)
+        report = await asyncio.to_thread(candidate.fit, items, usable)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".tmp")
+        candidate.save(partial)
+        partial.replace(self.path)  # atomic: a crash never leaves half a model
+        self.encoder.fusion = candidate
+        # Store calls stay in the event loop (one caller at a time); only fusing is threaded.
+        for page in _pages(self.store.scroll(REFUSE_PAGE), REFUSE_PAGE):
+            embeddings = [modality_embeddings(item) for item in page]
+            vectors = await asyncio.to_thread(candidate.fuse, embeddings)
+            for item, vector in zip(page, vectors, strict=True):
+                await self.publish_item(
+                    StoredItem(
+                        item.item_id,
+                        # The CF vector is the replica's to keep, not part of the record.
+                        {**{n: v for n, v in item.vectors.items() if n != CF}, CONTENT: vector},
+                        {**item.payload, "fusion": candidate.version},
+                    )
+                )
+        log.info("fusion refitted to %s on %d pairs: %s", candidate.version, len(usable), report)
+        return report
+
+
+def _pages(items: Iterator[StoredItem], size: int) -> Iterator[list[StoredItem]]:
+    page: list[StoredItem] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page

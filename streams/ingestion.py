@@ -1,0 +1,181 @@
+"""Item uploads in, encoded items out to item-updates (every worker's replica stores them
+from there: ``streams/replica.py``).
+
+Every record ends published or dead-lettered, alone: an item whose media fails, or that
+fails in any unforeseen way, is dead-lettered and the rest of its batch is published. A
+batch runs under the poison guard (``streams/poison.py``) and a time bound; one that
+overruns it is encoded again one item at a time. ``ingest_batch`` never raises: Faust's
+``take_events`` acknowledges a batch's offsets even when the agent raises, which would
+commit records neither published nor dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from encoders.media import MediaError
+from encoders.multimodal import EncodedItem, MultimodalEncoder, internal_error
+from models.vector_store import StoredItem
+from streams.bounds import OversizedOutput, cancel_exit, clip, exit_after_grace, in_daemon_thread
+from streams.encoding import content_of, stored_item
+from streams.events import ItemRecord, ItemUpload, pack_vector
+from streams.metrics import WorkerMetrics
+from streams.outbox import Outbox
+from streams.poison import PoisonGuard
+from streams.records import Record, Rejected, internal, parse, position, record_key
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ItemIngestion:
+    """Validates, fetches and encodes uploads (in a thread: I/O and torch release the
+    GIL) and publishes each encoded item (module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        encoder: MultimodalEncoder,
+        poison: PoisonGuard,
+        outbox: Outbox,
+        metrics: WorkerMetrics,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.poison = poison
+        self.outbox = outbox
+        self.metrics = metrics
+        self.stopping = stopping
+
+    async def ingest_batch(self, records: Sequence[Record]) -> None:
+        """Publish or dead-letter every record of the batch (module docstring)."""
+        uploads: dict[str, tuple[ItemUpload, Record]] = {}
+        for record in records:
+            try:
+                upload = parse(ItemUpload, record.value, record_key(record))
+            except Rejected as rejected:
+                await self.outbox.dead_letter(record, rejected)
+                continue
+            except Exception as error:  # a parser's own failure: this record alone
+                await self.outbox.dead_letter(record, internal(error))
+                continue
+            uploads[upload.item_id] = (upload, record)  # a later upload in the batch wins
+        batch: list[tuple[ItemUpload, Record]] = []
+        alone: list[tuple[ItemUpload, Record]] = []
+        for upload, record in uploads.values():
+            at = position(record)
+            if self.poison.is_poison(at):
+                await self.outbox.dead_letter(
+                    record,
+                    Rejected(
+                        "poison",
+                        "the worker died while encoding this item alone, after dying on its "
+                        "batch: it is not encoded again",
+                    ),
+                )
+                self.poison.dismiss(at)
+            elif self.poison.is_suspect(at):
+                alone.append((upload, record))
+            else:
+                batch.append((upload, record))
+        started = time.perf_counter()
+        stored = 0
+        if batch:
+            try:
+                with self.poison.batch(position(record) for _, record in batch):
+                    results = await self._encode([upload for upload, _ in batch])
+                stored += await self._publish_results(batch, results)
+            except TimeoutError:
+                log.warning(
+                    "a batch of %d items overran encode_timeout_s=%g: encoding them one at a time",
+                    len(batch),
+                    self.settings.encode_timeout_s,
+                )
+                alone += batch
+        for upload, record in alone:
+            with self.poison.alone(position(record)):
+                try:
+                    results = await self._encode([upload])
+                except TimeoutError:
+                    await self.outbox.dead_letter(
+                        record,
+                        Rejected(
+                            "encode-timeout",
+                            f"encoding this item alone took over encode_timeout_s="
+                            f"{self.settings.encode_timeout_s:g}",
+                        ),
+                    )
+                    continue
+            stored += await self._publish_results([(upload, record)], results)
+        if not batch and not alone:
+            return
+        encoded_s = time.perf_counter() - started
+        self.metrics.processed[self.settings.topic_items] += stored
+        self.metrics.encode_batch_size.observe(len(batch) + len(alone))
+        self.metrics.encode_seconds.observe(encoded_s)
+        log.info(
+            "items: %d of %d stored in %.3f s (fetch, decode, encode, publish)",
+            stored,
+            len(records),
+            encoded_s,
+        )
+
+    async def _encode(self, uploads: list[ItemUpload]) -> list[EncodedItem | MediaError]:
+        """The encoder's results for ``uploads``, one per upload, within ``encode_timeout_s``
+        (TimeoutError otherwise). If the encoder raises, the uploads are encoded again one
+        at a time, so the exception becomes the ``internal-error`` of its own item only."""
+        contents = [content_of(upload) for upload in uploads]
+        encoding = asyncio.ensure_future(
+            in_daemon_thread(partial(self.encoder.encode, contents), self.settings.encode_timeout_s)
+        )
+        try:
+            while True:  # returns as soon as the encoding ends; looks at a stop twice a second
+                done, _ = await asyncio.wait({encoding}, timeout=0.5)
+                if done:
+                    cancel_exit()
+                    return encoding.result()
+                if self.stopping():
+                    exit_after_grace(len(uploads))
+        except TimeoutError:
+            raise
+        except Exception as error:
+            if len(uploads) == 1:
+                return [internal_error(error)]
+            # Found item by item: only the item that fails is lost.
+            return [(await self._encode([upload]))[0] for upload in uploads]
+
+    async def _publish_results(
+        self,
+        batch: list[tuple[ItemUpload, Record]],
+        results: list[EncodedItem | MediaError],
+    ) -> int:
+        stored = 0
+        for (upload, record), result in zip(batch, results, strict=True):
+            if isinstance(result, MediaError):
+                await self.outbox.dead_letter(record, Rejected(result.reason, result.message))
+                continue
+            try:
+                await self.publish_item(stored_item(upload, result, self.encoder.fusion.version))
+            except OversizedOutput as error:
+                await self.outbox.dead_letter(record, Rejected("output-oversized", str(error)))
+                continue
+            except Exception as error:
+                log.exception("item %s could not be published", clip(upload.item_id))
+                await self.outbox.dead_letter(record, internal(error))
+                continue
+            stored += 1
+        return stored
+
+    async def publish_item(self, item: StoredItem) -> None:
+        """Send an encoded item to item-updates (keyed by its id)."""
+        record = ItemRecord(
+            item_id=item.item_id,
+            vectors={name: pack_vector(vector) for name, vector in item.vectors.items()},
+            payload=item.payload,
+        )
+        await self.outbox.send(self.settings.topic_item_updates, item.item_id, record.to_bytes())

@@ -1,0 +1,222 @@
+"""One interaction in: the user's state learned and stored, the item changes and the
+list sent, each event applied once however often it is delivered.
+
+A plain class: the users table is any mutable mapping and the output goes through the
+``Outbox``, so tests drive it without Faust or a broker (``tests/unit/test_redelivery.py``).
+
+A user's entry (one table value) holds the user's state, the positions and event ids
+already applied (``streams/delivery_book.py``), the item changes not yet known durable
+(re-sent if the event is redelivered), and the latest list, which the HTTP API serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from functools import partial
+from typing import Any, Protocol
+
+from models.hybrid import HybridRecommender, UnknownItemError
+from models.signals import signal_weight
+from streams.bounds import NonFiniteState, require_finite
+from streams.delivery_book import DeliveryBook
+from streams.events import Interaction, ItemChanges, Recommendations
+from streams.metrics import WorkerMetrics
+from streams.outbox import Outbox
+from streams.records import Record, Rejected, internal, parse, record_key
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Acknowledged item changes remembered before those already committed are forgotten.
+MAX_ACKED_REMEMBERED = 100_000
+
+
+class LocalItemSide(Protocol):
+    """What the handler needs of the item-side replica (``streams/replica.py``)."""
+
+    #: The user steps of changes read from the log, by source (partition, offset).
+    logged_steps: MutableMapping[tuple[int, int], dict[str, Any]]
+
+    def apply_local(self, message: ItemChanges) -> None: ...
+
+
+class InteractionHandler:
+    """Applies interaction records to the users table and sends what follows from them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hybrid: HybridRecommender,
+        users: MutableMapping[str, Any],
+        item_side: LocalItemSide,
+        outbox: Outbox,
+        committed: Callable[[str], Mapping[int, int]],
+        metrics: WorkerMetrics,
+        on_engaged: Callable[[str, str], None] = lambda previous, item: None,
+    ) -> None:
+        self.settings = settings
+        self.hybrid = hybrid
+        self.users = users
+        self.item_side = item_side
+        self.outbox = outbox
+        #: The offsets the group committed on a topic, by partition.
+        self.committed = committed
+        self.metrics = metrics
+        #: Told of each pair of items a user engaged with one after the other.
+        self.on_engaged = on_engaged
+        #: (source partition, offset) of interactions whose item changes the broker has
+        #: acknowledged: durable in item-updates, so no longer kept to be re-sent.
+        self.acked_changes: set[tuple[int, int]] = set()
+
+    async def process(self, record: Record) -> None:
+        """Handle the record, or dead-letter it: never raises (a raise would make Faust
+        restart the agent on the same record, and the partition would stall for good)."""
+        try:
+            await self.handle(record)
+        except Rejected as rejected:
+            await self.outbox.dead_letter(record, rejected)
+        except Exception as error:  # a bug or unreadable stored state: this record alone
+            log.exception("interaction at %s failed", record.message.offset)
+            await self.outbox.dead_letter(record, internal(error))
+
+    async def handle(self, record: Record) -> None:
+        """Apply a new interaction, or re-send what a repeat may have lost; raises
+        ``Rejected`` for a record that cannot be applied."""
+        interaction: Interaction = parse(Interaction, record.value, record_key(record))
+        message = record.message
+        user_id = interaction.user_id
+        entry = self.users.get(user_id) or {}
+        offset = message.offset
+        # Repeats are recognised by event id, not by offset alone (streams/delivery_book.py).
+        book = DeliveryBook(entry)
+        decision = book.decide(message.partition, offset, interaction.event_id)
+        if decision.verdict == "refuse":
+            raise Rejected(decision.reason, decision.error)
+        if decision.verdict == "repeat":
+            await self._resend(interaction, entry, decision.applied_at)
+            return
+        try:
+            stored, update_json, recommendations = self._learn(interaction, record, entry, book)
+        except Exception:
+            # Refused or failed before its state was written: its position is remembered
+            # all the same, so a redelivery is this event again, not a reused offset.
+            self.users[user_id] = {
+                **entry,
+                **book.after(message.partition, offset, interaction.event_id),
+            }
+            raise
+        self.users[user_id] = stored
+        s = self.settings
+        sent = await self.outbox.send(s.topic_item_updates, user_id, update_json.encode())
+        sent.add_done_callback(partial(self._on_changes_sent, (message.partition, offset)))
+        await self.outbox.send(s.topic_recommendations, user_id, recommendations.to_bytes())
+        self.metrics.processed[s.topic_interactions] += 1
+        if message.timestamp:  # seconds since the epoch, as the broker stamped it
+            self.metrics.observe_click_to_recommendation(max(time.time() - message.timestamp, 0))
+
+    async def _resend(
+        self, interaction: Interaction, entry: dict[str, Any], applied_at: str | None
+    ) -> None:
+        """Redelivered after a restart and already in the state: re-send its item changes
+        in case they were lost with the process (replicas skip repeats)."""
+        user_id = interaction.user_id
+        pending = entry.get("pending", {}).get(applied_at)
+        if pending is not None:
+            # Applied here at once unless the log already brought it, so the events after
+            # it are ranked on the same item side as before the crash.
+            self.item_side.apply_local(ItemChanges.model_validate_json(pending))
+            await self.outbox.send(self.settings.topic_item_updates, user_id, pending.encode())
+        latest = entry.get("latest")
+        if latest is not None and latest.get("trigger_event_id") == interaction.event_id:
+            # Its list may have been lost with the process too: the state reached the
+            # changelog, the message did not. Sent again (consumers take the newest).
+            resent = Recommendations.model_validate(latest).to_bytes()
+            await self.outbox.send(self.settings.topic_recommendations, user_id, resent)
+
+    def _learn(
+        self,
+        interaction: Interaction,
+        record: Record,
+        entry: dict[str, Any],
+        book: DeliveryBook,
+    ) -> tuple[dict[str, Any], str, Recommendations]:
+        """Learn a new interaction: the user's entry to store, the item changes (JSON) to
+        send to item-updates, and the list."""
+        message, user_id = record.message, interaction.user_id
+        partition, offset = str(message.partition), message.offset
+        state = self.hybrid.load_state(entry.get("state", {}))
+        previous = state.history.recent[-1][0] if state.history.recent else None
+        weight = signal_weight(interaction.kind.value, interaction.value)
+        ts = interaction.ts.timestamp()
+        try:
+            changes = self.hybrid.learn_one(
+                user_id, state, interaction.event_id, interaction.item_id, weight, ts
+            )
+        except UnknownItemError as error:
+            raise Rejected("unknown-item", str(error)) from None
+        if changes is None:
+            raise Rejected(
+                "duplicate", f"event_id {interaction.event_id!r} was already applied; ignored"
+            )
+        logged_step = self.item_side.logged_steps.pop((message.partition, offset), None)
+        if logged_step is not None:
+            # The event was processed before a crash that lost the user's new state but not
+            # its item changes: those are applied; end where that step ended.
+            self.hybrid.adopt_steps(state, logged_step)
+        update = ItemChanges(
+            event_id=interaction.event_id,
+            user_id=user_id,
+            source_partition=message.partition,
+            source_offset=offset,
+            changes=changes,
+            user_steps=self.hybrid.item_dependent_steps(state),
+        )
+        try:  # the invariant at every state write: no NaN or infinity is ever stored
+            require_finite(changes, "the item changes")
+            require_finite(self.hybrid.dump_state(state), "the user state")
+        except NonFiniteState as error:
+            raise Rejected("non-finite", str(error)) from None
+        self.item_side.apply_local(update)
+        if weight > 0 and previous is not None:
+            self.on_engaged(self.hybrid.catalog.ids[previous], interaction.item_id)
+        ranked = self.hybrid.recommend(user_id, state, self.settings.top_k, ts)
+        recommendations = Recommendations.of(
+            user_id, ranked, interaction.event_id, state.events_applied, self.settings.model_version
+        )
+        update_json = update.model_dump_json()
+        stored = {
+            "state": self.hybrid.dump_state(state),
+            **book.after(message.partition, offset, interaction.event_id),
+            # Item changes not yet known durable, to re-send if this event is redelivered.
+            "pending": {
+                **self.not_durable(entry.get("pending", {}), message.topic),
+                f"{partition}:{offset}": update_json,
+            },
+            "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
+            "latest_catalog": len(self.hybrid),  # whether it is still fresh: fresh_lists.py
+        }
+        return stored, update_json, recommendations
+
+    def _on_changes_sent(self, source: tuple[int, int], sent: asyncio.Future) -> None:
+        if not sent.cancelled() and sent.exception() is None:
+            self.acked_changes.add(source)
+
+    def not_durable(self, pending: dict[str, str], topic: str) -> dict[str, str]:
+        """The pending changes neither acknowledged by the broker nor behind an offset the
+        group committed. Without the first test a user's pending changes grew with the
+        commit lag: under a backlog of MovieLens 100k one user's entry passed the
+        producer's 1 MB limit and the worker's producer crashed."""
+        committed = self.committed(topic)
+        if len(self.acked_changes) > MAX_ACKED_REMEMBERED:  # those of users not seen since
+            self.acked_changes = {(p, o) for p, o in self.acked_changes if o >= committed.get(p, 0)}
+        kept = {}
+        for key, value in pending.items():
+            partition, offset = (int(n) for n in key.split(":"))
+            if (partition, offset) in self.acked_changes:
+                self.acked_changes.discard((partition, offset))
+            elif offset >= committed.get(partition, 0):
+                kept[key] = value
+        return kept

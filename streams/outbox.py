@@ -1,0 +1,75 @@
+"""Everything the worker sends, and dead letters.
+
+Each record is checked against the producer's size limit before it is sent: the
+producer's refusal would crash the agent and lose the records batched with it. A dead
+letter is bounded whatever the record it reports (``streams/bounds.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.bounds import MAX_ERROR_CHARS, check_size, clip, clip_key
+from streams.events import MAX_RAW_CHARS, DeadLetter
+from streams.metrics import WorkerMetrics
+from streams.records import Record, Rejected, record_key
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Sends to the worker's output topics by name (``topics``: Faust topics, or anything
+    with an awaitable ``send(key=, value=)``)."""
+
+    def __init__(
+        self,
+        topics: Mapping[str, Any],
+        dead_letters_topic: str,
+        max_request_bytes: int,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.topics = topics
+        self.dead_letters_topic = dead_letters_topic
+        self.max_request_bytes = max_request_bytes
+        self.metrics = metrics
+
+    async def send(self, topic: str, key: str | None, value: bytes) -> asyncio.Future:
+        """Queue a message; the returned future completes when the broker acknowledges it.
+
+        Raises ``OversizedOutput`` before sending a record the producer would refuse."""
+        encoded_key = key.encode() if key is not None else None
+        check_size(encoded_key, value, self.max_request_bytes)
+        return await self.topics[topic].send(key=encoded_key, value=value)
+
+    async def dead_letter(self, record: Record, rejected: Rejected) -> None:
+        """Send the record's dead letter, bounded whatever the record: the raw value cut to
+        ``MAX_RAW_CHARS`` with its size stated, the key and the error text cut too."""
+        message = record.message
+        raw = record.value if isinstance(record.value, bytes) else b""
+        key = clip_key(record_key(record))
+        error = clip(rejected.error, MAX_ERROR_CHARS)
+        letter = DeadLetter(
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=key,
+            reason=rejected.reason,
+            error=error,
+            raw=raw[:MAX_RAW_CHARS].decode("utf-8", errors="replace"),
+            raw_bytes=len(raw),
+            failed_at=datetime.now(UTC),
+        )
+        log.warning(
+            "dead letter from %s[%s]@%s (%s): %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            rejected.reason,
+            clip(error),
+        )
+        await self.send(self.dead_letters_topic, key, letter.to_bytes())
+        self.metrics.dead_letters[rejected.reason] += 1
