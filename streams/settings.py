@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     #: installed on it (streams/kafka_compat/). "auto": ``local_broker`` when no bootstrap
     #: servers are set, else Kafka.
     broker_flavour: Literal["auto", "noida-db", "kafka"] = "auto"
+    #: Compatibility patches not to install, by name (docs/kafka.md lists them): to see
+    #: whether one is still needed after an upgrade of the broker or of the clients.
+    kafka_compat_disabled: list[str] = Field(default_factory=list)
     #: How the worker and every command talk to Kafka (docs/kafka.md for SASL_SSL).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     #: SASL mechanism for ``SASL_*`` protocols.

@@ -60,7 +60,14 @@ def install(settings: Settings) -> list[str]:
     process-wide); returns the names installed."""
     flavour = settings.effective_broker_flavour
     fetch_backoff.set_backoff(settings.empty_fetch_backoff_ms / 1000)
-    wanted = patches_for(flavour)
+    known = {patch.name for patch in PATCHES}
+    unknown = sorted(set(settings.kafka_compat_disabled) - known)
+    if unknown:
+        raise ValueError(
+            f"kafka_compat_disabled: no patch named {', '.join(unknown)}; "
+            f"the patches are {', '.join(sorted(known))}"
+        )
+    wanted = [p for p in patches_for(flavour) if p.name not in settings.kafka_compat_disabled]
     for patch in PATCHES:
         if patch in wanted:
             patch.install()
@@ -68,4 +75,6 @@ def install(settings: Settings) -> list[str]:
             patch.uninstall()
     names = [patch.name for patch in wanted]
     log.info("compatibility patches for %s: %s", flavour, ", ".join(names) or "none")
+    if settings.kafka_compat_disabled:
+        log.warning("compatibility patches disabled: %s", ", ".join(settings.kafka_compat_disabled))
     return names

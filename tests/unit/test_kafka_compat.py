@@ -177,6 +177,15 @@ def test_a_sync_group_answer_with_no_assignment_is_joined_again_on_noida_db(
     assert sync(assignment) == (assignment, 0)  # an assignment of nothing is kept
 
 
+@pytest.mark.usefixtures("restore_patches")
+def test_a_disabled_patch_is_not_installed_and_an_unknown_name_is_refused() -> None:
+    settings = Settings(broker_flavour="kafka", kafka_compat_disabled=["poll_while_paused"])
+    assert kafka_compat.install(settings) == ["full_seek_to_committed"]
+    assert not kafka_compat.paused_poll.PATCH.installed
+    with pytest.raises(ValueError, match="kafka_compat_disabled: no patch named paused_pol;"):
+        kafka_compat.install(Settings(kafka_compat_disabled=["paused_pol"]))
+
+
 def test_the_broker_flavour_follows_the_local_broker_or_the_configured_servers() -> None:
     assert Settings().effective_broker_flavour == "noida-db"  # no servers: local noida-db
     assert Settings(local_broker="kafka").effective_broker_flavour == "kafka"
