@@ -430,8 +430,11 @@ def run_evaluation(
     ease_l2: float = 500.0,
     ease_refit_every: int = 2000,
     items_file: Path | None = None,
+    uploads: list[Any] | None = None,
 ) -> None:
-    """Prequential replay of ``data`` (a Dataset) with the standard configurations."""
+    """Prequential replay of ``data`` (a Dataset) with the standard configurations; items
+    from ``items_file`` or ``uploads`` (ItemUpload, media included) are encoded as the
+    worker encodes them, else the dataset's item texts by MiniLM."""
     from tqdm import tqdm
 
     from models.evaluation.prequential import prequential
@@ -442,16 +445,33 @@ def run_evaluation(
     events = data.events[:limit] if limit else data.events
     vectors = None
     uploaded_at = None
-    if items_file is not None:
+    item_groups = None
+    if items_file is not None or uploads:
         from models.evaluation.datasets import Dataset
-        from streams.replay import encoded_items_file
+        from streams.replay import encode_uploads, read_items_file
 
-        click.echo(f"encoding the items of {items_file} with the worker's encoders ...")
-        encoded = encoded_items_file(_settings(), items_file)
+        settings = _settings()
+        where = str(items_file) if items_file is not None else f"topic {settings.topic_items}"
+        if items_file is not None:
+            try:
+                uploads = read_items_file(items_file)
+            except ValueError as error:
+                raise click.ClickException(str(error)) from None
+
+        def announce(count: int) -> None:
+            click.echo(
+                f"encoding the {count:,} items of {where} with the worker's encoders "
+                "(cached for next time) ..."
+            )
+
+        encoded = encode_uploads(settings, uploads or [], announce)
+        if encoded.cached:
+            click.echo(f"the items of {where}: encodings read from the cache")
         for item_id, why in encoded.rejected.items():
             click.echo(f"item {item_id} not encoded: {why}")
         data = Dataset(data.name, encoded.items, data.events)
         vectors, uploaded_at = encoded.vectors, encoded.uploaded_at or None
+        item_groups = encoded.modality_groups()
     elif data.items and not no_content:
         from encoders.text import MiniLMTextEncoder, compose_item_text
         from encoders.vector_cache import VectorCache
@@ -491,6 +511,7 @@ def run_evaluation(
             progress=lambda done, _: bar.update(done - bar.n),
             cold_threshold=cold_threshold,
             uploaded_at=uploaded_at,
+            item_groups=item_groups,
         )
         bar.update(evaluation.events - bar.n)
     if evaluation.interrupted:
@@ -545,7 +566,8 @@ def replay(
     only: str | None,
     **tuning: Any,
 ) -> None:
-    """Prequential evaluation over the interactions topic (items from the items topic).
+    """Prequential evaluation over the interactions topic (items from the items topic,
+    encoded with their media as the worker encodes them).
 
     Reads the selected range of every partition, orders the events by their time, and
     evaluates as ``evaluate`` does.
@@ -559,12 +581,14 @@ def replay(
             start_time=parse_time(from_time) if from_time else None,
             end_time=parse_time(to_time) if to_time else None,
         )
-        data, skipped = topic_dataset(settings, selection)
+        data, skipped, uploads = topic_dataset(settings, selection)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     if skipped:
         click.echo(f"skipped {skipped:,} records that are not valid interactions")
-    run_evaluation(data, k, limit, out, no_content, only, **tuning)
+    # The topic's items as the worker encodes them (images and audio included).
+    topic_uploads = None if no_content or tuning.get("items_file") else uploads
+    run_evaluation(data, k, limit, out, no_content, only, uploads=topic_uploads, **tuning)
 
 
 @main.command()

@@ -7,10 +7,12 @@ event's own ``ts`` (ties keep partition and offset order) before evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
@@ -156,37 +158,39 @@ def read_uploads(settings: Settings) -> list[ItemUpload]:
     return list(latest.values())
 
 
-def read_items(settings: Settings) -> list[ReplayItem]:
-    """``read_uploads`` as the evaluation's items (title, text, tags)."""
-    return [ReplayItem(u.item_id, u.title, u.text, tuple(u.tags)) for u in read_uploads(settings)]
-
-
-def topic_dataset(settings: Settings, selection: ReplayRange | None = None) -> tuple[Dataset, int]:
-    """The items and the selected interactions of the configured topics, and how many
-    interaction records were skipped as invalid."""
+def topic_dataset(
+    settings: Settings, selection: ReplayRange | None = None
+) -> tuple[Dataset, int, list[ItemUpload]]:
+    """The items and the selected interactions of the configured topics, how many
+    interaction records were skipped as invalid, and the items' uploads (with media)."""
     read = read_interactions(settings, selection)
-    return Dataset(
-        f"topic {settings.topic_interactions}", read_items(settings), read.events
-    ), read.skipped
+    uploads = read_uploads(settings)
+    items = [ReplayItem(u.item_id, u.title, u.text, tuple(u.tags)) for u in uploads]
+    return (
+        Dataset(f"topic {settings.topic_interactions}", items, read.events),
+        read.skipped,
+        uploads,
+    )
 
 
 @dataclass(frozen=True)
 class EncodedCatalog:
-    """Items of an ``ItemUpload`` JSON-lines file, encoded as the worker encodes them."""
+    """Items in the ``ItemUpload`` schema, encoded as the worker encodes them."""
 
     items: list[ReplayItem]
     vectors: np.ndarray  # one fused content vector per item
     uploaded_at: dict[str, float]  # item id -> created_at (epoch s), where given
     modalities: dict[str, tuple[str, ...]]
     rejected: dict[str, str]  # item id -> why it could not be encoded
+    cached: bool = False  # read from the cache, not encoded now
+
+    def modality_groups(self) -> dict[str, str]:
+        """Item id -> the modalities it has, e.g. ``"text+image"`` (report groups)."""
+        return {item_id: "+".join(found) for item_id, found in self.modalities.items()}
 
 
-def encoded_items_file(settings: Settings, path: Path) -> EncodedCatalog:
-    """Read ``path`` (one ``ItemUpload`` per line: text, tags, images and audio inline or
-    by ``file://`` under ``media_allowed_dirs``) and encode every item with the worker's
-    encoders, fusion and media policy (``build_item_encoder``)."""
-    from streams.encoding import build_item_encoder, content_of
-
+def read_items_file(path: Path) -> list[ItemUpload]:
+    """One ``ItemUpload`` per line; a later line for the same item wins."""
     uploads: dict[str, ItemUpload] = {}
     with path.open() as handle:
         for number, line in enumerate(handle, start=1):
@@ -196,19 +200,102 @@ def encoded_items_file(settings: Settings, path: Path) -> EncodedCatalog:
                 upload = ItemUpload.model_validate_json(line)
             except ValidationError as error:
                 raise ValueError(f"{path}:{number}: not an ItemUpload: {error}") from None
-            uploads[upload.item_id] = upload  # a later line for the same item wins
+            uploads[upload.item_id] = upload
+    return list(uploads.values())
+
+
+#: The modalities in the order their groups are named ("text+image+audio").
+MODALITIES = ("text", "image", "audio")
+
+#: The settings that decide what an item's encoding is (the cache key includes them).
+ENCODING_SETTINGS = frozenset(
+    {
+        "encoders",
+        "fusion",
+        "fusion_weights",
+        *(n for n in Settings.model_fields if n.startswith("media_")),
+    }
+)
+
+
+def encode_uploads(
+    settings: Settings,
+    uploads: Sequence[ItemUpload],
+    on_encode: Callable[[int], None] = lambda count: None,
+) -> EncodedCatalog:
+    """Encode every upload (text, tags, images and audio inline or by ``file://`` under
+    ``media_allowed_dirs``) with the worker's encoders, fusion and media policy
+    (``build_item_encoder``).
+
+    The result is cached under ``data_dir/cache``, keyed by the encoding settings and
+    every upload (a ``file://`` medium by its size and modification time): a second
+    evaluation of the same items skips loading the encoders and encoding. ``on_encode``
+    is told how many items are about to be encoded when the cache does not have them."""
+    cache = settings.data_dir / "cache" / f"items-{_uploads_digest(settings, uploads)}.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as stored:
+            vectors, ok = stored["vectors"], stored["ok"]
+            found, why = stored["modalities"].tolist(), stored["rejected"].tolist()
+        return _catalog(uploads, vectors, ok, found, why, cached=True)
+    from streams.encoding import build_item_encoder, content_of
+
+    on_encode(len(uploads))
     encoder = build_item_encoder(settings)
-    results = encoder.encode([content_of(u) for u in uploads.values()])
-    items, vectors, uploaded_at, modalities, rejected = [], [], {}, {}, {}
-    for upload, result in zip(uploads.values(), results, strict=True):
-        if not isinstance(result, EncodedItem):
-            rejected[upload.item_id] = str(result)
+    results = encoder.encode([content_of(u) for u in uploads])
+    dim = encoder.fusion.dim
+    vectors = np.zeros((len(uploads), dim), dtype=np.float32)
+    ok = np.zeros(len(uploads), dtype=bool)
+    found, why = [""] * len(uploads), [""] * len(uploads)
+    for n, result in enumerate(results):
+        if isinstance(result, EncodedItem):
+            vectors[n], ok[n] = result.vector, True
+            found[n] = "+".join(sorted(result.modalities, key=MODALITIES.index))
+        else:
+            why[n] = str(result)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".tmp.npz")
+    np.savez(
+        partial,
+        vectors=vectors,
+        ok=ok,
+        modalities=np.array(found, dtype=str),
+        rejected=np.array(why, dtype=str),
+    )
+    partial.replace(cache)  # a run stopped mid-write leaves no half file behind
+    return _catalog(uploads, vectors, ok, found, why, cached=False)
+
+
+def _catalog(
+    uploads: Sequence[ItemUpload],
+    vectors: np.ndarray,
+    ok: np.ndarray,
+    found: list[str],
+    why: list[str],
+    cached: bool,
+) -> EncodedCatalog:
+    items, uploaded_at, modalities, rejected = [], {}, {}, {}
+    for n, upload in enumerate(uploads):
+        if not ok[n]:
+            rejected[upload.item_id] = why[n]
             continue
         items.append(ReplayItem(upload.item_id, upload.title, upload.text, tuple(upload.tags)))
-        vectors.append(result.vector)
-        modalities[upload.item_id] = tuple(result.modalities)
+        modalities[upload.item_id] = tuple(found[n].split("+")) if found[n] else ()
         if upload.created_at is not None:
             uploaded_at[upload.item_id] = upload.created_at.timestamp()
-    dim = encoder.fusion.dim
-    matrix = np.array(vectors, dtype=np.float32) if vectors else np.zeros((0, dim), np.float32)
-    return EncodedCatalog(items, matrix, uploaded_at, modalities, rejected)
+    return EncodedCatalog(
+        items, vectors[ok].astype(np.float32), uploaded_at, modalities, rejected, cached
+    )
+
+
+def _uploads_digest(settings: Settings, uploads: Sequence[ItemUpload]) -> str:
+    digest = hashlib.sha256(settings.model_dump_json(include=set(ENCODING_SETTINGS)).encode())
+    for upload in uploads:
+        digest.update(b"\0" + upload.model_dump_json().encode())
+        for medium in (upload.image, upload.audio):
+            if medium is not None and medium.uri and medium.uri.startswith("file://"):
+                try:
+                    stat = Path(unquote(urlsplit(medium.uri).path)).stat()
+                    digest.update(f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
+                except (OSError, ValueError):
+                    digest.update(b"|missing")
+    return digest.hexdigest()[:20]

@@ -44,6 +44,8 @@ class ConfigResult:
     zero_click: RankingMetrics | None = None
     #: Events whose item was uploaded during the replay (``uploaded_at`` given).
     uploaded_during: RankingMetrics | None = None
+    #: Per item group (``item_groups`` given, e.g. the modalities an item has).
+    by_group: dict[str, RankingMetrics] = field(default_factory=dict)
 
     def coverage(self, catalog_size: int) -> float:
         return len(self.recommended) / catalog_size if catalog_size else float("nan")
@@ -97,6 +99,7 @@ def prequential(
     progress: Callable[[int, int | None], None] | None = None,
     cold_threshold: int = COLD_THRESHOLD,
     uploaded_at: Mapping[str, float] | None = None,
+    item_groups: Mapping[str, str] | None = None,
 ) -> Evaluation:
     """Replay ``events`` test-then-train; returns metrics per configuration.
 
@@ -105,7 +108,8 @@ def prequential(
     so far, flagged ``interrupted``. Items and users are cold while they have had fewer
     than ``cold_threshold`` interactions. With ``uploaded_at`` (item id -> upload time),
     an item is a candidate only from its upload on, and events on items uploaded after
-    the first event are also measured apart.
+    the first event are also measured apart. With ``item_groups`` (item id -> a label,
+    such as the modalities the item has), events are also measured per item group.
     """
     needed = {name for blend in configurations.values() for name in blend.sources}
     unknown = needed - set(sources)
@@ -169,6 +173,7 @@ def prequential(
             cold_item = item_events[item] < cold_threshold
             cold_user = history.events < cold_threshold
             zero_click = item_events[item] == 0
+            group = item_groups.get(event.item) if item_groups is not None else None
             candidates = unseen(n_items, history.seen)
             first_ts = event.ts if first_ts is None else first_ts
             new_item = False
@@ -209,6 +214,8 @@ def prequential(
                     result.zero_click.add(rank)
                 if new_item and result.uploaded_during is not None:
                     result.uploaded_during.add(rank)
+                if group is not None:
+                    result.by_group.setdefault(group, RankingMetrics(k)).add(rank)
             for blend, ordered, context in steps:
                 blend.learn_one(ordered, candidates, context, item, event.ts, k, seed=count)
             weight = signal_weight(event.kind, event.value)

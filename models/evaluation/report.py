@@ -69,6 +69,16 @@ def as_json(evaluation: Evaluation, dataset: str) -> dict[str, Any]:
                     if result.uploaded_during
                     else {}
                 ),
+                **(
+                    {
+                        "by_modalities": {
+                            group: metrics.as_dict()
+                            for group, metrics in sorted(result.by_group.items())
+                        }
+                    }
+                    if result.by_group
+                    else {}
+                ),
             }
             for name, result in evaluation.results.items()
         },
@@ -94,10 +104,30 @@ def write_report(evaluation: Evaluation, dataset: str, directory: str | Path) ->
         f"{format_table(evaluation, markdown=True)}\n\n"
         f"Cold items: fewer than {evaluation.cold_threshold} earlier interactions; cold users: "
         f"fewer than {evaluation.cold_threshold} earlier events; zero-click items: none "
-        f"earlier.\n\n![HitRate over time]({paths['plot'].name})\n"
+        f"earlier.\n\n{_by_modalities(evaluation)}![HitRate over time]({paths['plot'].name})\n"
     )
     _plot(evaluation, dataset, paths["plot"])
     return paths
+
+
+def _by_modalities(evaluation: Evaluation) -> str:
+    """HitRate per item group (the modalities items have), a table, or nothing."""
+    groups = sorted({g for result in evaluation.results.values() for g in result.by_group})
+    if not groups:
+        return ""
+    k = evaluation.k
+    lines = [
+        f"HitRate@{k} by the modalities the clicked item has (events in brackets):\n",
+        "| configuration | " + " | ".join(groups) + " |",
+        "|---|" + "---|" * len(groups),
+    ]
+    for name, result in evaluation.results.items():
+        cells = []
+        for group in groups:
+            metrics = result.by_group.get(group)
+            cells.append(f"{metrics.hit_rate:.4f} ({metrics.events:,})" if metrics else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
 
 
 def _plot(evaluation: Evaluation, dataset: str, path: Path) -> None:

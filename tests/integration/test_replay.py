@@ -1,5 +1,6 @@
 """Replay from the real broker: ranges by offset and by time, time order across partitions,
-and the same evaluation as replaying the same events from a file."""
+the same evaluation as replaying the same events from a file, and the items topic's
+media encoded as the worker encodes them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from click.testing import CliRunner
 
 from models.evaluation.datasets import load_dataset
 from models.evaluation.prequential import prequential
@@ -15,8 +17,11 @@ from models.evaluation.suite import standard_configurations, standard_sources
 from models.sources import Catalog
 from streams.admin import produce
 from streams.broker import LocalBroker
+from streams.cli import main
+from streams.process import settings_env
 from streams.replay import ReplayRange, read_interactions, topic_dataset
 from tests.conftest import isolated_settings
+from tests.media_samples import circles, encoded, inline
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +41,13 @@ def interaction(n: int) -> dict:
 def test_replay_ranges_order_and_congruence_with_a_file(broker: LocalBroker, tmp_path) -> None:
     settings = isolated_settings(broker, tmp_path / "data")
     items = [(f"item-{i}", {"item_id": f"item-{i}", "title": f"Item {i}"}) for i in range(13)]
-    produce(settings, settings.topic_items, items)
+    # A later upload of item-1 adds an image: the replay takes the latest, media included.
+    picture = {
+        "item_id": "item-1",
+        "title": "Item 1",
+        "image": inline(encoded(circles()), "image/png"),
+    }
+    produce(settings, settings.topic_items, [*items, ("item-1", picture)])
     first = [interaction(n) for n in range(40)]
     second = [interaction(n) for n in range(40, 80)]
     produce(settings, settings.topic_interactions, [(e["user_id"], e) for e in first])
@@ -69,3 +80,14 @@ def test_replay_ranges_order_and_congruence_with_a_file(broker: LocalBroker, tmp
         tables.append(result.table())
     assert tables[0] == tables[1]
     assert tables[0][0]["configuration"] == "hybrid"
+
+    # The command: the topic's items encoded with their media, measured per modality.
+    env = {**settings_env(settings.model_copy(update={"encoders": "hashing"}))}
+    result = CliRunner().invoke(
+        main, ["replay", "--only", "content", "--out", str(tmp_path / "out")], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "encoding the 13 items of topic" in result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    groups = report["details"]["content"]["by_modalities"]
+    assert groups["text+image"]["events"] == sum(e["item_id"] == "item-1" for e in first + second)

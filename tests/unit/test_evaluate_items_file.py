@@ -48,27 +48,43 @@ def test_an_items_file_with_media_is_encoded_and_added_at_upload_time(tmp_path: 
             for u, i, s in log
         )
     )
-    result = CliRunner().invoke(
-        main,
-        [
-            "evaluate",
-            str(events),
-            "--items",
-            str(items),
-            "--only",
-            "hybrid,hybrid (learned),content",
-            "--cold-threshold",
-            "2",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        env={"STREAMREC_DATA_DIR": str(tmp_path / "data")},
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    assert "over 3 items" in result.output
+
+    def evaluate() -> str:
+        result = CliRunner().invoke(
+            main,
+            [
+                "evaluate",
+                str(events),
+                "--items",
+                str(items),
+                "--only",
+                "hybrid,hybrid (learned),content",
+                "--cold-threshold",
+                "2",
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            env={"STREAMREC_DATA_DIR": str(tmp_path / "data")},
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    output = evaluate()
+    assert "encoding the 3 items" in output and "over 3 items" in output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["cold_threshold"] == 2
     details = report["details"]["content"]
     assert details["uploaded_during"]["events"] == 2  # the two clicks on c
     assert details["zero_click"]["events"] == 3  # a, b and c, each once
+    by_modalities = {group: m["events"] for group, m in details["by_modalities"].items()}
+    assert by_modalities == {"text": 2, "text+image": 1, "text+audio": 2}
+    assert "| text | text+audio | text+image |" in (tmp_path / "out" / "report.md").read_text()
+
+    again = evaluate()  # the same items: read from the cache, the same report
+    assert "encodings read from the cache" in again and "encoding the" not in again
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["table"] == report["table"]
+
+    edited = items.read_text().replace("Jazz night", "Jazz at night")
+    items.write_text(edited)
+    assert "encoding the 3 items" in evaluate()  # an item changed: encoded again
