@@ -154,6 +154,9 @@ class StreamrecApp:
             self.ingestion.publish_item,
             s.data_dir / "fusion" / "learned.pt",
             s.fusion_refresh_pairs,
+            s.fusion_refresh_interval_s,
+            s.fusion_fit_max_pairs,
+            s.fusion_fit_epochs,
         )
         self.interactions = InteractionHandler(
             s,
@@ -199,7 +202,7 @@ class StreamrecApp:
         app.add_dependency(self.watchdog)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
-            app.timer(s.fusion_refresh_interval_s, name="refresh-fusion")(self.fusion.maybe_refit)
+            app.timer(1.0, name="refresh-fusion")(self.fusion.maybe_refit)
 
     # -- agents ------------------------------------------------------------------------
 

@@ -1,10 +1,17 @@
 """Refits of a learned fusion from the items users engage with one after the other.
 
 The interaction handler reports each co-engaged pair (``engaged``); a timer calls
-``maybe_refit``, which refits once ``fusion_refresh_pairs`` new pairs came in. A copy is
-trained in a thread while the live model keeps fusing new uploads; the copy replaces it
-once saved, and the catalog pass then moves every item, including those uploaded
-meanwhile, to the new version through item-updates, so every replica moves.
+``maybe_refit`` every second, which refits once ``fusion_refresh_pairs`` new pairs came
+in, or once ``fusion_refresh_interval_s`` passed since the last refit with any new pair.
+A refit is bounded so it keeps up with a fast stream: it continues from the current
+weights on the latest ``fusion_fit_max_pairs`` pairs for ``fusion_fit_epochs`` passes
+(measured on the development machine, one thread, text, image and audio embeddings:
+5.5 s for 4,096 pairs and 5 passes, against 120 s for the 20,000 pairs kept and 20
+passes that refits took before, by which time a fast stream had moved on).
+
+A copy is trained in a thread while the live model keeps fusing new uploads; the copy
+replaces it once saved, and the catalog pass then moves every item, including those
+uploaded meanwhile, to the new version through item-updates, so every replica moves.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -40,12 +48,21 @@ class FusionRefitter:
         publish_item: Callable[[StoredItem], Awaitable[None]],
         path: Path,
         refresh_pairs: int,
+        refresh_interval_s: float = 300.0,
+        fit_max_pairs: int = 4096,
+        fit_epochs: int = 5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.encoder = encoder
         self.store = store
         self.publish_item = publish_item
         self.path = path
         self.refresh_pairs = refresh_pairs
+        self.refresh_interval_s = refresh_interval_s
+        self.fit_max_pairs = fit_max_pairs
+        self.fit_epochs = fit_epochs
+        self.clock = clock
+        self.last_fit = clock()
         #: Items users engaged with one after the other: what a learned fusion learns from.
         self.coengaged: deque[tuple[str, str]] = deque(maxlen=MAX_COENGAGED_PAIRS)
         self.pairs_since_fit = 0
@@ -63,16 +80,24 @@ class FusionRefitter:
             self.coengaged.append((previous, item))
             self.pairs_since_fit += 1
 
-    async def maybe_refit(self) -> None:
+    def due(self) -> bool:
+        """Enough new pairs, or any new pair once the interval has passed."""
         if self.pairs_since_fit >= self.refresh_pairs:
+            return True
+        waited = self.clock() - self.last_fit
+        return self.pairs_since_fit > 0 and waited >= self.refresh_interval_s
+
+    async def maybe_refit(self) -> None:
+        if self.due():
             await self.refit()
 
     async def refit(self) -> dict[str, float]:
         """Fit the learned fusion to the co-engaged pairs, save it, re-fuse the catalog."""
         live = self.encoder.fusion
         assert isinstance(live, LearnedFusion)
-        pairs = list(self.coengaged)
+        pairs = list(self.coengaged)[-self.fit_max_pairs :]
         self.pairs_since_fit = 0
+        self.last_fit = self.clock()
         ids = sorted({item for pair in pairs for item in pair})
         stored = self.store.get(ids, with_vectors=True)
         index = {item_id: n for n, item_id in enumerate(i for i in ids if i in stored)}
@@ -81,7 +106,9 @@ class FusionRefitter:
             return {"pairs": 0}
         items = [modality_embeddings(stored[item_id]) for item_id in index]
         candidate = copy.deepcopy(live)
-        report = await asyncio.to_thread(candidate.fit, items, usable)
+        started = time.perf_counter()
+        report = await asyncio.to_thread(candidate.fit, items, usable, self.fit_epochs)
+        report["seconds"] = round(time.perf_counter() - started, 3)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".tmp")
         candidate.save(partial)

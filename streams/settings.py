@@ -191,10 +191,16 @@ class Settings(BaseSettings):
     fusion_weights: dict[Literal["text", "image", "audio"], float] = Field(
         default_factory=lambda: {"text": 1.0, "image": 1.0, "audio": 1.0}
     )
-    #: Learned fusion: retrain after this many new co-engaged item pairs.
+    #: Learned fusion: refit once this many new co-engaged item pairs came in (checked
+    #: every second; streams/fusion_refit.py).
     fusion_refresh_pairs: int = Field(default=500, ge=1)
-    #: Learned fusion: how often the refit condition is checked.
-    fusion_refresh_interval_s: float = Field(default=30.0, gt=0)
+    #: Learned fusion: also refit when this long has passed since the last refit and any
+    #: new pair came in.
+    fusion_refresh_interval_s: float = Field(default=300.0, gt=0)
+    #: Learned fusion: a refit trains on at most this many of the latest pairs...
+    fusion_fit_max_pairs: int = Field(default=4096, ge=1)
+    #: ...for this many passes, continuing from the current weights.
+    fusion_fit_epochs: int = Field(default=5, ge=1)
 
     # Media: what a worker may fetch for an item, and how much.
     #: Largest media file, inline or fetched.

@@ -17,6 +17,7 @@ from encoders.multimodal import MultimodalEncoder
 from encoders.text import MiniLMTextEncoder
 from models.hybrid import CONTENT
 from streams.app import StreamrecApp
+from streams.fusion_refit import FusionRefitter
 from streams.settings import Settings
 
 
@@ -96,5 +97,34 @@ def test_learned_fusion_is_refitted_saved_and_reloaded(tmp_path, text_encoder) -
             stored.vectors[CONTENT],
             atol=1e-5,
         )
+        # A refit trains on the latest fusion_fit_max_pairs pairs only (it keeps up).
+        second.fusion.fit_max_pairs = 8
+        second.fusion.coengaged.extend((ids[n], ids[6 + n]) for n in range(6) for _ in range(5))
+        report = asyncio.run(second.fusion.refit())
+        assert report["pairs"] == 8 and report["seconds"] >= 0
+        assert second.encoder.fusion.version == "learned-v2"
     finally:
         second.stop()
+
+
+def test_a_refit_is_due_on_new_pairs_or_once_the_interval_passed_with_any() -> None:
+    now = [0.0]
+    refitter = FusionRefitter(
+        None,  # type: ignore[arg-type]  # neither is used to decide
+        None,  # type: ignore[arg-type]
+        publish_item=None,  # type: ignore[arg-type]
+        path=None,  # type: ignore[arg-type]
+        refresh_pairs=3,
+        refresh_interval_s=60,
+        clock=lambda: now[0],
+    )
+    refitter.engaged("a", "b")
+    assert not refitter.due()  # one new pair, just after the last fit
+    refitter.engaged("b", "b")  # the same item twice is no pair
+    refitter.engaged("b", "c")
+    refitter.engaged("c", "d")
+    assert refitter.due() and refitter.pairs_since_fit == 3  # enough pairs
+    refitter.pairs_since_fit, now[0] = 0, 61.0
+    assert not refitter.due()  # the interval passed, but nothing new came in
+    refitter.engaged("d", "e")
+    assert refitter.due()  # the interval passed and a pair came in
