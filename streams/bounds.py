@@ -200,6 +200,15 @@ def _non_finite_at(value: Any, path: str) -> str | None:
             if found is not None:
                 return found
         return None
+    if isinstance(value, list | tuple) and value and type(value[0]) is float:
+        # A vector stored as a list (a CF factor, a content profile): checked at once.
+        try:
+            numbers = np.asarray(value)
+        except ValueError:  # ragged: looked at item by item below
+            numbers = np.zeros(0, dtype=object)
+        if numbers.dtype.kind == "f" and numbers.ndim == 1:
+            bad = np.flatnonzero(~np.isfinite(numbers))
+            return f"{path}[{bad[0]}]" if len(bad) else None
     if isinstance(value, list | tuple | set | frozenset):
         for n, item in enumerate(value):
             found = _non_finite_at(item, f"{path}[{n}]")

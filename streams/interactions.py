@@ -174,9 +174,10 @@ class InteractionHandler:
             changes=changes,
             user_steps=self.hybrid.item_dependent_steps(state),
         )
+        stored_state = self.hybrid.dump_state(state)
         try:  # the invariant at every state write: no NaN or infinity is ever stored
             require_finite(changes, "the item changes")
-            require_finite(self.hybrid.dump_state(state), "the user state")
+            require_finite(stored_state, "the user state")
         except NonFiniteState as error:
             raise Rejected("non-finite", str(error)) from None
         self.item_side.apply_local(update)
@@ -188,7 +189,7 @@ class InteractionHandler:
         )
         update_json = update.model_dump_json()
         stored = {
-            "state": self.hybrid.dump_state(state),
+            "state": stored_state,
             **book.after(message.partition, offset, interaction.event_id),
             # Item changes not yet known durable, to re-send if this event is redelivered.
             "pending": {
