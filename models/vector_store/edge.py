@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -65,11 +66,27 @@ class EdgeVectorStore(VectorStore):
     def start(self) -> None:
         """Open the shard, or create it. A shard that cannot be opened (a write-ahead log
         cut by a crash, a damaged segment) raises ``UnreadableStoreError``: the store is
-        derived, so the caller rebuilds it (``reset``) rather than failing to start."""
+        derived, so the caller rebuilds it (``reset``) rather than failing to start.
+
+        Some damage makes the engine abort the process instead of raising (a native abort
+        cannot be caught). An ``.opening`` marker beside the shard is written before it is
+        opened and removed after, so a process that died opening it leaves the marker
+        behind, and the next start reports the shard unreadable without opening it: a
+        worker dies once on such a store, never in a loop
+        (``test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt``)."""
         if self._shard is not None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         exists = (self.path / "edge_config.json").exists()
+        if exists and self._opening.exists():
+            raise UnreadableStoreError(
+                f"the vector store in {self.path} ended the process the last time it was "
+                "opened: it is not opened again"
+            )
+        if exists:
+            with self._opening.open("wb") as marker:
+                marker.flush()
+                os.fsync(marker.fileno())
         try:
             if exists:
                 self._shard = qe.EdgeShard.load(str(self.path), self._config())
@@ -85,6 +102,13 @@ class EdgeVectorStore(VectorStore):
                 f"the vector store in {self.path} cannot be opened "
                 f"({type(error).__name__}: {str(error)[:300]})"
             ) from error
+        finally:
+            if exists:  # the process lived through the opening, whatever its outcome
+                self._opening.unlink(missing_ok=True)
+
+    @property
+    def _opening(self) -> Path:
+        return self.path.with_name(self.path.name + ".opening")
 
     def reset(self) -> None:
         """Move the shard aside (the last one moved aside is kept, for a post-mortem) and
@@ -96,6 +120,7 @@ class EdgeVectorStore(VectorStore):
             aside = self.path.with_name(self.path.name + ".unreadable")
             shutil.rmtree(aside, ignore_errors=True)
             self.path.rename(aside)
+        self._opening.unlink(missing_ok=True)
         self.start()
 
     def stop(self) -> None:

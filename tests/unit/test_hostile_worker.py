@@ -273,6 +273,21 @@ def test_metadata_depth_and_size_limits_name_the_fix() -> None:
 # -- an unreadable derived store is rebuilt ---------------------------------------------
 
 
+#: Opens the store at argv[1] in a child process: some damage aborts the process natively
+#: (CI saw "Fatal Python error: Aborted" inside the engine), which no test survives in
+#: its own process. Exit 0: opened; 3: reported unreadable; a signal: died opening it.
+OPEN_IN_A_CHILD = """
+import sys
+from models.vector_store import EdgeVectorStore, UnreadableStoreError
+store = EdgeVectorStore(sys.argv[1], {"content": 2})
+try:
+    store.start()
+except UnreadableStoreError:
+    sys.exit(3)
+store.stop()
+"""
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt(
@@ -294,15 +309,54 @@ def test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt(
     with victim.open("r+b") as file:
         file.seek(at)
         file.write(noise)
+    child = subprocess.run(
+        [sys.executable, "-c", OPEN_IN_A_CHILD, str(path)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode in (0, 3) or child.returncode < 0, child.stderr.decode()[-2000:]
+    if child.returncode < 0:  # died opening it: the next start does not try again
+        assert path.with_name("items.opening").exists()
     reopened = EdgeVectorStore(path, {"content": 2})
     try:
         reopened.start()
+        assert child.returncode == 0
     except UnreadableStoreError:
         reopened.reset()
         assert reopened.count() == 0 and path.with_name("items.unreadable").is_dir()
+        assert not path.with_name("items.opening").exists()
     reopened.upsert([StoredItem("new", {"content": np.array([0.0, 1.0])}, {})])
     assert "new" in reopened.get(["new"])
     reopened.stop()
+
+
+def test_a_store_whose_opening_ended_the_process_is_not_opened_again(tmp_path: Path) -> None:
+    """The marker left by a process that died opening the store (a SIGKILL stands in for
+    the engine's abort) makes the next start report it unreadable, and a reset clears it."""
+    path = tmp_path / "items"
+    store = EdgeVectorStore(path, {"content": 2})
+    store.start()
+    store.upsert([StoredItem("i", {"content": np.array([1.0, 0.0])}, {})])
+    store.stop()
+    dies_opening = OPEN_IN_A_CHILD.replace(
+        "store.start()",
+        "import os; store._config = lambda: os.kill(os.getpid(), 9); store.start()",
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", dies_opening, str(path)], cwd=Path(__file__).parents[2]
+    )
+    assert child.returncode == -9 and path.with_name("items.opening").exists()
+    again = EdgeVectorStore(path, {"content": 2})
+    with pytest.raises(UnreadableStoreError, match="ended the process"):
+        again.start()
+    again.reset()
+    assert again.count() == 0 and not path.with_name("items.opening").exists()
+    again.stop()
+    healthy = EdgeVectorStore(path, {"content": 2})
+    healthy.start()  # a store opened without dying keeps no marker
+    assert not path.with_name("items.opening").exists()
+    healthy.stop()
 
 
 def test_the_worker_starts_on_a_data_dir_whose_store_cannot_be_opened(
