@@ -290,24 +290,39 @@ def recommend(user: str, as_json: bool, follow: bool) -> None:
             message.model_dump_json(indent=2) if as_json else format_recommendations(message)
         )
 
-    latest = None
-    for key, value in read_topic(settings, settings.topic_recommendations):
-        if key == user:
-            latest = value
-    if latest is not None:
+    if not follow:
+        latest = None
+        for key, value in read_topic(settings, settings.topic_recommendations):
+            if key == user:
+                latest = value
+        if latest is None:
+            raise click.ClickException(
+                f"no recommendations for {user!r} yet: send an interaction for that user first"
+            )
         show(latest)
-    elif not follow:
-        raise click.ClickException(
-            f"no recommendations for {user!r} yet: send an interaction for that user first"
-        )
-    if follow:
+        return
+    # One read: the newest list so far, then each new one (none produced in between lost).
+    newest: list[bytes] = []
+    caught_up = False
+
+    def now_following() -> None:
+        nonlocal caught_up
+        caught_up = True
+        if newest:
+            show(newest[-1])
         click.echo(
             f"following {user!r} on {settings.topic_recommendations} (Ctrl-C stops) ...", err=True
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            for key, value in tail(settings, settings.topic_recommendations, last=0, follow=True):
-                if key == user:
-                    show(value)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        topic = settings.topic_recommendations
+        for key, value in tail(settings, topic, follow=True, on_caught_up=now_following):
+            if key != user:
+                continue
+            if caught_up:
+                show(value)
+            else:
+                newest[:] = [value]
 
 
 # -- operations --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,9 +94,12 @@ def tail(
     last: int | None = None,
     follow: bool = False,
     idle_timeout_s: float = 2.0,
+    on_caught_up: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[str | None, bytes]]:
     """(key, value) of a topic's records: the ``last`` N per partition (all if None),
-    then, with ``follow``, each new one as it arrives (until interrupted)."""
+    then, with ``follow``, each new one as it arrives (until interrupted). One consumer
+    reads both, so no record produced in between is missed; ``on_caught_up`` is called
+    once, when the records that were there at the start have been yielded."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.effective_bootstrap_servers,
         enable_auto_commit=False,
@@ -115,6 +118,8 @@ def tail(
             first = starts[tp] if last is None else max(starts[tp], ends[tp] - last)
             consumer.seek(tp, first)
         pending = {tp for tp in partitions if consumer.position(tp) < ends[tp]}
+        if not pending:
+            on_caught_up()
         quiet_since = time.monotonic()
         while follow or pending:
             batch = consumer.poll(timeout_ms=200)
@@ -126,8 +131,10 @@ def tail(
                 for record in records:
                     key = record.key.decode(errors="replace") if record.key is not None else None
                     yield key, record.value
-                if consumer.position(tp) >= ends[tp]:
+                if tp in pending and consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
+                    if not pending:
+                        on_caught_up()
     finally:
         consumer.close()
 

@@ -1,17 +1,21 @@
 """The operator's commands against a real broker: status, dead-letters, produce from
-standard input, and one-line errors when no broker answers."""
+standard input, recommend --follow, and one-line errors when no broker answers."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
 
-from streams.admin import produce
+from streams.admin import create_topics, produce
 from streams.cli import main
-from streams.events import DeadLetter
+from streams.events import DeadLetter, Recommendations, RecommendedItem
 from streams.process import settings_env
 from tests.conftest import free_port, isolated_settings
 
@@ -80,3 +84,49 @@ def test_no_broker_is_one_line_naming_the_setting(command, tmp_path) -> None:
     assert result.output.count("\n") == 1, result.output  # one line, no traceback
     assert "no broker answers at bootstrap_servers" in result.output
     assert "bootstrap-servers" in result.output
+
+
+def test_recommend_follow_shows_the_newest_list_then_each_new_one(broker, tmp_path) -> None:
+    """The user's newest list, then each new one, another user's never. One consumer
+    reads both (``inspection.tail``'s ``on_caught_up``): the command used to read the topic,
+    then tail it from its end with a second consumer, and a list produced in between was
+    never shown (a race this test does not force)."""
+    settings = isolated_settings(broker, tmp_path / "data")
+
+    def a_list(user: str, trigger: str, events: int) -> tuple[str, bytes]:
+        item = RecommendedItem(item_id="jazz-1", score=1.0, title="Jazz", reasons=[])
+        message = Recommendations(
+            user_id=user,
+            items=[item],
+            trigger_event_id=trigger,
+            based_on_events=events,
+            generated_at=datetime.now(UTC),
+            model_version="t",
+        )
+        return user, message.to_bytes()
+
+    topic = settings.topic_recommendations
+    create_topics(settings)
+    produce(settings, topic, [a_list("ann", "e-1", 1), a_list("bob", "b-1", 1)])
+    produce(settings, topic, [a_list("ann", "e-2", 2)])
+    command = [sys.executable, "-m", "streams", "recommend", "ann", "--follow", "--json"]
+    follower = subprocess.Popen(
+        command, env=settings_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    shown: list[str] = []
+    reader = threading.Thread(
+        target=lambda: shown.extend(line.decode() for line in follower.stdout), daemon=True
+    )
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while '"e-2"' not in "".join(shown) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        produce(settings, topic, [a_list("bob", "b-2", 2), a_list("ann", "e-3", 3)])
+        while '"e-3"' not in "".join(shown) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+    triggers = [line.split('"')[3] for line in "".join(shown).splitlines() if "trigger" in line]
+    assert triggers == ["e-2", "e-3"]  # the newest, then the new one; bob's never
