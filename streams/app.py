@@ -175,6 +175,7 @@ class StreamrecApp:
             s.new_item_push_users,
             s.top_k,
             s.model_version,
+            s.new_item_push_budget_s,
         )
         app.timer(s.new_item_push_interval_s, name="push-new-items")(self._push_new_items)
         self.read_time_lists = ReadTimeLists(

@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     new_item_push_users: int = Field(default=20, ge=0)
     #: How often the worker looks for newly stored items to push.
     new_item_push_interval_s: float = Field(default=1.0, gt=0)
+    #: At most this long of each look goes to pushes (the newest items first); items a
+    #: bulk upload stores beyond it are not pushed.
+    new_item_push_budget_s: float = Field(default=0.1, ge=0)
     #: A list read over HTTP older than this, or ranked before an item was stored since,
     #: is ranked again at read time (0: always; streams/fresh_lists.py).
     http_list_max_age_s: float = Field(default=60.0, ge=0)
