@@ -77,7 +77,7 @@ class CandidateStage:
                 )
                 found.update(catalog.index(h.item_id) for h in hits if h.item_id in catalog)
             else:
-                found.update(self._best_in_memory(source, user, history, n_items, now))
+                found.update(source.best_items(user, history, self.per_source, n_items, now))
         found.difference_update(history.seen)
         # Nothing vouches for enough items (a new deployment): fill from the catalog, in
         # its order, as dense ranking does.
@@ -87,15 +87,3 @@ class CandidateStage:
                 break
             found.add(item)
         return np.array(sorted(found), dtype=np.int64)
-
-    def _best_in_memory(
-        self, source: Source, user: str, history: UserHistory, n_items: int, now: float
-    ) -> list[int]:
-        scores = np.asarray(source.score(user, history, n_items, now), dtype=np.float64)
-        scores[[i for i in history.seen if i < n_items]] = -np.inf
-        limit = min(self.per_source, n_items)
-        if limit <= 0:
-            return []
-        best = np.argpartition(-scores, limit - 1)[:limit]
-        # Items a source gives nothing to (no co-engagement, never engaged) are not its picks.
-        return [int(i) for i in best if scores[i] > 0]

@@ -300,12 +300,12 @@ class StreamrecApp:
             return False, "the consumer has not started"
         if app.rebalancing:
             return False, "the group is rebalancing"
+        if not assigned:
+            return False, "no partitions assigned to this worker"
         if not app.tables.recovery.completed.is_set():
             return False, "tables are being recovered"
         if not self.replica.caught_up.is_set():
             return False, "the item-side replica is reading item-updates"
-        if not assigned:
-            return False, "no partitions assigned to this worker"
         return True, f"{len(assigned)} partitions assigned"
 
     def list_for(self, user_id: str) -> dict[str, Any] | None:

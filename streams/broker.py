@@ -362,7 +362,11 @@ class KafkaBroker:
         )
         if formatted.returncode != 0:
             # The tool echoes its arguments on errors: keep passwords out of the message.
-            raise RuntimeError(f"kafka storage format failed ({formatted.returncode})")
+            said = (formatted.stderr or formatted.stdout).strip().splitlines()
+            reason = said[-1] if said else "no output"
+            for password in self.sasl_ssl.users.values() if self.sasl_ssl else []:
+                reason = reason.replace(password, "***")
+            raise RuntimeError(f"kafka storage format failed ({formatted.returncode}): {reason}")
         return config
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -484,10 +488,15 @@ log4j.logger.state.change.logger=WARN
 
 
 def _kafka_cluster_id() -> str:
-    """A cluster id as Kafka's ``random-uuid`` makes it: 16 random bytes, base64url."""
+    """A cluster id as Kafka's ``random-uuid`` makes it: 16 random bytes, base64url, never
+    starting with "-" (Kafka's ``Uuid.randomUuid`` rejects those too: the storage tool would
+    read such an id as an option and refuse to format, one start in 64)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _alive(pid: int) -> bool:

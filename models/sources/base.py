@@ -214,6 +214,19 @@ class Source(ABC):
         n_items = int(items.max()) + 1 if len(items) else 0
         return np.asarray(self.score(user, history, n_items, now))[items]
 
+    def best_items(
+        self, user: str, history: UserHistory, limit: int, n_items: int, now: float
+    ) -> list[int]:
+        """The ``limit`` best of items 0..n_items-1 that the user has not seen and this
+        source scores above 0 (items it gives nothing to are not its picks): what the
+        candidate stage takes from a source without a ``retrieval_vector``."""
+        scores = np.asarray(self.score(user, history, n_items, now), dtype=np.float64)
+        picks = np.flatnonzero(scores > 0)
+        picks = picks[~np.isin(picks, np.fromiter(history.seen, dtype=np.int64))]
+        if len(picks) > limit > 0:
+            picks = picks[np.argpartition(-scores[picks], limit - 1)[:limit]]
+        return picks.tolist() if limit > 0 else []
+
     def retrieval_query(self, user: str, history: UserHistory, now: float) -> np.ndarray | None:
         """The query for ``retrieval_vector`` whose nearest items this source scores
         highest; None when the source has nothing to say about the user yet."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
 import numpy as np
 
 from models.sources.base import ItemDelta, Source, UserHistory, grown
+
+#: ``exp`` of anything smaller is 0.0 in float64: a score of 0, not a pick.
+_LOG_SMALLEST = math.log(np.finfo(np.float64).smallest_subnormal)
 
 
 class Popularity(Source):
@@ -61,9 +65,15 @@ class DecayedPopularity(Source):
 
     name = "trending"
 
-    def __init__(self, half_life_s: float = 7 * 86_400.0) -> None:
+    def __init__(self, half_life_s: float = 7 * 86_400.0, leaders: int = 1024) -> None:
         self.rate = math.log(2) / half_life_s
         self.log_mass = np.full(0, -np.inf)
+        #: How many of the most trending items ``best_items`` keeps ranked.
+        self.leaders = leaders
+        # The ``leaders`` items of largest mass, best first (ties: lower index first), kept
+        # exact as masses grow, so picking a user's trending candidates reads about
+        # ``limit`` items instead of sorting the catalog (None: rank afresh when asked).
+        self._leaders: list[int] | None = None
 
     #: Scores are ``exp(log_mass - rate * now)``: an event time more than about
     #: ``EXP_HEADROOM / rate`` before the newest mass overflows a float64 (13.8 years at
@@ -90,6 +100,48 @@ class DecayedPopularity(Source):
                 [self.log_mass, np.full(size - len(self.log_mass), -np.inf)]
             )
         self.log_mass[item] = np.logaddexp(self.log_mass[item], self.rate * change["at"])
+        leaders = self._leaders
+        if leaders is None:
+            return
+        # A mass only grows: the item can only move up, or in past the last leader.
+        if item in leaders:
+            leaders.remove(item)
+        elif len(leaders) >= self.leaders:
+            if self._key(item) >= self._key(leaders[-1]):
+                return
+            leaders.pop()
+        bisect.insort(leaders, item, key=self._key)
+
+    def _key(self, item: int) -> tuple[float, int]:
+        return (-float(self.log_mass[item]), item)
+
+    def _ranked_leaders(self) -> list[int]:
+        if self._leaders is None:
+            finite = np.flatnonzero(np.isfinite(self.log_mass))
+            order = np.lexsort((finite, -self.log_mass[finite]))[: self.leaders]
+            self._leaders = finite[order].tolist()
+        return self._leaders
+
+    def best_items(
+        self, user: str, history: UserHistory, limit: int, n_items: int, now: float
+    ) -> list[int]:
+        """The leaders the user has not seen; the whole catalog only when a user has seen
+        nearly all of them.
+
+        >>> source, h = DecayedPopularity(leaders=2), UserHistory()
+        >>> for item, ts in [(0, 0.0), (1, 1.0), (2, 2.0), (2, 3.0)]:
+        ...     source.learn_one("u", item, 1.0, ts, h)
+        >>> h.add(2, 1.0)
+        >>> source.best_items("u", h, 1, 3, now=3.0)   # the leaders are 2 and 1; 2 is seen
+        [1]
+        >>> sorted(source.best_items("u", h, 2, 3, now=3.0))   # past the leaders: all items
+        [0, 1]
+        """
+        leaders = self._ranked_leaders()
+        picks = [i for i in leaders if i < n_items and i not in history.seen][:limit]
+        if len(picks) < limit and len(leaders) >= self.leaders:
+            return super().best_items(user, history, limit, n_items, now)
+        return [i for i in picks if self.log_mass[i] - self.rate * now > _LOG_SMALLEST]
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         masses = np.full(n_items, -np.inf)
@@ -110,6 +162,7 @@ class DecayedPopularity(Source):
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.log_mass = np.asarray(arrays["log_mass"], dtype=np.float64).copy()
+        self._leaders = None
 
 
 class RandomScores(Source):

@@ -101,7 +101,8 @@ def test_a_worker_without_partitions_takes_over_long_after_joining(
     reader = TopicReader(settings, settings.topic_recommendations)
     try:
         second.start()
-        second.wait_until(lambda s: s["catalog"] >= 30, 180, "catalog replicated")
+        # Watched from the moment it starts: without paused_poll the idle worker says so for
+        # at most one interval before it leaves the group.
         idle_reason = "no partitions assigned to this worker"
         second.wait_until(
             lambda s: (
@@ -119,6 +120,7 @@ def test_a_worker_without_partitions_takes_over_long_after_joining(
                 time.sleep(INTERVAL_S)
             return
         assert readiness(idle)[1] == idle_reason
+        idle.wait_until(lambda s: s["catalog"] >= 30, 180, "catalog replicated")
         busy.stop()
         produce(settings, settings.topic_interactions, [("eve", click("idle-1", "eve", "jazz-1"))])
         got = reader.wait_for(lambda m: recommendations_for(m, "idle-1") is not None, 90)

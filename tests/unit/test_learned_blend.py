@@ -201,7 +201,9 @@ def test_at_scale_it_learns_and_ranks_on_the_retrieved_candidates(tmp_path) -> N
         staged.use_store(store, dense_max_items=0, per_source=100)
         engine, _, _ = planted_engine(hybrid=staged)
         assert staged.learned is not None and dense.hybrid.learned is not None
-        np.testing.assert_allclose(staged.learned.weights, dense.hybrid.learned.weights)
+        # Dense ranking keeps content scores updated in float32 steps; candidates are
+        # scored in float64 at once (models/sources/content.py).
+        np.testing.assert_allclose(staged.learned.weights, dense.hybrid.learned.weights, rtol=1e-5)
         for user in ("u0-0", "u1-3", "u2-7"):
             got = engine.recommend(user, k=5, now=TS + 1_000)
             expected = dense.recommend(user, k=5, now=TS + 1_000)
