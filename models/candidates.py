@@ -73,7 +73,11 @@ class CandidateStage:
                 if query is None:
                     continue
                 hits = self.store.nearest(
-                    query, using=source.retrieval_vector, limit=self.per_source, exclude=seen_ids
+                    query,
+                    using=source.retrieval_vector,
+                    limit=self.per_source,
+                    exclude=seen_ids,
+                    with_payload=False,
                 )
                 found.update(catalog.index(h.item_id) for h in hits if h.item_id in catalog)
             else:

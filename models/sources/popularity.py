@@ -83,10 +83,10 @@ class DecayedPopularity(Source):
     def earliest_usable_ts(self) -> float | None:
         """The earliest time whose scores stay finite given the masses so far (None while
         nothing is trending)."""
-        finite = self.log_mass[np.isfinite(self.log_mass)]
-        if finite.size == 0 or self.rate <= 0:
+        leaders = self._ranked_leaders()  # the first has the largest finite mass
+        if not leaders or self.rate <= 0:
             return None
-        return float((finite.max() - self.EXP_HEADROOM) / self.rate)
+        return float((self.log_mass[leaders[0]] - self.EXP_HEADROOM) / self.rate)
 
     def user_step(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory

@@ -161,12 +161,13 @@ class EdgeVectorStore(VectorStore):
         limit: int,
         exclude: Collection[str] = (),
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(vector.astype(np.float32).tolist(), using=using),
             filter=_excluding(exclude),
-            with_payload=True,
+            with_payload=True if with_payload else qe.PayloadSelector.Include(["item_id"]),
             with_vector=with_vectors,
         )
         return [hit_of(point, point.score) for point in self.shard.query(request)]

@@ -124,6 +124,7 @@ class QdrantServerStore(VectorStore):
         limit: int,
         exclude: Collection[str] = (),
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         response = self.client.query_points(
             self.collection,
@@ -131,7 +132,7 @@ class QdrantServerStore(VectorStore):
             using=using,
             limit=limit,
             query_filter=_excluding(exclude),
-            with_payload=True,
+            with_payload=True if with_payload else ["item_id"],
             with_vectors=with_vectors,
         )
         return [hit_of(point, point.score) for point in response.points]
