@@ -35,6 +35,7 @@ from streams.encoding import build_item_encoder, content_of
 from streams.events import ItemUpload
 from streams.process import WorkerProcess
 from streams.settings import Settings
+from tests.bench import stop_children_on_sigterm
 from tests.bench.bench_latency import memory_mb, synthetic_catalog
 from tests.conftest import free_port
 from tests.media_samples import audio_file, encoded, inline
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--modalities", default="text,image,audio")
     args = parser.parse_args()
+    stop_children_on_sigterm()
 
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-ingest-"))
     broker = LocalBroker(free_port(), workdir / "broker")

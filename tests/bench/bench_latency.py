@@ -37,6 +37,7 @@ from streams.broker import Broker, make_broker
 from streams.load import drive, percentile
 from streams.process import WorkerProcess, settings_env
 from streams.settings import Settings
+from tests.bench import stop_children_on_sigterm
 from tests.conftest import free_port
 
 ADJECTIVES = [
@@ -225,16 +226,18 @@ def main() -> None:
         help="events driven as fast as possible, at the worker and at the Faust echo",
     )
     args = parser.parse_args()
+    stop_children_on_sigterm()
 
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     catalog = synthetic_catalog(args.items)
     events = interactions(int(args.rate * args.seconds), args.items, args.users)
     broker = make_broker(args.broker, free_port(), workdir)
     broker.start()
-    settings, worker, ingest_s = worker_with_catalog(broker, workdir, catalog, args.encoders)
+    worker: WorkerProcess | None = None
     n_rate = len(events)
     full_worker = interactions_from(n_rate, args.full_speed_events, args.items, args.users, 2)
     try:
+        settings, worker, ingest_s = worker_with_catalog(broker, workdir, catalog, args.encoders)
         load = drive(settings, events, args.rate)
         full_speed = drive(settings, full_worker, None)
         worker_peak_mb = memory_mb(worker.pid) if worker.pid else float("nan")
@@ -245,7 +248,8 @@ def main() -> None:
         )
         floor = faust_echo_floor(settings, workdir, args.rate, echo_rate, echo_full)
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
         broker.stop()
 
     reference = reference_core(catalog, events, settings.top_k, args.encoders)

@@ -42,6 +42,7 @@ from streams.events import ItemChanges
 from streams.process import WorkerProcess
 from streams.replica import snapshot_path
 from streams.settings import Settings
+from tests.bench import stop_children_on_sigterm
 from tests.bench.bench_latency import memory_mb, synthetic_catalog, worker_with_catalog
 from tests.conftest import free_port
 from tests.integration.helpers import ready
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--distinct", type=int, default=5000, help="events learned, then re-sent")
     args = parser.parse_args()
+    stop_children_on_sigterm()
 
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-restart-"))
     broker = LocalBroker(free_port(), workdir / "broker")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from streams.broker import LocalBroker
 from streams.load import drive
+from tests.bench import stop_children_on_sigterm
 from tests.bench.bench_latency import (
     interactions,
     memory_mb,
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--round-seconds", type=float, default=30.0)
     args = parser.parse_args()
+    stop_children_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-soak-"))
     broker = LocalBroker(free_port(), workdir / "broker")
     broker.start()
