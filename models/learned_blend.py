@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from models.sources.base import grown
+from models.topk import kth_largest
 
 #: Bucket edges: a value v falls in bucket ``searchsorted(edges, v, side="right")``.
 USER_EVENTS_EDGES = np.array([1, 3, 10, 30, 100])  # 0 | 1-2 | 3-9 | 10-29 | 30-99 | 100+
@@ -221,7 +222,7 @@ class LearnedBlend:
         k = min(k, int(np.isfinite(total).sum()))
         if k <= 0:
             return np.zeros(0, dtype=int)
-        kth = np.partition(total, len(total) - k)[len(total) - k]
+        kth = kth_largest(total[np.newaxis], k)[0]  # np.partition stalls on ties (topk.py)
         above = np.flatnonzero(total > kth)
         ties = np.flatnonzero(total == kth)[: k - len(above)]
         top = np.concatenate([above, ties])

@@ -4,9 +4,12 @@ A shallow linear autoencoder with a closed form: with ``X`` the users x items ma
 engagements and ``P = (X^T X + lambda I)^-1``, the item weights are ``B = -P / diag(P)``
 with a zero diagonal, and a user's scores are ``x_u B``. It captures global
 co-occurrence structure (every user's whole history), where ``item-item`` follows the
-recent sequence. The fit inverts an items x items Gram matrix: ``8 * items**2`` bytes
-and ``items**3`` operations, fine at a few thousand items; above ``max_items`` the
-source is disabled (it scores 0) and says so once in the log.
+recent sequence. The fit inverts an items x items Gram matrix over the items engaged so
+far (an item nobody engaged with has a zero column in ``X``: its block of ``P`` is
+``I / lambda``, so its weights are 0 either way, and a catalog loaded up front costs
+nothing until it is engaged): ``8 * items**2`` bytes and ``items**3`` operations, fine
+at a few thousand items; above ``max_items`` engaged items the source is disabled (it
+scores 0) and says so once in the log.
 
 Here it is an evaluation baseline: it learns every event into ``X`` and refits every
 ``refit_every`` events, between which its scores are those of the last fit (what a
@@ -46,6 +49,8 @@ class EASE(Source):
         self.max_items = max_items
         self.pairs: set[tuple[str, int]] = set()
         self.weights = np.zeros((0, 0))
+        #: The catalog index of each row and column of ``weights`` (the engaged items).
+        self.fitted_items = np.zeros(0, dtype=np.int64)
         self.events = 0
         self.disabled = False
 
@@ -58,7 +63,8 @@ class EASE(Source):
             self.refit()
 
     def refit(self) -> None:
-        n_items = max((item for _, item in self.pairs), default=-1) + 1
+        engaged = np.unique(np.fromiter((i for _, i in self.pairs), dtype=np.int64))
+        n_items = len(engaged)
         if n_items > self.max_items:
             if not self.disabled:
                 log.warning(
@@ -68,11 +74,11 @@ class EASE(Source):
                     self.max_items,
                 )
             self.disabled = True
-            self.weights = np.zeros((0, 0))
+            self.weights, self.fitted_items = np.zeros((0, 0)), engaged[:0]
             return
         users = {user: n for n, user in enumerate(sorted({u for u, _ in self.pairs}))}
         rows = np.array([users[u] for u, _ in self.pairs])
-        columns = np.array([i for _, i in self.pairs])
+        columns = np.searchsorted(engaged, np.array([i for _, i in self.pairs]))
         matrix = np.zeros((len(users), n_items))
         matrix[rows, columns] = 1.0
         gram = matrix.T @ matrix
@@ -80,13 +86,17 @@ class EASE(Source):
         inverse = np.linalg.inv(gram)
         weights = -inverse / np.diag(inverse)
         weights[np.diag_indices(n_items)] = 0.0
-        self.weights = weights
+        self.weights, self.fitted_items = weights, engaged
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         scores = np.zeros(n_items)
-        fitted = self.weights.shape[0]
-        items = [i for i in history.seen if i < fitted]
-        if items:
-            known = min(fitted, n_items)
-            scores[:known] = self.weights[items, :known].sum(axis=0)
+        fitted = self.fitted_items
+        seen = np.fromiter(history.seen, dtype=np.int64)
+        if not len(fitted) or not len(seen):
+            return scores
+        rows = np.searchsorted(fitted, seen)
+        rows = rows[(rows < len(fitted)) & (fitted[np.minimum(rows, len(fitted) - 1)] == seen)]
+        if len(rows):
+            columns = fitted < n_items
+            scores[fitted[columns]] = self.weights[rows][:, columns].sum(axis=0)
         return scores
