@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -41,9 +43,12 @@ class EdgeVectorStore(VectorStore):
         path: str | Path,
         vector_sizes: Mapping[str, int],
         distances: Mapping[str, Distance] | None = None,
+        open_timeout_s: float = 120.0,
     ) -> None:
         super().__init__(vector_sizes, distances)
         self.path = Path(path)
+        #: How long a trial opening of an existing shard may take (``start``).
+        self.open_timeout_s = open_timeout_s
         self._shard: qe.EdgeShard | None = None
 
     def _config(self) -> qe.EdgeConfig | None:
@@ -84,6 +89,7 @@ class EdgeVectorStore(VectorStore):
                 "opened: it is not opened again"
             )
         if exists:
+            self._open_in_a_child()
             with self._opening.open("wb") as marker:
                 marker.flush()
                 os.fsync(marker.fileno())
@@ -105,6 +111,34 @@ class EdgeVectorStore(VectorStore):
         finally:
             if exists:  # the process lived through the opening, whatever its outcome
                 self._opening.unlink(missing_ok=True)
+
+    def _open_in_a_child(self) -> None:
+        """Open the shard once in a child process, with a time and a memory bound, before
+        this process opens it: a damaged id tracker made the engine run for minutes and
+        take 13 GB opening one (a worker would hang at every start), and other damage
+        aborts natively. Either way the shard is reported unreadable, not opened here."""
+        limit = 2 * 2**30 + 4 * sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        try:
+            child = subprocess.run(
+                [sys.executable, "-c", _OPEN_AND_CLOSE, str(self.path), str(limit)],
+                capture_output=True,
+                timeout=self.open_timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            raise UnreadableStoreError(
+                f"the vector store in {self.path} did not open within "
+                f"{self.open_timeout_s:.0f}s in a trial opening"
+            ) from None
+        if child.returncode != 0:
+            said = [
+                line
+                for line in child.stderr.decode(errors="replace").strip().splitlines()
+                if not line.startswith("note:")  # Rust's advice on backtraces
+            ]
+            raise UnreadableStoreError(
+                f"the vector store in {self.path} cannot be opened (a trial opening ended "
+                f"with {child.returncode}: {said[-1][:300] if said else 'no message'})"
+            )
 
     @property
     def _opening(self) -> Path:
@@ -201,6 +235,17 @@ class EdgeVectorStore(VectorStore):
 
     def count(self) -> int:
         return self.shard.info().points_count
+
+
+#: The trial opening of ``_open_in_a_child``: the engine alone, not this package, under
+#: an address-space limit it sets itself (``preexec_fn`` is unsafe in a threaded worker).
+_OPEN_AND_CLOSE = """
+import resource, sys
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import qdrant_edge
+qdrant_edge.EdgeShard.load(sys.argv[1], None).close()
+"""
 
 
 def _excluding(item_ids: Collection[str]) -> qe.Filter | None:
