@@ -288,19 +288,24 @@ store.stop()
 """
 
 
+def unflushed_store(path: Path) -> None:
+    """A store of 20 items at ``path``, closed without a flush: as after a kill."""
+    store = EdgeVectorStore(path, {"content": 2})
+    store.start()
+    store.upsert(
+        [StoredItem(f"i{n}", {"content": np.array([1.0, n])}, {"n": n}) for n in range(20)]
+    )
+    store._shard.close()  # type: ignore[union-attr]
+    store._shard = None
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
 ) -> None:
     path = tmp_path_factory.mktemp("store") / "items"
-    store = EdgeVectorStore(path, {"content": 2})
-    store.start()
-    store.upsert(
-        [StoredItem(f"i{n}", {"content": np.array([1.0, n])}, {"n": n}) for n in range(20)]
-    )
-    store._shard.close()  # type: ignore[union-attr]  # no flush: as after a kill
-    store._shard = None
+    unflushed_store(path)
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.stat().st_size)
     victim = data.draw(st.sampled_from(files))
     size = victim.stat().st_size
@@ -338,13 +343,7 @@ def test_a_store_whose_opening_would_exhaust_memory_is_reported_unreadable(
     engine take 13 GB and more than 120 s opening the store (a worker would hang at every
     start). The trial opening, bounded in memory and time, reports it unreadable."""
     path = tmp_path / "items"
-    store = EdgeVectorStore(path, {"content": 2})
-    store.start()
-    store.upsert(
-        [StoredItem(f"i{n}", {"content": np.array([1.0, n])}, {"n": n}) for n in range(20)]
-    )
-    store._shard.close()  # type: ignore[union-attr]  # no flush: as after a kill
-    store._shard = None
+    unflushed_store(path)
     (victim,) = path.rglob("mutable_id_tracker.mappings")
     with victim.open("r+b") as file:
         file.seek(55)
