@@ -180,17 +180,26 @@ class LearnedBlend:
 
     def effective(self, context: BlendContext, positions: np.ndarray | None = None) -> np.ndarray:
         """Each source's weight on each item (sources x items), clipped at 0."""
-        w = self.weights
         count, age = context.count, context.age
         if positions is not None:
             count, age = count[positions], age[positions]
+        # An item's weights depend only on its (count, age) buckets: 36 pairs, computed
+        # once and looked up, instead of summed and clipped per item of the catalog.
+        return self._by_buckets(context)[:, count * _BLOCKS["age"] + age]
+
+    def _by_buckets(self, context: BlendContext) -> np.ndarray:
+        """Per source, the effective weight of each (count, age) bucket pair, flattened."""
+        w = self.weights
         fixed = (
             w[:, _OFFSETS["base"]]
             + w[:, _OFFSETS["user"] + context.user]
             + w[:, _OFFSETS["catalog"] + context.catalog]
         )
-        per_item = w[:, _OFFSETS["count"] + count] + w[:, _OFFSETS["age"] + age]
-        return np.maximum(fixed[:, None] + per_item, 0.0) * self.trust()[:, None]
+        count = w[:, _OFFSETS["count"] : _OFFSETS["count"] + _BLOCKS["count"]]
+        age = w[:, _OFFSETS["age"] : _OFFSETS["age"] + _BLOCKS["age"]]
+        per_pair = count[:, :, None] + age[:, None, :]
+        table = np.maximum(fixed[:, None, None] + per_pair, 0.0) * self.trust()[:, None, None]
+        return table.reshape(len(self.sources), -1)
 
     def trust(self) -> np.ndarray:
         """Per source, the share of its weight the evidence behind it earns: sources that
@@ -239,24 +248,28 @@ class LearnedBlend:
         k: int,
         seed: int = 0,
         keys: np.ndarray | None = None,
+        total: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """The user side of one click: the weight change it asks for (reads the weights).
 
         Empty when the clicked item was not a candidate (seen before). ``seed`` (per
         event) and ``keys`` (per item, from its id; default: its index) draw the sampled
         negatives, so the same event draws the same items in every process, whatever
-        order its catalog was built in.
+        order its catalog was built in. ``total``: what ``totals`` gives for these
+        arguments, when the caller has just ranked with them (a replay).
         """
         if not candidates[clicked]:
             return {}
-        total = self.totals(rows, candidates, context)
-        served = self.top(total, k)
-        where = np.flatnonzero(served == clicked)
+        if total is None:
+            total = self.totals(rows, candidates, context)
         # Hard negatives: what the served list put above the click. And negatives drawn
         # uniformly from the candidates: with only pairs the blend misorders, every
         # weight would shrink towards 0 and below (that alone lowers their loss).
-        above = served[: where[0]] if len(where) else served
-        above = above[: self.hard]
+        above = np.zeros(0, dtype=int)
+        if self.hard > 0:
+            served = self.top(total, k)
+            where = np.flatnonzero(served == clicked)
+            above = (served[: where[0]] if len(where) else served)[: self.hard]
         sampled = self._draw(candidates, clicked, seed, keys)
         negatives = np.concatenate([above, sampled]).astype(int)
         if len(negatives) == 0:
@@ -340,9 +353,10 @@ class LearnedBlend:
         k: int,
         seed: int = 0,
         keys: np.ndarray | None = None,
+        total: np.ndarray | None = None,
     ) -> None:
         """``step`` and ``apply`` in one (replay), then count the engagement."""
-        self.apply(self.step(rows, candidates, context, clicked, k, seed, keys))
+        self.apply(self.step(rows, candidates, context, clicked, k, seed, keys, total))
         self.apply_item(clicked, self.engaged(ts))
 
     def weights_by_source(self) -> dict[str, dict[str, list[float]]]:

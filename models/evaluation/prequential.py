@@ -201,7 +201,7 @@ def prequential(
                 recommended[row, top] = True
                 hit = np.flatnonzero(top == item)
                 ranks.append(int(hit[0]) if len(hit) else None)
-                steps.append((blend, ordered, context))
+                steps.append((blend, ordered, context, total))
             for name, rank in zip(order, ranks, strict=True):
                 result = results[name]
                 result.overall.add(rank)
@@ -216,8 +216,8 @@ def prequential(
                     result.uploaded_during.add(rank)
                 if group is not None:
                     result.by_group.setdefault(group, RankingMetrics(k)).add(rank)
-            for blend, ordered, context in steps:
-                blend.learn_one(ordered, candidates, context, item, event.ts, k, seed=count)
+            for blend, ordered, context, total in steps:
+                blend.learn_one(ordered, candidates, context, item, event.ts, k, count, total=total)
             weight = signal_weight(event.kind, event.value)
             for source in sources.values():
                 source.learn_one(event.user, item, weight, event.ts, history)
