@@ -1,13 +1,20 @@
 """Planted structure for the recommender's tests and evaluation: users with known tastes,
-items whose content vectors point along their taste (``planted_engine``), and a planted
-multimodal stream with new items arriving while users click (``planted_multimodal``)."""
+items whose content vectors point along their taste (``planted_engine``), a planted
+multimodal stream with new items arriving while users click (``planted_multimodal``),
+and the same stream as real media for the worker's own encoders (``write_planted_media``).
+"""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
+import soundfile
+from PIL import Image, ImageDraw
 
 from models.blend import Blend
 from models.engine import InProcessRecommender
@@ -190,9 +197,139 @@ def evaluate_planted(seed: int = 0) -> Evaluation:
     return prequential(data.events, catalog, sources, configurations, uploaded_at=uploaded_at)
 
 
-if __name__ == "__main__":  # python -m tests.planted [seed]
+#: Per taste: words for its text, an image motif and a sound (``write_planted_media``).
+TASTE_WORDS = [
+    ["jazz", "saxophone", "swing", "trumpet", "bebop", "club", "improvised", "blue note"],
+    ["space", "rocket", "orbit", "astronaut", "galaxy", "telescope", "mars", "launch"],
+    ["bread", "sourdough", "oven", "flour", "baking", "crust", "yeast", "loaf"],
+    ["garden", "roses", "seedlings", "compost", "tulips", "pruning", "greenhouse", "soil"],
+    ["football", "goal", "striker", "league", "stadium", "penalty", "keeper", "match"],
+    ["chess", "opening", "gambit", "endgame", "grandmaster", "checkmate", "rook", "bishop"],
+    ["horror", "haunted", "ghost", "vampire", "scream", "crypt", "zombie", "nightmare"],
+    ["yoga", "breathing", "meditation", "stretch", "posture", "calm", "mat", "balance"],
+]
+GENERIC_WORDS = ["new", "item", "collection", "edition", "selection", "daily", "pick", "more"]
+SHAPES = ["ellipse", "rectangle", "stripes", "triangle", "grid", "rings", "dots", "diagonals"]
+MEDIA_TS = 1.7e9  # the planted stream's second 0, as epoch seconds
+
+
+def planted_image(taste_id: int, rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """A picture of the taste's motif: its shape, drawn in its hue on its background,
+    at random places and sizes, with pixel noise (one taste's pictures are alike, not
+    equal)."""
+    hue = (taste_id * 45 + int(rng.integers(-8, 9))) % 360
+    background = f"hsl({(hue + 180) % 360}, 30%, {int(rng.integers(80, 92))}%)"
+    colour = f"hsl({hue}, 80%, {int(rng.integers(35, 55))}%)"
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    shape = SHAPES[taste_id % len(SHAPES)]
+    for _ in range(int(rng.integers(3, 7))):
+        x, y = (int(v) for v in rng.integers(0, size, 2))
+        r = int(rng.integers(size // 10, size // 4))
+        box = [x - r, y - r, x + r, y + r]
+        if shape == "ellipse":
+            draw.ellipse(box, fill=colour)
+        elif shape == "rectangle":
+            draw.rectangle(box, fill=colour)
+        elif shape == "stripes":
+            draw.rectangle([x - r, 0, x, size], fill=colour)
+        elif shape == "triangle":
+            draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=colour)
+        elif shape == "grid":
+            for g in range(0, size, max(4, r // 2)):
+                draw.line([(g, 0), (g, size)], fill=colour, width=2)
+                draw.line([(0, g), (size, g)], fill=colour, width=2)
+        elif shape == "rings":
+            for ring in range(r, 2, -6):
+                draw.ellipse([x - ring, y - ring, x + ring, y + ring], outline=colour, width=2)
+        elif shape == "dots":
+            for _ in range(12):
+                dx, dy = (int(v) for v in rng.integers(-r, r + 1, 2))
+                draw.ellipse([x + dx - 3, y + dy - 3, x + dx + 3, y + dy + 3], fill=colour)
+        else:
+            draw.line([(x - r, y - r), (x + r, y + r)], fill=colour, width=6)
+    pixels = np.asarray(image, dtype=np.float64) + rng.normal(scale=12.0, size=(size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def planted_sound(
+    taste_id: int, rng: np.random.Generator, seconds: float = 1.0, rate: int = 16_000
+) -> np.ndarray:
+    """The taste's sound: its pitch, timbre (how many harmonics) and pulse rate, each a
+    little off, with noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 110.0 * 2 ** (taste_id / 2) * (1 + rng.normal(scale=0.02))
+    harmonics = 1 + taste_id % 4
+    wave = sum(np.sin(2 * np.pi * pitch * h * t) / h for h in range(1, harmonics + 1))
+    pulse = 0.6 + 0.4 * np.sin(2 * np.pi * (1.5 + taste_id) * (1 + rng.normal(scale=0.05)) * t)
+    samples = 0.3 * wave * pulse / harmonics + rng.normal(scale=0.03, size=len(t))
+    return np.clip(samples, -1, 1).astype(np.float32)
+
+
+def planted_text(item: PlantedItem, number: int, rng: np.random.Generator) -> tuple[str, str]:
+    """Title and text: ``rich`` names the taste several times, ``weak`` once among generic
+    words, ``generic`` not at all."""
+    words = TASTE_WORDS[item.taste % len(TASTE_WORDS)]
+    filler = [str(w) for w in rng.choice(GENERIC_WORDS, size=6)]
+    if item.text_kind == "rich":
+        chosen = [str(w) for w in rng.choice(words, size=4, replace=False)]
+        return f"{chosen[0].title()} {chosen[1]} {number}", " ".join(chosen[2:] + filler[:3])
+    if item.text_kind == "weak":
+        return f"{filler[0].title()} {filler[1]} {number}", " ".join(
+            [*filler[2:], str(rng.choice(words))]
+        )
+    return f"Item {number}", " ".join(filler)
+
+
+def write_planted_media(directory: Path, seed: int = 0, **shape: int) -> tuple[Path, Path]:
+    """``planted_multimodal(seed, **shape)`` as real files under ``directory``: ``items.jsonl``
+    (ItemUpload: title and text by the item's text level, a PNG and a WAV by ``file://``
+    where the item has that modality, ``created_at`` its upload time) and
+    ``events.jsonl`` (its clicks as Interaction records). Tastes are carried by words,
+    motifs and sounds that the worker's encoders have to find themselves."""
+    data = planted_multimodal(seed=seed, **shape)
+    rng = np.random.default_rng(seed + 1_000)
+    media = directory / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    items_path, events_path = directory / "items.jsonl", directory / "events.jsonl"
+    with items_path.open("w") as items:
+        for number, item in enumerate(data.items):
+            title, text = planted_text(item, number, rng)
+            upload: dict[str, object] = {
+                "item_id": item.item_id,
+                "title": title,
+                "text": text,
+                "created_at": datetime.fromtimestamp(MEDIA_TS + item.uploaded_at, UTC).isoformat(),
+            }
+            if "image" in item.vectors:
+                path = media / f"{item.item_id}.png"
+                planted_image(item.taste, rng).save(path)
+                upload["image"] = {"uri": path.resolve().as_uri()}
+            if "audio" in item.vectors:
+                path = media / f"{item.item_id}.wav"
+                soundfile.write(path, planted_sound(item.taste, rng), 16_000)
+                upload["audio"] = {"uri": path.resolve().as_uri()}
+            items.write(json.dumps(upload) + "\n")
+    with events_path.open("w") as events:
+        for event in data.events:
+            record = {
+                "event_id": event.event_id,
+                "user_id": event.user,
+                "item_id": event.item,
+                "kind": event.kind,
+                "ts": MEDIA_TS + event.ts,
+            }
+            events.write(json.dumps(record) + "\n")
+    return items_path, events_path
+
+
+if __name__ == "__main__":  # python -m tests.planted [seed] | --media DIRECTORY [seed]
     import sys
 
     from models.evaluation.report import format_table
 
-    print(format_table(evaluate_planted(int(sys.argv[1]) if len(sys.argv) > 1 else 0)))
+    if sys.argv[1:2] == ["--media"]:
+        paths = write_planted_media(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+        print(*paths)
+    else:
+        print(format_table(evaluate_planted(int(sys.argv[1]) if len(sys.argv) > 1 else 0)))
