@@ -208,3 +208,29 @@ def test_at_scale_it_learns_and_ranks_on_the_retrieved_candidates(tmp_path) -> N
             got = engine.recommend(user, k=5, now=TS + 1_000)
             expected = dense.recommend(user, k=5, now=TS + 1_000)
             assert [r.item_id for r in got] == [r.item_id for r in expected]
+
+
+def test_the_weights_looked_up_by_bucket_are_the_sum_of_the_item_s_columns() -> None:
+    """``effective`` reads a (count, age) table; it equals summing each item's five
+    columns and clipping at 0, item by item."""
+    from models.learned_blend import _OFFSETS
+
+    rng = np.random.default_rng(4)
+    blend = LearnedBlend(HYBRID_WEIGHTS)
+    blend.weights = rng.normal(size=blend.weights.shape)
+    for item in range(30):
+        for _ in range(int(rng.integers(0, 40))):
+            blend.apply_item(item, blend.engaged(float(rng.uniform(0, 90 * 86_400))))
+    context = blend.context(np.arange(40), user_events=12, catalog_size=40, now=100 * 86_400.0)
+    w = blend.weights
+    for item in range(40):
+        columns = [
+            _OFFSETS["base"],
+            _OFFSETS["user"] + context.user,
+            _OFFSETS["count"] + context.count[item],
+            _OFFSETS["age"] + context.age[item],
+            _OFFSETS["catalog"] + context.catalog,
+        ]
+        expected = np.maximum(w[:, columns].sum(axis=1), 0.0) * blend.trust()
+        assert np.allclose(blend.effective(context)[:, item], expected, rtol=1e-12, atol=0)
+        assert np.allclose(blend.effective(context, np.array([item]))[:, 0], expected)
