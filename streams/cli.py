@@ -461,6 +461,7 @@ def run_evaluation(
     vectors = None
     uploaded_at = None
     item_groups = None
+    encoded = None
     if items_file is not None or uploads:
         from models.evaluation.datasets import Dataset
         from streams.replay import encode_uploads, read_items_file
@@ -512,6 +513,9 @@ def run_evaluation(
         configurations = {name: configurations[name] for name in wanted}
         needed = {source for blend in configurations.values() for source in blend.sources}
         sources = {name: source for name, source in sources.items() if name in needed}
+    refits = None
+    if encoded is not None and "content" in sources and _settings().fusion == "learned":
+        refits = _fusion_refits(encoded, catalog, sources["content"])
     click.echo(
         f"replaying {len(events):,} events over {len(catalog):,} items, "
         f"{len(configurations)} configurations, K={k}"
@@ -527,8 +531,11 @@ def run_evaluation(
             cold_threshold=cold_threshold,
             uploaded_at=uploaded_at,
             item_groups=item_groups,
+            after_event=refits,
         )
         bar.update(evaluation.events - bar.n)
+    if refits is not None:
+        click.echo(f"learned fusion: refitted {refits.refits} times ({refits.fusion.version})")
     if evaluation.interrupted:
         click.echo(f"interrupted after {evaluation.events:,} events: writing a partial report")
     click.echo(format_table(evaluation))
@@ -702,6 +709,26 @@ def load(
             f"{missing:,} of {figures['events_sent']:,} interactions got no list: "
             "see the worker's log and `streamrec dead-letters`"
         )
+
+
+def _fusion_refits(encoded: Any, catalog: Any, content: Any) -> Any:
+    """The worker's learned fusion, refitted on its schedule during the replay, its
+    vectors the content source's (``models/evaluation/fusion_refits.py``)."""
+    from encoders.fusion import ModalityProjection
+    from encoders.learned_fusion import LearnedFusion
+    from models.evaluation.fusion_refits import FusionRefits
+
+    s = _settings()
+    projection = ModalityProjection(encoded.dims, common_dim=encoded.dims["text"])
+    return FusionRefits(
+        LearnedFusion(projection),
+        {item.item_id: e for item, e in zip(encoded.items, encoded.embeddings, strict=True)},
+        catalog,
+        content,
+        s.fusion_refresh_pairs,
+        s.fusion_fit_max_pairs,
+        s.fusion_fit_epochs,
+    )
 
 
 def _dataset_uploads(data: Any) -> list[ItemUpload]:

@@ -183,6 +183,11 @@ class EncodedCatalog:
     modalities: dict[str, tuple[str, ...]]
     rejected: dict[str, str]  # item id -> why it could not be encoded
     cached: bool = False  # read from the cache, not encoded now
+    #: Per item (in ``items`` order), each of its modalities' embedding: what a learned
+    #: fusion fuses and refits on.
+    embeddings: list[dict[str, np.ndarray]] = field(default_factory=list)
+    #: Every modality's embedding size, as the worker's encoders give it.
+    dims: dict[str, int] = field(default_factory=dict)
 
     def modality_groups(self) -> dict[str, str]:
         """Item id -> the modalities it has, e.g. ``"text+image"`` (report groups)."""
@@ -234,56 +239,61 @@ def encode_uploads(
     cache = settings.data_dir / "cache" / f"items-{_uploads_digest(settings, uploads)}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as stored:
-            vectors, ok = stored["vectors"], stored["ok"]
-            found, why = stored["modalities"].tolist(), stored["rejected"].tolist()
-        return _catalog(uploads, vectors, ok, found, why, cached=True)
+            arrays = {name: stored[name] for name in stored.files}
+        if all(f"embedding_{m}" in arrays for m in MODALITIES):  # else: written before them
+            return _catalog(uploads, arrays, cached=True)
     from streams.encoding import build_item_encoder, content_of
 
     on_encode(len(uploads))
     encoder = build_item_encoder(settings)
     results = encoder.encode([content_of(u) for u in uploads])
-    dim = encoder.fusion.dim
-    vectors = np.zeros((len(uploads), dim), dtype=np.float32)
-    ok = np.zeros(len(uploads), dtype=bool)
-    found, why = [""] * len(uploads), [""] * len(uploads)
-    for n, result in enumerate(results):
+    n = len(uploads)
+    arrays = {
+        "vectors": np.zeros((n, encoder.fusion.dim), dtype=np.float32),
+        "ok": np.zeros(n, dtype=bool),
+        **{f"embedding_{m}": np.zeros((n, encoder.dims.get(m, 0)), np.float32) for m in MODALITIES},
+    }
+    found, why = [""] * n, [""] * n
+    for row, result in enumerate(results):
         if isinstance(result, EncodedItem):
-            vectors[n], ok[n] = result.vector, True
-            found[n] = "+".join(sorted(result.modalities, key=MODALITIES.index))
+            arrays["vectors"][row], arrays["ok"][row] = result.vector, True
+            found[row] = "+".join(sorted(result.modalities, key=MODALITIES.index))
+            for modality, embedding in result.embeddings.items():
+                arrays[f"embedding_{modality}"][row] = embedding
         else:
-            why[n] = str(result)
+            why[row] = str(result)
+    arrays["modalities"] = np.array(found, dtype=str)
+    arrays["rejected"] = np.array(why, dtype=str)
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(".tmp.npz")
-    np.savez(
-        partial,
-        vectors=vectors,
-        ok=ok,
-        modalities=np.array(found, dtype=str),
-        rejected=np.array(why, dtype=str),
-    )
+    np.savez(partial, **arrays)
     partial.replace(cache)  # a run stopped mid-write leaves no half file behind
-    return _catalog(uploads, vectors, ok, found, why, cached=False)
+    return _catalog(uploads, arrays, cached=False)
 
 
 def _catalog(
-    uploads: Sequence[ItemUpload],
-    vectors: np.ndarray,
-    ok: np.ndarray,
-    found: list[str],
-    why: list[str],
-    cached: bool,
+    uploads: Sequence[ItemUpload], arrays: Mapping[str, np.ndarray], cached: bool
 ) -> EncodedCatalog:
-    items, uploaded_at, modalities, rejected = [], {}, {}, {}
+    ok, found, why = arrays["ok"], arrays["modalities"].tolist(), arrays["rejected"].tolist()
+    items, uploaded_at, modalities, rejected, embeddings = [], {}, {}, {}, []
     for n, upload in enumerate(uploads):
         if not ok[n]:
             rejected[upload.item_id] = why[n]
             continue
         items.append(ReplayItem(upload.item_id, upload.title, upload.text, tuple(upload.tags)))
         modalities[upload.item_id] = tuple(found[n].split("+")) if found[n] else ()
+        embeddings.append({m: arrays[f"embedding_{m}"][n] for m in modalities[upload.item_id]})
         if upload.created_at is not None:
             uploaded_at[upload.item_id] = upload.created_at.timestamp()
     return EncodedCatalog(
-        items, vectors[ok].astype(np.float32), uploaded_at, modalities, rejected, cached
+        items,
+        arrays["vectors"][ok].astype(np.float32),
+        uploaded_at,
+        modalities,
+        rejected,
+        cached,
+        embeddings,
+        {m: arrays[f"embedding_{m}"].shape[1] for m in MODALITIES},
     )
 
 

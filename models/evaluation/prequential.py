@@ -100,6 +100,7 @@ def prequential(
     cold_threshold: int = COLD_THRESHOLD,
     uploaded_at: Mapping[str, float] | None = None,
     item_groups: Mapping[str, str] | None = None,
+    after_event: Callable[[ReplayEvent], None] | None = None,
 ) -> Evaluation:
     """Replay ``events`` test-then-train; returns metrics per configuration.
 
@@ -110,6 +111,8 @@ def prequential(
     an item is a candidate only from its upload on, and events on items uploaded after
     the first event are also measured apart. With ``item_groups`` (item id -> a label,
     such as the modalities the item has), events are also measured per item group.
+    ``after_event`` is called with each event once everything learned it (a learned
+    fusion refits there: ``models/evaluation/fusion_refits.py``).
     """
     needed = {name for blend in configurations.values() for name in blend.sources}
     unknown = needed - set(sources)
@@ -224,6 +227,8 @@ def prequential(
             history.add(item, weight)
             item_events[item] += 1
             count += 1
+            if after_event is not None:
+                after_event(event)
             if progress is not None and count % 1000 == 0:
                 progress(count, total)
     except KeyboardInterrupt:

@@ -22,26 +22,8 @@ def test_the_worker_encoders_find_the_planted_tastes_and_the_learned_blend_uses_
     )
     uploads = [json.loads(line) for line in items.read_text().splitlines()]
     assert sum("image" in u for u in uploads) > 100 and sum("audio" in u for u in uploads) > 100
-    result = CliRunner().invoke(
-        main,
-        [
-            "evaluate",
-            str(events),
-            "--items",
-            str(items),
-            "--only",
-            "hybrid,hybrid (learned),content,random",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        env={
-            "STREAMREC_DATA_DIR": str(tmp_path / "data"),
-            "STREAMREC_MEDIA_ALLOWED_DIRS": json.dumps([str(tmp_path / "set")]),
-        },
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    assert "not encoded" not in result.output  # every image and sound decoded
+    result = _evaluate(tmp_path, items, events, "hybrid,hybrid (learned),content,random")
+    assert "not encoded" not in result  # every image and sound decoded
     details = json.loads((tmp_path / "out" / "report.json").read_text())["details"]
     zero_click = {name: d["zero_click"]["hit_rate@10"] for name, d in details.items()}
     overall = {name: d["overall"]["hit_rate@10"] for name, d in details.items()}
@@ -54,3 +36,37 @@ def test_the_worker_encoders_find_the_planted_tastes_and_the_learned_blend_uses_
     assert overall["hybrid (learned)"] > overall["hybrid"]
     groups = details["content"]["by_modalities"]
     assert "text+image+audio" in groups and "text" in groups
+
+    # The learned fusion, refitted during the replay on the worker's schedule (every
+    # fusion_refresh_pairs co-engaged pairs), moves the content vectors: another report.
+    learned = _evaluate(tmp_path, items, events, "content", STREAMREC_FUSION="learned")
+    refits = int(learned.split("learned fusion: refitted ")[1].split()[0])
+    assert refits >= 3
+    moved = json.loads((tmp_path / "out" / "report.json").read_text())["details"]["content"]
+    assert moved["overall"] != details["content"]["overall"]
+    assert moved["zero_click"]["hit_rate@10"] > 3 * zero_click["random"]
+
+
+def _evaluate(tmp_path: Path, items: Path, events: Path, only: str, **env: str) -> str:
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(events),
+            "--items",
+            str(items),
+            "--only",
+            only,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        env={
+            "STREAMREC_DATA_DIR": str(tmp_path / "data"),
+            "STREAMREC_MEDIA_ALLOWED_DIRS": json.dumps([str(tmp_path / "set")]),
+            "STREAMREC_FUSION_REFRESH_PAIRS": "300",
+            **env,
+        },
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
