@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -626,6 +626,13 @@ def replay(
     "--upload-items", is_flag=True, help="upload the dataset's items first and wait until stored"
 )
 @click.option(
+    "--items",
+    "items_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON lines of ItemUpload (text, images, audio) to upload, each before the first "
+    "interaction at or after its created_at (in 20 stages; see docs/evaluation.md)",
+)
+@click.option(
     "--evaluate",
     "evaluate_served",
     is_flag=True,
@@ -639,7 +646,13 @@ def replay(
     help="--evaluate: directory for served.json",
 )
 def load(
-    dataset: Path, rate: float, limit: int, upload_items: bool, evaluate_served: bool, out: Path
+    dataset: Path,
+    rate: float,
+    limit: int,
+    upload_items: bool,
+    items_file: Path | None,
+    evaluate_served: bool,
+    out: Path,
 ) -> None:
     """Drive a running worker with DATASET's interactions at RATE; print latency as JSON.
 
@@ -672,7 +685,7 @@ def load(
         click.echo(f"uploaded {len(uploads):,} items; waiting for the worker to store them ...")
         worker.wait_until(lambda s: s["items"] >= len(uploads), 1800, "items stored")
     run = uuid.uuid4().hex[:8]
-    events = [
+    events: list[dict[str, Any]] = [
         {
             "event_id": f"load-{run}-{n}",
             "user_id": e.user,
@@ -683,6 +696,26 @@ def load(
         }
         for n, e in enumerate(data.events[:limit])
     ]
+    stages: dict[int, list[ItemUpload]] = {}
+    if items_file is not None:
+        from streams.replay import read_items_file
+        from streams.served import upload_stages
+
+        try:
+            stages = upload_stages(read_items_file(items_file), events)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+    stored = [(worker.stats() or {}).get("items", 0) if stages else 0]
+
+    def upload_stage(uploads: list[ItemUpload]) -> Callable[[], None]:
+        def upload() -> None:
+            records = [(u.item_id, u.model_dump(mode="json", exclude_none=True)) for u in uploads]
+            send(settings, settings.topic_items, records)
+            stored[0] += len(uploads)
+            worker.wait_until(lambda s: s["items"] >= stored[0], 1800, "items stored")
+
+        return upload
+
     from tqdm import tqdm
 
     lists: dict[str, list[str]] | None = {} if evaluate_served else None
@@ -699,10 +732,11 @@ def load(
             progress=lambda n: sent.update(n - sent.n),
             lists=lists,
             answered=lambda n: answered.update(n - answered.n),
+            pause_at={n: upload_stage(uploads) for n, uploads in stages.items()},
         )
     click.echo(json.dumps({"bench": "load", "dataset": data.name, **figures}))
     if lists is not None:
-        _evaluate_served(settings, data, events, lists, out)
+        _evaluate_served(settings, data, events, lists, out, stages)
     missing = figures["events_sent"] - figures["recommendations_received"]
     if missing:
         raise click.ClickException(
@@ -740,20 +774,33 @@ def _dataset_uploads(data: Any) -> list[ItemUpload]:
 
 
 def _evaluate_served(
-    settings: Settings, data: Any, events: list[dict[str, Any]], lists: dict, out: Path
+    settings: Settings,
+    data: Any,
+    events: list[dict[str, Any]],
+    lists: dict,
+    out: Path,
+    stages: dict[int, list[ItemUpload]],
 ) -> None:
     from tqdm import tqdm
 
     from streams.replay import read_uploads
-    from streams.served import compare_served, in_process_lists, reference_engine
+    from streams.served import compare_served, encoded_reference, in_process_lists
 
-    # A file of interactions only: the items are the ones on the items topic.
+    staged = {u.item_id for uploads in stages.values() for u in uploads}
+    # A file of interactions only: the items are the ones on the items topic (those
+    # uploaded in stages are added at the same events as they were to the worker).
     uploads = _dataset_uploads(data) if data.items else read_uploads(settings)
+    uploads = [u for u in uploads if u.item_id not in staged]
+    uploads += [u for stage in stages.values() for u in stage]
     click.echo(f"encoding {len(uploads):,} items for the in-process run ...", err=True)
-    engine = reference_engine(settings, uploads)
+    engine, items = encoded_reference(settings, uploads)
+    arrivals = {n: [items[u.item_id] for u in stage] for n, stage in stages.items()}
+    for item_id, item in items.items():
+        if item_id not in staged:
+            engine.add_item(item.item_id, item.title, item.vector)
     with tqdm(total=len(events), unit="events", desc="in process", file=sys.stderr) as bar:
         reference = in_process_lists(
-            engine, events, settings.top_k, progress=lambda n: bar.update(n - bar.n)
+            engine, events, settings.top_k, lambda n: bar.update(n - bar.n), arrivals
         )
     report = {
         "dataset": data.name,

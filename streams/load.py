@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,11 +32,14 @@ def drive(
     progress: Any = None,
     lists: dict[str, list[str]] | None = None,
     answered: Any = None,
+    pause_at: Mapping[int, Callable[[], None]] | None = None,
 ) -> dict[str, float | int]:
     """Produce ``events`` (Interaction JSON objects) at ``rate`` per second (None: as fast
     as possible) and wait for their recommendations; returns the latency figures and, in
     ``lists`` when given, the recommended item ids by the event id that triggered them.
-    ``progress`` and ``answered`` are called with how many were sent and answered so far."""
+    ``progress`` and ``answered`` are called with how many were sent and answered so far.
+    ``pause_at[n]`` is called before event ``n`` is sent, once every earlier event was
+    answered (items uploaded between events: no event sent before them sees them)."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     listening = threading.Event()
@@ -81,6 +84,12 @@ def drive(
     interval = 1.0 / rate if rate else 0.0
     started = time.perf_counter()
     for n, event in enumerate(events):
+        if pause_at and n in pause_at:
+            paused = time.perf_counter()
+            while len(latencies) < n and time.perf_counter() < paused + timeout_s:
+                time.sleep(0.05)
+            pause_at[n]()
+            started += time.perf_counter() - paused  # the pause is not load: rate and timing
         delay = started + n * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)

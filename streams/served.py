@@ -11,8 +11,13 @@ is that event-order effect, which the identical-lists share measures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import bisect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from encoders.multimodal import EncodedItem
 from models.engine import InProcessRecommender
@@ -25,6 +30,17 @@ from streams.settings import Settings
 
 def reference_engine(settings: Settings, uploads: Sequence[ItemUpload]) -> InProcessRecommender:
     """``uploads`` encoded by the worker's own encoding code, in the in-process engine."""
+    engine, items = encoded_reference(settings, uploads)
+    for item in items.values():
+        engine.add_item(item.item_id, item.title, item.vector)
+    return engine
+
+
+def encoded_reference(
+    settings: Settings, uploads: Sequence[ItemUpload]
+) -> tuple[InProcessRecommender, dict[str, ReferenceItem]]:
+    """An in-process engine with the worker's settings and no items yet, and ``uploads``
+    encoded by the worker's own encoding code (by item id), for the engine to add."""
     encoder = build_item_encoder(settings)
     engine = InProcessRecommender(
         HybridRecommender(
@@ -34,14 +50,50 @@ def reference_engine(settings: Settings, uploads: Sequence[ItemUpload]) -> InPro
             served_k=settings.top_k,
         )
     )
+    items = {}
     for upload, encoded in zip(
         uploads, encoder.encode([content_of(u) for u in uploads]), strict=True
     ):
         if not isinstance(encoded, EncodedItem):
             raise ValueError(f"item {upload.item_id!r} could not be encoded: {encoded}")
         item = stored_item(upload, encoded, encoder.fusion.version)
-        engine.add_item(item.item_id, upload.title, item.vectors[CONTENT])
-    return engine
+        items[item.item_id] = ReferenceItem(item.item_id, upload.title, item.vectors[CONTENT])
+    return engine, items
+
+
+@dataclass(frozen=True)
+class ReferenceItem:
+    item_id: str
+    title: str
+    vector: np.ndarray
+
+
+def upload_stages(
+    uploads: Sequence[ItemUpload], events: Sequence[dict[str, Any]], stages: int = 20
+) -> dict[int, list[ItemUpload]]:
+    """Before which event (index) each item is uploaded when a log is sent to a worker:
+    items without ``created_at``, or created by the first event, before event 0; a later
+    one at the start of the stage (``stages`` equal runs of events) holding the first
+    event at or after its ``created_at``, so it is there before anyone can click it (and
+    up to a stage early). Items created after the last event are not uploaded.
+
+    >>> from datetime import UTC, datetime
+    >>> def at(s): return datetime.fromtimestamp(s, UTC)
+    >>> uploads = [ItemUpload(item_id=i, title=i, created_at=at(t)) for i, t in
+    ...            [("a", 0), ("b", 25), ("c", 70), ("late", 999)]]
+    >>> events = [{"ts": 10.0 * n} for n in range(10)]
+    >>> {n: [u.item_id for u in items] for n, items in upload_stages(uploads, events, 5).items()}
+    {0: ['a'], 2: ['b'], 6: ['c']}
+    """
+    size = max(1, math.ceil(len(events) / stages))
+    times = [float(e["ts"]) for e in events]
+    staged: dict[int, list[ItemUpload]] = {}
+    for upload in uploads:
+        at = upload.created_at.timestamp() if upload.created_at else -math.inf
+        first = bisect.bisect_left(times, at)  # the first event that may click it
+        if first < len(events):
+            staged.setdefault(first // size * size, []).append(upload)
+    return dict(sorted(staged.items()))
 
 
 def in_process_lists(
@@ -49,10 +101,14 @@ def in_process_lists(
     events: Sequence[dict[str, Any]],
     k: int,
     progress: Callable[[int], None] | None = None,
+    arrivals: Mapping[int, Sequence[ReferenceItem]] | None = None,
 ) -> dict[str, list[str]]:
-    """The list the engine gives after each event (Interaction JSON objects), by event id."""
+    """The list the engine gives after each event (Interaction JSON objects), by event
+    id; ``arrivals[n]``: items added before event ``n``."""
     lists: dict[str, list[str]] = {}
     for n, e in enumerate(events):
+        for item in (arrivals or {}).get(n, ()):
+            engine.add_item(item.item_id, item.title, item.vector)
         ts = float(e["ts"])
         recs = engine.process(
             e["event_id"], e["user_id"], e["item_id"], e["kind"], e.get("value"), ts, k

@@ -4,6 +4,7 @@ in one process) gives the same recommendations, scores and reasons."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from streams.admin import produce
 from streams.broker import LocalBroker
 from streams.cli import main
+from streams.demo import catalog_uploads
 from streams.process import settings_env
 from tests.conftest import TopicReader, isolated_settings
 from tests.integration.helpers import (
@@ -65,10 +67,33 @@ def test_kafka_and_in_process_give_the_same_recommendations(broker: LocalBroker,
 
 def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker, tmp_path) -> None:
     """``streamrec load --evaluate``: a log sent at full speed, every list read back and
-    scored as served. On one partition the worker applies the log in the order sent, so
-    its lists are the in-process engine's, and so are the metrics."""
+    scored as served, with new items uploaded while it runs (``--items``: each before the
+    first event at or after its created_at). On one partition the worker applies the
+    log in the order sent, and the in-process engine adds the new items at the same
+    events, so its lists are the worker's, and so are the metrics."""
     settings = isolated_settings(broker, tmp_path / "kafka", partitions=1)
     worker = start_worker_with_catalog(settings)
+    new_items = {"jazz-new": 40, "space-new": 75, "cook-new": 110}  # created at event n
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "item_id": item_id,
+                    "title": f"New {item_id.split('-')[0]} release",
+                    "tags": [item_id.split("-")[0]],
+                    "created_at": (START + timedelta(minutes=n)).isoformat(),
+                }
+            )
+            + "\n"
+            for item_id, n in new_items.items()
+        )
+    )
+    events = event_log(seed=5, n_events=150)
+    for item_id, n in new_items.items():  # clicked a few events after their upload
+        for later in (n + 3, n + 9):
+            event_id, user, _, kind = events[later]
+            events[later] = (event_id, user, item_id, kind)
     log = tmp_path / "log.jsonl"
     log.write_text(
         "".join(
@@ -82,7 +107,7 @@ def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker,
                 }
             )
             + "\n"
-            for n, (event_id, user, item, kind) in enumerate(event_log(seed=5, n_events=150))
+            for n, (event_id, user, item, kind) in enumerate(events)
         )
     )
     try:
@@ -96,14 +121,18 @@ def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker,
                 "--limit",
                 "150",
                 "--evaluate",
+                "--items",
+                str(items),
                 "--out",
                 str(tmp_path),
             ],
             env=settings_env(settings),
             catch_exceptions=False,
         )
+        stored = worker.stats()
     finally:
         worker.stop()
+    assert stored is not None and stored["items"] == len(catalog_uploads()) + len(new_items)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "served.json").read_text())
     assert report["events"] == report["lists_received"] == 150
