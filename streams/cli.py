@@ -10,12 +10,17 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from streams.events import ItemUpload, Recommendations
 from streams.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without the models' imports
+    from models.evaluation.fusion_refits import FusionRefits
+    from models.sources import Catalog, ContentSimilarity
+    from streams.replay import EncodedCatalog
 
 
 def _settings() -> Settings:
@@ -705,14 +710,15 @@ def load(
             stages = upload_stages(read_items_file(items_file), events)
         except ValueError as error:
             raise click.ClickException(str(error)) from None
-    stored = [(worker.stats() or {}).get("items", 0) if stages else 0]
+    stored = (worker.stats() or {}).get("items", 0) if stages else 0
 
     def upload_stage(uploads: list[ItemUpload]) -> Callable[[], None]:
         def upload() -> None:
+            nonlocal stored
             records = [(u.item_id, u.model_dump(mode="json", exclude_none=True)) for u in uploads]
             send(settings, settings.topic_items, records)
-            stored[0] += len(uploads)
-            worker.wait_until(lambda s: s["items"] >= stored[0], 1800, "items stored")
+            stored += len(uploads)
+            worker.wait_until(lambda s: s["items"] >= stored, 1800, "items stored")
 
         return upload
 
@@ -745,7 +751,9 @@ def load(
         )
 
 
-def _fusion_refits(encoded: Any, catalog: Any, content: Any) -> Any:
+def _fusion_refits(
+    encoded: EncodedCatalog, catalog: Catalog, content: ContentSimilarity
+) -> FusionRefits:
     """The worker's learned fusion, refitted on its schedule during the replay, its
     vectors the content source's (``models/evaluation/fusion_refits.py``)."""
     from encoders.fusion import ModalityProjection
@@ -815,6 +823,12 @@ def _evaluate_served(
             f"{name.replace('_', ' '):>14} {m['events']:>8,} {m[f'hit_rate@{k}']:>11.4f} "
             f"{m[f'ndcg@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f}"
         )
+    zero = report["zero_click"]
+    click.echo(
+        f"zero-click items ({zero['in_process']['events']:,} events): HitRate@{k} "
+        f"{zero['through_kafka'][f'hit_rate@{k}']:.4f} through kafka, "
+        f"{zero['in_process'][f'hit_rate@{k}']:.4f} in process"
+    )
     click.echo(
         f"lists received {report['lists_received']:,} of {report['events']:,}; "
         f"identical to the in-process run: {report['identical_lists']:.1%} "

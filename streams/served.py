@@ -134,6 +134,11 @@ def compare_served(
         "lists_received": len(kafka_lists),
         "through_kafka": score_served(sent, kafka_lists, k).as_dict(),
         "in_process": score_served(sent, reference_lists, k).as_dict(),
+        # Events on items nobody engaged with before in the log (zero-click items).
+        "zero_click": {
+            "through_kafka": score_served(sent, kafka_lists, k, zero_click=True).as_dict(),
+            "in_process": score_served(sent, reference_lists, k, zero_click=True).as_dict(),
+        },
         "identical_lists": sum(kafka_lists[i] == reference_lists[i] for i in both)
         / max(len(both), 1),
         # Lists that differ in order may still hold the same items: the share they share.

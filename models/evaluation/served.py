@@ -15,23 +15,31 @@ from models.evaluation.metrics import RankingMetrics
 
 
 def score_served(
-    events: Iterable[tuple[str, str, str]], lists: Mapping[str, Sequence[str]], k: int
+    events: Iterable[tuple[str, str, str]],
+    lists: Mapping[str, Sequence[str]],
+    k: int,
+    zero_click: bool = False,
 ) -> RankingMetrics:
     """Metrics of ``events`` ((event id, user, item), in the order sent) against ``lists``
-    (recommended item ids by the event id that triggered them).
+    (recommended item ids by the event id that triggered them); with ``zero_click``, of
+    the events whose item no earlier event engaged with.
 
     >>> events = [("e1", "ann", "a"), ("e2", "ann", "b"), ("e3", "bob", "a"), ("e4", "ann", "c")]
     >>> lists = {"e1": ["b", "c"], "e2": ["d", "e"], "e3": ["b"]}
     >>> metrics = score_served(events, lists, k=2)
     >>> metrics.events, metrics.hit_rate   # e2 is in e1's list; e4 is not in e2's
     (2, 0.5)
+    >>> score_served(events, lists, k=2, zero_click=True).events  # e3's a was engaged by e1
+    2
     """
     previous: dict[str, str] = {}
+    engaged: set[str] = set()
     metrics = RankingMetrics(k)
     for event_id, user, item in events:
         before = previous.get(user)
-        if before is not None:
+        if before is not None and not (zero_click and item in engaged):
             served = list(lists.get(before, ()))[:k]
             metrics.add(served.index(item) if item in served else None)
         previous[user] = event_id
+        engaged.add(item)
     return metrics

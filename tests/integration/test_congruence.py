@@ -138,6 +138,8 @@ def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker,
     assert report["events"] == report["lists_received"] == 150
     assert report["identical_lists"] == report["mean_overlap"] == 1.0
     assert report["through_kafka"] == report["in_process"]
+    assert report["zero_click"]["through_kafka"] == report["zero_click"]["in_process"]
+    assert report["zero_click"]["in_process"]["events"] >= len(new_items)
     assert report["through_kafka"]["events"] == 150 - 4  # each of the 4 users' first event
     assert report["through_kafka"]["hit_rate@10"] > 0.1
     assert (
