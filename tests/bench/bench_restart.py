@@ -161,9 +161,6 @@ def main() -> None:
     # noida-db keeps its whole log in memory and rewrites it as one JSON file: at a
     # million records (about 10 GB) it slows to a crawl; Apache Kafka does not.
     parser.add_argument("--broker", choices=["noida-db", "kafka"], default="noida-db")
-    parser.add_argument(
-        "--no-old-snapshot", action="store_true", help="skip the start from the old snapshot"
-    )
     args = parser.parse_args()
     stop_children_on_sigterm()
 
@@ -190,7 +187,6 @@ def main() -> None:
             update={"data_dir": workdir / "data-off", "item_checkpoint_interval_s": 0.0}
         )
         runs = [("before", off, "before.log"), ("from_old_snapshot", settings, "old.log")]
-        runs = runs[:1] if args.no_old_snapshot else runs
         results = {}
         for name, run_settings, log in runs:
             worker, result = timed_start(run_settings, workdir / log)
