@@ -40,3 +40,26 @@ def test_fitting_the_engaged_items_gives_the_whole_catalogs_scores(
     expected = whole_catalog_scores(set(log), n_items, seen)
     assert len(ease.fitted_items) == len({item for _, item in log})
     np.testing.assert_allclose(ease.score("x", history, n_items, 0.0), expected, atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    log=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 30)), min_size=1, max_size=80),
+    refit_every=st.integers(1, 12),
+    max_seen=st.integers(2, 40),
+)
+def test_scores_kept_between_refits_equal_the_sum_of_the_users_rows(
+    log: list[tuple[str, int]], refit_every: int, max_seen: int
+) -> None:
+    """A user's kept ``x_u B`` (one row added per newly engaged item) is what summing
+    their rows gives, before and after refits, with repeats and bounded histories."""
+    ease = EASE(l2=5.0, refit_every=refit_every)
+    histories: dict[str, UserHistory] = {}
+    for user, item in log:
+        history = histories.setdefault(user, UserHistory(max_seen=max_seen))
+        got = ease.score(user, history, 32, 0.0)
+        fresh = EASE(l2=5.0)
+        fresh.weights, fresh.fitted_items = ease.weights, ease.fitted_items
+        assert np.allclose(got, fresh.score(user, history, 32, 0.0), atol=1e-9)
+        ease.learn_one(user, item, 1.0, 0.0, history)
+        history.add(item, 1.0)
