@@ -43,7 +43,9 @@ def normalised(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 def unseen(n_items: int, seen: Collection[int]) -> np.ndarray:
     """A mask of the items not in ``seen``."""
     candidates = np.ones(n_items, dtype=bool)
-    candidates[[i for i in seen if i < n_items]] = False
+    # fromiter, not a list comprehension: histories of thousands of items (per event).
+    items = np.fromiter(seen, dtype=np.int64, count=len(seen))
+    candidates[items[items < n_items]] = False
     return candidates
 
 
