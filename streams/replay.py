@@ -240,7 +240,7 @@ def encode_uploads(
     if cache.exists():
         with np.load(cache, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
-        if all(f"embedding_{m}" in arrays for m in MODALITIES):  # else: written before them
+        if "dims" in arrays:  # else: written before the embeddings were kept
             return _catalog(uploads, arrays, cached=True)
     from streams.encoding import build_item_encoder, content_of
 
@@ -248,10 +248,17 @@ def encode_uploads(
     encoder = build_item_encoder(settings)
     results = encoder.encode([content_of(u) for u in uploads])
     n = len(uploads)
+    present = {m for r in results if isinstance(r, EncodedItem) for m in r.embeddings}
     arrays = {
         "vectors": np.zeros((n, encoder.fusion.dim), dtype=np.float32),
         "ok": np.zeros(n, dtype=bool),
-        **{f"embedding_{m}": np.zeros((n, encoder.dims.get(m, 0)), np.float32) for m in MODALITIES},
+        "dims": np.array([encoder.dims.get(m, 0) for m in MODALITIES]),
+        # A modality no item has is kept as no columns (a text-only catalog of 100k
+        # items would otherwise store half a gigabyte of zero image embeddings).
+        **{
+            f"embedding_{m}": np.zeros((n, encoder.dims[m] if m in present else 0), np.float32)
+            for m in MODALITIES
+        },
     }
     found, why = [""] * n, [""] * n
     for row, result in enumerate(results):
@@ -293,7 +300,7 @@ def _catalog(
         rejected,
         cached,
         embeddings,
-        {m: arrays[f"embedding_{m}"].shape[1] for m in MODALITIES},
+        dict(zip(MODALITIES, arrays["dims"].tolist(), strict=True)),
     )
 
 
