@@ -519,8 +519,8 @@ def run_evaluation(
         needed = {source for blend in configurations.values() for source in blend.sources}
         sources = {name: source for name, source in sources.items() if name in needed}
     refits = None
-    if encoded is not None and "content" in sources and _settings().fusion == "learned":
-        refits = _fusion_refits(encoded, catalog, sources["content"])
+    if encoded is not None and "content" in sources and settings.fusion == "learned":
+        refits = _fusion_refits(settings, encoded, catalog, sources["content"])
     click.echo(
         f"replaying {len(events):,} events over {len(catalog):,} items, "
         f"{len(configurations)} configurations, K={k}"
@@ -752,7 +752,7 @@ def load(
 
 
 def _fusion_refits(
-    encoded: EncodedCatalog, catalog: Catalog, content: ContentSimilarity
+    settings: Settings, encoded: EncodedCatalog, catalog: Catalog, content: ContentSimilarity
 ) -> FusionRefits:
     """The worker's learned fusion, refitted on its schedule during the replay, its
     vectors the content source's (``models/evaluation/fusion_refits.py``)."""
@@ -760,16 +760,15 @@ def _fusion_refits(
     from encoders.learned_fusion import LearnedFusion
     from models.evaluation.fusion_refits import FusionRefits
 
-    s = _settings()
     projection = ModalityProjection(encoded.dims, common_dim=encoded.dims["text"])
     return FusionRefits(
         LearnedFusion(projection),
         {item.item_id: e for item, e in zip(encoded.items, encoded.embeddings, strict=True)},
         catalog,
         content,
-        s.fusion_refresh_pairs,
-        s.fusion_fit_max_pairs,
-        s.fusion_fit_epochs,
+        settings.fusion_refresh_pairs,
+        settings.fusion_fit_max_pairs,
+        settings.fusion_fit_epochs,
     )
 
 
