@@ -74,6 +74,8 @@ _BLOCKS = {
 _OFFSETS = dict(zip(_BLOCKS, np.cumsum([0, *_BLOCKS.values()])[:-1].tolist(), strict=True))
 PER_SOURCE = sum(_BLOCKS.values())
 EVIDENCE = 1e-6
+#: The count bucket of each count up to the last edge (``context``).
+_COUNT_BUCKET = np.searchsorted(ITEM_COUNT_EDGES, np.arange(ITEM_COUNT_EDGES[-1] + 1), side="right")
 #: Sources whose scores need no one's clicks (``trust``).
 OWN_EVIDENCE = frozenset({"content"})
 
@@ -168,12 +170,18 @@ class LearnedBlend:
         counts[known] = self.counts[items[known]]
         first = np.full(len(items), now)
         first[known] = self.first_ts[items[known]]
-        age = 1 + np.searchsorted(ITEM_AGE_EDGES, np.maximum(now - first, 0.0), side="right")
+        # Per item of the catalog, per ranking: a table and a few comparisons rather than
+        # binary searches (``searchsorted(edges, v, side="right")`` counts the edges <= v).
+        age = np.ones(len(items), dtype=np.int64)
+        waited = now - first
+        for edge in ITEM_AGE_EDGES:
+            age += waited >= edge
+        age[counts == 0] = 0
         return BlendContext(
             user=int(np.searchsorted(USER_EVENTS_EDGES, user_events, side="right")),
             catalog=int(np.searchsorted(CATALOG_EDGES, catalog_size, side="right")),
-            count=np.searchsorted(ITEM_COUNT_EDGES, counts, side="right"),
-            age=np.where(counts > 0, age, 0),
+            count=_COUNT_BUCKET[np.minimum(counts, len(_COUNT_BUCKET) - 1)],
+            age=age,
         )
 
     # -- ranking -----------------------------------------------------------------------
@@ -185,7 +193,7 @@ class LearnedBlend:
             count, age = count[positions], age[positions]
         # An item's weights depend only on its (count, age) buckets: 36 pairs, computed
         # once and looked up, instead of summed and clipped per item of the catalog.
-        return self._by_buckets(context)[:, count * _BLOCKS["age"] + age]
+        return np.take(self._by_buckets(context), count * _BLOCKS["age"] + age, axis=1)
 
     def _by_buckets(self, context: BlendContext) -> np.ndarray:
         """Per source, the effective weight of each (count, age) bucket pair, flattened."""
@@ -303,7 +311,14 @@ class LearnedBlend:
         indexes = np.flatnonzero(eligible)
         if len(indexes) <= self.samples:
             return indexes
-        chosen = np.argpartition(priority[indexes], self.samples - 1)[: self.samples]
+        drawn = priority[indexes]
+        # The hashes are uniform: the smallest few are among those under a cut that lets
+        # through about 4x as many, a short array to partition instead of the catalog.
+        cut = np.uint64(min(_MASK, (_MASK // len(indexes)) * 4 * self.samples))
+        few = np.flatnonzero(drawn < cut)
+        if len(few) < self.samples:
+            few = np.arange(len(indexes))
+        chosen = few[np.argpartition(drawn[few], self.samples - 1)[: self.samples]]
         return indexes[np.sort(chosen)]
 
     def apply(self, change: Mapping[str, Any]) -> None:

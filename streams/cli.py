@@ -743,7 +743,15 @@ def load(
     click.echo(json.dumps({"bench": "load", "dataset": data.name, **figures}))
     if lists is not None:
         _evaluate_served(settings, data, events, lists, out, stages)
+    if figures["dead_lettered"]:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(figures["dead_letter_reasons"].items()))
+        click.echo(
+            f"{figures['dead_lettered']:,} interactions were dead-lettered ({reasons}): "
+            "see `streamrec dead-letters`",
+            err=True,
+        )
     missing = figures["events_sent"] - figures["recommendations_received"]
+    missing -= figures["dead_lettered"]
     if missing:
         raise click.ClickException(
             f"{missing:,} of {figures['events_sent']:,} interactions got no list: "

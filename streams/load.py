@@ -1,8 +1,10 @@
 """Driving load through the broker: produce interactions at a rate, time each one's list.
 
 Click-to-recommendation latency is the time from producing an interaction to consuming
-the recommendations message it triggered (matched by ``trigger_event_id``). Used by
-``streamrec load`` and by ``tests/bench/bench_latency.py``.
+the recommendations message it triggered (matched by ``trigger_event_id``). An
+interaction the worker dead-letters (say, on an item it does not have) is answered by
+its dead letter instead, counted apart, so nothing waits for a list that cannot come.
+Used by ``streamrec load`` and by ``tests/bench/bench_latency.py``.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.events import Recommendations
+from streams.events import DeadLetter, Recommendations
 from streams.settings import Settings
 
 
@@ -33,15 +36,22 @@ def drive(
     lists: dict[str, list[str]] | None = None,
     answered: Any = None,
     pause_at: Mapping[int, Callable[[], None]] | None = None,
-) -> dict[str, float | int]:
+) -> dict[str, Any]:
     """Produce ``events`` (Interaction JSON objects) at ``rate`` per second (None: as fast
     as possible) and wait for their recommendations; returns the latency figures and, in
     ``lists`` when given, the recommended item ids by the event id that triggered them.
     ``progress`` and ``answered`` are called with how many were sent and answered so far.
     ``pause_at[n]`` is called before event ``n`` is sent, once every earlier event was
-    answered (items uploaded between events: no event sent before them sees them)."""
+    answered (items uploaded between events: no event sent before them sees them).
+    ``dead_lettered`` in the result counts the events answered by a dead letter, and
+    ``dead_letter_reasons`` counts them by reason."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
+    refused: dict[str, str] = {}  # event id -> the dead letter's reason
+
+    def answered_so_far() -> int:
+        return len(latencies) + len(refused)
+
     listening = threading.Event()
     done = threading.Event()
 
@@ -51,17 +61,23 @@ def drive(
             enable_auto_commit=False,
             **settings.kafka_client_options(),
         )
-        topic = settings.topic_recommendations
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (settings.topic_recommendations, settings.topic_dead_letters)
+            for p in consumer.partitions_for_topic(topic) or []
+        ]
         consumer.assign(partitions)
         consumer.seek_to_end(*partitions)
         for tp in partitions:
             consumer.position(tp)  # resolve "end" now, before anything is produced
         listening.set()
-        while not done.is_set() and len(latencies) < len(events):
+        while not done.is_set() and answered_so_far() < len(events):
             for records in consumer.poll(timeout_ms=100).values():
                 now = time.perf_counter()
                 for record in records:
+                    if record.topic == settings.topic_dead_letters:
+                        refuse(DeadLetter.model_validate_json(record.value))
+                        continue
                     message = Recommendations.model_validate_json(record.value)
                     trigger = message.trigger_event_id
                     if trigger in sent_at:
@@ -69,8 +85,19 @@ def drive(
                         if lists is not None:
                             lists[trigger] = [item.item_id for item in message.items]
                 if answered is not None:
-                    answered(len(latencies))
+                    answered(answered_so_far())
         consumer.close()
+
+    def refuse(letter: DeadLetter) -> None:
+        if letter.source_topic != settings.topic_interactions:
+            return
+        try:
+            event_id = json.loads(letter.raw).get("event_id")
+        except (ValueError, AttributeError):  # not ours: cut short, or not an object
+            return
+        if event_id in sent_at:
+            del sent_at[event_id]
+            refused[event_id] = letter.reason
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
@@ -86,7 +113,7 @@ def drive(
     for n, event in enumerate(events):
         if pause_at and n in pause_at:
             paused = time.perf_counter()
-            while len(latencies) < n and time.perf_counter() < paused + timeout_s:
+            while answered_so_far() < n and time.perf_counter() < paused + timeout_s:
                 time.sleep(0.05)
             pause_at[n]()
             started += time.perf_counter() - paused  # the pause is not load: rate and timing
@@ -109,6 +136,8 @@ def drive(
     return {
         "events_sent": len(events),
         "recommendations_received": len(latencies),
+        "dead_lettered": len(refused),
+        "dead_letter_reasons": dict(Counter(refused.values())),
         "target_rate_per_s": rate or 0,
         "sustained_rate_per_s": round(len(latencies) / elapsed, 1),
         "p50_ms": round(percentile(latencies, 50), 1),

@@ -22,7 +22,7 @@ import numpy as np
 from encoders.multimodal import EncodedItem
 from models.engine import InProcessRecommender
 from models.evaluation.served import score_served
-from models.hybrid import CONTENT, HybridRecommender
+from models.hybrid import CONTENT, HybridRecommender, UnknownItemError
 from streams.encoding import build_item_encoder, content_of, stored_item
 from streams.events import ItemUpload
 from streams.settings import Settings
@@ -104,15 +104,19 @@ def in_process_lists(
     arrivals: Mapping[int, Sequence[ReferenceItem]] | None = None,
 ) -> dict[str, list[str]]:
     """The list the engine gives after each event (Interaction JSON objects), by event
-    id; ``arrivals[n]``: items added before event ``n``."""
+    id; ``arrivals[n]``: items added before event ``n``. An event on an item the engine
+    does not have gets no list (the worker dead-letters it)."""
     lists: dict[str, list[str]] = {}
     for n, e in enumerate(events):
         for item in (arrivals or {}).get(n, ()):
             engine.add_item(item.item_id, item.title, item.vector)
         ts = float(e["ts"])
-        recs = engine.process(
-            e["event_id"], e["user_id"], e["item_id"], e["kind"], e.get("value"), ts, k
-        )
+        try:
+            recs = engine.process(
+                e["event_id"], e["user_id"], e["item_id"], e["kind"], e.get("value"), ts, k
+            )
+        except UnknownItemError:  # the worker dead-letters it: no list either way
+            recs = None
         if recs is not None:
             lists[e["event_id"]] = [r.item_id for r in recs]
         if progress is not None:

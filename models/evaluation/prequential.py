@@ -29,6 +29,44 @@ from models.sources.base import Catalog, Source, UserHistory, grown
 COLD_THRESHOLD = 5
 
 
+class SeenIndexes:
+    """Each user's seen item indexes in a growing array, beside their ``UserHistory``.
+
+    The candidate mask is then one numpy write per event, not a walk over the history's
+    items (8% of a 10k-item replay by event 85,000, histories of thousands of items).
+    A history at its bound forgets its oldest items: the walk then (it stays exact).
+
+    >>> history, seen = UserHistory(), SeenIndexes()
+    >>> for item in [2, 0, 2]:
+    ...     seen.add("u", item, history); history.add(item, 1.0)
+    >>> seen.unseen("u", history, 4).tolist()
+    [False, True, False, True]
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, np.ndarray] = {}
+        self._counts: dict[str, int] = defaultdict(int)
+
+    def add(self, user: str, item: int, history: UserHistory) -> None:
+        """Before ``history.add(item, ...)``."""
+        if item in history.seen:
+            return
+        items, count = self._items.get(user, np.zeros(8, dtype=np.int64)), self._counts[user]
+        if count == len(items):
+            items = np.concatenate([items, np.zeros_like(items)])
+        items[count] = item
+        self._items[user], self._counts[user] = items, count + 1
+
+    def unseen(self, user: str, history: UserHistory, n_items: int) -> np.ndarray:
+        if len(history.seen) >= history.max_seen or self._counts[user] != len(history.seen):
+            return unseen(n_items, history.seen)
+        candidates = np.ones(n_items, dtype=bool)
+        if user in self._items:
+            items = self._items[user][: self._counts[user]]
+            candidates[items[items < n_items]] = False
+        return candidates
+
+
 class OutOfOrderError(ValueError):
     """An event older than the one before it: the replay would let the past see the future."""
 
@@ -142,6 +180,7 @@ def prequential(
     blends = BlendSet(fixed, sorted(needed))
     recommended = np.zeros((len(configurations), len(catalog)), dtype=bool)
     histories: dict[str, UserHistory] = defaultdict(UserHistory)
+    seen = SeenIndexes()
     item_events: dict[int, int] = defaultdict(int)
     window_ends: list[float] = []
     last_ts = -math.inf
@@ -177,7 +216,7 @@ def prequential(
             cold_user = history.events < cold_threshold
             zero_click = item_events[item] == 0
             group = item_groups.get(event.item) if item_groups is not None else None
-            candidates = unseen(n_items, history.seen)
+            candidates = seen.unseen(event.user, history, n_items)
             first_ts = event.ts if first_ts is None else first_ts
             new_item = False
             if uploaded_at is not None:
@@ -224,6 +263,7 @@ def prequential(
             weight = signal_weight(event.kind, event.value)
             for source in sources.values():
                 source.learn_one(event.user, item, weight, event.ts, history)
+            seen.add(event.user, item, history)
             history.add(item, weight)
             item_events[item] += 1
             count += 1

@@ -94,6 +94,10 @@ def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker,
         for later in (n + 3, n + 9):
             event_id, user, _, kind = events[later]
             events[later] = (event_id, user, item_id, kind)
+    # Dead-lettered just before a stage: the stage starts on its dead letter, not after
+    # waiting out the load's timeout for a list that cannot come.
+    event_id, user, _, kind = events[38]
+    events[38] = (event_id, user, "no-such-item", kind)
     log = tmp_path / "log.jsonl"
     log.write_text(
         "".join(
@@ -134,8 +138,12 @@ def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker,
         worker.stop()
     assert stored is not None and stored["items"] == len(catalog_uploads()) + len(new_items)
     assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if '{"bench": "load"' in line)
+    figures = json.loads(line[line.index('{"bench": "load"') :])  # after the progress bars
+    assert figures["dead_lettered"] == 1
+    assert figures["dead_letter_reasons"] == {"unknown-item": 1}
     report = json.loads((tmp_path / "served.json").read_text())
-    assert report["events"] == report["lists_received"] == 150
+    assert report["events"] == 150 and report["lists_received"] == 149
     assert report["identical_lists"] == report["mean_overlap"] == 1.0
     assert report["through_kafka"] == report["in_process"]
     assert report["zero_click"]["through_kafka"] == report["zero_click"]["in_process"]

@@ -79,8 +79,8 @@ def test_ease_is_disabled_above_max_items_and_says_so(caplog: pytest.LogCaptureF
     ease = EASE(refit_every=1, max_items=3)
     history = UserHistory()
     with caplog.at_level(logging.WARNING):
-        for item in range(5):
-            ease.learn_one("u", item, 1.0, 0.0, history)
+        for item in range(5):  # 5 users x 5 items: both sides above 3
+            ease.learn_one(f"u{item}", item, 1.0, 0.0, history)
             history.add(item, 1.0)
     assert ease.disabled
     assert "EASE disabled" in caplog.text

@@ -1,8 +1,10 @@
-"""EASE fitted over the engaged items only equals EASE over the whole catalog."""
+"""EASE fitted over the engaged items only, in the primal or the dual form, equals the
+closed form over the whole catalog."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,7 +40,7 @@ def test_fitting_the_engaged_items_gives_the_whole_catalogs_scores(
         history.add(item, 1.0)
     n_items = 46  # items past the engaged ones are in the catalog too
     expected = whole_catalog_scores(set(log), n_items, seen)
-    assert len(ease.fitted_items) == len({item for _, item in log})
+    assert len(ease.fit.items) == len({item for _, item in log})
     np.testing.assert_allclose(ease.score("x", history, n_items, 0.0), expected, atol=1e-9)
 
 
@@ -59,7 +61,25 @@ def test_scores_kept_between_refits_equal_the_sum_of_the_users_rows(
         history = histories.setdefault(user, UserHistory(max_seen=max_seen))
         got = ease.score(user, history, 32, 0.0)
         fresh = EASE(l2=5.0)
-        fresh.weights, fresh.fitted_items = ease.weights, ease.fitted_items
+        fresh.fit = ease.fit
         assert np.allclose(got, fresh.score(user, history, 32, 0.0), atol=1e-9)
         ease.learn_one(user, item, 1.0, 0.0, history)
         history.add(item, 1.0)
+
+
+@pytest.mark.parametrize(("users", "items", "form"), [(4, 30, "dual"), (30, 4, "primal")])
+def test_both_forms_give_the_closed_forms_scores(users: int, items: int, form: str) -> None:
+    """Fewer users than items inverts users x users (Woodbury); the scores are the same."""
+    rng = np.random.default_rng(7)
+    log = [(f"u{u}", int(i)) for u in range(users) for i in rng.choice(items, 3, replace=False)]
+    log += [(f"u{u}", u % items) for u in range(users)]
+    ease = EASE(l2=5.0, refit_every=len(log))
+    for user, item in log:
+        ease.learn_one(user, item, 1.0, 0.0, UserHistory())
+    assert (ease.fit.weights is None) == (form == "dual")
+    for seen in ([0], [1, 2, 3], list(range(items))):
+        history = UserHistory()
+        for item in seen:
+            history.add(item, 1.0)
+        expected = whole_catalog_scores(set(log), items, seen)
+        np.testing.assert_allclose(ease.score("x", history, items, 0.0), expected, atol=1e-9)

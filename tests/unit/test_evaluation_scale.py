@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from models.blend import unseen
 from models.evaluation.datasets import load_movielens_csv
+from models.evaluation.prequential import SeenIndexes
 from models.evaluation.synthetic import Shape, generate, write
 from models.sources import OnlineBPR, UserHistory
 
@@ -47,3 +51,22 @@ def test_bpr_negative_order_kept_incrementally_equals_a_full_sort() -> None:
             rebuilt, rebuilt_cumulative = bpr._drawable()
             assert order == rebuilt
             assert np.array_equal(cumulative, rebuilt_cumulative)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    log=st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 30)), max_size=80),
+    max_seen=st.integers(2, 40),
+    n_items=st.integers(0, 35),
+)
+def test_the_replays_seen_indexes_give_the_histories_mask(
+    log: list[tuple[str, int]], max_seen: int, n_items: int
+) -> None:
+    """Repeats, histories at their bound, items past the catalog: the mask is ``unseen``'s."""
+    seen, histories = SeenIndexes(), {u: UserHistory(max_seen=max_seen) for u in "ab"}
+    for user, item in log:
+        seen.add(user, item, histories[user])
+        histories[user].add(item, 1.0)
+        for name, history in histories.items():
+            expected = unseen(n_items, history.seen)
+            assert seen.unseen(name, history, n_items).tolist() == expected.tolist()

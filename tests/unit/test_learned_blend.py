@@ -234,3 +234,45 @@ def test_the_weights_looked_up_by_bucket_are_the_sum_of_the_item_s_columns() -> 
         expected = np.maximum(w[:, columns].sum(axis=1), 0.0) * blend.trust()
         assert np.allclose(blend.effective(context)[:, item], expected, rtol=1e-12, atol=0)
         assert np.allclose(blend.effective(context, np.array([item]))[:, 0], expected)
+
+
+def test_context_buckets_are_the_edges_definition() -> None:
+    """``searchsorted(edges, v, side="right")`` per item: counts past the last edge, ages
+    exactly on an edge, items never engaged and items past the blend's arrays."""
+    from models.learned_blend import ITEM_AGE_EDGES, ITEM_COUNT_EDGES
+
+    rng = np.random.default_rng(5)
+    blend, now = LearnedBlend(HYBRID_WEIGHTS), 40 * 86_400.0
+    at = [now - edge for edge in ITEM_AGE_EDGES] + list(rng.uniform(0, now, 20))
+    for item, first in enumerate(at):
+        for _ in range(int(rng.choice([1, 2, 3, 9, 10, 99, 100, 250]))):
+            blend.apply_item(item, blend.engaged(first))
+    items = np.arange(len(at) + 5)  # the last 5: never engaged
+    context = blend.context(items, user_events=4, catalog_size=len(items), now=now)
+    counts = np.array([blend.counts[i] if i < len(at) else 0 for i in items])
+    ages = np.array([now - at[i] if i < len(at) else 0.0 for i in items])
+    expected_age = np.where(counts > 0, 1 + np.searchsorted(ITEM_AGE_EDGES, ages, "right"), 0)
+    assert context.count.tolist() == np.searchsorted(ITEM_COUNT_EDGES, counts, "right").tolist()
+    assert context.age.tolist() == expected_age.tolist()
+
+
+def test_the_drawn_negatives_are_the_smallest_hashes_of_all_candidates() -> None:
+    """``_draw`` partitions only the hashes under a cut: the same items as partitioning
+    every candidate's hash, whatever the candidates and keys."""
+    from models.learned_blend import _mix, _mix_one
+
+    rng = np.random.default_rng(6)
+    blend = LearnedBlend(HYBRID_WEIGHTS, samples=30)
+    for trial in range(200):
+        n = int(rng.integers(1, 3_000))
+        candidates = rng.random(n) < rng.random()
+        clicked, seed = int(rng.integers(0, n)), int(rng.integers(0, 2**40))
+        keys = rng.permutation(n).astype(np.uint64) if trial % 2 else None
+        hashes = _mix(
+            (np.arange(n, dtype=np.uint64) if keys is None else keys) ^ np.uint64(_mix_one(seed))
+        )
+        eligible = candidates.copy()
+        eligible[clicked] = False
+        indexes = np.flatnonzero(eligible)
+        expected = indexes[np.sort(np.argsort(hashes[indexes])[:30])]
+        assert blend._draw(candidates, clicked, seed, keys).tolist() == expected.tolist()
