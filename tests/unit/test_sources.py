@@ -193,3 +193,47 @@ def test_a_users_stored_history_stays_under_a_brokers_message_limit() -> None:
     restored.add(30_000 - 1, 1.0)
     restored.add(0, 1.0)  # a new item pushes out the oldest, 20,000, not the re-seen 29,000
     assert 20_000 not in restored.seen and 29_000 in restored.seen and 0 in restored.seen
+
+
+def test_cf_scores_a_catalog_past_its_learned_items_as_the_padded_product() -> None:
+    """Items nobody engaged with score 0 (bias and factors 0): the learned rows alone are
+    multiplied, with the same numbers as the factors padded to the catalog."""
+    cf = OnlineBPR(seed=3)
+    histories = train([cf], planted_log(seed=4, users_per_taste=5))
+    history = histories["t0-u1"]
+    now = float(len(histories) * 12)
+    p = cf._factor_now("t0-u1", history, now)
+    assert p is not None
+    for n_items in (10, len(cf.bias), 500):
+        padded = np.zeros((n_items, cf.factors))
+        bias = np.zeros(n_items)
+        known = min(n_items, len(cf.bias))
+        padded[:known], bias[:known] = cf.items[:known], cf.bias[:known]
+        assert cf.score("t0-u1", history, n_items, now).tolist() == (padded @ p + bias).tolist()
+
+
+def test_a_profile_reloaded_from_the_users_table_reuses_its_cached_scores() -> None:
+    """A worker reloads each user's profile from JSON at every event: an equal profile is
+    the cached one, so a click costs no product over the whole catalog, and the scores
+    are those of multiplying afresh (to float32's precision: the kept scores move by
+    rows of the float32 vectors, as in a replay)."""
+    rng = np.random.default_rng(2)
+    content, history = ContentSimilarity(dim=8), UserHistory()
+    for item in range(300):
+        content.set_vector(item, rng.normal(size=8))
+    products = []
+    multiply = content._profile_scores
+    content._profile_scores = lambda profile: products.append(1) or multiply(profile)  # type: ignore[method-assign]
+    for ts, item in enumerate([3, 17, 42, 8]):
+        stored = json.loads(json.dumps(content.dump_user(history.own["content"]))) if ts else None
+        if stored is not None:  # the next event starts from the stored state
+            history.own["content"] = content.load_user(stored)
+        scores = content.score("u", history, 300, float(ts)) if ts else None
+        content.learn_one("u", item, 1.0, float(ts), history)
+        history.add(item, 1.0)
+        if scores is not None:
+            profile = history.own["content"][0]
+            fresh = multiply(profile) / np.linalg.norm(profile)
+            got = content.score("u", history, 300, float(ts))
+            np.testing.assert_allclose(got, fresh, rtol=1e-5, atol=1e-6)
+    assert len(products) == 1, "only the first scoring multiplies the catalog"
