@@ -55,6 +55,17 @@ def drive(
     listening = threading.Event()
     done = threading.Event()
 
+    def refuse(value: bytes) -> None:
+        """Count a dead letter of one of our interactions as its answer."""
+        try:
+            letter = DeadLetter.model_validate_json(value)
+            event_id = json.loads(letter.raw).get("event_id")
+        except (ValueError, AttributeError):  # not a letter, or not of ours (cut short)
+            return
+        if letter.source_topic == settings.topic_interactions and event_id in sent_at:
+            del sent_at[event_id]
+            refused[event_id] = letter.reason
+
     def consume() -> None:
         consumer = KafkaConsumer(
             bootstrap_servers=settings.effective_bootstrap_servers,
@@ -76,7 +87,7 @@ def drive(
                 now = time.perf_counter()
                 for record in records:
                     if record.topic == settings.topic_dead_letters:
-                        refuse(DeadLetter.model_validate_json(record.value))
+                        refuse(record.value)
                         continue
                     message = Recommendations.model_validate_json(record.value)
                     trigger = message.trigger_event_id
@@ -87,17 +98,6 @@ def drive(
                 if answered is not None:
                     answered(answered_so_far())
         consumer.close()
-
-    def refuse(letter: DeadLetter) -> None:
-        if letter.source_topic != settings.topic_interactions:
-            return
-        try:
-            event_id = json.loads(letter.raw).get("event_id")
-        except (ValueError, AttributeError):  # not ours: cut short, or not an object
-            return
-        if event_id in sent_at:
-            del sent_at[event_id]
-            refused[event_id] = letter.reason
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()

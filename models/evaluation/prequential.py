@@ -44,26 +44,26 @@ class SeenIndexes:
     """
 
     def __init__(self) -> None:
-        self._items: dict[str, np.ndarray] = {}
-        self._counts: dict[str, int] = defaultdict(int)
+        #: user -> (a buffer of item indexes, how many of them are in use).
+        self._seen: dict[str, tuple[np.ndarray, int]] = {}
 
     def add(self, user: str, item: int, history: UserHistory) -> None:
         """Before ``history.add(item, ...)``."""
         if item in history.seen:
             return
-        items, count = self._items.get(user, np.zeros(8, dtype=np.int64)), self._counts[user]
+        items, count = self._seen.get(user) or (np.zeros(8, dtype=np.int64), 0)
         if count == len(items):
             items = np.concatenate([items, np.zeros_like(items)])
         items[count] = item
-        self._items[user], self._counts[user] = items, count + 1
+        self._seen[user] = (items, count + 1)
 
     def unseen(self, user: str, history: UserHistory, n_items: int) -> np.ndarray:
-        if len(history.seen) >= history.max_seen or self._counts[user] != len(history.seen):
+        items, count = self._seen.get(user) or (np.zeros(0, dtype=np.int64), 0)
+        if len(history.seen) >= history.max_seen or count != len(history.seen):
             return unseen(n_items, history.seen)
         candidates = np.ones(n_items, dtype=bool)
-        if user in self._items:
-            items = self._items[user][: self._counts[user]]
-            candidates[items[items < n_items]] = False
+        items = items[:count]
+        candidates[items[items < n_items]] = False
         return candidates
 
 
