@@ -27,6 +27,7 @@ import numpy as np
 from models.blend import Blend, Ranked, normalise_all, unseen
 from models.candidates import CandidateStage
 from models.learned_blend import LearnedBlend
+from models.packed import pack
 from models.sources import (
     Catalog,
     ContentSimilarity,
@@ -78,8 +79,8 @@ class Recommendation:
     reasons: list[Reason]
 
 
-def _json_ready(value: Any) -> Any:
-    return value.tolist() if isinstance(value, np.ndarray) else value
+def _json_ready(value: Any, what: str) -> Any:
+    return pack(value, what) if isinstance(value, np.ndarray) else value
 
 
 def hybrid_sources(content_dim: int) -> dict[str, Source]:
@@ -277,7 +278,9 @@ class HybridRecommender:
             for touched, change in source.user_step(user_id, item, weight, ts, state.history):
                 changes.setdefault(ids[touched], {})[name] = {
                     # Item indexes are local to this process: ids go on the wire.
-                    key: [ids[i] for i in value] if key == "co" else _json_ready(value)
+                    key: [ids[i] for i in value]
+                    if key == "co"
+                    else _json_ready(value, f"{name}'s {key!r} for {ids[touched]!r}")
                     for key, value in change.items()
                 }
         state.history.add(item, weight)

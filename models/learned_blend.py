@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from models.packed import pack, unpack
 from models.sources.base import grown
 from models.topk import kth_largest
 
@@ -296,7 +297,7 @@ class LearnedBlend:
         pull = _sigmoid(total[negatives] - total[clicked])
         direction = (pull[:, None, None] * (features[0] - features[1:])).mean(axis=0)
         delta = self.learning_rate * (direction - self.l2 * (self.weights - self.prior))
-        return {"step": delta.ravel().tolist()}
+        return {"step": pack(delta.ravel(), "the learned blend's step")}
 
     def _draw(
         self, candidates: np.ndarray, clicked: int, seed: int, keys: np.ndarray | None
@@ -324,7 +325,8 @@ class LearnedBlend:
     def apply(self, change: Mapping[str, Any]) -> None:
         """The item side: add a ``step`` to the weights."""
         if "step" in change:
-            self.weights += np.asarray(change["step"], dtype=np.float64).reshape(self.weights.shape)
+            step = unpack(change["step"], "the learned blend's step")
+            self.weights += step.reshape(self.weights.shape)
 
     def engaged(self, ts: float) -> dict[str, Any]:
         """The change an engagement makes to its item's count and first engagement."""

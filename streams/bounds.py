@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from models.packed import NonFiniteError
+
 log = logging.getLogger(__name__)
 
 #: A message key longer than this (UTF-8 bytes) is refused; ids are at most 256 characters.
@@ -115,7 +117,7 @@ class OversizedOutput(ValueError):
     """A message the worker was about to send is larger than the producer may send."""
 
 
-class NonFiniteState(ValueError):
+class NonFiniteState(NonFiniteError):
     """A number about to be stored is NaN or infinite."""
 
 
@@ -182,6 +184,10 @@ def require_finite(value: Any, what: str) -> None:
         raise NonFiniteState(f"{what} holds a non-finite number at {where or '(value)'}")
 
 
+#: Types whose values are never NaN or infinite.
+_ALWAYS_FINITE = frozenset({str, int, bool, type(None)})
+
+
 def _non_finite_at(value: Any, path: str) -> str | None:
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return None
@@ -196,6 +202,8 @@ def _non_finite_at(value: Any, path: str) -> str | None:
         return None
     if isinstance(value, Mapping):
         for key, item in value.items():
+            if type(item) in _ALWAYS_FINITE:  # most of a state: ids, counts (no path built)
+                continue
             found = _non_finite_at(item, f"{path}.{key}" if path else str(key))
             if found is not None:
                 return found
@@ -211,6 +219,8 @@ def _non_finite_at(value: Any, path: str) -> str | None:
             return f"{path}[{bad[0]}]" if len(bad) else None
     if isinstance(value, list | tuple | set | frozenset):
         for n, item in enumerate(value):
+            if type(item) in _ALWAYS_FINITE:
+                continue
             found = _non_finite_at(item, f"{path}[{n}]")
             if found is not None:
                 return found

@@ -19,8 +19,9 @@ from functools import partial
 from typing import Any, Protocol
 
 from models.hybrid import HybridRecommender, UnknownItemError
+from models.packed import NonFiniteError
 from models.signals import signal_weight
-from streams.bounds import NonFiniteState, require_finite
+from streams.bounds import require_finite
 from streams.delivery_book import DeliveryBook
 from streams.events import Interaction, ItemChanges, Recommendations
 from streams.metrics import WorkerMetrics
@@ -157,6 +158,8 @@ class InteractionHandler:
             )
         except UnknownItemError as error:
             raise Rejected("unknown-item", str(error)) from None
+        except NonFiniteError as error:  # a vector of the changes, refused as it was packed
+            raise Rejected("non-finite", str(error)) from None
         if changes is None:
             raise Rejected(
                 "duplicate", f"event_id {interaction.event_id!r} was already applied; ignored"
@@ -166,19 +169,19 @@ class InteractionHandler:
             # The event was processed before a crash that lost the user's new state but not
             # its item changes: those are applied; end where that step ended.
             self.hybrid.adopt_steps(state, logged_step)
-        update = ItemChanges(
-            event_id=interaction.event_id,
-            user_id=user_id,
-            source_partition=message.partition,
-            source_offset=offset,
-            changes=changes,
-            user_steps=self.hybrid.item_dependent_steps(state),
-        )
-        stored_state = self.hybrid.dump_state(state)
         try:  # the invariant at every state write: no NaN or infinity is ever stored
+            update = ItemChanges(
+                event_id=interaction.event_id,
+                user_id=user_id,
+                source_partition=message.partition,
+                source_offset=offset,
+                changes=changes,
+                user_steps=self.hybrid.item_dependent_steps(state),
+            )
+            stored_state = self.hybrid.dump_state(state)
             require_finite(changes, "the item changes")
             require_finite(stored_state, "the user state")
-        except NonFiniteState as error:
+        except NonFiniteError as error:  # NonFiniteState, or a vector refused as it was packed
             raise Rejected("non-finite", str(error)) from None
         self.item_side.apply_local(update)
         if weight > 0 and previous is not None:

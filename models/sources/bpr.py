@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from river.optim import SGD
 
+from models.packed import pack, unpack
 from models.sources.base import ItemDelta, Source, UserHistory, grown
 
 _MIX = 1_000_003
@@ -180,7 +181,7 @@ class OnlineBPR(Source):
 
     def apply(self, item: int, change: dict[str, Any]) -> None:
         self._ensure_item(item)
-        self.items[item] += np.asarray(change["dq"])
+        self.items[item] += unpack(change["dq"], "a cf change's 'dq'")
         self.bias[item] += change["db"]
         if change.get("positive"):
             self._count_positive(item, change["positive"], (change["at"], change["by"]))
@@ -290,7 +291,7 @@ class OnlineBPR(Source):
         return self.user_factor(user, history, now) if self.name in history.own else None
 
     def dump_user(self, value: Any) -> Any:
-        return np.asarray(value).tolist()
+        return pack(value, "the user's cf factor")
 
     def load_user(self, data: Any) -> Any:
-        return np.asarray(data, dtype=np.float64)
+        return unpack(data, "the user's cf factor")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from models.packed import pack, unpack
 from models.sources.base import ItemDelta, Source, UserHistory, grown
 
 
@@ -175,10 +176,10 @@ class ContentSimilarity(Source):
 
     def dump_user(self, value: Any) -> Any:
         profile, ts = value
-        return [np.asarray(profile).tolist(), ts]
+        return [pack(profile, "the user's content profile"), ts]
 
     def load_user(self, data: Any) -> Any:
-        return np.asarray(data[0], dtype=np.float64), float(data[1])
+        return unpack(data[0], "the user's content profile"), float(data[1])
 
     def item_arrays(self) -> dict[str, np.ndarray]:
         return {"vectors": self.vectors[: self.n_vectors].copy()}

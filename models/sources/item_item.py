@@ -44,6 +44,8 @@ class CoEngagements:
     >>> co.add(0, [1, 2]); co.add(0, [1])
     >>> co.get(0, 1), co.get(0, 2), co.get(0, 3)
     (2.0, 1.0, 0.0)
+    >>> co.add(2, [0]); co.column([0, 1, 2], 1).tolist(), co.column([0, 1, 2], 0).tolist()
+    ([2.0, 0.0, 0.0], [0.0, 0.0, 1.0])
     >>> co.add(0, [3])   # the row is full: 3 takes 2's place and count, plus one
     >>> co.row(0)[0].tolist(), co.row(0)[1].tolist()
     ([1, 3], [2.0, 2.0])
@@ -58,6 +60,10 @@ class CoEngagements:
         self._items: list[np.ndarray] = []
         self._counts: list[np.ndarray] = []
         self.sizes = np.zeros(0, dtype=np.int32)
+        #: ``add`` calls so far, and what ``column`` last concatenated (rows change only there).
+        self._added = 0
+        self._rows_of: tuple[tuple[int, tuple[int, ...]], np.ndarray, np.ndarray, np.ndarray] | None
+        self._rows_of = None
 
     def __len__(self) -> int:
         """Rows held (items 0..len-1; the others have no neighbours)."""
@@ -91,11 +97,32 @@ class CoEngagements:
         at = np.flatnonzero(neighbours == neighbour)
         return float(counts[at[0]]) if len(at) else 0.0
 
+    def column(self, items: Sequence[int], neighbour: int) -> np.ndarray:
+        """``get(i, neighbour)`` for each of ``items``, read from their rows at once.
+
+        A list explains its items one by one against the same user's items: their rows
+        are concatenated once and kept until the next ``add``."""
+        key = (self._added, tuple(items))
+        if self._rows_of is None or self._rows_of[0] != key:
+            rows = [self.row(i) for i in items]
+            self._rows_of = (
+                key,
+                np.concatenate([r[0] for r in rows]) if rows else _NO_ITEMS,
+                np.concatenate([r[1] for r in rows]) if rows else _NO_COUNTS,
+                np.repeat(np.arange(len(items)), [len(r[0]) for r in rows]),
+            )
+        _, neighbours, counts, owners = self._rows_of
+        hits = np.flatnonzero(neighbours == neighbour)  # a row holds a neighbour once
+        column = np.zeros(len(items), dtype=np.float32)
+        column[owners[hits]] = counts[hits]
+        return column
+
     def add(self, item: int, neighbours: Sequence[int], amount: float = 1.0) -> None:
         """Count ``amount`` more co-engagements of ``item`` with each of ``neighbours``
         (distinct indexes)."""
         if not len(neighbours):
             return
+        self._added += 1
         self._ensure(item)
         wanted = np.asarray(neighbours, dtype=np.int32)
         n = int(self.sizes[item])
@@ -281,9 +308,7 @@ class ItemItemCosine(Source):
         if not items or item >= len(self.counts):
             return None
         # sim(i, item) ordered over the user's items i: the item's own root is common.
-        similarity = (
-            np.array([self.co.get(i, item) for i in items], dtype=np.float32) * self._inverse[items]
-        )
+        similarity = self.co.column(items, item) * self._inverse[items]
         return items[int(np.argmax(similarity))] if similarity.max() > 0 else None
 
     # -- the item side as arrays (checkpoints) ----------------------------------------

@@ -32,6 +32,7 @@ from encoders.fusion import AverageFusion, ModalityProjection
 from encoders.media import MediaFetcher, MediaPolicy
 from encoders.multimodal import MultimodalEncoder
 from encoders.text import MiniLMTextEncoder
+from models.packed import unpack
 from models.vector_store import EdgeVectorStore, StoredItem, UnreadableStoreError
 from streams.app import StreamrecApp
 from streams.bounds import MAX_KEY_BYTES, require_finite
@@ -476,22 +477,23 @@ def magnitude(value: Any) -> float:
     """The largest absolute number in a nested value."""
     if isinstance(value, dict):
         return max((magnitude(v) for v in value.values()), default=0.0)
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | np.ndarray):
         return max((magnitude(v) for v in value), default=0.0)
-    if isinstance(value, float | int) and not isinstance(value, bool):
+    if isinstance(value, float | int | np.floating) and not isinstance(value, bool):
         return abs(float(value))
     return 0.0
 
 
 def learned(state: dict[str, Any]) -> list[Any]:
     """What a user's or an item's state learned (times left out): the CF factor, the
-    content profile, the weights of recent engagements, an item's CF factor and bias."""
+    content profile, the weights of recent engagements, an item's CF factor and bias.
+    Stored vectors are packed (``models/packed.py``; unpacking refuses a NaN)."""
     history = state.get("history", {})
     own = history.get("own", {})
     profile = own.get("content")
     return [
-        own.get("cf"),
-        profile[0] if profile else None,
+        unpack(own["cf"], "cf") if "cf" in own else None,
+        unpack(profile[0], "content") if profile else None,
         [weight for _, weight in history.get("recent", [])],
         state.get("cf"),
     ]

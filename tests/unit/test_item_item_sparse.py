@@ -92,6 +92,25 @@ def test_sparse_counts_score_as_the_dense_matrix(log, any_interaction: bool) -> 
             assert sparse.because_of(str(user), history, item) == dense.because_of(history, item)
 
 
+@settings(max_examples=30, deadline=None)
+@given(events)
+def test_explanations_see_every_count_added_between_them(log) -> None:
+    """``because_of`` reads the user's rows concatenated once per list (``column``) and
+    kept between calls: explained after every event, the same histories against counts
+    that changed in between, they stay the dense matrix's."""
+    sparse, dense = ItemItemCosine(recency=0.9), DenseItemItem(recency=0.9)
+    histories: dict[int, UserHistory] = {}
+    for ts, (user, item, weight) in enumerate(log):
+        history = histories.setdefault(user, UserHistory())
+        sparse.learn_one(str(user), item, weight, float(ts), history)
+        dense.learn_one(item, history)
+        history.add(item, weight)
+        for other, known in histories.items():
+            for explained in range(len(dense.counts)):
+                expected = dense.because_of(known, explained)
+                assert sparse.because_of(str(other), known, explained) == expected
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 30), min_size=1, max_size=300), st.integers(1, 8))
 def test_a_full_row_keeps_its_heavy_neighbours(stream: list[int], bound: int) -> None:
