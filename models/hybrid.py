@@ -37,6 +37,7 @@ from models.sources import (
     Source,
 )
 from models.sources.base import grown
+from models.sources.changes import MAX_ID_CHARS, InvalidChange
 from models.user_state import UserState
 
 if TYPE_CHECKING:
@@ -314,6 +315,30 @@ class HybridRecommender:
     def _rows(self, normalised_scores: Mapping[str, np.ndarray]) -> np.ndarray:
         assert self.learned is not None
         return np.stack([normalised_scores[name] for name in self.learned.sources])
+
+    def check_changes(
+        self, changes: ItemChanges, user_steps: Mapping[str, Any], now: float
+    ) -> None:
+        """Raise ``InvalidChange`` unless ``apply`` can take all of ``changes`` and
+        ``adopt_steps`` all of ``user_steps``: what a record read from the log must pass
+        before any of it is applied (``models/sources/changes.py``). Sources this
+        recommender does not run are ignored, as ``apply`` ignores them."""
+        for item_id, by_source in changes.items():
+            if not 0 < len(item_id) <= MAX_ID_CHARS:
+                raise InvalidChange(f"an item id of {len(item_id)} characters")
+            for name, change in by_source.items():
+                checked = self.learned if name == LearnedBlend.name else self.sources.get(name)
+                try:
+                    if checked is not None:
+                        checked.check_change(change, now)
+                except InvalidChange as error:
+                    raise InvalidChange(f"item {item_id[:80]!r}, {name!r}: {error}") from None
+        for name, value in user_steps.items():
+            if name in self.sources:
+                try:
+                    self.sources[name].load_user(value)
+                except (TypeError, ValueError, LookupError) as error:
+                    raise InvalidChange(f"user step {name!r}: {error}") from None
 
     def apply(self, changes: ItemChanges) -> None:
         """The item side: fold one event's changes into the item state."""

@@ -56,6 +56,7 @@ import numpy as np
 
 from models.packed import pack, unpack
 from models.sources.base import grown
+from models.sources.changes import InvalidChange, moment, number, only, vector
 from models.topk import kth_largest
 
 #: Bucket edges: a value v falls in bucket ``searchsorted(edges, v, side="right")``.
@@ -321,6 +322,17 @@ class LearnedBlend:
             few = np.arange(len(indexes))
         chosen = few[np.argpartition(drawn[few], self.samples - 1)[: self.samples]]
         return indexes[np.sort(chosen)]
+
+    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+        """Raise ``InvalidChange`` unless ``apply`` and ``apply_item`` can take ``change``
+        (read from the log: ``models/sources/changes.py``)."""
+        only(change, {"step", "count", "at"})
+        if "step" in change:
+            vector(change, "step", self.weights.size)
+        if "count" in change:
+            if not number(change, "count", 0).is_integer():
+                raise InvalidChange("'count' is not a whole number")
+            moment(change, "at", now)
 
     def apply(self, change: Mapping[str, Any]) -> None:
         """The item side: add a ``step`` to the weights."""

@@ -32,14 +32,17 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 from pydantic import ValidationError
 
 from models import item_snapshot
 from models.hybrid import CONTENT, HybridRecommender
+from models.sources.changes import InvalidChange
 from models.vector_store import StoredItem, VectorStore
 from streams.admin import partition_ids
+from streams.bounds import clip
 from streams.events import ItemChanges, ItemRecord, ItemUpdate, unpack_vector
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -339,8 +342,11 @@ class ItemSideReplica(Service):
         key = (message.source_partition, message.source_offset)
         if message.source_offset <= self.log_offsets.get(message.user_id, -1):
             return  # re-sent after a restart: already folded
+        local = key in self.applied_locally  # this worker's own: checked as it was made
+        if (not local or key in self._restored_locally) and not self._acceptable(message):
+            return
         self.log_offsets[message.user_id] = message.source_offset
-        if key in self.applied_locally:
+        if local:
             self.applied_locally.discard(key)
             if key in self._restored_locally:
                 # Applied before the snapshot by the previous run of this worker: a crash
@@ -354,17 +360,43 @@ class ItemSideReplica(Service):
         self.hybrid.apply(message.changes)
         self.metrics.processed[self.settings.topic_item_updates] += 1
 
+    def _acceptable(self, message: ItemChanges) -> bool:
+        """Whether a record's changes can be applied whole; if not, it is skipped, said
+        and counted, before it touches anything (``models/sources/changes.py``)."""
+        try:
+            self.hybrid.check_changes(message.changes, message.user_steps, time.time())
+        except InvalidChange as error:
+            self._skip(f"the changes of event {message.event_id!r}: {error}")
+            return False
+        return True
+
+    def _vectors(self, record: ItemRecord) -> dict[str, np.ndarray] | None:
+        """The record's vectors, or None (said and counted) where one is not a finite
+        vector of a size the store has."""
+        sizes = self.store.vector_sizes
+        try:
+            vectors = {name: unpack_vector(text) for name, text in record.vectors.items()}
+            for name, vector in vectors.items():
+                if sizes.get(name) != len(vector) or not np.isfinite(vector).all():
+                    raise ValueError(f"{name!r} is not {sizes.get(name)} finite numbers")
+        except ValueError as error:
+            self._skip(f"item {record.item_id!r}: vector {error}")
+            return None
+        return vectors
+
+    def _skip(self, what: str) -> None:
+        # Workers write this topic; a record that fails here was crafted or corrupted.
+        # Every replica reads it, so it is logged and counted here, not dead-lettered.
+        log.error("item-updates record skipped: %s", clip(what))
+        self.metrics.dead_letters["item-update"] += 1
+
     def _store_items(self, records: list[ItemRecord]) -> None:
         latest = {record.item_id: record for record in records}  # a later upload wins
+        decoded = {item_id: self._vectors(record) for item_id, record in latest.items()}
         items = [
-            StoredItem(
-                r.item_id,
-                self.hybrid.with_cf_vector(
-                    r.item_id, {name: unpack_vector(text) for name, text in r.vectors.items()}
-                ),
-                r.payload,
-            )
-            for r in latest.values()
+            StoredItem(id_, self.hybrid.with_cf_vector(id_, vectors), latest[id_].payload)
+            for id_, vectors in decoded.items()
+            if vectors is not None
         ]
         self.store.upsert(items)
         for item in items:

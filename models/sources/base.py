@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Callable, KeysView, Sequence
+from collections.abc import Callable, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from models.sources.changes import InvalidChange
+
 #: What one source tells the owner of one item about one event: (item index, change).
-#: A change is a dict of numbers, lists and numpy arrays (sent as lists); any item
-#: indexes in it are under the key ``co``.
+#: A change is a dict of numbers, lists and numpy arrays (sent packed: models/packed.py);
+#: any item indexes in it are under the key ``co``.
 ItemDelta = tuple[int, dict[str, Any]]
 
 
@@ -195,6 +197,11 @@ class Source(ABC):
 
     def apply(self, item: int, change: dict[str, Any]) -> None:  # noqa: B027 (optional)
         """The item's side: fold one change from ``user_step`` into this item's state."""
+
+    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+        """Raise ``InvalidChange`` unless ``apply`` can take ``change`` whole (a change
+        read from the log: ``models/sources/changes.py``); ``now``: the reader's clock."""
+        raise InvalidChange(f"the {self.name!r} source makes no item changes")
 
     def dump_user(self, value: Any) -> Any:
         """This source's ``history.own`` value as JSON-ready data."""

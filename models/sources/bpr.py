@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from river.optim import SGD
 
 from models.packed import pack, unpack
 from models.sources.base import ItemDelta, Source, UserHistory, grown
+from models.sources.changes import moment, number, only, vector
 
 _MIX = 1_000_003
 _MASK = (1 << 64) - 1
@@ -179,6 +181,15 @@ class OnlineBPR(Source):
         history.own[self._last_step] = max(ts, history.own.get(self._last_step, ts))
         return q, b
 
+    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+        only(change, {"dq", "db", "positive", "at", "by"})
+        vector(change, "dq", self.factors)
+        number(change, "db")
+        if change.get("positive"):
+            number(change, "positive")
+            moment(change, "at", now)
+            number(change, "by", 0, 2**32 - 1)
+
     def apply(self, item: int, change: dict[str, Any]) -> None:
         self._ensure_item(item)
         self.items[item] += unpack(change["dq"], "a cf change's 'dq'")
@@ -294,4 +305,7 @@ class OnlineBPR(Source):
         return pack(value, "the user's cf factor")
 
     def load_user(self, data: Any) -> Any:
-        return unpack(data, "the user's cf factor")
+        factor = unpack(data, "the user's cf factor")
+        if factor.shape != (self.factors,):
+            raise ValueError(f"the user's cf factor has {factor.size} numbers, not {self.factors}")
+        return factor

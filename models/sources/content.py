@@ -179,7 +179,10 @@ class ContentSimilarity(Source):
         return [pack(profile, "the user's content profile"), ts]
 
     def load_user(self, data: Any) -> Any:
-        return unpack(data[0], "the user's content profile"), float(data[1])
+        profile, ts = unpack(data[0], "the user's content profile"), float(data[1])
+        if profile.shape != self.vectors.shape[1:] or not math.isfinite(ts):
+            raise ValueError(f"a content profile of {profile.size} numbers at {ts}")
+        return profile, ts
 
     def item_arrays(self) -> dict[str, np.ndarray]:
         return {"vectors": self.vectors[: self.n_vectors].copy()}

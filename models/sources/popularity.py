@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from models.sources.base import ItemDelta, Source, UserHistory, grown
+from models.sources.changes import moment, number, only
 
 #: ``exp`` of anything smaller is 0.0 in float64: a score of 0, not a pick.
 _LOG_SMALLEST = math.log(np.finfo(np.float64).smallest_subnormal)
@@ -38,6 +40,10 @@ class Popularity(Source):
     def apply(self, item: int, change: dict[str, Any]) -> None:
         self.counts = grown(self.counts, item + 1)
         self.counts[item] += change["count"]
+
+    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+        only(change, {"count"})
+        number(change, "count")
 
     def score(self, user: str, history: UserHistory, n_items: int, now: float) -> np.ndarray:
         return grown(self.counts, n_items)[:n_items]
@@ -92,6 +98,10 @@ class DecayedPopularity(Source):
         self, user: str, item: int, weight: float, ts: float, history: UserHistory
     ) -> list[ItemDelta]:
         return [(item, {"at": ts})]
+
+    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+        only(change, {"at"})
+        moment(change, "at", now)
 
     def apply(self, item: int, change: dict[str, Any]) -> None:
         if len(self.log_mass) <= item:

@@ -1,0 +1,85 @@
+"""Checks of item changes read from the log, before any of them is applied.
+
+Item changes reach a worker's item side from the ``item-updates`` topic, which anything
+with write access to the cluster can write to. A change ``apply`` cannot take (a
+string where a number goes, a vector of the wrong length, a NaN, a time in the year
+5000) raised in the middle of the replica's fold, or went silently into the item state:
+a crafted record crash-looped every worker reading it, or left NaN in every replica.
+Each source says what its changes may hold (``Source.check_change``, built from these
+checks) and the hybrid checks a whole record before applying any of it.
+
+The bounds are far past anything a worker writes (a step of SGD, a count of 1, an
+event's time), and close enough that no number of changes can overflow a float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from models.packed import unpack
+
+#: The largest magnitude of a number added to item state by one change.
+MAX_DELTA = 1e6
+#: How far past ``now`` a change's time may be (the interactions' own clock-skew bound).
+MAX_FUTURE_S = 86_400.0
+#: The longest item id, and the most ids one change may name (a worker names at most
+#: the user's recent window).
+MAX_ID_CHARS = 256
+MAX_IDS = 1_000
+
+
+class InvalidChange(ValueError):
+    """An item change that ``apply`` cannot take whole; names the key and why."""
+
+
+def only(change: Mapping[str, Any], keys: set[str]) -> None:
+    unknown = set(change) - keys
+    if unknown:
+        raise InvalidChange(f"unknown keys {sorted(unknown)[:5]}")
+
+
+def number(
+    change: Mapping[str, Any], key: str, low: float = -MAX_DELTA, high: float = MAX_DELTA
+) -> float:
+    """``change[key]`` as a float, refused unless a finite number in [low, high]."""
+    if key not in change:
+        raise InvalidChange(f"{key!r} is missing")
+    value = change[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidChange(f"{key!r} is not a number")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InvalidChange(f"{key!r} is {value!r}, outside [{low:g}, {high:g}]")
+    return float(value)
+
+
+def moment(change: Mapping[str, Any], key: str, now: float) -> float:
+    """A time in seconds since the epoch, at most ``MAX_FUTURE_S`` past ``now``."""
+    return number(change, key, 0.0, now + MAX_FUTURE_S)
+
+
+def vector(change: Mapping[str, Any], key: str, size: int) -> np.ndarray:
+    """Packed (or listed) floats: ``size`` finite numbers, each at most ``MAX_DELTA``."""
+    try:
+        values = unpack(change[key], repr(key))
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidChange(str(error)) from None
+    if values.shape != (size,):
+        raise InvalidChange(f"{key!r} holds {values.size} numbers, not {size}")
+    if np.abs(values).max(initial=0.0) > MAX_DELTA:
+        raise InvalidChange(f"{key!r} holds a number past {MAX_DELTA:g}")
+    return values
+
+
+def ids(change: Mapping[str, Any], key: str) -> list[str]:
+    value = change.get(key)
+    if not isinstance(value, list) or len(value) > MAX_IDS:
+        raise InvalidChange(f"{key!r} is not a list of at most {MAX_IDS} item ids")
+    if not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in value):
+        raise InvalidChange(f"{key!r} holds something other than item ids")
+    if len(set(value)) != len(value):
+        raise InvalidChange(f"{key!r} names an item twice")
+    return value
