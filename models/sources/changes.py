@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,9 @@ class InvalidChange(ValueError):
     """An item change that ``apply`` cannot take whole; names the key and why."""
 
 
-def only(change: Mapping[str, Any], keys: set[str]) -> None:
+def only(change: Mapping[str, Any], keys: AbstractSet[str]) -> None:
+    if keys.issuperset(change):
+        return
     unknown = set(change) - keys
     if unknown:
         raise InvalidChange(f"unknown keys {sorted(unknown)[:5]}")
@@ -76,6 +79,9 @@ def vector(change: Mapping[str, Any], key: str, size: int) -> np.ndarray:
 
 def ids(change: Mapping[str, Any], key: str) -> list[str]:
     value = change.get(key)
+    one = type(value) is list and len(value) == 1 and type(value[0]) is str
+    if one and 0 < len(value[0]) <= MAX_ID_CHARS:  # most changes
+        return value
     if not isinstance(value, list) or len(value) > MAX_IDS:
         raise InvalidChange(f"{key!r} is not a list of at most {MAX_IDS} item ids")
     if not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in value):

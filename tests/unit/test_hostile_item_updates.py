@@ -223,7 +223,7 @@ changes = st.dictionaries(
 steps = st.dictionaries(sources, values | packed | st.tuples(packed, numbers).map(list), max_size=2)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.tuples(changes, steps), min_size=1, max_size=4))
 def test_arbitrary_changes_never_crash_the_fold_or_reach_the_item_side_unchecked(
     tmp_path_factory: pytest.TempPathFactory, bad: list[tuple[dict[str, Any], dict[str, Any]]]
