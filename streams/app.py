@@ -36,6 +36,7 @@ from streams.outbox import Outbox
 from streams.poison import PoisonGuard
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
+from streams.users_table import users_table
 from streams.web import install_views, web_middlewares
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class StreamrecApp:
         self.interactions_topic = topics[s.topic_interactions]
         # One value per user holds its state and the position it reflects, so a
         # redelivered message is recognised in the same write that applied it.
-        self.users = app.Table("users", default=None, partitions=s.partitions)
+        self.users = users_table(app, s.partitions)
         self.outbox = Outbox(
             topics, s.topic_dead_letters, app.conf.producer_max_request_size, self.metrics
         )

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from models.hybrid import HybridRecommender, UnknownItemError
 from models.packed import NonFiniteError
 from models.signals import signal_weight
-from streams.bounds import require_finite
+from streams.bounds import clip, require_finite
 from streams.delivery_book import DeliveryBook
 from streams.events import Interaction, ItemChanges, Recommendations
 from streams.metrics import WorkerMetrics
@@ -89,10 +89,9 @@ class InteractionHandler:
         interaction: Interaction = parse(Interaction, record.value, record_key(record))
         message = record.message
         user_id = interaction.user_id
-        entry = self.users.get(user_id) or {}
+        entry, book = self._entry(user_id)
         offset = message.offset
         # Repeats are recognised by event id, not by offset alone (streams/delivery_book.py).
-        book = DeliveryBook(entry)
         decision = book.decide(message.partition, offset, interaction.event_id)
         if decision.verdict == "refuse":
             raise Rejected(decision.reason, decision.error)
@@ -117,6 +116,27 @@ class InteractionHandler:
         self.metrics.processed[s.topic_interactions] += 1
         if message.timestamp:  # seconds since the epoch, as the broker stamped it
             self.metrics.observe_click_to_recommendation(max(time.time() - message.timestamp, 0))
+
+    def _entry(self, user_id: str) -> tuple[dict[str, Any], DeliveryBook]:
+        """The user's stored entry and its delivery book; an entry that cannot be read
+        (not written by this version: a crafted or corrupted changelog record) is
+        replaced by none, so the user starts afresh instead of losing every event."""
+        entry = self.users.get(user_id)
+        if entry is None:
+            return {}, DeliveryBook({})
+        try:
+            parts = [entry, entry.get("state", {}), entry.get("pending", {}), entry.get("latest")]
+            if not all(isinstance(part, dict) for part in parts if part is not None):
+                raise TypeError("not a user entry")
+            return entry, DeliveryBook(entry)
+        except (TypeError, ValueError, AttributeError) as error:
+            self._unreadable(user_id, "entry", error)
+            return {}, DeliveryBook({})
+
+    def _unreadable(self, user_id: str, what: str, error: Exception) -> None:
+        log.error(
+            "user %s: stored %s unreadable, starting afresh: %s", clip(user_id), what, clip(error)
+        )
 
     async def _resend(
         self, interaction: Interaction, entry: dict[str, Any], applied_at: str | None
@@ -148,7 +168,11 @@ class InteractionHandler:
         send to item-updates, and the list."""
         message, user_id = record.message, interaction.user_id
         partition, offset = str(message.partition), message.offset
-        state = self.hybrid.load_state(entry.get("state", {}))
+        try:
+            state = self.hybrid.load_state(entry.get("state", {}))
+        except (TypeError, ValueError, LookupError, AttributeError) as error:
+            self._unreadable(user_id, "state", error)
+            state = self.hybrid.load_state({})
         previous = state.history.recent[-1][0] if state.history.recent else None
         weight = signal_weight(interaction.kind.value, interaction.value)
         ts = interaction.ts.timestamp()

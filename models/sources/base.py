@@ -3,6 +3,7 @@ and the ``learn_one`` / ``score`` interface, split by owner (``user_step`` / ``a
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from collections.abc import Callable, KeysView, Mapping, Sequence
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from models.sources.changes import InvalidChange
+from models.sources.changes import MAX_ID_CHARS, InvalidChange
 
 #: What one source tells the owner of one item about one event: (item index, change).
 #: A change is a dict of numbers, lists and numpy arrays (sent packed: models/packed.py);
@@ -131,18 +132,31 @@ class UserHistory:
         sources: dict[str, Source] | None = None,
         size: int = 20,
     ) -> UserHistory:
-        """The inverse of ``to_dict``; ``index`` maps an item id to its local index."""
+        """The inverse of ``to_dict``; ``index`` maps an item id to its local index.
+
+        Everything is read before ``index`` is called (it adds unknown ids to the
+        catalog): a history that cannot be read raises ValueError or TypeError and leaves
+        the catalog as it was (a crafted entry once put an int among the item ids)."""
         sources = sources or {}
+        seen, last = list(data.get("seen", [])), list(data.get("last", []))
+        recent = [(i, float(w)) for i, w in data.get("recent", [])]
+        events = int(data.get("events", 0))
+        own = {
+            name: sources[name].load_user(value) if name in sources else value
+            for name, value in data.get("own", {}).items()
+        }
+        ids = [*seen, *(i for i, _ in recent), *last]
+        if not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in ids):
+            raise ValueError("the stored history holds something other than item ids")
+        if not all(math.isfinite(w) for _, w in recent):
+            raise ValueError("the stored history holds a non-finite weight")
         return cls(
             size=size,
-            seen_order=OrderedDict((index(i), None) for i in data.get("seen", [])),
-            recent=deque((index(i), float(w)) for i, w in data.get("recent", [])),
-            last=deque(index(i) for i in data.get("last", [])),
-            events=int(data.get("events", 0)),
-            own={
-                name: sources[name].load_user(value) if name in sources else value
-                for name, value in data.get("own", {}).items()
-            },
+            seen_order=OrderedDict((index(i), None) for i in seen),
+            recent=deque((index(i), w) for i, w in recent),
+            last=deque(index(i) for i in last),
+            events=events,
+            own=own,
         )
 
 

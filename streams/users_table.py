@@ -1,0 +1,60 @@
+"""The users table: Faust's table whose changelog reads a record that is not JSON as no
+entry.
+
+A worker rebuilds the users table from its changelog at start. One record there that was
+not JSON (a corrupted or crafted write to the internal topic) made Faust's recovery fail
+on it, wait, and read it again, forever: the worker never became ready and served
+nobody (``tests/integration/test_users_changelog.py``). Read as no entry, that user
+starts afresh at their next event; what is JSON but not an entry this version can read
+is handled where entries are read (``streams/interactions.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.serializers import codecs
+
+from streams.bounds import clip
+
+log = logging.getLogger(__name__)
+
+#: The name the codec is registered under.
+NAME = "streamrec-users-json"
+
+
+class UsersJSON(codecs.json):
+    """Faust's JSON codec, reading a value that is not JSON as None (no entry)."""
+
+    def _loads(self, s: bytes) -> Any:
+        try:
+            return super()._loads(s)
+        except ValueError as error:  # not JSON, or not UTF-8
+            log.error(
+                "users table: a changelog value that is not JSON read as none: %s", clip(error)
+            )
+            return None
+
+
+codecs.register(NAME, UsersJSON())
+
+
+class UsersTable(faust.Table):
+    """``faust.Table`` with ``UsersJSON`` for its keys and values (JSON as before, so
+    the changelog's bytes are unchanged). Faust takes a table's codec only from a
+    model's options, and makes the changelog topic with it as the table is added."""
+
+    def _serializer_from_type(self, typ: Any) -> str:
+        return NAME
+
+
+def users_table(app: faust.App, partitions: int) -> UsersTable:
+    """The users table (one entry per user: ``streams/interactions.py``), added to ``app``
+    as ``app.Table`` adds one."""
+    table = UsersTable(
+        app, name="users", default=None, beacon=app.tables.beacon, partitions=partitions
+    )
+    app.tables.add(table)
+    return table
