@@ -468,7 +468,7 @@ class HybridRecommender:
 def _from_first_format(data: dict[str, Any]) -> dict[str, Any]:
     """The first stored format (seen ids, recent positive items with weights, a content
     profile, event ids) in ``dump_state``'s: the CF factor starts afresh."""
-    recent = [[str(item), float(weight)] for item, weight in data.get("history", [])]
+    recent = [[item, float(weight)] for item, weight in data.get("history", [])]
     own: dict[str, Any] = {}
     if data.get("profile") is not None:
         own[CONTENT] = [data["profile"], float(data.get("profile_ts", 0.0))]

@@ -27,6 +27,7 @@ UNREADABLE: list[Any] = [
     {"state": {"history": {"recent": "x"}}},
     {"pending": ["x"]},
     {"latest": "x"},
+    {"state": {"history": [[7, 1.0]]}},  # the first stored format, an int for an id
 ]
 
 
@@ -42,6 +43,7 @@ def test_an_unreadable_entry_starts_the_user_afresh_and_their_event_is_served(
     assert [m.trigger_event_id for m in lists] == ["e-1"] and lists[0].based_on_events == 1
     stored = handler.handler.hybrid.load_state(handler.users["ann"]["state"])
     assert stored.events_applied == 1
+    assert handler.handler.hybrid.catalog.ids == [f"item-{n}" for n in range(6)]
     assert [m.trigger_event_id for m in lists_of(handler.deliver(4, "e-2", "item-2"))] == ["e-2"]
 
 
