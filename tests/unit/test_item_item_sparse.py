@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 from hypothesis import given, settings
@@ -61,6 +62,18 @@ events = st.lists(
 )
 
 
+def learn_both(
+    log, sparse: ItemItemCosine, dense: DenseItemItem, histories: dict[int, UserHistory]
+) -> Iterator[None]:
+    """Each event of ``log`` learned by both sources (and the user's history); yields after each."""
+    for ts, (user, item, weight) in enumerate(log):
+        history = histories.setdefault(user, UserHistory())
+        sparse.learn_one(str(user), item, weight, float(ts), history)
+        dense.learn_one(item, history)
+        history.add(item, weight)
+        yield
+
+
 @settings(max_examples=60, deadline=None)
 @given(events, st.booleans())
 def test_sparse_counts_score_as_the_dense_matrix(log, any_interaction: bool) -> None:
@@ -69,11 +82,8 @@ def test_sparse_counts_score_as_the_dense_matrix(log, any_interaction: bool) -> 
     sparse = ItemItemCosine(any_interaction=any_interaction, recency=0.9)
     dense = DenseItemItem(any_interaction=any_interaction, recency=0.9)
     histories: dict[int, UserHistory] = {}
-    for ts, (user, item, weight) in enumerate(log):
-        history = histories.setdefault(user, UserHistory())
-        sparse.learn_one(str(user), item, weight, float(ts), history)
-        dense.learn_one(item, history)
-        history.add(item, weight)
+    for _ in learn_both(log, sparse, dense, histories):
+        pass
     n_items = max(len(dense.counts), 1)
     assert np.array_equal(
         sparse.co.to_dense(len(dense.counts)), dense.co[: len(dense.counts)][:, : len(dense.counts)]
@@ -100,11 +110,7 @@ def test_explanations_see_every_count_added_between_them(log) -> None:
     that changed in between, they stay the dense matrix's."""
     sparse, dense = ItemItemCosine(recency=0.9), DenseItemItem(recency=0.9)
     histories: dict[int, UserHistory] = {}
-    for ts, (user, item, weight) in enumerate(log):
-        history = histories.setdefault(user, UserHistory())
-        sparse.learn_one(str(user), item, weight, float(ts), history)
-        dense.learn_one(item, history)
-        history.add(item, weight)
+    for _ in learn_both(log, sparse, dense, histories):
         for other, known in histories.items():
             for explained in range(len(dense.counts)):
                 expected = dense.because_of(known, explained)
