@@ -301,13 +301,14 @@ class HybridRecommender:
             candidates = np.ones(len(items), dtype=bool)
             clicked = int(np.searchsorted(items, item))
             candidates[clicked] = item not in history.seen
+            context = self.learned.context(items, history.events, n_items, ts)
         else:
             items = np.arange(n_items)
             scores = {n: s.score(user_id, history, n_items, ts) for n, s in self.sources.items()}
             candidates = unseen(n_items, history.seen)
             clicked = item
+            context = self.learned.catalog_context(history.events, n_items, ts)
         rows = self._rows(normalise_all(scores, candidates))
-        context = self.learned.context(items, history.events, n_items, ts)
         seed = zlib.crc32(event_id.encode())
         keys = self._item_keys[items]
         return self.learned.step(rows, candidates, context, clicked, self.served_k, seed, keys)
@@ -371,9 +372,7 @@ class HybridRecommender:
         candidates = unseen(n_items, history.seen)
         normalised_scores = normalise_all(scores, candidates)
         if self.learned is not None:
-            ranked = self._rank_learned(
-                normalised_scores, candidates, np.arange(n_items), history.events, now, k
-            )
+            ranked = self._rank_learned(normalised_scores, candidates, None, history.events, now, k)
         else:
             ranked = self.blend.rank_normalised(normalised_scores, candidates, k)
         return [self._explain(user_id, state, r) for r in ranked]
@@ -382,15 +381,21 @@ class HybridRecommender:
         self,
         normalised_scores: Mapping[str, np.ndarray],
         candidates: np.ndarray,
-        items: np.ndarray,
+        items: np.ndarray | None,
         user_events: int,
         now: float,
         k: int,
     ) -> list[Ranked]:
-        """The learned blend's top ``k`` of ``items`` (positions into it, as ``Blend``'s)."""
+        """The learned blend's top ``k`` of ``items`` (positions into it, as ``Blend``'s;
+        None: the whole catalog)."""
         assert self.learned is not None
         rows = self._rows(normalised_scores)
-        context = self.learned.context(items, user_events, len(self.catalog), now)
+        n_items = len(self.catalog)
+        context = (
+            self.learned.catalog_context(user_events, n_items, now)
+            if items is None
+            else self.learned.context(items, user_events, n_items, now)
+        )
         total = self.learned.totals(rows, candidates, context)
         return [
             Ranked(int(i), float(total[i]), self.learned.contributions(rows, context, int(i)))

@@ -12,6 +12,8 @@ state read back, or changes applied from the log, rank exactly as those never wr
 ``pack`` refuses a NaN or an infinity (``NonFiniteError``, naming what and where): no
 such number can reach stored state inside the text, where a check of the stored value
 would no longer see it. ``unpack`` also reads the lists of floats written before.
+Item vectors (content, image, audio) travel to item-updates as float32 (``FLOAT32``):
+the vector store keeps them at that precision anyway.
 
 >>> text = pack(np.array([0.1, -2.5, 3.0]), "a profile")
 >>> text
@@ -33,33 +35,37 @@ from collections.abc import Sequence
 import numpy as np
 
 #: Little-endian float64: exact for the float64 state the models compute in.
-DTYPE = np.dtype("<f8")
+FLOAT64 = np.dtype("<f8")
+#: Little-endian float32: the item vectors the encoders publish.
+FLOAT32 = np.dtype("<f4")
 
 
 class NonFiniteError(ValueError):
     """A NaN or an infinity where state must hold finite numbers."""
 
 
-def pack(values: np.ndarray | Sequence[float], what: str) -> str:
-    """``values`` (one dimension) as base64 text of their little-endian float64 bytes."""
-    array = np.ascontiguousarray(values, dtype=DTYPE)
-    _require_finite(array, what)
+def pack(values: np.ndarray | Sequence[float], what: str, dtype: np.dtype = FLOAT64) -> str:
+    """``values`` (one dimension) as base64 text of their little-endian ``dtype`` bytes."""
+    array = np.ascontiguousarray(values, dtype=dtype)
+    _require_finite(array, what)  # after the conversion: a float64 too large for float32
     return base64.b64encode(array.tobytes()).decode("ascii")
 
 
-def unpack(data: str | Sequence[float], what: str) -> np.ndarray:
-    """The array ``pack`` wrote, or one from a list of numbers (state stored before);
-    ``ValueError`` naming ``what`` for text that is not such an array."""
+def unpack(data: str | Sequence[float], what: str, dtype: np.dtype = FLOAT64) -> np.ndarray:
+    """The array ``pack`` wrote (in native byte order), or one from a list of numbers
+    (state stored before); ``ValueError`` naming ``what`` for text that is not such an
+    array."""
+    native = dtype.newbyteorder("=")
     if isinstance(data, str):
         try:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError(f"{what} is not packed floats (not base64)") from None
-        if len(raw) % DTYPE.itemsize:
+        if len(raw) % dtype.itemsize:
             raise ValueError(f"{what} is not packed floats ({len(raw)} bytes)")
-        array = np.frombuffer(raw, dtype=DTYPE).astype(np.float64)
+        array = np.frombuffer(raw, dtype=dtype).astype(native)
     else:
-        array = np.asarray(data, dtype=np.float64)
+        array = np.asarray(data, dtype=native)
     _require_finite(array, what)
     return array
 

@@ -433,6 +433,14 @@ def evaluation_options(command: Any) -> Any:
             show_default=True,
             help="the EASE baseline is refitted from scratch every this many events",
         ),
+        click.option(
+            "--processes",
+            type=click.IntRange(min=1),
+            default=min(os.cpu_count() or 1, 4),
+            show_default="the CPUs, at most 4",
+            help="replay the configurations in groups in this many processes (the same "
+            "report; 1: all in this process)",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -451,12 +459,14 @@ def run_evaluation(
     ease_refit_every: int = 2000,
     items_file: Path | None = None,
     uploads: list[Any] | None = None,
+    processes: int = 1,
 ) -> None:
     """Prequential replay of ``data`` (a Dataset) with the standard configurations; items
     from ``items_file`` or ``uploads`` (ItemUpload, media included) are encoded as the
     worker encodes them, else the dataset's item texts by MiniLM."""
     from tqdm import tqdm
 
+    from models.evaluation.parallel import prequential_in_processes
     from models.evaluation.prequential import prequential
     from models.evaluation.report import format_table, write_report
     from models.evaluation.suite import standard_configurations, standard_sources
@@ -524,20 +534,33 @@ def run_evaluation(
     click.echo(
         f"replaying {len(events):,} events over {len(catalog):,} items, "
         f"{len(configurations)} configurations, K={k}"
+        + (f", in up to {processes} processes" if processes > 1 and refits is None else "")
     )
+    options = {
+        "k": k,
+        "cold_threshold": cold_threshold,
+        "uploaded_at": uploaded_at,
+        "item_groups": item_groups,
+    }
     with tqdm(total=len(events), unit="events", smoothing=0.1) as bar:
-        evaluation = prequential(
-            events,
-            catalog,
-            sources,
-            configurations,
-            k=k,
-            progress=lambda done, _: bar.update(done - bar.n),
-            cold_threshold=cold_threshold,
-            uploaded_at=uploaded_at,
-            item_groups=item_groups,
-            after_event=refits,
-        )
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(done - bar.n)
+
+        if refits is None:
+            evaluation = prequential_in_processes(
+                events, catalog, sources, configurations, processes, progress, **options
+            )
+        else:  # the fusion's refits change the content source in this process
+            evaluation = prequential(
+                events,
+                catalog,
+                sources,
+                configurations,
+                progress=progress,
+                after_event=refits,
+                **options,
+            )
         bar.update(evaluation.events - bar.n)
     if refits is not None:
         click.echo(f"learned fusion: refitted {refits.refits} times ({refits.fusion.version})")

@@ -6,7 +6,6 @@ the field instead of a silently ignored value.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections.abc import Sequence
@@ -14,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -222,7 +220,7 @@ class Recommendations(Event):
 
 class ItemRecord(Event):
     """An encoded item, as every worker's item-side replica stores it (item-updates topic,
-    key item_id). Vectors travel as base64 of little-endian float32 (``pack_vector``)."""
+    key item_id). Vectors travel as base64 of little-endian float32 (``models/packed.py``)."""
 
     type: Literal["item"] = "item"
     item_id: str
@@ -247,14 +245,6 @@ class ItemChanges(Event):
 
 #: What the item-updates topic carries.
 ItemUpdate = TypeAdapter(Annotated[ItemRecord | ItemChanges, Field(discriminator="type")])
-
-
-def pack_vector(vector: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-
-
-def unpack_vector(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<f4").copy()
 
 
 class DeadLetter(Event):

@@ -19,10 +19,11 @@ from functools import partial
 
 from encoders.media import MediaError
 from encoders.multimodal import EncodedItem, MultimodalEncoder, internal_error
+from models.packed import FLOAT32, pack
 from models.vector_store import StoredItem
 from streams.bounds import OversizedOutput, cancel_exit, clip, exit_after_grace, in_daemon_thread
 from streams.encoding import content_of, stored_item
-from streams.events import ItemRecord, ItemUpload, pack_vector
+from streams.events import ItemRecord, ItemUpload
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
 from streams.poison import PoisonGuard
@@ -175,7 +176,10 @@ class ItemIngestion:
         """Send an encoded item to item-updates (keyed by its id)."""
         record = ItemRecord(
             item_id=item.item_id,
-            vectors={name: pack_vector(vector) for name, vector in item.vectors.items()},
+            vectors={
+                name: pack(vector, f"the {name} vector", FLOAT32)
+                for name, vector in item.vectors.items()
+            },
             payload=item.payload,
         )
         await self.outbox.send(self.settings.topic_item_updates, item.item_id, record.to_bytes())

@@ -39,11 +39,12 @@ from pydantic import ValidationError
 
 from models import item_snapshot
 from models.hybrid import CONTENT, HybridRecommender
+from models.packed import FLOAT32, unpack
 from models.sources.changes import InvalidChange
 from models.vector_store import StoredItem, VectorStore
 from streams.admin import partition_ids
 from streams.bounds import clip
-from streams.events import ItemChanges, ItemRecord, ItemUpdate, unpack_vector
+from streams.events import ItemChanges, ItemRecord, ItemUpdate
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
@@ -375,10 +376,12 @@ class ItemSideReplica(Service):
         vector of a size the store has."""
         sizes = self.store.vector_sizes
         try:
-            vectors = {name: unpack_vector(text) for name, text in record.vectors.items()}
+            vectors = {
+                name: unpack(text, repr(name), FLOAT32) for name, text in record.vectors.items()
+            }
             for name, vector in vectors.items():
-                if sizes.get(name) != len(vector) or not np.isfinite(vector).all():
-                    raise ValueError(f"{name!r} is not {sizes.get(name)} finite numbers")
+                if sizes.get(name) != len(vector):
+                    raise ValueError(f"{name!r} is not {sizes.get(name)} numbers")
         except ValueError as error:
             self._skip(f"item {record.item_id!r}: vector {error}")
             return None

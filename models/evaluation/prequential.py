@@ -237,7 +237,7 @@ def prequential(
             steps = []
             for row, blend in enumerate(learned.values(), start=len(fixed)):
                 ordered = rows_in_order(rows, blends.sources, blend.sources)
-                context = blend.context(np.arange(n_items), history.events, n_items, event.ts)
+                context = blend.catalog_context(history.events, n_items, event.ts)
                 total = blend.totals(ordered, candidates, context)
                 top = blend.top(total, k)
                 recommended[row, top] = True

@@ -12,9 +12,10 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from models.hybrid import CF, CONTENT, HybridRecommender
+from models.packed import FLOAT32, unpack
 from models.vector_store import EdgeVectorStore
 from streams.broker import LocalBroker
-from streams.events import ItemRecord, ItemUpdate, unpack_vector
+from streams.events import ItemRecord, ItemUpdate
 from streams.metrics import WorkerMetrics
 from streams.process import WorkerProcess
 from streams.replica import ItemSideReplica, snapshot_path
@@ -74,7 +75,7 @@ def rebuilt_item_side(settings: Settings, store_dir: Path) -> HybridRecommender:
         for update in map(ItemUpdate.validate_json, records)
         if isinstance(update, ItemRecord)
     )
-    dims = {name: len(unpack_vector(text)) for name, text in first.vectors.items()}
+    dims = {name: len(unpack(text, name, FLOAT32)) for name, text in first.vectors.items()}
     hybrid = HybridRecommender(settings.hybrid_weights, content_dim=dims[CONTENT])
     store = EdgeVectorStore(store_dir, {**dims, CF: hybrid.cf_vector_size}, {CF: "dot"})
     store.start()

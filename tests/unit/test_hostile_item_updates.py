@@ -11,6 +11,7 @@ and skipped, logged and counted when it fails.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -22,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.hybrid import HybridRecommender
-from models.packed import pack
+from models.packed import FLOAT32, pack
 from models.user_state import UserState
 from models.vector_store import open_vector_store
-from streams.events import ItemChanges, ItemRecord, pack_vector
+from streams.events import ItemChanges, ItemRecord
 from streams.metrics import WorkerMetrics
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
@@ -43,11 +44,10 @@ def replica(path: Path) -> ItemSideReplica:
 
 def item_records() -> list[bytes]:
     rng = np.random.default_rng(0)
+    vectors = [{"content": pack(rng.normal(size=DIM), "content", FLOAT32)} for _ in ITEMS]
     return [
-        ItemRecord(item_id=item, vectors={"content": pack_vector(rng.normal(size=DIM))}, payload={})
-        .model_dump_json()
-        .encode()
-        for item in ITEMS
+        ItemRecord(item_id=item, vectors=vectors[n], payload={}).model_dump_json().encode()
+        for n, item in enumerate(ITEMS)
     ]
 
 
@@ -176,14 +176,20 @@ def test_a_crafted_user_step_is_never_kept_for_a_redo(tmp_path: Path, user_steps
     assert all(key[1] != 0 or steps != user_steps for key, steps in mixed.logged_steps.items())
 
 
+def _crafted(values: np.ndarray) -> str:
+    """Float32 bytes in base64 as a crafted record holds them (``pack`` refuses NaN)."""
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")
+
+
 @pytest.mark.parametrize(
     "vectors",
     [
         {"content": "@@@"},
-        {"content": pack_vector(np.ones(DIM - 1))},
-        {"content": pack_vector(np.full(DIM, np.nan))},
-        {"content": pack_vector(np.full(DIM, np.inf))},
-        {"colour": pack_vector(np.ones(DIM))},
+        {"content": "AAAAAAA="},  # 5 bytes: not whole float32s
+        {"content": _crafted(np.ones(DIM - 1))},
+        {"content": _crafted(np.full(DIM, np.nan))},
+        {"content": _crafted(np.full(DIM, np.inf))},
+        {"colour": _crafted(np.ones(DIM))},
     ],
 )
 def test_a_crafted_item_record_is_skipped_and_the_items_beside_it_stored(

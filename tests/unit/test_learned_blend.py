@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from models.blend import Blend, normalise_all
 from models.hybrid import HYBRID_WEIGHTS, HybridRecommender
@@ -276,3 +278,36 @@ def test_the_drawn_negatives_are_the_smallest_hashes_of_all_candidates() -> None
         indexes = np.flatnonzero(eligible)
         expected = indexes[np.sort(np.argsort(hashes[indexes])[:30])]
         assert blend._draw(candidates, clicked, seed, keys).tolist() == expected.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["engage", "rank", "restore"]),
+            st.integers(0, 12),  # an item, or the catalog's size
+            # Times on and beside the age edges, and jumps back (a worker's events).
+            st.sampled_from([0.0, 1.0, 3_599.0, 3_600.0, 3_600.5, 86_400.0, 86_400.5])
+            | st.floats(0.0, 40 * 86_400.0),
+        ),
+        max_size=60,
+    )
+)
+# An age reaching an edge between two rankings, with nothing engaged in between.
+@example(steps=[("engage", 0, 0.0), ("rank", 2, 1.0), ("rank", 2, 3_600.0)])
+def test_the_catalog_s_buckets_kept_between_rankings_are_those_computed_afresh(steps) -> None:
+    """``catalog_context`` re-buckets only the items engaged since or near an age edge:
+    after any engagements, rankings at earlier or later times, grown catalogs and a
+    restored checkpoint, the same buckets as ``context`` over the whole catalog."""
+    blend = LearnedBlend(HYBRID_WEIGHTS)
+    for action, number, at in steps:
+        if action == "engage":
+            blend.apply_item(number, blend.engaged(at))
+        elif action == "restore":
+            blend.load_item_arrays(LearnedBlend(HYBRID_WEIGHTS).item_arrays())
+        else:
+            kept = blend.catalog_context(user_events=3, catalog_size=number, now=at)
+            fresh = blend.context(np.arange(number), user_events=3, catalog_size=number, now=at)
+            assert kept.count.tolist() == fresh.count.tolist()
+            assert kept.age.tolist() == fresh.age.tolist()
+            assert (kept.user, kept.catalog) == (fresh.user, fresh.catalog)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from models.hybrid import HybridRecommender
-from models.packed import NonFiniteError, pack, unpack
+from models.packed import FLOAT32, NonFiniteError, pack, unpack
 from tests.planted import DIM, TS, planted_engine
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -26,6 +26,28 @@ def test_packed_floats_come_back_bit_for_bit(values: np.ndarray) -> None:
     text = json.loads(json.dumps(pack(values, "v")))
     assert unpack(text, "v").tobytes() == values.tobytes()
     assert unpack(values.tolist(), "v").tobytes() == values.tobytes()  # the list form
+
+
+@given(
+    arrays(
+        np.float32,
+        st.integers(0, 64),
+        elements=st.floats(width=32, allow_nan=False, allow_infinity=False),
+    )
+)
+def test_item_vectors_travel_as_float32_bit_for_bit(values: np.ndarray) -> None:
+    """What ingestion publishes and replicas store: half the bytes, exact in float32."""
+    text = pack(values, "the content vector", FLOAT32)
+    assert len(base64.b64decode(text)) == 4 * len(values)
+    back = unpack(text, "the content vector", FLOAT32)
+    assert back.dtype == np.float32 and back.tobytes() == values.tobytes()
+
+
+def test_a_float64_too_large_for_float32_is_refused_as_it_is_packed() -> None:
+    with pytest.raises(
+        NonFiniteError, match=r"the image vector holds a non-finite number at \[1\]"
+    ):
+        pack([0.5, 1e39], "the image vector", FLOAT32)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
