@@ -149,9 +149,10 @@ class BlendSet:
         stacked = np.stack([np.asarray(scores[name], dtype=np.float64) for name in self.sources])
         if not candidates.any():
             return np.zeros_like(stacked)
-        # Reductions over the candidates in place, without copying them out.
-        low = stacked.min(axis=1, initial=np.inf, where=candidates)
-        high = stacked.max(axis=1, initial=-np.inf, where=candidates)
+        # The others set to the reduction's identity: about twice as fast as numpy's
+        # reductions with ``where=`` (which take no vectorised path).
+        low = np.where(candidates, stacked, np.inf).min(axis=1)
+        high = np.where(candidates, stacked, -np.inf).max(axis=1)
         varied = high > low
         span = np.where(varied, high - low, 1.0)
         result = (stacked - np.where(varied, low, 0.0)[:, None]) / span[:, None]

@@ -48,6 +48,7 @@ that applies the same changes, in any order, holds the same blend.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,12 +109,17 @@ class BlendContext:
 
 @dataclass
 class _CatalogBuckets:
-    """The buckets of every known item at ``now``, and from when each must be redone."""
+    """The buckets of every known item, and the times between which each holds."""
 
     count: np.ndarray
     age: np.ndarray
-    due: np.ndarray
-    now: float
+    fresh_from: np.ndarray
+    fresh_until: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _CatalogBuckets:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none.copy(), np.zeros(0), np.zeros(0))
 
 
 _MASK = (1 << 64) - 1
@@ -191,34 +197,36 @@ class LearnedBlend:
     def catalog_context(self, user_events: int, catalog_size: int, now: float) -> BlendContext:
         """``context`` of every item of the catalog (indexes ``0 .. catalog_size - 1``).
 
-        Per ranking only the items whose buckets may have changed since the last call are
-        bucketed again: those engaged since, and those whose age nears its next edge
-        (bucketing the whole catalog was 10% of a 10k-item replay). The same buckets as
-        ``context`` (a property test holds them equal).
+        Per ranking only the items whose buckets may differ from the last call's are
+        bucketed again: those engaged since, and those whose age is within a second of an
+        edge between the two times (in either direction: a worker ranks at event times
+        and at wall-clock times). Bucketing the whole catalog was 10% of a 10k-item
+        replay. The same buckets as ``context`` (a property test holds them equal).
         """
+        if not math.isfinite(now):
+            return self.context(np.arange(catalog_size), user_events, catalog_size, now)
         cache = self._catalog_buckets
+        if cache is None:
+            cache = self._catalog_buckets = _CatalogBuckets.empty()
         known = len(self.counts)
-        if cache is None or now < cache.now:  # (a worker's events are not in time order)
-            everything = np.arange(known)
-            count, age = self._buckets(everything, now)
-            cache = _CatalogBuckets(count, age, self._age_due(everything, age), now)
-            self._catalog_buckets = cache
-            self._engaged_since.clear()
-        else:
-            if len(cache.count) < known:  # items engaged for the first time grew the counts
-                extra = np.zeros(known - len(cache.count), dtype=np.int64)
-                cache.count = np.concatenate([cache.count, extra])
-                cache.age = np.concatenate([cache.age, extra])
-                cache.due = np.concatenate([cache.due, np.full(len(extra), np.inf)])
-            engaged = self._engaged_since
-            stale = np.concatenate(
-                [np.flatnonzero(cache.due <= now), np.fromiter(engaged, np.int64, len(engaged))]
-            )
-            engaged.clear()
-            if len(stale):
-                cache.count[stale], cache.age[stale] = self._buckets(stale, now)
-                cache.due[stale] = self._age_due(stale, cache.age[stale])
-            cache.now = now
+        if len(cache.count) < known:  # new items, or a restored checkpoint: bucketed below
+            extra = known - len(cache.count)
+            cache.count = np.concatenate([cache.count, np.zeros(extra, dtype=np.int64)])
+            cache.age = np.concatenate([cache.age, np.zeros(extra, dtype=np.int64)])
+            cache.fresh_from = np.concatenate([cache.fresh_from, np.full(extra, np.inf)])
+            cache.fresh_until = np.concatenate([cache.fresh_until, np.full(extra, -np.inf)])
+        engaged = self._engaged_since
+        stale = np.concatenate(
+            [
+                np.flatnonzero((cache.fresh_until <= now) | (cache.fresh_from > now)),
+                np.fromiter(engaged, np.int64, len(engaged)),
+            ]
+        )
+        engaged.clear()
+        if len(stale):
+            count, age = self._buckets(stale, now)
+            cache.count[stale], cache.age[stale] = count, age
+            cache.fresh_from[stale], cache.fresh_until[stale] = self._age_bounds(stale, age)
         size = min(catalog_size, known)
         count = np.zeros(catalog_size, dtype=np.int64)  # never engaged: bucket 0 of both
         age = np.zeros(catalog_size, dtype=np.int64)
@@ -246,14 +254,17 @@ class LearnedBlend:
         age[counts == 0] = 0
         return _COUNT_BUCKET[np.minimum(counts, len(_COUNT_BUCKET) - 1)], age
 
-    def _age_due(self, items: np.ndarray, age: np.ndarray) -> np.ndarray:
-        """From when ``items`` (known ones, with age buckets ``age``) must be bucketed
-        again: a second before their age reaches the next edge, a margin far wider than
-        the rounding of ``now - first >= edge`` (the exact test, made when bucketing)."""
-        edges = np.append(ITEM_AGE_EDGES, np.inf)
-        due = self.first_ts[items] + edges[np.maximum(age - 1, 0)] - 1.0
-        due[age == 0] = np.inf  # never engaged: changes only by an engagement
-        return due
+    def _age_bounds(self, items: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The times between which ``items`` (known ones, with age buckets ``age``) keep
+        them: from a second after the edge their age passed last to a second before the
+        next, margins far wider than the rounding of ``now - first >= edge`` (the exact
+        test, made when bucketing)."""
+        edges = np.concatenate([[-np.inf], ITEM_AGE_EDGES, [np.inf]])
+        first = self.first_ts[items]
+        bucket = np.maximum(age, 1)  # age 0: never engaged, kept until an engagement
+        fresh_from = np.where(age > 0, first + edges[bucket - 1] + 1.0, -np.inf)
+        fresh_until = np.where(age > 0, first + edges[bucket] - 1.0, np.inf)
+        return fresh_from, fresh_until
 
     # -- ranking -----------------------------------------------------------------------
 
@@ -432,6 +443,7 @@ class LearnedBlend:
         self.first_ts = np.asarray(arrays["first_ts"], dtype=np.float64).copy()
         self.total = int(np.asarray(arrays["total"])[0])
         self._catalog_buckets = None
+        self._engaged_since.clear()
 
     def apply_item(self, item: int, change: Mapping[str, Any]) -> None:
         if "count" not in change:

@@ -436,8 +436,8 @@ def evaluation_options(command: Any) -> Any:
         click.option(
             "--processes",
             type=click.IntRange(min=1),
-            default=min(os.cpu_count() or 1, 4),
-            show_default="the CPUs, at most 4",
+            default=min(len(os.sched_getaffinity(0)), 4),
+            show_default="the CPUs this process may use, at most 4",
             help="replay the configurations in groups in this many processes (the same "
             "report; 1: all in this process)",
         ),

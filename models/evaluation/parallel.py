@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import queue
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from models.blend import Blend
@@ -27,10 +31,10 @@ from models.learned_blend import LearnedBlend
 from models.sources import Catalog, ItemItemCosine, OnlineBPR, Source
 from models.sources.ease import EASE
 
-#: Seconds per 1,000 events of a 10k-item replay (one run of each part alone): the
-#: replay itself (history, masks, metrics), each source (scoring, normalising and
-#: learning), each configuration (a learned blend ranks and learns; a fixed blend only
-#: sums and ranks what the sources scored).
+#: Seconds per 1,000 events, rounded from replays of the first 6,000 events of the 10k-item
+#: synthetic log with one part at a time: the replay itself (history, masks, metrics),
+#: each source (scoring, normalising, learning), each configuration (a learned blend
+#: ranks and learns; a fixed blend only sums and ranks what the sources scored).
 REPLAY_COST = 0.42
 LEARNED_BLEND_COST = 1.4
 BLEND_COST = 0.07
@@ -76,6 +80,8 @@ def split(
     [['learned'], ['pop', 'random']]
     """
     names = list(configurations)
+    if not names:
+        return []
     groups = max(1, min(groups, len(names)))
 
     def cost(assignment: Sequence[int]) -> tuple[float, float]:
@@ -106,6 +112,34 @@ def split(
     return [m for m in members if m]
 
 
+@dataclass
+class _Progress:
+    """Shared by the processes: each group's events replayed, and the event count at which
+    every group stops (a Ctrl-C), read and written under one lock so that all stop at
+    the same event."""
+
+    lock: Any
+    counts: Any  # a shared array, one count per group
+    stop_at: Any  # a shared integer
+
+    def replayed(self, group: int) -> None:
+        """After each event of ``group``: counted, and stopped if a stop was asked."""
+        with self.lock:
+            self.counts[group] += 1
+            stop = self.counts[group] >= self.stop_at.value
+        if stop:
+            raise KeyboardInterrupt  # prequential ends there and returns what it measured
+
+    def stop(self) -> None:
+        """Every group stops after the event the furthest one is replaying."""
+        with self.lock:
+            self.stop_at.value = min(self.stop_at.value, max(self.counts) + 1)
+
+    def slowest(self) -> int:
+        with self.lock:
+            return min(self.counts)
+
+
 def _replay_group(
     group: int,
     events: Sequence[ReplayEvent],
@@ -113,21 +147,26 @@ def _replay_group(
     sources: Mapping[str, Source],
     configurations: Mapping[str, Blend | LearnedBlend],
     options: dict[str, Any],
-    messages: Any,
+    shared: _Progress,
+    results: Any,
 ) -> None:
-    """A process's part: replay one group, reporting progress and then the result."""
+    """A process's part: replay one group, counting its events in ``shared``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when all stop
+    parent = os.getppid()
+
+    def after_event(_: ReplayEvent) -> None:
+        if os.getppid() != parent:  # the parent was killed: nobody waits for this replay
+            raise SystemExit(1)
+        shared.replayed(group)
+
     try:
         evaluation = prequential(
-            events,
-            catalog,
-            sources,
-            configurations,
-            progress=lambda done, _: messages.put(("progress", group, done)),
-            **options,
+            events, catalog, sources, configurations, after_event=after_event, **options
         )
-        messages.put(("done", group, evaluation))
-    except BaseException:  # anything (a Ctrl-C is handled inside): the parent raises it
-        messages.put(("failed", group, traceback.format_exc()))
+        results.put(("done", group, evaluation))
+    except BaseException:  # any failure goes to the parent, which raises it
+        if os.getppid() == parent:
+            results.put(("failed", group, traceback.format_exc()))
 
 
 def prequential_in_processes(
@@ -142,79 +181,112 @@ def prequential_in_processes(
     """``prequential`` with the configurations split over up to ``processes`` processes.
 
     ``sources`` and ``catalog`` must not have learned anything yet (each process gets a
-    copy); ``options`` are ``prequential``'s, except ``after_event``, which cannot cross
-    into another process. ``progress`` sees the slowest group's count. A Ctrl-C stops
-    every group, and the report holds what each measured (flagged ``interrupted``).
+    copy of what its group reads: memory grows with the groups); ``options`` are
+    ``prequential``'s, except ``after_event``, which cannot cross into another process.
+    ``progress`` sees the slowest group's count. A Ctrl-C (a KeyboardInterrupt here)
+    stops every group after the same event, and the report holds what they measured,
+    flagged ``interrupted``.
     """
     if "after_event" in options:
         raise ValueError("after_event runs in this process only: use prequential")
-    events = list(events)
-    groups = split(configurations, sources, max(1, processes))
-    if len(groups) == 1:
+    events = events if isinstance(events, list) else list(events)
+    groups = split(configurations, sources, processes)
+    if len(groups) <= 1:
         return prequential(events, catalog, sources, configurations, progress=progress, **options)
     # spawn, not fork: a parent that loaded torch (the text encoder) is not safe to fork.
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
+    shared = _Progress(
+        context.Lock(), context.RawArray("q", len(groups)), context.RawValue("q", len(events) + 1)
+    )
+    results_queue = context.Queue()
     workers = []
     for index, names in enumerate(groups):
         group = {name: configurations[name] for name in names}
         needed = {source for blend in group.values() for source in blend.sources}
+        read = {name: s for name, s in sources.items() if name in needed}
         workers.append(
             context.Process(
                 target=_replay_group,
-                args=(
-                    index,
-                    events,
-                    catalog,
-                    {name: s for name, s in sources.items() if name in needed},
-                    group,
-                    options,
-                    messages,
-                ),
+                args=(index, events, catalog, read, group, options, shared, results_queue),
                 daemon=True,
             )
         )
     started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    done = [0] * len(groups)
-    results: dict[int, Evaluation] = {}
-    interrupted = False
-    try:
-        while len(results) < len(groups):
-            try:
-                kind, index, payload = messages.get(timeout=1.0)
-                if kind == "failed":
-                    raise RuntimeError(f"evaluation process {index} failed:\n{payload}")
-                if kind == "done":
-                    results[index] = payload
-                else:
-                    done[index] = payload
-                    if progress is not None:
-                        progress(min(done), len(events))
-            except queue.Empty:
-                ended = [w for i, w in enumerate(workers) if i not in results and not w.is_alive()]
-                if ended:
-                    raise RuntimeError(
-                        f"an evaluation process ended without a result (exit {ended[0].exitcode})"
-                    ) from None
-            except KeyboardInterrupt:  # the groups were interrupted too: wait for their results
-                interrupted = True
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join()
+    results = _gather(workers, shared, results_queue, progress, len(events))
     parts = [results[index] for index in range(len(groups))]
     by_name = {name: r for part in parts for name, r in part.results.items()}
     first = parts[0]
     return Evaluation(
         k=first.k,
-        events=min(part.events for part in parts),
-        catalog_size=max(part.catalog_size for part in parts),
+        events=first.events,  # the same in every group, interrupted or not
+        catalog_size=first.catalog_size,
         seconds=time.perf_counter() - started,
         results={name: by_name[name] for name in configurations},
         window_ends=first.window_ends,
-        interrupted=interrupted or any(part.interrupted for part in parts),
+        interrupted=any(part.interrupted for part in parts),
         cold_threshold=first.cold_threshold,
     )
+
+
+def _gather(
+    workers: list[Any],
+    shared: _Progress,
+    results_queue: Any,
+    progress: Callable[[int, int | None], None] | None,
+    total: int,
+) -> dict[int, Evaluation]:
+    """Start ``workers`` and wait for each one's evaluation, showing progress; a Ctrl-C
+    asks them all to stop at the same event, and the wait goes on for their results."""
+    stop_asked = False
+
+    def ask_stop(signum: int, frame: Any) -> None:  # no raise: a read of the queue goes on
+        nonlocal stop_asked
+        stop_asked = True
+
+    in_main = threading.current_thread() is threading.main_thread()
+    # Started while SIGINT is ignored, a process ignores it from its first instruction
+    # (Python installs its handler only where SIGINT is not ignored).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    results: dict[int, Evaluation] = {}
+    silent_since: dict[int, float] = {}
+    try:
+        for worker in workers:
+            worker.start()
+        if in_main:
+            signal.signal(signal.SIGINT, ask_stop)
+        while len(results) < len(workers):
+            try:
+                kind, index, payload = results_queue.get(timeout=0.5)
+            except queue.Empty:
+                kind, index, payload = "", -1, None
+            if kind == "failed":
+                raise RuntimeError(f"evaluation process {index} failed:\n{payload}")
+            if kind == "done":
+                results[index] = payload
+            if progress is not None:
+                try:
+                    progress(shared.slowest(), total)
+                except KeyboardInterrupt:
+                    stop_asked = True
+            if stop_asked:
+                shared.stop()
+            # A process that ended without a result: given a moment for what it put in
+            # the queue to arrive (its end can be seen before its message).
+            now = time.monotonic()
+            for index, worker in enumerate(workers):
+                silent = index not in results and not worker.is_alive()
+                if silent and now - silent_since.setdefault(index, now) > 5.0:
+                    raise RuntimeError(
+                        f"evaluation process {index} ended without a result "
+                        f"(exit code {worker.exitcode})"
+                    )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        for worker in workers:
+            if worker.pid is None:  # never started
+                continue
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+    return results

@@ -142,8 +142,37 @@ class CoEngagements:
                 new = wanted[~found]
         else:
             new = wanted
+        self._insert(item, new, amount)
+
+    def add_to_each(self, items: Sequence[int], neighbour: int, amount: float = 1.0) -> None:
+        """``add(item, [neighbour], amount)`` for each of ``items`` (distinct), their rows
+        searched at once: a replay adds each click to the rows of the user's last items,
+        and one search per row was most of item-item's learning."""
+        if not len(items):
+            return
+        self._added += 1
+        self._ensure(max(items))
+        sizes = self.sizes[list(items)]
+        rows = zip(items, sizes.tolist(), strict=True)
+        held = np.concatenate([self._items[i][:n] for i, n in rows])
+        found = np.flatnonzero(held == neighbour)  # a row holds a neighbour once
+        ends = np.cumsum(sizes)
+        owners = np.searchsorted(ends, found, side="right")
+        slots = dict(zip(owners.tolist(), (found - (ends - sizes)[owners]).tolist(), strict=True))
+        new = np.array([neighbour], dtype=np.int32)
+        for position, item in enumerate(items):
+            slot = slots.get(position)
+            if slot is None:
+                self._insert(item, new, amount)
+            else:
+                self._counts[item][slot] += amount
+
+    def _insert(self, item: int, new: np.ndarray, amount: float) -> None:
+        """Put ``new`` neighbours (none of them in the row yet) in the item's row."""
         if not len(new):
             return
+        n = int(self.sizes[item])
+        held, counts = self._items[item], self._counts[item]
         room = min(self.max_neighbours - n, len(new))
         if room > 0:
             if n + room > len(held):
@@ -257,8 +286,7 @@ class ItemItemCosine(Source):
         others = sorted(set(self._history(history)) - {item})
         self._count(item, 1.0)
         self.co.add(item, others)
-        for other in others:
-            self.co.add(other, (item,))
+        self.co.add_to_each(others, item)
 
     def apply(self, item: int, change: dict[str, Any]) -> None:
         self._count(item, change.get("count", 0.0))

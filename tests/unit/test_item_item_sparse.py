@@ -138,6 +138,29 @@ def test_a_full_row_keeps_its_heavy_neighbours(stream: list[int], bound: int) ->
             assert neighbour in held
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 25), st.sets(st.integers(0, 25), max_size=12), st.integers(1, 3)),
+        max_size=120,
+    ),
+    st.integers(1, 6),
+)
+def test_a_click_added_to_each_row_at_once_is_each_row_added_alone(
+    log: list[tuple[int, set[int], int]], bound: int
+) -> None:
+    """``add_to_each`` (the replay's path) leaves every row as ``add`` row by row does:
+    the same neighbours in the same slots, the same counts, full rows included."""
+    one_by_one, at_once = CoEngagements(bound), CoEngagements(bound)
+    for neighbour, rows, amount in log:
+        items = sorted(rows - {neighbour})
+        for item in items:
+            one_by_one.add(item, (neighbour,), float(amount))
+        at_once.add_to_each(items, neighbour, float(amount))
+        expected, got = one_by_one.to_arrays(), at_once.to_arrays()
+        assert all(np.array_equal(expected[key], got[key]) for key in expected)
+
+
 def test_rows_stay_bounded_and_memory_grows_with_items_times_neighbours() -> None:
     """Many users over a catalog: no row past its bound, bytes at most 8 per neighbour
     slot, far under the dense matrix's 4 * items**2."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -284,27 +286,41 @@ def test_the_drawn_negatives_are_the_smallest_hashes_of_all_candidates() -> None
 @given(
     steps=st.lists(
         st.tuples(
-            st.sampled_from(["engage", "rank", "restore"]),
+            st.sampled_from(["engage", "rank", "rank", "checkpoint", "restore"]),
             st.integers(0, 12),  # an item, or the catalog's size
-            # Times on and beside the age edges, and jumps back (a worker's events).
+            # Times on and beside the age edges, anywhere, and not a time at all.
             st.sampled_from([0.0, 1.0, 3_599.0, 3_600.0, 3_600.5, 86_400.0, 86_400.5])
-            | st.floats(0.0, 40 * 86_400.0),
+            | st.floats(0.0, 40 * 86_400.0)
+            | st.just(float("nan")),
         ),
         max_size=60,
     )
 )
-# An age reaching an edge between two rankings, with nothing engaged in between.
-@example(steps=[("engage", 0, 0.0), ("rank", 2, 1.0), ("rank", 2, 3_600.0)])
-def test_the_catalog_s_buckets_kept_between_rankings_are_those_computed_afresh(steps) -> None:
+# An age reaching an edge between two rankings, with nothing engaged in between, and
+# falling back under it (a worker ranks at event times and at wall-clock times).
+@example(
+    steps=[
+        ("engage", 0, 0.0),
+        ("rank", 2, 1.0),
+        ("rank", 2, 3_600.0),
+        ("rank", 2, 3_599.5),
+    ]
+)
+def test_the_catalog_s_buckets_kept_between_rankings_are_those_computed_afresh(
+    steps: list[tuple[str, int, float]],
+) -> None:
     """``catalog_context`` re-buckets only the items engaged since or near an age edge:
-    after any engagements, rankings at earlier or later times, grown catalogs and a
-    restored checkpoint, the same buckets as ``context`` over the whole catalog."""
+    after any engagements, rankings at earlier, later or no times, grown catalogs and
+    restored checkpoints, the same buckets as ``context`` over the whole catalog."""
     blend = LearnedBlend(HYBRID_WEIGHTS)
+    saved = blend.item_arrays()
     for action, number, at in steps:
         if action == "engage":
-            blend.apply_item(number, blend.engaged(at))
+            blend.apply_item(number, blend.engaged(0.0 if math.isnan(at) else at))
+        elif action == "checkpoint":
+            saved = blend.item_arrays()
         elif action == "restore":
-            blend.load_item_arrays(LearnedBlend(HYBRID_WEIGHTS).item_arrays())
+            blend.load_item_arrays(saved)
         else:
             kept = blend.catalog_context(user_events=3, catalog_size=number, now=at)
             fresh = blend.context(np.arange(number), user_events=3, catalog_size=number, now=at)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,13 +15,16 @@ from models.evaluation import parallel
 from models.evaluation.datasets import ReplayEvent, ReplayItem
 from models.evaluation.parallel import prequential_in_processes, split
 from models.evaluation.prequential import Evaluation, prequential
+from models.evaluation.report import write_report
 from models.evaluation.suite import standard_configurations, standard_sources
 from models.evaluation.synthetic import Shape, generate
 from models.sources import Catalog, Popularity, UserHistory
 
+SMALL = Shape(events=1_500, items=300, users=40, seed=4)
 
-def _replay_data() -> tuple[list[ReplayItem], list[ReplayEvent]]:
-    data = generate(Shape(events=1_500, items=300, users=40, seed=4))
+
+def _replay_data(shape: Shape = SMALL) -> tuple[list[ReplayItem], list[ReplayEvent]]:
+    data = generate(shape)
     items = [ReplayItem(str(i), title) for i, title in enumerate(data.titles)]
     events = [
         ReplayEvent(f"u{user}", str(item), "rating", rating, float(ts))
@@ -32,6 +41,7 @@ def _evaluate(processes: int | None) -> Evaluation:
     configurations = standard_configurations(list(sources))
     if processes is None:
         return prequential(events, catalog, sources, configurations, cold_threshold=3)
+    assert len(split(configurations, sources, processes)) == processes  # not one group
     return prequential_in_processes(
         events, catalog, sources, configurations, processes, cold_threshold=3
     )
@@ -64,6 +74,86 @@ def test_every_configuration_is_in_exactly_one_group_however_they_are_formed(
             if groups > 1:  # splitting pays: the slowest group has less than everything
                 costliest = max(parallel._work(g, configurations, sources) for g in formed)
                 assert costliest < parallel._work(list(configurations), configurations, sources)
+
+
+def test_a_ctrl_c_stops_every_group_after_the_same_event_and_the_report_is_written(
+    tmp_path: Path,
+) -> None:
+    """Groups replay at their own pace; interrupted, they all stop after the event the
+    furthest one reached, so the partial report's configurations compare (and plot)."""
+    items, events = _replay_data(Shape(events=30_000, items=2_000, users=300, seed=5))
+    catalog = Catalog()
+    sources = standard_sources(catalog, items, None)
+    configurations = standard_configurations(list(sources))
+
+    def ctrl_c(done: int, total: int | None) -> None:
+        if done >= 200:
+            raise KeyboardInterrupt
+
+    evaluation = prequential_in_processes(events, catalog, sources, configurations, 2, ctrl_c)
+    assert evaluation.interrupted and 200 <= evaluation.events < len(events)
+    for result in evaluation.results.values():
+        assert result.overall.events == evaluation.events
+        assert len(result.windows) == len(evaluation.window_ends)
+    assert write_report(evaluation, "interrupted", tmp_path)["plot"].stat().st_size > 0
+
+
+def _spawned_by(pid: int) -> set[int]:
+    """The live processes ``multiprocessing`` spawned from ``pid`` (Linux: /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            spawned = b"spawn_main" in (stat.parent / "cmdline").read_bytes()
+        except OSError:  # ended while listed
+            continue
+        if int(parent) == pid and spawned and state != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_groups_end_when_the_evaluation_s_process_is_killed(tmp_path: Path) -> None:
+    """A killed parent runs no clean-up: its replaying processes see it gone and end,
+    rather than burning the CPUs for the rest of a replay nobody reads."""
+    script = tmp_path / "replay.py"
+    script.write_text(
+        "from models.evaluation.parallel import prequential_in_processes\n"
+        "from models.evaluation.suite import standard_configurations, standard_sources\n"
+        "from models.sources import Catalog\n"
+        "from tests.unit.test_parallel_evaluation import _replay_data, Shape\n"
+        "if __name__ == '__main__':  # spawned processes import this module too\n"
+        "    items, events = _replay_data(Shape(events=30_000, items=2_000, users=300, seed=5))\n"
+        "    catalog = Catalog()\n"
+        "    sources = standard_sources(catalog, items, None)\n"
+        "    configurations = standard_configurations(list(sources))\n"
+        "    prequential_in_processes(events, catalog, sources, configurations, 2)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_spawned_by(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        groups = _spawned_by(parent.pid)
+        assert len(groups) == 2, "the replay never started its processes"
+        time.sleep(2.0)  # replaying
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in groups) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in groups)
+    finally:
+        parent.kill()
 
 
 class _FailingSource(Popularity):
