@@ -397,10 +397,9 @@ class HybridRecommender:
             else self.learned.context(items, user_events, n_items, now)
         )
         total = self.learned.totals(rows, candidates, context)
-        return [
-            Ranked(int(i), float(total[i]), self.learned.contributions(rows, context, int(i)))
-            for i in self.learned.top(total, k)
-        ]
+        top = self.learned.top(total, k)
+        added = self.learned.contributions(rows, context, top)
+        return [Ranked(int(i), float(total[i]), a) for i, a in zip(top, added, strict=True)]
 
     def _recommend_candidates(
         self, user_id: str, state: UserState, k: int, now: float

@@ -310,10 +310,13 @@ class LearnedBlend:
         total[~candidates] = -np.inf
         return total
 
-    def contributions(self, rows: np.ndarray, context: BlendContext, item: int) -> dict[str, float]:
-        """How much each source added to ``item``'s score."""
-        weights = self.effective(context, np.array([item]))[:, 0]
-        return {name: float(weights[s] * rows[s, item]) for s, name in enumerate(self.sources)}
+    def contributions(
+        self, rows: np.ndarray, context: BlendContext, items: np.ndarray
+    ) -> list[dict[str, float]]:
+        """How much each source added to the score of each of ``items``."""
+        added = self.effective(context, items) * rows[:, items]
+        names = list(self.sources)
+        return [dict(zip(names, column.tolist(), strict=True)) for column in added.T]
 
     @staticmethod
     def top(total: np.ndarray, k: int) -> np.ndarray:

@@ -68,6 +68,7 @@ class StreamrecApp:
             {CF: "dot"},
             collection=s.collection,
             api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
+            index_after=s.vector_index_after,
         )
         self.hybrid.use_store(self.store, s.dense_ranking_max_items, s.candidates_per_source)
         self.metrics = WorkerMetrics(lag=self._lag)
@@ -280,6 +281,7 @@ class StreamrecApp:
         hybrid, metrics, replica = self.hybrid, self.metrics, self.replica
         return {
             "items": self.store.count(),
+            "items_outside_vector_index": self.store.unindexed,
             "catalog": len(hybrid),
             "item_updates_behind": replica.behind,
             "item_updates_read": {str(p): n for p, n in replica.positions.items()},

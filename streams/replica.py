@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 MAX_LOGGED_STEPS = 100_000
 #: Logged steps a snapshot keeps (the newest): a crash's redo window is seconds of events.
 SNAPSHOT_LOGGED_STEPS = 1_000
+#: How often the vector store's upkeep runs (a look at a running index build, or whether
+#: one is due: a count of points).
+STORE_UPKEEP_INTERVAL_S = 5.0
 
 
 def snapshot_path(settings: Settings) -> Path:
@@ -199,6 +202,16 @@ class ItemSideReplica(Service):
         while not self.should_stop:
             await self.sleep(self.settings.cf_publish_interval_s)
             self.publish_cf()
+
+    @Service.task
+    async def _maintain_store_forever(self) -> None:
+        """The store's upkeep: the embedded one swaps in or starts an index build."""
+        while not self.should_stop:
+            await self.sleep(STORE_UPKEEP_INTERVAL_S)
+            try:
+                self.store.maintain()
+            except Exception:  # the shard keeps serving unindexed; tried again next time
+                log.exception("vector store upkeep failed")
 
     @Service.task
     async def _checkpoint_forever(self) -> None:

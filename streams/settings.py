@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     candidates_per_source: int = Field(default=200, ge=1)
     #: How often changed CF item vectors are written to Qdrant (the "cf" named vector).
     cf_publish_interval_s: float = Field(default=1.0, gt=0)
+    #: The embedded Qdrant builds its HNSW index in another process once this many items
+    #: are outside it, and swaps it in (0: never; a Qdrant server indexes by itself).
+    #: Until then candidate queries read every vector (models/vector_store/edge_index.py).
+    vector_index_after: int = Field(default=20_000, ge=0)
     #: How often the item side is checkpointed (and at stop), so a restart reads only
     #: the tail of item-updates; 0: no checkpoints, every start reads it all.
     item_checkpoint_interval_s: float = Field(default=300.0, ge=0)

@@ -37,11 +37,14 @@ def open_vector_store(
     distances: Mapping[str, Distance] | None = None,
     collection: str = "items",
     api_key: str | None = None,
+    index_after: int = 0,
 ) -> VectorStore:
-    """A server store for ``http(s)://`` URLs and ``:memory:``, else an embedded shard at a path."""
+    """A server store for ``http(s)://`` URLs and ``:memory:``, else an embedded shard at a
+    path (indexed in the background past ``index_after`` unindexed points)."""
     text = str(location)
     if text == ":memory:" or text.startswith(("http://", "https://")):
         return QdrantServerStore(
             text, vector_sizes, distances, collection=collection, api_key=api_key
         )
-    return EdgeVectorStore(Path(text) / collection, vector_sizes, distances)
+    path = Path(text) / collection
+    return EdgeVectorStore(path, vector_sizes, distances, index_after=index_after)

@@ -136,6 +136,16 @@ class VectorStore(ABC):
     def count(self) -> int:
         """How many items are stored."""
 
+    @property
+    @abstractmethod
+    def unindexed(self) -> int:
+        """Items outside the vector index, each query reading them all."""
+
+    @abstractmethod
+    def maintain(self) -> None:
+        """Periodic upkeep, called by the worker (the embedded backend builds its HNSW
+        index here)."""
+
     def __enter__(self) -> VectorStore:
         self.start()
         return self

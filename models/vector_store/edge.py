@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -22,13 +25,21 @@ from models.vector_store.base import (
     point_id,
     vectors_of,
 )
+from models.vector_store.edge_index import IndexBuild
+
+log = logging.getLogger(__name__)
+
+#: A file in the shard's directory (the engine ignores it): how many points its last
+#: build indexed, so ``unindexed`` survives restarts and goes with the shard.
+INDEXED_MARKER = "streamrec-indexed"
 
 
 class EdgeVectorStore(VectorStore):
     """A Qdrant Edge shard in a directory: HNSW, payload indexes, WAL; no server.
 
     With no ``vector_sizes``, an existing shard opens with the vectors it was made with
-    (to read a worker's store).
+    (to read a worker's store). With ``index_after``, ``maintain`` builds an HNSW index
+    in another process once that many points are outside one (``edge_index.py``).
 
     >>> import tempfile, numpy as np
     >>> with EdgeVectorStore(tempfile.mkdtemp(), {"content": 2}) as store:
@@ -44,12 +55,31 @@ class EdgeVectorStore(VectorStore):
         vector_sizes: Mapping[str, int],
         distances: Mapping[str, Distance] | None = None,
         open_timeout_s: float = 120.0,
+        index_after: int = 0,
+        index_threads: int = 1,
     ) -> None:
         super().__init__(vector_sizes, distances)
         self.path = Path(path)
         #: How long a trial opening of an existing shard may take (``start``).
         self.open_timeout_s = open_timeout_s
+        #: Points outside the HNSW index that start a build (``maintain``); 0: never.
+        self.index_after = index_after
+        #: Threads the build's child process may use.
+        self.index_threads = index_threads
         self._shard: qe.EdgeShard | None = None
+        # Shard calls come from the worker's loop and from the fusion refit's thread; the
+        # lock keeps a swap from closing the shard under a call.
+        self._lock = threading.RLock()
+        self._build: IndexBuild | None = None
+        #: The writes made since the running build's copy, to apply again to it.
+        self._journal: list[qe.UpdateOperation] = []
+        self._journaled_points = 0
+        # Points whose vectors changed since the last build's copy: the engine moves a
+        # changed point out of its indexed segment into a plain one (a CF vector update
+        # too), so they are outside the index as much as new points.
+        self._changed: set[str] = set()
+        self._changed_before_build: set[str] = set()
+        self._builds = itertools.count()
 
     def _config(self) -> qe.EdgeConfig | None:
         if not self.vector_sizes:
@@ -81,6 +111,7 @@ class EdgeVectorStore(VectorStore):
         (``test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt``)."""
         if self._shard is not None:
             return
+        self._recover_swap()
         self.path.mkdir(parents=True, exist_ok=True)
         exists = (self.path / "edge_config.json").exists()
         if exists and self._opening.exists():
@@ -147,6 +178,8 @@ class EdgeVectorStore(VectorStore):
     def reset(self) -> None:
         """Move the shard aside (the last one moved aside is kept, for a post-mortem) and
         start an empty one."""
+        self._cancel_build()
+        self._changed = set()
         if self._shard is not None:
             self._shard.close()
             self._shard = None
@@ -158,10 +191,133 @@ class EdgeVectorStore(VectorStore):
         self.start()
 
     def stop(self) -> None:
+        self._cancel_build()
         if self._shard is not None:
             self._shard.flush()
             self._shard.close()
             self._shard = None
+
+    # -- the HNSW index, built in another process ---------------------------------------
+
+    @property
+    def indexing(self) -> bool:
+        """Whether a build is running."""
+        return self._build is not None
+
+    @property
+    def unindexed(self) -> int:
+        """Points added or changed since the last build's copy (all when none was built;
+        changes made before this process started are not counted)."""
+        return max(self.count() - self._indexed_points(), 0) + len(self._changed)
+
+    def maintain(self) -> None:
+        """Swap a finished build in, or start one once ``index_after`` points are outside
+        the index. Called periodically by the worker; without a finished build, cheap.
+
+        While a build runs, writes are journaled; past ``index_after`` new points the
+        build is dropped (it would be out of date when done) and a later call starts
+        again, so the journal holds at most that many new points.
+        """
+        if self._build is not None:
+            done = self._build.poll()
+            if done is None:
+                if self._journaled_points <= self.index_after:
+                    return
+                log.info(
+                    "vector index: %d points added during the build; restarting it",
+                    self._journaled_points,
+                )
+                self._cancel_build()
+            elif done:
+                self._swap_in(self._build)
+                return
+            else:
+                log.warning("vector index: the build %s; trying again", self._build.error)
+                self._cancel_build()
+                return
+        if self.index_after <= 0 or not self.vector_sizes or self.unindexed < self.index_after:
+            return
+        with self._lock:
+            self.shard.flush()
+            vectors = {n: (size, self.distances[n]) for n, size in self.vector_sizes.items()}
+            # Named per process and build: a child outliving its worker writes nowhere
+            # a later build reads.
+            name = f"{self.path.name}.indexing-{os.getpid()}-{next(self._builds)}"
+            target = self.path.with_name(name)
+            self._build = IndexBuild(self.path, target, vectors, self.count(), self.index_threads)
+            self._changed_before_build, self._changed = self._changed, set()
+        log.info("vector index: building over %d points in another process", self._build.points)
+
+    def _swap_in(self, build: IndexBuild) -> None:
+        """The indexed copy, with the journal applied to it and flushed, replaces the shard.
+
+        A crash between the two renames leaves the old shard ``.replaced``; ``start``
+        puts it back if the new one is not in place (``_recover_swap``)."""
+        replaced = self.path.with_name(self.path.name + ".replaced")
+        with self._lock:
+            try:
+                indexed = qe.EdgeShard.load(str(build.target), self._config())
+                for operation in self._journal:
+                    indexed.update(operation)
+                indexed.flush()
+                indexed.close()
+                (build.target / INDEXED_MARKER).write_text(str(build.points))
+            except BaseException as error:
+                if isinstance(error, KeyboardInterrupt | SystemExit):
+                    raise
+                log.warning(
+                    "vector index: the built copy cannot be used (%s); kept the shard",
+                    str(error)[:300],
+                )
+                self._cancel_build()
+                return
+            self.shard.close()
+            self._shard = None
+            shutil.rmtree(replaced, ignore_errors=True)
+            self.path.rename(replaced)
+            build.target.rename(self.path)
+            self._shard = qe.EdgeShard.load(str(self.path), self._config())
+            shutil.rmtree(replaced, ignore_errors=True)
+            build.discard()
+            self._build, self._journal, self._journaled_points = None, [], 0
+            self._changed_before_build = set()
+        log.info("vector index: %d points indexed, swapped in", build.points)
+
+    def _cancel_build(self) -> None:
+        if self._build is not None:
+            self._build.cancel()
+        self._build, self._journal, self._journaled_points = None, [], 0
+        self._changed |= self._changed_before_build
+        self._changed_before_build = set()
+
+    def _recover_swap(self) -> None:
+        """Undo what a crash left of a swap or a build."""
+        replaced = self.path.with_name(self.path.name + ".replaced")
+        if replaced.exists():
+            if (self.path / "edge_config.json").exists():  # the new shard was in place
+                shutil.rmtree(replaced)
+            else:
+                shutil.rmtree(self.path, ignore_errors=True)
+                replaced.rename(self.path)
+        for leftover in self.path.parent.glob(self.path.name + ".indexing-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _indexed_points(self) -> int:
+        try:
+            return int((self.path / INDEXED_MARKER).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _update(
+        self, operation: qe.UpdateOperation, new_points: int, changed: Collection[str] = ()
+    ) -> None:
+        with self._lock:
+            self.shard.update(operation)
+            if self.index_after > 0:
+                self._changed.update(changed)
+            if self._build is not None:
+                self._journal.append(operation)
+                self._journaled_points += new_points
 
     def upsert(self, items: Sequence[StoredItem]) -> None:
         if not items:
@@ -175,12 +331,13 @@ class EdgeVectorStore(VectorStore):
             )
             for item in items
         ]
-        self.shard.update(qe.UpdateOperation.upsert_points(points))
+        self._update(qe.UpdateOperation.upsert_points(points), len(points))
 
     def get(self, item_ids: Collection[str], with_vectors: bool = True) -> dict[str, StoredItem]:
         if not item_ids:
             return {}
-        records = self.shard.retrieve([point_id(i) for i in item_ids], True, with_vectors)
+        with self._lock:
+            records = self.shard.retrieve([point_id(i) for i in item_ids], True, with_vectors)
         return {
             record.payload["item_id"]: StoredItem(
                 record.payload["item_id"], vectors_of(record.vector), record.payload
@@ -204,7 +361,9 @@ class EdgeVectorStore(VectorStore):
             with_payload=True if with_payload else qe.PayloadSelector.Include(["item_id"]),
             with_vector=with_vectors,
         )
-        return [hit_of(point, point.score) for point in self.shard.query(request)]
+        with self._lock:
+            points = self.shard.query(request)
+        return [hit_of(point, point.score) for point in points]
 
     def set_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         if not vectors:
@@ -217,16 +376,16 @@ class EdgeVectorStore(VectorStore):
             )
             for item_id, named in vectors.items()
         ]
-        self.shard.update(qe.UpdateOperation.update_vectors(points))
+        self._update(qe.UpdateOperation.update_vectors(points), 0, vectors.keys())
 
     def scroll(self, batch_size: int = 256, with_vectors: bool = True) -> Iterator[StoredItem]:
         offset = None
         while True:
-            records, offset = self.shard.scroll(
-                qe.ScrollRequest(
-                    offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors
-                )
+            request = qe.ScrollRequest(
+                offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors
             )
+            with self._lock:
+                records, offset = self.shard.scroll(request)
             for record in records:
                 item_id = record.payload["item_id"]
                 yield StoredItem(item_id, vectors_of(record.vector), record.payload)
@@ -234,7 +393,8 @@ class EdgeVectorStore(VectorStore):
                 return
 
     def count(self) -> int:
-        return self.shard.info().points_count
+        with self._lock:
+            return self.shard.info().points_count
 
 
 #: The trial opening of ``_open_in_a_child``: the engine alone, not this package, under

@@ -168,6 +168,14 @@ class QdrantServerStore(VectorStore):
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
 
+    @property
+    def unindexed(self) -> int:
+        """0: a Qdrant server indexes by itself (searching what it has not indexed yet)."""
+        return 0
+
+    def maintain(self) -> None:
+        """Nothing: a Qdrant server indexes by itself."""
+
 
 def _excluding(item_ids: Collection[str]) -> qm.Filter | None:
     if not item_ids:

@@ -95,14 +95,20 @@ def memory_mb(pid: int, field: str = "VmHWM") -> float:
 
 
 def worker_with_catalog(
-    broker: Broker, workdir: Path, catalog: list[dict], encoders: str = "pretrained"
-) -> tuple[Settings, WorkerProcess, float]:
-    """A worker on ``broker`` with ``catalog`` stored; returns the seconds ingestion took."""
+    broker: Broker,
+    workdir: Path,
+    catalog: list[dict],
+    encoders: str = "pretrained",
+    vector_index_after: int = Settings().vector_index_after,
+) -> tuple[Settings, WorkerProcess, float, float]:
+    """A worker on ``broker`` with ``catalog`` stored and, past ``vector_index_after``
+    items, indexed; returns the seconds ingestion took, and then the index."""
     settings = Settings(
         **broker.client_settings(),
         data_dir=workdir / "data",
         web_port=free_port(),
         encoders=encoders,
+        vector_index_after=vector_index_after,
     )
     create_topics(settings)
     worker = WorkerProcess(settings, workdir / "worker.log")
@@ -111,11 +117,19 @@ def worker_with_catalog(
         worker.wait_until(lambda s: True, 180, "web server up")
         started = time.perf_counter()
         produce(settings, settings.topic_items, [(c["item_id"], c) for c in catalog])
-        worker.wait_until(lambda s: s["items"] >= len(catalog), 1800, "catalog indexed")
+        worker.wait_until(lambda s: s["items"] >= len(catalog), 1800, "catalog stored")
+        ingested = time.perf_counter()
+        worker.wait_until(
+            lambda s: (
+                not vector_index_after or s["items_outside_vector_index"] < vector_index_after
+            ),
+            3600,
+            "vector index built",
+        )
     except BaseException:
         worker.stop()
         raise
-    return settings, worker, time.perf_counter() - started
+    return settings, worker, ingested - started, time.perf_counter() - ingested
 
 
 def interactions(n: int, items: int, users: int, seed: int = 1) -> list[dict]:
@@ -225,6 +239,12 @@ def main() -> None:
         default=2000,
         help="events driven as fast as possible, at the worker and at the Faust echo",
     )
+    parser.add_argument(
+        "--vector-index-after",
+        type=int,
+        default=Settings().vector_index_after,
+        help="the worker's setting (0: no HNSW index, every Qdrant query reads every vector)",
+    )
     args = parser.parse_args()
     stop_children_on_sigterm()
 
@@ -237,7 +257,9 @@ def main() -> None:
     n_rate = len(events)
     full_worker = interactions_from(n_rate, args.full_speed_events, args.items, args.users, 2)
     try:
-        settings, worker, ingest_s = worker_with_catalog(broker, workdir, catalog, args.encoders)
+        settings, worker, ingest_s, index_s = worker_with_catalog(
+            broker, workdir, catalog, args.encoders, args.vector_index_after
+        )
         load = drive(settings, events, args.rate)
         full_speed = drive(settings, full_worker, None)
         worker_peak_mb = memory_mb(worker.pid) if worker.pid else float("nan")
@@ -265,6 +287,8 @@ def main() -> None:
                 **load,
                 "worker_peak_rss_mb": round(worker_peak_mb, 1),
                 "catalog_ingest_items_per_s": round(len(catalog) / ingest_s, 1),
+                "vector_index_after": args.vector_index_after,
+                "vector_index_built_after_ingest_s": round(index_s, 1),
                 "reference_core_p50_ms": round(reference["p50_ms"], 2),
                 "reference_core_p99_ms": round(reference["p99_ms"], 2),
                 "reference_raw_encoder_items_per_s": round(reference["encode_items_per_s"], 1),

@@ -169,7 +169,7 @@ def main() -> None:
     broker.start()
     try:
         catalog = synthetic_catalog(args.items)
-        settings, worker, _ = worker_with_catalog(broker, workdir, catalog)
+        settings, worker, _, _ = worker_with_catalog(broker, workdir, catalog)
         worker.stop()  # a snapshot of the catalog alone
         assert snapshot_path(settings).exists()
         produce_s = produce_changes(

@@ -39,7 +39,7 @@ def soak(
     items: int = 300,
     users: int = 100,
 ) -> dict:
-    settings, worker, _ = worker_with_catalog(broker, workdir, synthetic_catalog(items))
+    settings, worker, _, _ = worker_with_catalog(broker, workdir, synthetic_catalog(items))
     try:
         assert worker.pid is not None
         memory = [round(memory_mb(worker.pid, "VmRSS"), 1)]

@@ -1,0 +1,214 @@
+"""The embedded store's HNSW index, built in a child process while the shard serves:
+what was written during the build is in the swapped-in shard, answers stay exact, and
+a failed, outdated or interrupted build leaves a working store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.vector_store import EdgeVectorStore, StoredItem
+from models.vector_store.edge import INDEXED_MARKER
+
+DIM = 8
+SIZES = {"content": DIM, "cf": 3}
+
+
+def _items(rng: np.random.Generator, ids: range) -> list[StoredItem]:
+    return [
+        StoredItem(
+            f"i{n}",
+            {"content": rng.standard_normal(DIM), "cf": rng.standard_normal(3)},
+            {"title": f"item {n}"},
+        )
+        for n in ids
+    ]
+
+
+def _store(path: Path, index_after: int) -> EdgeVectorStore:
+    store = EdgeVectorStore(path, SIZES, {"cf": "dot"}, index_after=index_after)
+    store.start()
+    return store
+
+
+def _until_swapped(store: EdgeVectorStore, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while store.indexing:
+        assert time.monotonic() < deadline, "the index build did not finish"
+        time.sleep(0.05)
+        store.maintain()
+
+
+def _exact_nearest(vectors: dict[str, np.ndarray], query: np.ndarray, limit: int) -> list[str]:
+    ids = sorted(vectors)
+    matrix = np.array([vectors[i] / np.linalg.norm(vectors[i]) for i in ids])
+    order = np.argsort(-(matrix @ (query / np.linalg.norm(query))), kind="stable")
+    return [ids[i] for i in order[:limit]]
+
+
+def test_a_build_swaps_in_an_indexed_shard_with_the_writes_made_meanwhile(tmp_path):
+    rng = np.random.default_rng(0)
+    store = _store(tmp_path / "items", index_after=300)
+    store.upsert(_items(rng, range(299)))
+    store.maintain()
+    assert not store.indexing  # 299 points outside the index: not yet
+    store.upsert(_items(rng, range(299, 400)))
+    store.maintain()
+    assert store.indexing and store.unindexed == 400
+    # Written while the child builds: new items, and new vectors for indexed ones.
+    store.upsert(_items(rng, range(400, 450)))
+    moved = {f"i{n}": {"cf": np.full(3, float(n))} for n in range(0, 400, 7)}
+    store.set_vectors(moved)
+    _until_swapped(store)
+
+    # Outside the index: the 50 new points, and the points changed since the copy.
+    assert store.count() == 450 and store.unindexed == 50 + len(moved)
+    assert store.shard.info().indexed_vectors_count >= 2 * 400
+    stored = {item.item_id: item for item in store.scroll()}
+    for item_id, named in moved.items():
+        np.testing.assert_array_equal(stored[item_id].vectors["cf"], named["cf"])
+    assert stored["i449"].payload["title"] == "item 449"
+    content = {item_id: item.vectors["content"] for item_id, item in stored.items()}
+    for _ in range(20):
+        query = rng.standard_normal(DIM)
+        hits = store.nearest(query, "content", limit=10, exclude=["i3"], with_payload=False)
+        expected = _exact_nearest({k: v for k, v in content.items() if k != "i3"}, query, 10)
+        assert [hit.item_id for hit in hits] == expected
+
+    store.stop()  # a restart opens the indexed shard and knows what it indexed
+    again = _store(tmp_path / "items", index_after=300)
+    assert again.count() == 450 and again.unindexed == 50  # changes before it: not known
+    assert not list(tmp_path.glob("items.*"))  # no copy or replaced shard left behind
+    again.stop()
+
+
+def test_changed_vectors_count_as_outside_the_index_and_start_a_build(tmp_path):
+    """The engine moves a point whose vectors change out of its indexed segment (a CF
+    vector published after clicks), so changes bring the next build as new points do."""
+    rng = np.random.default_rng(5)
+    store = _store(tmp_path / "items", index_after=100)
+    store.upsert(_items(rng, range(100)))
+    store.maintain()
+    _until_swapped(store)
+    assert store.unindexed == 0
+    for n in range(99):
+        store.set_vectors({f"i{n % 50}": {"cf": rng.standard_normal(3)}})
+    assert store.unindexed == 50  # each point once however often it changed
+    store.set_vectors({f"i{n}": {"cf": rng.standard_normal(3)} for n in range(50, 100)})
+    store.maintain()
+    assert store.indexing
+    _until_swapped(store)
+    assert store.unindexed == 0
+    store.stop()
+
+
+def test_a_build_outdated_by_the_writes_meanwhile_is_dropped_and_started_again(tmp_path):
+    rng = np.random.default_rng(1)
+    store = _store(tmp_path / "items", index_after=100)
+    store.upsert(_items(rng, range(100)))
+    store.maintain()
+    first = store._build
+    os.kill(first._child.pid, signal.SIGSTOP)  # a slow build
+    store.upsert(_items(rng, range(100, 201)))  # more new points than it is worth
+    store.maintain()  # dropped, and a new one started over all of them
+    assert first._child.poll() is not None and not first.target.exists()
+    assert store._build.points == 201 and len(list(tmp_path.glob("items.indexing-*"))) == 1
+    _until_swapped(store)
+    assert store.unindexed == 0 and store.count() == 201
+    store.stop()
+
+
+def test_a_failed_build_leaves_the_shard_serving_and_is_tried_again(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    store = _store(tmp_path / "items", index_after=50)
+    store.upsert(_items(rng, range(60)))
+    store.maintain()
+    assert store._build is not None
+    store._build._child.kill()  # the child dies (out of memory, a native abort)
+    store._build._child.wait()
+    store.maintain()
+    assert not store.indexing and "the build ended with" in caplog.text
+    assert store.count() == 60 and store.unindexed == 60
+    assert len(store.nearest(rng.standard_normal(DIM), "content", limit=5)) == 5
+    store.maintain()
+    _until_swapped(store)
+    assert store.unindexed == 0
+    store.stop()
+
+
+def test_stopping_during_a_build_ends_the_child_and_removes_its_copy(tmp_path):
+    rng = np.random.default_rng(3)
+    store = _store(tmp_path / "items", index_after=50)
+    store.upsert(_items(rng, range(60)))
+    store.maintain()
+    child = store._build._child
+    store.stop()
+    assert child.poll() is not None
+    assert not list(tmp_path.glob("items.indexing-*"))
+
+
+@pytest.mark.parametrize("new_in_place", [True, False])
+def test_start_recovers_a_swap_cut_by_a_crash(tmp_path, new_in_place):
+    """A crash between the swap's renames: the old shard is put back unless the new one
+    (journal applied, flushed) is in place; copies of unfinished builds are removed."""
+    rng = np.random.default_rng(4)
+    path = tmp_path / "items"
+    with EdgeVectorStore(path, SIZES, {"cf": "dot"}) as store:
+        store.upsert(_items(rng, range(30)))
+    replaced = tmp_path / "items.replaced"
+    if new_in_place:  # the new shard renamed in; the old one not yet removed
+        replaced.mkdir()
+        (replaced / "edge_config.json").write_text("{}")
+    else:  # the old shard renamed aside; the new one not yet renamed in
+        path.rename(replaced)
+    (tmp_path / "items.indexing-1-0" / "segments").mkdir(parents=True)
+    with EdgeVectorStore(path, SIZES, {"cf": "dot"}) as store:
+        assert store.count() == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items"]
+    assert not (path / INDEXED_MARKER).exists()
+
+
+_DIES_DURING_A_BUILD = """
+import os, sys, time, numpy as np
+from models.vector_store import EdgeVectorStore, StoredItem
+rng = np.random.default_rng(0)
+store = EdgeVectorStore(sys.argv[1], {"content": 64}, index_after=10)
+store.start()
+store.upsert([StoredItem(f"i{n}", {"content": rng.standard_normal(64)}) for n in range(20000)])
+store.maintain()
+print(store._build._child.pid, flush=True)
+time.sleep(float(sys.argv[2]))
+os._exit(0)  # as a SIGKILL: no stop, no cleanup
+"""
+
+
+@pytest.mark.parametrize("lives_s", [0.0, 0.5])
+def test_a_build_ends_with_the_worker_that_started_it(tmp_path, lives_s):
+    """Killed at once or mid-build, the worker takes its build's child with it."""
+    worker = subprocess.run(
+        [sys.executable, "-c", _DIES_DURING_A_BUILD, str(tmp_path / "items"), str(lives_s)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    child = int(worker.stdout.strip())
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the build outlived its worker"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] not in "ZX"  # a zombie has ended
+    except FileNotFoundError:
+        return False
