@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class EdgeVectorStore(VectorStore):
         open_timeout_s: float = 120.0,
         index_after: int = 0,
         index_threads: int = 1,
+        index_retry_s: float = 300.0,
     ) -> None:
         super().__init__(vector_sizes, distances)
         self.path = Path(path)
@@ -66,6 +68,9 @@ class EdgeVectorStore(VectorStore):
         self.index_after = index_after
         #: Threads the build's child process may use.
         self.index_threads = index_threads
+        #: After a failed build (a full disk, a child that died), how long until the next.
+        self.index_retry_s = index_retry_s
+        self._next_build = 0.0  # time.monotonic()
         self._shard: qe.EdgeShard | None = None
         # Shard calls come from the worker's loop and from the fusion refit's thread; the
         # lock keeps a swap from closing the shard under a call.
@@ -232,10 +237,14 @@ class EdgeVectorStore(VectorStore):
                 self._swap_in(self._build)
                 return
             else:
-                log.warning("vector index: the build %s; trying again", self._build.error)
-                self._cancel_build()
+                self._failed(f"the build {self._build.error}")
                 return
-        if self.index_after <= 0 or not self.vector_sizes or self.unindexed < self.index_after:
+        if (
+            self.index_after <= 0
+            or not self.vector_sizes
+            or time.monotonic() < self._next_build
+            or self.unindexed < self.index_after
+        ):
             return
         with self._lock:
             self.shard.flush()
@@ -244,9 +253,19 @@ class EdgeVectorStore(VectorStore):
             # a later build reads.
             name = f"{self.path.name}.indexing-{os.getpid()}-{next(self._builds)}"
             target = self.path.with_name(name)
-            self._build = IndexBuild(self.path, target, vectors, self.count(), self.index_threads)
+            try:
+                build = IndexBuild(self.path, target, vectors, self.count(), self.index_threads)
+            except OSError as error:  # no room for the copy, no process to start
+                self._failed(f"could not start a build ({error})")
+                return
+            self._build = build
             self._changed_before_build, self._changed = self._changed, set()
-        log.info("vector index: building over %d points in another process", self._build.points)
+        log.info("vector index: building over %d points in another process", build.points)
+
+    def _failed(self, why: str) -> None:
+        self._cancel_build()
+        self._next_build = time.monotonic() + self.index_retry_s
+        log.warning("vector index: %s; the next try in %.0f s", why, self.index_retry_s)
 
     def _swap_in(self, build: IndexBuild) -> None:
         """The indexed copy, with the journal applied to it and flushed, replaces the shard.
@@ -265,17 +284,20 @@ class EdgeVectorStore(VectorStore):
             except BaseException as error:
                 if isinstance(error, KeyboardInterrupt | SystemExit):
                     raise
-                log.warning(
-                    "vector index: the built copy cannot be used (%s); kept the shard",
-                    str(error)[:300],
-                )
-                self._cancel_build()
+                self._failed(f"the built copy cannot be used ({str(error)[:300]})")
                 return
             self.shard.close()
             self._shard = None
-            shutil.rmtree(replaced, ignore_errors=True)
-            self.path.rename(replaced)
-            build.target.rename(self.path)
+            try:
+                shutil.rmtree(replaced, ignore_errors=True)
+                self.path.rename(replaced)
+                build.target.rename(self.path)
+            except OSError as error:  # the old shard stays, or is put back
+                if replaced.exists() and not self.path.exists():
+                    replaced.rename(self.path)
+                self._shard = qe.EdgeShard.load(str(self.path), self._config())
+                self._failed(f"the built copy could not be moved in ({error})")
+                return
             self._shard = qe.EdgeShard.load(str(self.path), self._config())
             shutil.rmtree(replaced, ignore_errors=True)
             build.discard()

@@ -32,8 +32,10 @@ def _items(rng: np.random.Generator, ids: range) -> list[StoredItem]:
     ]
 
 
-def _store(path: Path, index_after: int) -> EdgeVectorStore:
-    store = EdgeVectorStore(path, SIZES, {"cf": "dot"}, index_after=index_after)
+def _store(path: Path, index_after: int, index_retry_s: float = 0.0) -> EdgeVectorStore:
+    store = EdgeVectorStore(
+        path, SIZES, {"cf": "dot"}, index_after=index_after, index_retry_s=index_retry_s
+    )
     store.start()
     return store
 
@@ -127,7 +129,7 @@ def test_a_build_outdated_by_the_writes_meanwhile_is_dropped_and_started_again(t
 
 def test_a_failed_build_leaves_the_shard_serving_and_is_tried_again(tmp_path, caplog):
     rng = np.random.default_rng(2)
-    store = _store(tmp_path / "items", index_after=50)
+    store = _store(tmp_path / "items", index_after=50, index_retry_s=3600)
     store.upsert(_items(rng, range(60)))
     store.maintain()
     assert store._build is not None
@@ -137,6 +139,9 @@ def test_a_failed_build_leaves_the_shard_serving_and_is_tried_again(tmp_path, ca
     assert not store.indexing and "the build ended with" in caplog.text
     assert store.count() == 60 and store.unindexed == 60
     assert len(store.nearest(rng.standard_normal(DIM), "content", limit=5)) == 5
+    store.maintain()
+    assert not store.indexing, "tried again before index_retry_s"
+    store.index_retry_s, store._next_build = 0.0, 0.0
     store.maintain()
     _until_swapped(store)
     assert store.unindexed == 0
@@ -212,3 +217,28 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] not in "ZX"  # a zombie has ended
     except FileNotFoundError:
         return False
+
+
+def test_a_copy_that_fails_leaves_no_half_copy_and_waits_before_trying_again(
+    tmp_path, monkeypatch, caplog
+):
+    """A full disk while copying the shard: the store keeps serving, the part copied is
+    removed, and the next try waits ``index_retry_s`` (a copy pauses the caller)."""
+    rng = np.random.default_rng(6)
+    store = _store(tmp_path / "items", index_after=50, index_retry_s=3600)
+    store.upsert(_items(rng, range(60)))
+
+    def disk_full(source: Path, target: Path) -> None:
+        (target / "segments").mkdir(parents=True)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("models.vector_store.edge_index.shutil.copytree", disk_full)
+    store.maintain()
+    assert not store.indexing and "No space left on device" in caplog.text
+    assert not list(tmp_path.glob("items.indexing-*"))
+    monkeypatch.undo()
+    store.maintain()
+    assert not store.indexing
+    store.upsert(_items(rng, range(60, 70)))
+    assert len(store.nearest(rng.standard_normal(DIM), "content", limit=70)) == 70
+    store.stop()
