@@ -322,7 +322,8 @@ class EdgeVectorStore(VectorStore):
                 shutil.rmtree(self.path, ignore_errors=True)
                 replaced.rename(self.path)
         for leftover in self.path.parent.glob(self.path.name + ".indexing-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if not _running(int(leftover.name.rsplit("-", 2)[1])):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def _indexed_points(self) -> int:
         try:
@@ -428,6 +429,17 @@ resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 import qdrant_edge
 qdrant_edge.EdgeShard.load(sys.argv[1], None).close()
 """
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` lives (a build's copy is named after its worker's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _excluding(item_ids: Collection[str]) -> qe.Filter | None:

@@ -173,10 +173,13 @@ def test_start_recovers_a_swap_cut_by_a_crash(tmp_path, new_in_place):
         (replaced / "edge_config.json").write_text("{}")
     else:  # the old shard renamed aside; the new one not yet renamed in
         path.rename(replaced)
-    (tmp_path / "items.indexing-1-0" / "segments").mkdir(parents=True)
+    ended = subprocess.run([sys.executable, "-c", "print(__import__('os').getpid())"], stdout=-1)
+    (tmp_path / f"items.indexing-{int(ended.stdout)}-0" / "segments").mkdir(parents=True)
+    running = tmp_path / f"items.indexing-{os.getpid()}-0"  # another store's build, running
+    running.mkdir()
     with EdgeVectorStore(path, SIZES, {"cf": "dot"}) as store:
         assert store.count() == 30
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["items"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items", running.name]
     assert not (path / INDEXED_MARKER).exists()
 
 
