@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -31,8 +32,10 @@ from models.vector_store.edge_index import IndexBuild
 log = logging.getLogger(__name__)
 
 #: A file in the shard's directory (the engine ignores it): how many points its last
-#: build indexed, so ``unindexed`` survives restarts and goes with the shard.
-INDEXED_MARKER = "streamrec-indexed"
+#: build indexed and, as of the last stop, the points changed since; so ``unindexed``
+#: survives restarts (a worker restarted more often than it builds would otherwise let
+#: its plain segment grow for good) and goes with the shard.
+INDEXED_MARKER = "streamrec-indexed.json"
 
 
 class EdgeVectorStore(VectorStore):
@@ -84,6 +87,8 @@ class EdgeVectorStore(VectorStore):
         # too), so they are outside the index as much as new points.
         self._changed: set[str] = set()
         self._changed_before_build: set[str] = set()
+        #: Points the swapped-in build indexed.
+        self._indexed = 0
         self._builds = itertools.count()
 
     def _config(self) -> qe.EdgeConfig | None:
@@ -117,6 +122,7 @@ class EdgeVectorStore(VectorStore):
         if self._shard is not None:
             return
         self._recover_swap()
+        self._indexed, self._changed = self._read_marker()
         self.path.mkdir(parents=True, exist_ok=True)
         exists = (self.path / "edge_config.json").exists()
         if exists and self._opening.exists():
@@ -184,7 +190,6 @@ class EdgeVectorStore(VectorStore):
         """Move the shard aside (the last one moved aside is kept, for a post-mortem) and
         start an empty one."""
         self._cancel_build()
-        self._changed = set()
         if self._shard is not None:
             self._shard.close()
             self._shard = None
@@ -198,6 +203,8 @@ class EdgeVectorStore(VectorStore):
     def stop(self) -> None:
         self._cancel_build()
         if self._shard is not None:
+            if self._changed:
+                self._write_marker(self.path, self._indexed, self._changed)
             self._shard.flush()
             self._shard.close()
             self._shard = None
@@ -211,9 +218,8 @@ class EdgeVectorStore(VectorStore):
 
     @property
     def unindexed(self) -> int:
-        """Points added or changed since the last build's copy (all when none was built;
-        changes made before this process started are not counted)."""
-        return max(self.count() - self._indexed_points(), 0) + len(self._changed)
+        """Points added or changed since the last build's copy (all when none was built)."""
+        return max(self.count() - self._indexed, 0) + len(self._changed)
 
     def maintain(self) -> None:
         """Swap a finished build in, or start one once ``index_after`` points are outside
@@ -280,7 +286,7 @@ class EdgeVectorStore(VectorStore):
                     indexed.update(operation)
                 indexed.flush()
                 indexed.close()
-                (build.target / INDEXED_MARKER).write_text(str(build.points))
+                self._write_marker(build.target, build.points, ())
             except BaseException as error:
                 if isinstance(error, KeyboardInterrupt | SystemExit):
                     raise
@@ -302,7 +308,7 @@ class EdgeVectorStore(VectorStore):
             shutil.rmtree(replaced, ignore_errors=True)
             build.discard()
             self._build, self._journal, self._journaled_points = None, [], 0
-            self._changed_before_build = set()
+            self._indexed, self._changed_before_build = build.points, set()
         log.info("vector index: %d points indexed, swapped in", build.points)
 
     def _cancel_build(self) -> None:
@@ -325,11 +331,20 @@ class EdgeVectorStore(VectorStore):
             if not _running(int(leftover.name.rsplit("-", 2)[1])):
                 shutil.rmtree(leftover, ignore_errors=True)
 
-    def _indexed_points(self) -> int:
+    def _read_marker(self) -> tuple[int, set[str]]:
+        """Points indexed, and changed since, as the marker says; none if it is absent or
+        unreadable (the next build comes sooner, no harm)."""
         try:
-            return int((self.path / INDEXED_MARKER).read_text())
-        except (OSError, ValueError):
-            return 0
+            marker = json.loads((self.path / INDEXED_MARKER).read_text())
+            return int(marker["indexed"]), {str(i) for i in marker["changed"]}
+        except (OSError, ValueError, TypeError, KeyError):
+            return 0, set()
+
+    @staticmethod
+    def _write_marker(shard: Path, indexed: int, changed: Collection[str]) -> None:
+        (shard / INDEXED_MARKER).write_text(
+            json.dumps({"indexed": indexed, "changed": sorted(changed)})
+        )
 
     def _update(
         self, operation: qe.UpdateOperation, new_points: int, changed: Collection[str] = ()
