@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -11,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -75,8 +75,8 @@ class EdgeVectorStore(VectorStore):
         self.index_retry_s = index_retry_s
         self._next_build = 0.0  # time.monotonic()
         self._shard: qe.EdgeShard | None = None
-        # Shard calls come from the worker's loop and from the fusion refit's thread; the
-        # lock keeps a swap from closing the shard under a call.
+        # A swap closes the shard: the lock keeps it from doing so under a call from
+        # another thread (the worker makes them all on its loop today).
         self._lock = threading.RLock()
         self._build: IndexBuild | None = None
         #: The writes made since the running build's copy, to apply again to it.
@@ -89,7 +89,6 @@ class EdgeVectorStore(VectorStore):
         self._changed_before_build: set[str] = set()
         #: Points the swapped-in build indexed.
         self._indexed = 0
-        self._builds = itertools.count()
 
     def _config(self) -> qe.EdgeConfig | None:
         if not self.vector_sizes:
@@ -218,8 +217,10 @@ class EdgeVectorStore(VectorStore):
 
     @property
     def unindexed(self) -> int:
-        """Points added or changed since the last build's copy (all when none was built)."""
-        return max(self.count() - self._indexed, 0) + len(self._changed)
+        """Points added, or stored before and changed, since the last build's copy (all
+        when none was built)."""
+        count = self.count()
+        return min(max(count - self._indexed, 0) + len(self._changed), count)
 
     def maintain(self) -> None:
         """Swap a finished build in, or start one once ``index_after`` points are outside
@@ -255,9 +256,9 @@ class EdgeVectorStore(VectorStore):
         with self._lock:
             self.shard.flush()
             vectors = {n: (size, self.distances[n]) for n, size in self.vector_sizes.items()}
-            # Named per process and build: a child outliving its worker writes nowhere
-            # a later build reads.
-            name = f"{self.path.name}.indexing-{os.getpid()}-{next(self._builds)}"
+            # Named per build: a child outliving its worker writes nowhere a later build
+            # reads; the pid says at start whether that worker still runs.
+            name = f"{self.path.name}.indexing-{os.getpid()}-{uuid.uuid4().hex[:12]}"
             target = self.path.with_name(name)
             try:
                 build = IndexBuild(self.path, target, vectors, self.count(), self.index_threads)
@@ -304,11 +305,23 @@ class EdgeVectorStore(VectorStore):
                 self._shard = qe.EdgeShard.load(str(self.path), self._config())
                 self._failed(f"the built copy could not be moved in ({error})")
                 return
-            self._shard = qe.EdgeShard.load(str(self.path), self._config())
+            try:
+                self._shard = qe.EdgeShard.load(str(self.path), self._config())
+            except BaseException as error:
+                if isinstance(error, KeyboardInterrupt | SystemExit):
+                    raise
+                shutil.rmtree(self.path, ignore_errors=True)
+                replaced.rename(self.path)
+                self._shard = qe.EdgeShard.load(str(self.path), self._config())
+                self._failed(f"the indexed shard did not open ({str(error)[:300]})")
+                return
             shutil.rmtree(replaced, ignore_errors=True)
             build.discard()
             self._build, self._journal, self._journaled_points = None, [], 0
             self._indexed, self._changed_before_build = build.points, set()
+            # At most half the time building: points that change during a build are
+            # outside the index after it, and enough of them would start the next at once.
+            self._next_build = time.monotonic() + (time.monotonic() - build.started)
         log.info("vector index: %d points indexed, swapped in", build.points)
 
     def _cancel_build(self) -> None:
@@ -328,7 +341,9 @@ class EdgeVectorStore(VectorStore):
                 shutil.rmtree(self.path, ignore_errors=True)
                 replaced.rename(self.path)
         for leftover in self.path.parent.glob(self.path.name + ".indexing-*"):
-            if not _running(int(leftover.name.rsplit("-", 2)[1])):
+            pid = int(leftover.name.rsplit("-", 2)[1])
+            # This process's own pid too: a worker restarted in a container is pid 1 again.
+            if pid == os.getpid() or not _running(pid):
                 shutil.rmtree(leftover, ignore_errors=True)
 
     def _read_marker(self) -> tuple[int, set[str]]:
@@ -369,7 +384,11 @@ class EdgeVectorStore(VectorStore):
             )
             for item in items
         ]
-        self._update(qe.UpdateOperation.upsert_points(points), len(points))
+        # An existing point upserted again (a re-upload, a fusion refit) leaves the index
+        # as a changed one does; only the others are new.
+        ids = [item.item_id for item in items]
+        stored = set(self.get(ids, with_vectors=False)) if self.index_after > 0 else set()
+        self._update(qe.UpdateOperation.upsert_points(points), len(points) - len(stored), stored)
 
     def get(self, item_ids: Collection[str], with_vectors: bool = True) -> dict[str, StoredItem]:
         if not item_ids:

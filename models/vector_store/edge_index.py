@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 #: HNSW parameters: Qdrant's defaults, kept explicit because the copy's config is
@@ -43,18 +44,19 @@ class IndexBuild:
     ) -> None:
         self.target = target
         self.points = points
+        self.started = time.monotonic()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by discard)
         try:
             shutil.copytree(source, target)
-        except BaseException:  # a full disk: no half copy left behind
-            shutil.rmtree(target, ignore_errors=True)
+            arguments = [str(target), json.dumps(vectors), str(threads), str(os.getpid())]
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", _BUILD, *arguments],
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+            )
+        except BaseException:  # a full disk, no process to start: nothing left behind
+            self.discard()
             raise
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by discard)
-        arguments = [str(target), json.dumps(vectors), str(threads), str(os.getpid())]
-        self._child = subprocess.Popen(
-            [sys.executable, "-c", _BUILD, *arguments],
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-        )
         #: Why the build failed, once it has.
         self.error: str | None = None
 

@@ -105,9 +105,18 @@ def test_changed_vectors_count_as_outside_the_index_and_start_a_build(tmp_path):
     assert store.unindexed == 50  # each point once however often it changed
     store.set_vectors({f"i{n}": {"cf": rng.standard_normal(3)} for n in range(50, 100)})
     store.maintain()
-    assert store.indexing
+    # Not at once: after a build the store waits as long as the build took, so changes
+    # made during builds cannot keep it building back to back.
+    assert not store.indexing and store.unindexed == 100
+    deadline = time.monotonic() + 60
+    while not store.indexing:
+        assert time.monotonic() < deadline, "no build after the wait"
+        time.sleep(0.05)
+        store.maintain()
     _until_swapped(store)
     assert store.unindexed == 0
+    store.upsert(_items(rng, range(40)))  # uploaded again: moved out of the index too
+    assert store.unindexed == 40 and store.count() == 100
     store.stop()
 
 
@@ -174,11 +183,18 @@ def test_start_recovers_a_swap_cut_by_a_crash(tmp_path, new_in_place):
     else:  # the old shard renamed aside; the new one not yet renamed in
         path.rename(replaced)
     ended = subprocess.run([sys.executable, "-c", "print(__import__('os').getpid())"], stdout=-1)
-    (tmp_path / f"items.indexing-{int(ended.stdout)}-0" / "segments").mkdir(parents=True)
-    running = tmp_path / f"items.indexing-{os.getpid()}-0"  # another store's build, running
+    (tmp_path / f"items.indexing-{int(ended.stdout)}-a1" / "segments").mkdir(parents=True)
+    # This process's pid: a worker restarted in a container has its predecessor's.
+    (tmp_path / f"items.indexing-{os.getpid()}-b2").mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running = tmp_path / f"items.indexing-{other.pid}-c3"  # another worker's build
     running.mkdir()
-    with EdgeVectorStore(path, SIZES, {"cf": "dot"}) as store:
-        assert store.count() == 30
+    try:
+        with EdgeVectorStore(path, SIZES, {"cf": "dot"}) as store:
+            assert store.count() == 30
+    finally:
+        other.kill()
+        other.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items", running.name]
     assert not (path / INDEXED_MARKER).exists()
 
@@ -222,20 +238,26 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_copy_that_fails_leaves_no_half_copy_and_waits_before_trying_again(
-    tmp_path, monkeypatch, caplog
+@pytest.mark.parametrize("failing", ["shutil.copytree", "subprocess.Popen"])
+def test_a_build_that_cannot_start_leaves_no_copy_and_waits_before_trying_again(
+    tmp_path, monkeypatch, caplog, failing
 ):
-    """A full disk while copying the shard: the store keeps serving, the part copied is
-    removed, and the next try waits ``index_retry_s`` (a copy pauses the caller)."""
+    """A full disk while copying the shard, or no process to start: the store keeps
+    serving, the copy is removed, and the next try waits ``index_retry_s`` (a copy
+    pauses the caller)."""
     rng = np.random.default_rng(6)
     store = _store(tmp_path / "items", index_after=50, index_retry_s=3600)
     store.upsert(_items(rng, range(60)))
 
-    def disk_full(source: Path, target: Path) -> None:
+    def half_a_copy(source: Path, target: Path) -> None:
         (target / "segments").mkdir(parents=True)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("models.vector_store.edge_index.shutil.copytree", disk_full)
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    replacement = half_a_copy if failing == "shutil.copytree" else no_process
+    monkeypatch.setattr(f"models.vector_store.edge_index.{failing}", replacement)
     store.maintain()
     assert not store.indexing and "No space left on device" in caplog.text
     assert not list(tmp_path.glob("items.indexing-*"))
