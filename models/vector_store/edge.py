@@ -341,9 +341,9 @@ class EdgeVectorStore(VectorStore):
                 shutil.rmtree(self.path, ignore_errors=True)
                 replaced.rename(self.path)
         for leftover in self.path.parent.glob(self.path.name + ".indexing-*"):
-            pid = int(leftover.name.rsplit("-", 2)[1])
+            pid = leftover.name.rsplit("-", 2)[-2]
             # This process's own pid too: a worker restarted in a container is pid 1 again.
-            if pid == os.getpid() or not _running(pid):
+            if not pid.isdigit() or int(pid) == os.getpid() or not _running(int(pid)):
                 shutil.rmtree(leftover, ignore_errors=True)
 
     def _read_marker(self) -> tuple[int, set[str]]:

@@ -186,6 +186,7 @@ def test_start_recovers_a_swap_cut_by_a_crash(tmp_path, new_in_place):
     (tmp_path / f"items.indexing-{int(ended.stdout)}-a1" / "segments").mkdir(parents=True)
     # This process's pid: a worker restarted in a container has its predecessor's.
     (tmp_path / f"items.indexing-{os.getpid()}-b2").mkdir()
+    (tmp_path / "items.indexing-x").mkdir()  # not a name a build gives: removed
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     running = tmp_path / f"items.indexing-{other.pid}-c3"  # another worker's build
     running.mkdir()
