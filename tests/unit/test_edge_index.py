@@ -40,6 +40,18 @@ def _store(path: Path, index_after: int, index_retry_s: float = 0.0) -> EdgeVect
     return store
 
 
+def _building(
+    path: Path, seed: int, points: int, index_after: int, index_retry_s: float = 0.0
+) -> tuple[EdgeVectorStore, np.random.Generator]:
+    """A store holding ``points`` random items, its first build just started."""
+    rng = np.random.default_rng(seed)
+    store = _store(path, index_after, index_retry_s)
+    store.upsert(_items(rng, range(points)))
+    store.maintain()
+    assert store.indexing
+    return store, rng
+
+
 def _until_swapped(store: EdgeVectorStore, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while store.indexing:
@@ -121,10 +133,7 @@ def test_changed_vectors_count_as_outside_the_index_and_start_a_build(tmp_path):
 
 
 def test_a_build_outdated_by_the_writes_meanwhile_is_dropped_and_started_again(tmp_path):
-    rng = np.random.default_rng(1)
-    store = _store(tmp_path / "items", index_after=100)
-    store.upsert(_items(rng, range(100)))
-    store.maintain()
+    store, rng = _building(tmp_path / "items", seed=1, points=100, index_after=100)
     first = store._build
     os.kill(first._child.pid, signal.SIGSTOP)  # a slow build
     store.upsert(_items(rng, range(100, 201)))  # more new points than it is worth
@@ -137,11 +146,7 @@ def test_a_build_outdated_by_the_writes_meanwhile_is_dropped_and_started_again(t
 
 
 def test_a_failed_build_leaves_the_shard_serving_and_is_tried_again(tmp_path, caplog):
-    rng = np.random.default_rng(2)
-    store = _store(tmp_path / "items", index_after=50, index_retry_s=3600)
-    store.upsert(_items(rng, range(60)))
-    store.maintain()
-    assert store._build is not None
+    store, rng = _building(tmp_path / "items", 2, points=60, index_after=50, index_retry_s=3600)
     store._build._child.kill()  # the child dies (out of memory, a native abort)
     store._build._child.wait()
     store.maintain()
@@ -158,10 +163,7 @@ def test_a_failed_build_leaves_the_shard_serving_and_is_tried_again(tmp_path, ca
 
 
 def test_stopping_during_a_build_ends_the_child_and_removes_its_copy(tmp_path):
-    rng = np.random.default_rng(3)
-    store = _store(tmp_path / "items", index_after=50)
-    store.upsert(_items(rng, range(60)))
-    store.maintain()
+    store, _ = _building(tmp_path / "items", seed=3, points=60, index_after=50)
     child = store._build._child
     store.stop()
     assert child.poll() is not None
