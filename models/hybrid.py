@@ -293,9 +293,9 @@ class HybridRecommender:
         assert self.learned is not None
         history, n_items = state.history, len(self.catalog)
         if self.candidates is not None and self.candidates.applies(n_items):
-            # At scale, the candidates a list would rank, and the clicked item.
-            retrieved = self.candidates.retrieve(self.sources, self.catalog, user_id, history, ts)
-            items = np.union1d(retrieved, [item]).astype(np.int64)
+            # At scale, the candidates of the list the user had, and the clicked item.
+            served = self.candidates.last_served(self.sources, self.catalog, user_id, history, ts)
+            items = np.union1d(served, [item]).astype(np.int64)
             sources = self.sources.items()
             scores = {n: s.score_items(user_id, history, items, ts) for n, s in sources}
             candidates = np.ones(len(items), dtype=bool)

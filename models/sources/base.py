@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Callable, KeysView, Mapping, Sequence
+from collections.abc import Callable, Iterable, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,10 @@ class Catalog:
 
     def index(self, item_id: str) -> int:
         return self._index[item_id]
+
+    def known_indexes(self, item_ids: Iterable[str]) -> list[int]:
+        """The indexes of those of ``item_ids`` in the catalog, in their order."""
+        return [i for i in map(self._index.get, item_ids) if i is not None]
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._index

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -147,8 +148,8 @@ class DecayedPopularity(Source):
         >>> sorted(source.best_items("u", h, 2, 3, now=3.0))   # past the leaders: all items
         [0, 1]
         """
-        leaders = self._ranked_leaders()
-        picks = [i for i in leaders if i < n_items and i not in history.seen][:limit]
+        leaders, seen = self._ranked_leaders(), history.seen
+        picks = list(islice((i for i in leaders if i < n_items and i not in seen), limit))
         if len(picks) < limit and len(leaders) >= self.leaders:
             return super().best_items(user, history, limit, n_items, now)
         return [i for i in picks if self.log_mass[i] - self.rate * now > _LOG_SMALLEST]

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -409,18 +410,34 @@ class EdgeVectorStore(VectorStore):
         limit: int,
         exclude: Collection[str] = (),
         with_vectors: bool = False,
-        with_payload: bool = True,
     ) -> list[Hit]:
+        points = self._query(vector, using, limit, exclude, True, with_vectors)
+        return [hit_of(point, point.score) for point in points]
+
+    def nearest_ids(
+        self, vector: np.ndarray, using: str, limit: int, exclude: Collection[str] = ()
+    ) -> list[str]:
+        points = self._query(vector, using, limit, exclude, qe.PayloadSelector.Include(["item_id"]))
+        return [point.payload["item_id"] for point in points]
+
+    def _query(
+        self,
+        vector: np.ndarray,
+        using: str,
+        limit: int,
+        exclude: Collection[str],
+        with_payload: bool | qe.PayloadSelector,
+        with_vectors: bool = False,
+    ) -> list[Any]:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(vector.astype(np.float32).tolist(), using=using),
             filter=_excluding(exclude),
-            with_payload=True if with_payload else qe.PayloadSelector.Include(["item_id"]),
+            with_payload=with_payload,
             with_vector=with_vectors,
         )
         with self._lock:
-            points = self.shard.query(request)
-        return [hit_of(point, point.score) for point in points]
+            return self.shard.query(request)
 
     def set_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         if not vectors:

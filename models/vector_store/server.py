@@ -124,18 +124,35 @@ class QdrantServerStore(VectorStore):
         limit: int,
         exclude: Collection[str] = (),
         with_vectors: bool = False,
-        with_payload: bool = True,
     ) -> list[Hit]:
+        points = self._query(vector, using, limit, exclude, True, with_vectors)
+        return [hit_of(point, point.score) for point in points]
+
+    def nearest_ids(
+        self, vector: np.ndarray, using: str, limit: int, exclude: Collection[str] = ()
+    ) -> list[str]:
+        points = self._query(vector, using, limit, exclude, ["item_id"])
+        return [point.payload["item_id"] for point in points]
+
+    def _query(
+        self,
+        vector: np.ndarray,
+        using: str,
+        limit: int,
+        exclude: Collection[str],
+        with_payload: bool | list[str],
+        with_vectors: bool = False,
+    ) -> list[qm.ScoredPoint]:
         response = self.client.query_points(
             self.collection,
             query=vector.astype(np.float32).tolist(),
             using=using,
             limit=limit,
             query_filter=_excluding(exclude),
-            with_payload=True if with_payload else ["item_id"],
+            with_payload=with_payload,
             with_vectors=with_vectors,
         )
-        return [hit_of(point, point.score) for point in response.points]
+        return response.points
 
     def set_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         if not vectors:

@@ -45,7 +45,7 @@ def timed_queries(store: EdgeVectorStore, queries: np.ndarray, limit: int) -> li
     times = []
     for query in queries:
         started = time.perf_counter()
-        store.nearest(query, CONTENT, limit, exclude=["i1", "i2", "i3"], with_payload=False)
+        store.nearest_ids(query, CONTENT, limit, exclude=["i1", "i2", "i3"])
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -53,7 +53,7 @@ def timed_queries(store: EdgeVectorStore, queries: np.ndarray, limit: int) -> li
 def recall(store: EdgeVectorStore, queries: np.ndarray, limit: int) -> float:
     found = 0
     for query in queries:
-        hits = store.nearest(query, CONTENT, limit, with_payload=False)
+        hits = store.nearest_ids(query, CONTENT, limit)
         exact = store.shard.query(
             qe.QueryRequest(
                 limit=limit,
@@ -63,7 +63,7 @@ def recall(store: EdgeVectorStore, queries: np.ndarray, limit: int) -> float:
                 with_vector=False,
             )
         )
-        found += len({h.item_id for h in hits} & {p.payload["item_id"] for p in exact})
+        found += len(set(hits) & {p.payload["item_id"] for p in exact})
     return found / (limit * len(queries))
 
 

@@ -177,3 +177,59 @@ def test_the_dense_content_caches_stay_within_their_byte_bound() -> None:
     assert len(engine.users) == 30 and len(hybrid) == items
     assert len(hybrid.content._scores) == 10
     assert len(hybrid.content._rows) == 20  # of the 36 items clicked: rows of float32
+
+
+class CountedStore:
+    """The real store, counting the candidate queries asked of it."""
+
+    def __init__(self, store: EdgeVectorStore) -> None:
+        self.queries = 0
+        self.uncounted = store.nearest_ids
+        store.nearest_ids = self.nearest_ids  # type: ignore[method-assign]
+
+    def nearest_ids(self, *args, **kwargs) -> list[str]:
+        self.queries += 1
+        return self.uncounted(*args, **kwargs)
+
+
+def test_a_click_s_step_ranks_the_candidates_of_the_list_served_without_a_query(store) -> None:
+    """The learned blend's step ranks the list the user had: the candidates retrieved for
+    it are kept, equal to what retrieving again gives while the store is unchanged, and
+    retrieved again once the user's history or the catalog has moved on."""
+    hybrid = HybridRecommender(content_dim=DIM, learned=True)
+    hybrid.use_store(store, dense_max_items=0, per_source=4)
+    engine, directions, _ = planted_engine(hybrid=hybrid)
+    stage, counted = hybrid.candidates, CountedStore(store)
+    assert stage is not None
+    queries_per_list = sum(s.retrieval_vector is not None for s in hybrid.sources.values())
+    user, state = "u1-0", engine.users["u1-0"]
+    engine.recommend(user, k=5, now=TS + 1e4)
+    assert counted.queries == queries_per_list
+    args = (hybrid.sources, hybrid.catalog, user, state.history, TS + 1e4)
+    kept = stage.last_served(*args)
+    assert counted.queries == queries_per_list  # no query: the list's candidates
+    assert kept.tolist() == stage.retrieve(*args).tolist()
+    # The click's step reads them; the list after it retrieves on the new history.
+    engine.process("next-1", user, "t1-9", "click", None, TS + 1e4, k=5)
+    assert counted.queries == 3 * queries_per_list
+    engine.add_item("new", "New", directions[1])  # the catalog grew: retrieved again
+    engine.learn("next-2", user, "t1-8", "click", None, TS + 1e4)
+    assert counted.queries == 4 * queries_per_list
+
+
+def test_kept_candidates_are_bounded_by_users_least_recently_ranked_first(store) -> None:
+    hybrid = HybridRecommender(content_dim=DIM, learned=True)
+    hybrid.use_store(store, dense_max_items=0, per_source=4)
+    engine, _, _ = planted_engine(hybrid=hybrid)
+    stage, counted = hybrid.candidates, CountedStore(store)
+    assert stage is not None
+    stage.remembered_users = 2
+    for user in ("u0-0", "u1-0", "u2-0"):
+        engine.recommend(user, k=5, now=TS + 1e4)
+    assert list(stage._served) == ["u1-0", "u2-0"]
+    before = counted.queries
+    for user in ("u1-0", "u2-0"):
+        stage.last_served(hybrid.sources, hybrid.catalog, user, engine.users[user].history, TS)
+    assert counted.queries == before
+    stage.last_served(hybrid.sources, hybrid.catalog, "u0-0", engine.users["u0-0"].history, TS)
+    assert counted.queries > before

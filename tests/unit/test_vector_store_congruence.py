@@ -161,12 +161,11 @@ def test_wrong_vector_shape_is_refused_with_its_name(tmp_path) -> None:
         store.upsert([StoredItem("a", {"content": np.zeros(3)})])
 
 
-def test_nearest_without_payload_names_the_items_only(stores) -> None:
-    query = np.random.default_rng(3).normal(size=DIM).astype(np.float32)
-    full, bare = (
-        [s.nearest(query, "content", 5, with_payload=p) for s in stores] for p in (True, False)
-    )
-    for with_payload, without in zip(full, bare, strict=True):
-        assert [h.item_id for h in without] == [h.item_id for h in with_payload]
-        assert all(h.payload == {"item_id": h.item_id} for h in without)
-        assert all("title" in h.payload for h in with_payload)
+def test_nearest_ids_are_the_nearest_items_ids(stores) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        query = rng.normal(size=DIM).astype(np.float32)
+        exclude = {f"item-{n}" for n in rng.integers(0, 300, size=25)}
+        expected = [h.item_id for h in stores[0].nearest(query, "content", 50, exclude)]
+        for store in stores:
+            assert store.nearest_ids(query, "content", 50, exclude) == expected
