@@ -51,8 +51,9 @@ class StoredItem:
 
 class Hit(NamedTuple):
     """One result of a query, best first; ``vectors`` only when asked for. A tuple, not a
-    frozen dataclass: a click makes hundreds, and a frozen dataclass's ``__init__`` was
-    4% of a 100k-item worker's time."""
+    frozen dataclass: a query makes hundreds, and a frozen dataclass's ``__init__`` was
+    4% of a 100k-item worker's time while candidate queries still built hits
+    (``nearest_ids`` builds none)."""
 
     item_id: str
     score: float
