@@ -38,6 +38,7 @@ from models.sources import (
 )
 from models.sources.base import grown
 from models.sources.changes import MAX_ID_CHARS, InvalidChange
+from models.sources.item_ease import ItemSideEASE
 from models.user_state import UserState
 
 if TYPE_CHECKING:
@@ -84,13 +85,18 @@ def _json_ready(value: Any, what: str) -> Any:
     return pack(value, what) if isinstance(value, np.ndarray) else value
 
 
-def hybrid_sources(content_dim: int) -> dict[str, Source]:
+def hybrid_sources(
+    content_dim: int, ease_l2: float = 500.0, ease_max_items: int = 3_000
+) -> dict[str, Source]:
     """The sources the hybrid can blend, by name."""
+    item_item = ItemItemCosine()
     return {
-        "item-item": ItemItemCosine(),
+        "item-item": item_item,
         "trending": DecayedPopularity(),
         CF: OnlineBPR(),
         CONTENT: ContentSimilarity(dim=content_dim),
+        # Fitted from item-item's counts, in the background (``refit``): not by default.
+        "ease": ItemSideEASE(item_item, ease_l2, ease_max_items),
     }
 
 
@@ -118,6 +124,8 @@ class HybridRecommender:
         explain_share: float = 0.25,
         learned: bool = False,
         served_k: int = 10,
+        ease_l2: float = 500.0,
+        ease_max_items: int = 3_000,
     ) -> None:
         # A source weighted 0 would only cost time: it is left out.
         self.blend = Blend({n: w for n, w in (weights or HYBRID_WEIGHTS).items() if w > 0})
@@ -127,17 +135,27 @@ class HybridRecommender:
         self.learned = LearnedBlend(self.blend.weights) if learned else None
         #: The list length the learned blend learns for (the worker's ``top_k``).
         self.served_k = served_k
-        available = hybrid_sources(content_dim)
+        available = hybrid_sources(content_dim, ease_l2, ease_max_items)
         unknown = set(self.blend.sources) - set(available)
         if unknown:
             raise ValueError(
                 f"unknown hybrid sources {sorted(unknown)}: choose from {sorted(available)}"
             )
+        for name in self.blend.sources:
+            missing = set(available[name].reads) - set(self.blend.sources)
+            if missing:
+                raise ValueError(
+                    f"the {name!r} source reads the item side of {sorted(missing)}: "
+                    f"give {sorted(missing)} a weight above 0 too"
+                )
         self.sources = {name: available[name] for name in self.blend.sources}
         self.content = available[CONTENT]
         assert isinstance(self.content, ContentSimilarity)
         self.cf = available[CF]
         assert isinstance(self.cf, OnlineBPR)
+        ease = self.sources.get("ease")
+        #: The EASE source when blended: refitted in the background (``streams/ease_refit.py``).
+        self.ease = ease if isinstance(ease, ItemSideEASE) else None
         self.catalog = Catalog()
         self.titles: list[str] = []
         #: A source is named as a reason when it gives at least this share of the

@@ -22,6 +22,7 @@ from encoders.learned_fusion import LearnedFusion
 from encoders.multimodal import MultimodalEncoder
 from models.hybrid import CF, CONTENT, HybridRecommender
 from models.vector_store import IncompatibleStoreError, VectorStore, open_vector_store
+from streams.ease_refit import EaseRefitter
 from streams.events import Interaction
 from streams.fresh_lists import ReadTimeLists
 from streams.fusion_refit import FusionRefitter
@@ -54,12 +55,7 @@ class StreamrecApp:
         settings.check_web_exposure()
         self.settings = s = settings
         self.encoder = encoder
-        self.hybrid = HybridRecommender(
-            s.hybrid_weights,
-            content_dim=encoder.fusion.dim,
-            learned=s.hybrid_blend == "learned",
-            served_k=s.top_k,
-        )
+        self.hybrid = HybridRecommender(content_dim=encoder.fusion.dim, **s.hybrid_options())
         # The fused vector, each modality's own (what a learned fusion is refitted from),
         # and the CF item vector (factor and bias, compared by dot product).
         self.store = store or open_vector_store(
@@ -206,6 +202,9 @@ class StreamrecApp:
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(1.0, name="refresh-fusion")(self.fusion.maybe_refit)
+        self.ease_refit = EaseRefitter(self.hybrid.ease) if self.hybrid.ease is not None else None
+        if self.ease_refit is not None:
+            app.timer(s.ease_refit_interval_s, name="refit-ease")(self.ease_refit.maybe_refit)
 
     # -- agents ------------------------------------------------------------------------
 
@@ -293,6 +292,7 @@ class StreamrecApp:
             "dead_letters": dict(metrics.dead_letters),
             "fusion": self.encoder.fusion.version,
             "lists_ranked_at_read": self.read_time_lists.rankings,
+            "ease": self.ease_refit.stats() if self.ease_refit is not None else None,
         }
 
     def readiness(self) -> tuple[bool, str]:

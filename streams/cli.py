@@ -425,13 +425,16 @@ def evaluation_options(command: Any) -> Any:
             help="items and users are cold while they have fewer earlier interactions",
         ),
         click.option(
-            "--ease-l2", default=500.0, show_default=True, help="the EASE baseline's lambda"
+            "--ease-l2",
+            default=500.0,
+            show_default=True,
+            help="lambda of EASE (the source and the baseline)",
         ),
         click.option(
             "--ease-refit-every",
             default=2000,
             show_default=True,
-            help="the EASE baseline is refitted from scratch every this many events",
+            help="EASE (the source and the baseline) is refitted every this many events",
         ),
         click.option(
             "--processes",
@@ -467,7 +470,7 @@ def run_evaluation(
     from tqdm import tqdm
 
     from models.evaluation.parallel import prequential_in_processes
-    from models.evaluation.prequential import prequential
+    from models.evaluation.prequential import prequential, sources_read
     from models.evaluation.report import format_table, write_report
     from models.evaluation.suite import standard_configurations, standard_sources
     from models.sources import Catalog
@@ -526,7 +529,7 @@ def run_evaluation(
                 f"--only names unknown configurations {unknown}; known: {sorted(configurations)}"
             )
         configurations = {name: configurations[name] for name in wanted}
-        needed = {source for blend in configurations.values() for source in blend.sources}
+        needed = sources_read(configurations, sources)
         sources = {name: source for name, source in sources.items() if name in needed}
     refits = None
     if encoded is not None and "content" in sources and settings.fusion == "learned":

@@ -43,12 +43,7 @@ def encoded_reference(
     encoded by the worker's own encoding code (by item id), for the engine to add."""
     encoder = build_item_encoder(settings)
     engine = InProcessRecommender(
-        HybridRecommender(
-            settings.hybrid_weights,
-            content_dim=encoder.fusion.dim,
-            learned=settings.hybrid_blend == "learned",
-            served_k=settings.top_k,
-        )
+        HybridRecommender(content_dim=encoder.fusion.dim, **settings.hybrid_options())
     )
     items = {}
     for upload, encoded in zip(

@@ -13,7 +13,7 @@ import os
 import socket
 import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
@@ -142,12 +142,20 @@ class Settings(BaseSettings):
     model_version: str = "hybrid-2"
     #: The hybrid's sources and weights (a source at 0 or absent is not computed;
     #: models/hybrid.py, measured in docs/evaluation.md).
-    hybrid_weights: dict[Literal["item-item", "trending", "cf", "content"], float] = Field(
+    hybrid_weights: dict[Literal["item-item", "trending", "cf", "content", "ease"], float] = Field(
         default_factory=lambda: dict(HYBRID_WEIGHTS)
     )
     #: "learned": ``hybrid_weights`` are the prior of a blend that learns from the clicks
     #: how much to trust each source per context (models/learned_blend.py); "fixed": as set.
     hybrid_blend: Literal["fixed", "learned"] = "learned"
+    #: The "ease" source (EASE fitted from item-item's co-engagement counts; blended only
+    #: when ``hybrid_weights`` gives it a weight, with item-item's): its lambda...
+    ease_l2: float = Field(default=500.0, gt=0)
+    #: ...the most engaged items it covers (its fit inverts a square of this side)...
+    ease_max_items: int = Field(default=3_000, ge=1)
+    #: ...and how often it is refitted in the background when new engagements came in
+    #: (models/sources/item_ease.py, streams/ease_refit.py).
+    ease_refit_interval_s: float = Field(default=60.0, gt=0)
     #: A new item's refreshed lists go to at most this many users whose content profile
     #: fits it best, without their click (0: none; streams/new_items.py).
     new_item_push_users: int = Field(default=20, ge=0)
@@ -258,6 +266,12 @@ class Settings(BaseSettings):
     def _some_weight(cls, weights: dict[str, float], info: ValidationInfo) -> dict[str, float]:
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError(f"{info.field_name} must be >= 0 with at least one > 0")
+        ease = info.field_name == "hybrid_weights" and weights.get("ease", 0) > 0
+        if ease and not weights.get("item-item", 0) > 0:
+            raise ValueError(
+                "hybrid_weights: 'ease' is fitted from item-item's counts; "
+                "give 'item-item' a weight above 0 too"
+            )
         return weights
 
     def check_web_exposure(self) -> None:
@@ -323,6 +337,16 @@ class Settings(BaseSettings):
                 str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
             )
         return context
+
+    def hybrid_options(self) -> dict[str, Any]:
+        """``HybridRecommender``'s arguments from these settings (all but ``content_dim``)."""
+        return {
+            "weights": self.hybrid_weights,
+            "learned": self.hybrid_blend == "learned",
+            "served_k": self.top_k,
+            "ease_l2": self.ease_l2,
+            "ease_max_items": self.ease_max_items,
+        }
 
     def aiokafka_options(self) -> dict[str, object]:
         """Security options in aiokafka's spelling (the worker's own plain consumers)."""

@@ -30,6 +30,7 @@ from models.sources import (
     OnlineBPR,
 )
 from models.sources.ease import EASE
+from models.sources.item_ease import ItemSideEASE
 
 TS = 1.7e9
 TASTES, PER_TASTE, DIM = 3, 12, 16
@@ -180,18 +181,20 @@ def evaluate_planted(seed: int = 0) -> Evaluation:
     content = ContentSimilarity(dim=vectors.shape[1])
     for item, vector in zip(data.items, vectors, strict=True):
         content.set_vector(catalog.add(item.item_id), vector)
+    item_item = ItemItemCosine()
     sources = {
-        "item-item": ItemItemCosine(),
+        "item-item": item_item,
         "trending": DecayedPopularity(),
         "cf": OnlineBPR(),
         "content": content,
-        "ease": EASE(refit_every=500),
+        "ease": ItemSideEASE(item_item, refit_every=500),
+        EASE.name: EASE(refit_every=500),
     }
     configurations: dict[str, Blend | LearnedBlend] = {
         "hybrid": Blend(HYBRID_WEIGHTS),
         "hybrid (learned)": LearnedBlend(HYBRID_WEIGHTS),
         "hybrid+ease (learned)": LearnedBlend({**HYBRID_WEIGHTS, "ease": 0.1}),
-        **{name: Blend({name: 1.0}) for name in ("item-item", "content", "ease")},
+        **{name: Blend({name: 1.0}) for name in ("item-item", "content", "ease", EASE.name)},
     }
     uploaded_at = {item.item_id: item.uploaded_at for item in data.items}
     return prequential(data.events, catalog, sources, configurations, uploaded_at=uploaded_at)

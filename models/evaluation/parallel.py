@@ -26,10 +26,11 @@ from typing import Any
 
 from models.blend import Blend
 from models.evaluation.datasets import ReplayEvent
-from models.evaluation.prequential import Evaluation, prequential
+from models.evaluation.prequential import Evaluation, prequential, sources_read
 from models.learned_blend import LearnedBlend
 from models.sources import Catalog, ItemItemCosine, OnlineBPR, Source
 from models.sources.ease import EASE
+from models.sources.item_ease import ItemSideEASE
 
 #: Seconds per 1,000 events, rounded from replays of the first 6,000 events of the 10k-item
 #: synthetic log with one part at a time: the replay itself (history, masks, metrics),
@@ -38,7 +39,12 @@ from models.sources.ease import EASE
 REPLAY_COST = 0.42
 LEARNED_BLEND_COST = 1.4
 BLEND_COST = 0.07
-SOURCE_COSTS: dict[type, float] = {ItemItemCosine: 0.6, OnlineBPR: 0.6, EASE: 0.22}
+SOURCE_COSTS: dict[type, float] = {
+    ItemItemCosine: 0.6,
+    OnlineBPR: 0.6,
+    EASE: 0.22,
+    ItemSideEASE: 0.22,
+}
 OTHER_SOURCE_COST = 0.25
 #: Up to this many ways to form the groups are all tried; beyond, the groups are filled
 #: most costly configuration first.
@@ -51,7 +57,7 @@ def _work(
     sources: Mapping[str, Source],
 ) -> float:
     """The cost of replaying ``names`` in one process (the constants above)."""
-    read = {source for name in names for source in configurations[name].sources}
+    read = sources_read({name: configurations[name] for name in names}, sources)
     return (
         REPLAY_COST
         + sum(SOURCE_COSTS.get(type(sources[source]), OTHER_SOURCE_COST) for source in read)
@@ -202,7 +208,7 @@ def prequential_in_processes(
     workers = []
     for index, names in enumerate(groups):
         group = {name: configurations[name] for name in names}
-        needed = {source for blend in group.values() for source in blend.sources}
+        needed = sources_read(group, sources)
         read = {name: s for name, s in sources.items() if name in needed}
         workers.append(
             context.Process(

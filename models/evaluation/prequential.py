@@ -289,5 +289,14 @@ def prequential(
     )
 
 
+def sources_read(
+    configurations: Mapping[str, Blend | LearnedBlend], sources: Mapping[str, Source]
+) -> set[str]:
+    """The sources ``configurations`` blend, and those whose item side they read
+    (``Source.reads``): what a replay of them must learn."""
+    read = {name for blend in configurations.values() for name in blend.sources}
+    return read | {other for name in read if name in sources for other in sources[name].reads}
+
+
 def single_source_configurations(names: Sequence[str]) -> dict[str, Blend]:
     return {name: Blend({name: 1.0}) for name in names}

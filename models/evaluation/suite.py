@@ -1,7 +1,8 @@
 """An evaluation composed from (data, sources, configurations): the project's standard one.
 
 Every candidate source alone, the hybrid that blends them, and baselines (all-time
-popularity, random, and the plain item-item reference), all on one replay.
+popularity, random, the plain item-item reference, and EASE on whole histories), all
+on one replay.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from models.sources import (
     Source,
 )
 from models.sources.ease import EASE
+from models.sources.item_ease import ItemSideEASE
 
 
 def standard_sources(
@@ -40,14 +42,17 @@ def standard_sources(
         index = catalog.add(item.item_id)
         if content_vectors is not None:
             content.set_vector(index, content_vectors[n])
+    item_item = ItemItemCosine()
     sources: dict[str, Source] = {
-        "item-item": ItemItemCosine(),
+        "item-item": item_item,
         "trending": DecayedPopularity(),
         "cf": OnlineBPR(),
         "popularity": Popularity(),
         "random": RandomScores(),
         "item-item (plain)": ItemItemCosine(any_interaction=False, recency=1.0),
-        "ease": EASE(l2=ease_l2, refit_every=ease_refit_every),
+        # The worker's EASE (from item-item's counts), and EASE on whole histories.
+        "ease": ItemSideEASE(item_item, l2=ease_l2, refit_every=ease_refit_every),
+        EASE.name: EASE(l2=ease_l2, refit_every=ease_refit_every),
     }
     if content_vectors is not None:
         sources["content"] = content

@@ -199,6 +199,9 @@ class Source(ABC):
     #: Whether ``user_step`` reads the item side (then redoing an event later, when the
     #: item side has moved on, would not give the same user state).
     user_step_reads_items: bool = False
+    #: The sources whose item side this one reads (it learns nothing of its own): they
+    #: must learn wherever this one runs.
+    reads: tuple[str, ...] = ()
 
     def learn_one(
         self, user: str, item: int, weight: float, ts: float, history: UserHistory

@@ -20,7 +20,9 @@ the source is disabled (it scores 0) and says so once in the log.
 
 Here it is an evaluation baseline: it learns every event into ``X`` and refits every
 ``refit_every`` events, between which its scores are those of the last fit (what a
-deployment refitting in the background would serve). It is not a worker source.
+deployment refitting in the background would serve). A worker has no ``X`` (users are
+split between workers); its "ease" source fits the same model from the item side's
+co-engagement counts (``models/sources/item_ease.py``).
 
 A user's scores ``x_u B`` sum one row of ``B`` per item they engaged with: recomputed
 per event, that read grew with the user's history (a 10k-item replay spent 70% of its
@@ -108,7 +110,7 @@ class EaseFit:
 class EASE(Source):
     """Periodically refitted EASE over every event seen (module docstring)."""
 
-    name = "ease"
+    name = "ease (whole histories)"
 
     def __init__(
         self,

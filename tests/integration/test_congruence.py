@@ -65,6 +65,53 @@ def test_kafka_and_in_process_give_the_same_recommendations(broker: LocalBroker,
         reader.close()
 
 
+def test_eases_background_refit_gives_the_in_process_lists(broker: LocalBroker, tmp_path) -> None:
+    """The "ease" source refitted in the worker's background from the replicated counts,
+    and refitted in process after the same events, ranks the next list the same."""
+    settings = isolated_settings(
+        broker,
+        tmp_path / "kafka",
+        hybrid_weights={"item-item": 1.0, "ease": 1.0},
+        hybrid_blend="fixed",
+        ease_l2=2.0,
+        ease_refit_interval_s=0.5,
+    )
+    reader = TopicReader(settings, settings.topic_recommendations)
+    worker = start_worker_with_catalog(settings)
+    engine = in_process_engine(settings)
+    events = event_log(seed=3, n_events=41)
+    try:
+        for n, (event_id, user, item, kind) in enumerate(events[:-1]):
+            produce(settings, settings.topic_interactions, [(user, click(*events[n], minute=n))])
+            assert engine.learn(event_id, user, item, kind, None, START.timestamp() + 60 * n)
+        reader.wait_for(lambda m: recommendations_for(m, events[-2][0]) is not None)
+        # Every interaction counts once in item-item's counts: a fit after all of them.
+        worker.wait_until(
+            lambda s: s["ease"]["engagements"] == len(events) - 1, 30, "EASE refitted"
+        )
+        assert engine.hybrid.ease is not None
+        engine.hybrid.ease.refit()
+        n = len(events) - 1
+        event_id, user, item, kind = events[-1]
+        produce(settings, settings.topic_interactions, [(user, click(*events[-1], minute=n))])
+        got = reader.wait_for(lambda m: recommendations_for(m, event_id) is not None)
+        from_kafka = recommendations_for(got, event_id)
+        expected = engine.process(
+            event_id, user, item, kind, None, START.timestamp() + 60 * n, settings.top_k
+        )
+    finally:
+        worker.stop()
+        reader.close()
+    assert expected is not None and from_kafka is not None
+    assert [i.item_id for i in from_kafka.items] == [r.item_id for r in expected]
+    for sent, made in zip(from_kafka.items, expected, strict=True):
+        assert sent.score == pytest.approx(made.score, abs=1e-5)
+        assert [(r.source, r.because_of) for r in sent.reasons] == [
+            (r.source, r.because_of) for r in made.reasons
+        ]
+    assert any(r.source == "ease" for i in from_kafka.items for r in i.reasons)
+
+
 def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker, tmp_path) -> None:
     """``streamrec load --evaluate``: a log sent at full speed, every list read back and
     scored as served, with new items uploaded while it runs (``--items``: each before the

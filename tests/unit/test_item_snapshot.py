@@ -10,15 +10,22 @@ import numpy as np
 import pytest
 
 from models import item_snapshot
-from models.hybrid import HybridRecommender
+from models.hybrid import HYBRID_WEIGHTS, HybridRecommender
 from models.user_state import UserState
+
+#: The default sources and EASE (fitted from item-item's counts: its fit is item side too).
+WITH_EASE = {**HYBRID_WEIGHTS, "ease": 0.5}
 
 
 def trained(
-    seed: int = 0, n_items: int = 40, n_events: int = 600, learned: bool = False
+    seed: int = 0,
+    n_items: int = 40,
+    n_events: int = 600,
+    learned: bool = False,
+    weights: dict[str, float] | None = None,
 ) -> tuple[HybridRecommender, dict]:
     rng = np.random.default_rng(seed)
-    hybrid = HybridRecommender(content_dim=4, learned=learned)
+    hybrid = HybridRecommender(weights, content_dim=4, learned=learned)
     for i in range(n_items):
         hybrid.add_item(f"i{i}", f"Item {i}", rng.normal(size=4))
     states: dict[str, UserState] = {}
@@ -28,17 +35,23 @@ def trained(
         item = f"i{int(rng.zipf(1.5)) % n_items}"
         weight = -1.0 if n % 9 == 0 else 1.0
         hybrid.apply(hybrid.learn_one(user, state, f"e{n}", item, weight, float(n * 60)) or {})
+    if hybrid.ease is not None:
+        hybrid.ease.refit()
     return hybrid, states
 
 
-@pytest.mark.parametrize("learned", [False, True], ids=["fixed blend", "learned blend"])
+@pytest.mark.parametrize(
+    ("learned", "weights"),
+    [(False, None), (True, None), (True, WITH_EASE)],
+    ids=["fixed blend", "learned blend", "learned blend with ease"],
+)
 def test_a_restored_item_side_ranks_and_learns_as_the_original(
-    tmp_path: Path, learned: bool
+    tmp_path: Path, learned: bool, weights: dict[str, float] | None
 ) -> None:
-    original, states = trained(learned=learned)
+    original, states = trained(learned=learned, weights=weights)
     path = tmp_path / "item-side" / "snapshot.npz"
     item_snapshot.write(item_snapshot.capture(original, {"positions": {"0": 12}}), path)
-    restored = HybridRecommender(content_dim=4, learned=learned)
+    restored = HybridRecommender(weights, content_dim=4, learned=learned)
     loaded = item_snapshot.read(path)
     item_snapshot.restore(restored, loaded)
     assert loaded.header["extra"] == {"positions": {"0": 12}}
@@ -50,6 +63,9 @@ def test_a_restored_item_side_ranks_and_learns_as_the_original(
         assert not np.array_equal(original.learned.weights, original.learned.prior)
         assert np.array_equal(restored.learned.weights, original.learned.weights)
         assert np.array_equal(restored.learned.counts, original.learned.counts)
+    if original.ease is not None:  # served at once after a restart, not after a refit
+        assert restored.ease is not None and len(original.ease.fit_.items) > 0
+        assert np.array_equal(restored.ease.fit_.weights, original.ease.fit_.weights)
     # Both go on learning the same events and rank alike (the content source's cached
     # per-user scores are updated incrementally in the original, recomputed in the copy:
     # equal to rounding).

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.blend import Blend
 from models.evaluation import parallel
 from models.evaluation.datasets import ReplayEvent, ReplayItem
 from models.evaluation.parallel import prequential_in_processes, split
-from models.evaluation.prequential import Evaluation, prequential
+from models.evaluation.prequential import Evaluation, prequential, sources_read
 from models.evaluation.report import write_report
 from models.evaluation.suite import standard_configurations, standard_sources
 from models.evaluation.synthetic import Shape, generate
@@ -58,6 +59,24 @@ def test_configurations_replayed_in_processes_give_the_one_process_report() -> N
         assert other.recommended == result.recommended, name
         assert [w.hit_rate for w in other.windows] == [w.hit_rate for w in result.windows]
     assert one.table()[0]["HitRate@10"] > 0  # the comparison is not between empty reports
+
+
+def test_a_group_learns_the_sources_its_sources_read() -> None:
+    """EASE on the item side reads item-item's counts: a group that ranks by EASE alone
+    learns item-item too, or its EASE would never see an engagement."""
+    items, events = _replay_data()
+    reports = []
+    for processes in (1, 2):
+        catalog = Catalog()
+        sources = standard_sources(catalog, items, None, ease_refit_every=300)
+        configurations = {"ease": Blend({"ease": 1.0}), "popularity": Blend({"popularity": 1.0})}
+        assert sources_read({"ease": configurations["ease"]}, sources) == {"ease", "item-item"}
+        assert len(split(configurations, sources, 2)) == 2
+        reports.append(
+            prequential_in_processes(events, catalog, sources, configurations, processes).table()
+        )
+    assert reports[0] == reports[1]
+    assert reports[0][0]["HitRate@10"] > 0
 
 
 def test_every_configuration_is_in_exactly_one_group_however_they_are_formed(

@@ -16,7 +16,7 @@ def test_example_config_loads_and_names_every_setting(monkeypatch: pytest.Monkey
     monkeypatch.setenv(CONFIG_FILE_ENV, str(EXAMPLE))
     settings = Settings()
     assert settings.fusion == "average" and settings.media_allowed_dirs == []
-    documented = set(re.findall(r"^#?\s*([a-z_]+) =", EXAMPLE.read_text(), re.MULTILINE))
+    documented = set(re.findall(r"^#?\s*([a-z_0-9]+) =", EXAMPLE.read_text(), re.MULTILINE))
     missing = set(Settings.model_fields) - documented
     assert not missing, f"add these to {EXAMPLE.name}: {sorted(missing)}"
 
