@@ -3,6 +3,7 @@ the Kafka deployment must produce for the same event log."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,8 +33,14 @@ class InProcessRecommender:
     hybrid: HybridRecommender
     users: dict[str, UserState] = field(default_factory=dict)
 
-    def add_item(self, item_id: str, title: str, vector: np.ndarray | None) -> None:
-        self.hybrid.add_item(item_id, title, vector)
+    def add_item(
+        self,
+        item_id: str,
+        title: str,
+        vector: np.ndarray | None,
+        modalities: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        self.hybrid.add_item(item_id, title, vector, modalities)
         if self.hybrid.candidates is not None:
             vectors = self.hybrid.with_cf_vector(
                 item_id, {CONTENT: vector} if vector is not None else {}

@@ -39,6 +39,7 @@ from models.sources import (
 from models.sources.base import grown
 from models.sources.changes import MAX_ID_CHARS, InvalidChange
 from models.sources.item_ease import ItemSideEASE
+from models.sources.modality_profiles import ModalityProfiles, Projection
 from models.user_state import UserState
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 HYBRID_WEIGHTS = {"item-item": 1.0, "trending": 0.3, "cf": 0.2, "content": 0.1}
 CONTENT = "content"
 CF = "cf"
+MODALITIES = "modalities"
 #: The reason of an item no source vouches for (it only fills the list).
 CATALOG = "catalog"
 
@@ -86,17 +88,22 @@ def _json_ready(value: Any, what: str) -> Any:
 
 
 def hybrid_sources(
-    content_dim: int, ease_l2: float = 500.0, ease_max_items: int = 3_000
+    content_dim: int,
+    ease_l2: float = 500.0,
+    ease_max_items: int = 3_000,
+    modality_projection: Projection | None = None,
 ) -> dict[str, Source]:
-    """The sources the hybrid can blend, by name."""
+    """The sources the hybrid can blend, by name (the last two are not in the default
+    weights)."""
     item_item = ItemItemCosine()
     return {
         "item-item": item_item,
         "trending": DecayedPopularity(),
         CF: OnlineBPR(),
         CONTENT: ContentSimilarity(dim=content_dim),
-        # Fitted from item-item's counts, in the background (``refit``): not by default.
+        # Fitted from item-item's counts, in the background (``refit``).
         "ease": ItemSideEASE(item_item, ease_l2, ease_max_items),
+        MODALITIES: ModalityProfiles(dim=content_dim, project=modality_projection),
     }
 
 
@@ -126,6 +133,7 @@ class HybridRecommender:
         served_k: int = 10,
         ease_l2: float = 500.0,
         ease_max_items: int = 3_000,
+        modality_projection: Projection | None = None,
     ) -> None:
         # A source weighted 0 would only cost time: it is left out.
         self.blend = Blend({n: w for n, w in (weights or HYBRID_WEIGHTS).items() if w > 0})
@@ -135,7 +143,7 @@ class HybridRecommender:
         self.learned = LearnedBlend(self.blend.weights) if learned else None
         #: The list length the learned blend learns for (the worker's ``top_k``).
         self.served_k = served_k
-        available = hybrid_sources(content_dim, ease_l2, ease_max_items)
+        available = hybrid_sources(content_dim, ease_l2, ease_max_items, modality_projection)
         unknown = set(self.blend.sources) - set(available)
         if unknown:
             raise ValueError(
@@ -156,6 +164,9 @@ class HybridRecommender:
         ease = self.sources.get("ease")
         #: The EASE source when blended: refitted in the background (``streams/ease_refit.py``).
         self.ease = ease if isinstance(ease, ItemSideEASE) else None
+        modalities = self.sources.get(MODALITIES)
+        #: The per-modality content source when blended: it keeps each item's modality vectors.
+        self.modalities = modalities if isinstance(modalities, ModalityProfiles) else None
         self.catalog = Catalog()
         self.titles: list[str] = []
         #: A source is named as a reason when it gives at least this share of the
@@ -219,13 +230,22 @@ class HybridRecommender:
             self._item_keys[index] = zlib.crc32(item_id.encode())
         return index
 
-    def add_item(self, item_id: str, title: str, vector: np.ndarray | None) -> None:
-        """Add an item, or replace its title and content vector."""
+    def add_item(
+        self,
+        item_id: str,
+        title: str,
+        vector: np.ndarray | None,
+        modalities: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Add an item, or replace its title, content vector and modality vectors (each
+        modality's own embedding, as the encoders gave it)."""
         index = self._index(item_id)
         self._recorded.add(index)
         self.titles[index] = title
         if vector is not None:
             self.content.set_vector(index, vector)
+        if self.modalities is not None:
+            self.modalities.set_vectors(index, modalities or {})
 
     def users_for_item(self, item_id: str, limit: int) -> list[str]:
         """The recently active users whose content profile fits the item best (at most

@@ -80,7 +80,7 @@ EVIDENCE = 1e-6
 #: The count bucket of each count up to the last edge (``context``).
 _COUNT_BUCKET = np.searchsorted(ITEM_COUNT_EDGES, np.arange(ITEM_COUNT_EDGES[-1] + 1), side="right")
 #: Sources whose scores need no one's clicks (``trust``).
-OWN_EVIDENCE = frozenset({"content"})
+OWN_EVIDENCE = frozenset({"content", "modalities"})
 
 
 @dataclass(frozen=True)
@@ -293,9 +293,10 @@ class LearnedBlend:
 
     def trust(self) -> np.ndarray:
         """Per source, the share of its weight the evidence behind it earns: sources that
-        learn from everyone's clicks (all but ``content``) count ``n / (n + half)`` after
-        ``n`` engagements in all, so ten clicks in a new deployment are not taken for
-        popularity or co-engagement; content needs nobody's clicks and counts in full."""
+        learn from everyone's clicks (all but ``content`` and ``modalities``) count
+        ``n / (n + half)`` after ``n`` engagements in all, so ten clicks in a new
+        deployment are not taken for popularity or co-engagement; content needs nobody's
+        clicks and counts in full."""
         evidence = self.total + self.collaborative_half_events
         share = self.total / evidence if evidence > 0 else 1.0
         return np.array([1.0 if name in OWN_EVIDENCE else share for name in self.sources])

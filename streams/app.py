@@ -55,7 +55,11 @@ class StreamrecApp:
         settings.check_web_exposure()
         self.settings = s = settings
         self.encoder = encoder
-        self.hybrid = HybridRecommender(content_dim=encoder.fusion.dim, **s.hybrid_options())
+        self.hybrid = HybridRecommender(
+            content_dim=encoder.fusion.dim,
+            modality_projection=encoder.fusion.projection.project,
+            **s.hybrid_options(),
+        )
         # The fused vector, each modality's own (what a learned fusion is refitted from),
         # and the CF item vector (factor and bias, compared by dot product).
         self.store = store or open_vector_store(
@@ -202,8 +206,9 @@ class StreamrecApp:
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(1.0, name="refresh-fusion")(self.fusion.maybe_refit)
-        self.ease_refit = EaseRefitter(self.hybrid.ease) if self.hybrid.ease is not None else None
-        if self.ease_refit is not None:
+        self.ease_refit: EaseRefitter | None = None
+        if self.hybrid.ease is not None:
+            self.ease_refit = EaseRefitter(self.hybrid.ease)
             app.timer(s.ease_refit_interval_s, name="refit-ease")(self.ease_refit.maybe_refit)
 
     # -- agents ------------------------------------------------------------------------

@@ -519,7 +519,23 @@ def run_evaluation(
 
         vectors = VectorCache(settings.data_dir / "cache").get_or_encode("minilm", texts, encode)
     catalog = Catalog()
-    sources = standard_sources(catalog, data.items, vectors, ease_l2, ease_refit_every)
+    modalities = None
+    if encoded is not None and encoded.embeddings:
+        from encoders.fusion import ModalityProjection
+        from models.sources.modality_profiles import ModalityProfiles
+
+        # The worker's projection (seeded: the same matrices), so the same modality vectors.
+        projection = ModalityProjection(encoded.dims, common_dim=encoded.dims["text"])
+        modalities = ModalityProfiles(dim=projection.common_dim, project=projection.project)
+    sources = standard_sources(
+        catalog,
+        data.items,
+        vectors,
+        ease_l2,
+        ease_refit_every,
+        modalities,
+        encoded.embeddings if encoded is not None else (),
+    )
     configurations = standard_configurations(list(sources))
     if only:
         wanted = [name.strip() for name in only.split(",") if name.strip()]
@@ -838,7 +854,7 @@ def _evaluate_served(
     arrivals = {n: [items[u.item_id] for u in stage] for n, stage in stages.items()}
     for item_id, item in items.items():
         if item_id not in staged:
-            engine.add_item(item.item_id, item.title, item.vector)
+            item.add_to(engine)
     with tqdm(total=len(events), unit="events", desc="in process", file=sys.stderr) as bar:
         reference = in_process_lists(
             engine, events, settings.top_k, lambda n: bar.update(n - bar.n), arrivals

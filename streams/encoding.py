@@ -14,7 +14,7 @@ from encoders.fusion import (
 from encoders.learned_fusion import LearnedFusion
 from encoders.media import MediaFetcher, MediaPolicy
 from encoders.multimodal import EncodedItem, ItemContent, MediaSource, MultimodalEncoder
-from models.hybrid import CONTENT
+from models.hybrid import CF, CONTENT
 from models.vector_store import StoredItem
 from streams.events import ItemUpload, MediaRef
 from streams.settings import Settings
@@ -94,5 +94,6 @@ def content_of(upload: ItemUpload) -> ItemContent:
 
 
 def modality_embeddings(item: StoredItem) -> Embeddings:
-    """Each modality's own vector of a stored item (what a learned fusion fuses)."""
-    return {name: vector for name, vector in item.vectors.items() if name != CONTENT}
+    """Each modality's own vector of a stored item (what a fusion fuses): neither the
+    fused ``content`` vector nor the CF one a replica keeps beside them."""
+    return {name: vector for name, vector in item.vectors.items() if name not in (CONTENT, CF)}

@@ -44,6 +44,7 @@ from models.sources.changes import InvalidChange
 from models.vector_store import StoredItem, VectorStore
 from streams.admin import partition_ids
 from streams.bounds import clip
+from streams.encoding import modality_embeddings
 from streams.events import ItemChanges, ItemRecord, ItemUpdate
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -417,7 +418,9 @@ class ItemSideReplica(Service):
         self.store.upsert(items)
         for item in items:
             title = str(item.payload.get("title", ""))
-            self.hybrid.add_item(item.item_id, title, item.vectors.get(CONTENT))
+            self.hybrid.add_item(
+                item.item_id, title, item.vectors.get(CONTENT), modality_embeddings(item)
+            )
         self.metrics.processed[self.settings.topic_item_updates] += len(records)
 
     def _check_caught_up(self) -> None:

@@ -23,7 +23,7 @@ from encoders.multimodal import EncodedItem
 from models.engine import InProcessRecommender
 from models.evaluation.served import score_served
 from models.hybrid import CONTENT, HybridRecommender, UnknownItemError
-from streams.encoding import build_item_encoder, content_of, stored_item
+from streams.encoding import build_item_encoder, content_of, modality_embeddings, stored_item
 from streams.events import ItemUpload
 from streams.settings import Settings
 
@@ -32,7 +32,7 @@ def reference_engine(settings: Settings, uploads: Sequence[ItemUpload]) -> InPro
     """``uploads`` encoded by the worker's own encoding code, in the in-process engine."""
     engine, items = encoded_reference(settings, uploads)
     for item in items.values():
-        engine.add_item(item.item_id, item.title, item.vector)
+        item.add_to(engine)
     return engine
 
 
@@ -43,7 +43,11 @@ def encoded_reference(
     encoded by the worker's own encoding code (by item id), for the engine to add."""
     encoder = build_item_encoder(settings)
     engine = InProcessRecommender(
-        HybridRecommender(content_dim=encoder.fusion.dim, **settings.hybrid_options())
+        HybridRecommender(
+            content_dim=encoder.fusion.dim,
+            modality_projection=encoder.fusion.projection.project,
+            **settings.hybrid_options(),
+        )
     )
     items = {}
     for upload, encoded in zip(
@@ -52,7 +56,9 @@ def encoded_reference(
         if not isinstance(encoded, EncodedItem):
             raise ValueError(f"item {upload.item_id!r} could not be encoded: {encoded}")
         item = stored_item(upload, encoded, encoder.fusion.version)
-        items[item.item_id] = ReferenceItem(item.item_id, upload.title, item.vectors[CONTENT])
+        items[item.item_id] = ReferenceItem(
+            item.item_id, upload.title, item.vectors[CONTENT], modality_embeddings(item)
+        )
     return engine, items
 
 
@@ -61,6 +67,10 @@ class ReferenceItem:
     item_id: str
     title: str
     vector: np.ndarray
+    modalities: Mapping[str, np.ndarray]
+
+    def add_to(self, engine: InProcessRecommender) -> None:
+        engine.add_item(self.item_id, self.title, self.vector, self.modalities)
 
 
 def upload_stages(
@@ -104,7 +114,7 @@ def in_process_lists(
     lists: dict[str, list[str]] = {}
     for n, e in enumerate(events):
         for item in (arrivals or {}).get(n, ()):
-            engine.add_item(item.item_id, item.title, item.vector)
+            item.add_to(engine)
         ts = float(e["ts"])
         try:
             recs = engine.process(

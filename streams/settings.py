@@ -141,10 +141,11 @@ class Settings(BaseSettings):
     #: Written into every Recommendations message.
     model_version: str = "hybrid-2"
     #: The hybrid's sources and weights (a source at 0 or absent is not computed;
-    #: models/hybrid.py, measured in docs/evaluation.md).
-    hybrid_weights: dict[Literal["item-item", "trending", "cf", "content", "ease"], float] = Field(
-        default_factory=lambda: dict(HYBRID_WEIGHTS)
-    )
+    #: models/hybrid.py, measured in docs/evaluation.md). Beside the default four:
+    #: "ease" and "modalities" (content compared modality by modality).
+    hybrid_weights: dict[
+        Literal["item-item", "trending", "cf", "content", "ease", "modalities"], float
+    ] = Field(default_factory=lambda: dict(HYBRID_WEIGHTS))
     #: "learned": ``hybrid_weights`` are the prior of a blend that learns from the clicks
     #: how much to trust each source per context (models/learned_blend.py); "fixed": as set.
     hybrid_blend: Literal["fixed", "learned"] = "learned"

@@ -31,6 +31,7 @@ from models.sources import (
 )
 from models.sources.ease import EASE
 from models.sources.item_ease import ItemSideEASE
+from models.sources.modality_profiles import ModalityProfiles
 
 TS = 1.7e9
 TASTES, PER_TASTE, DIM = 3, 12, 16
@@ -179,8 +180,11 @@ def evaluate_planted(seed: int = 0) -> Evaluation:
     vectors = data.content_vectors()
     catalog = Catalog()
     content = ContentSimilarity(dim=vectors.shape[1])
+    modalities = ModalityProfiles(dim=vectors.shape[1])
     for item, vector in zip(data.items, vectors, strict=True):
-        content.set_vector(catalog.add(item.item_id), vector)
+        index = catalog.add(item.item_id)
+        content.set_vector(index, vector)
+        modalities.set_vectors(index, item.vectors)
     item_item = ItemItemCosine()
     sources = {
         "item-item": item_item,
@@ -189,15 +193,28 @@ def evaluate_planted(seed: int = 0) -> Evaluation:
         "content": content,
         "ease": ItemSideEASE(item_item, refit_every=500),
         EASE.name: EASE(refit_every=500),
+        "modalities": modalities,
     }
     configurations: dict[str, Blend | LearnedBlend] = {
         "hybrid": Blend(HYBRID_WEIGHTS),
         "hybrid (learned)": LearnedBlend(HYBRID_WEIGHTS),
         "hybrid+ease (learned)": LearnedBlend({**HYBRID_WEIGHTS, "ease": 0.1}),
-        **{name: Blend({name: 1.0}) for name in ("item-item", "content", "ease", EASE.name)},
+        "hybrid+modalities (learned)": LearnedBlend({**HYBRID_WEIGHTS, "modalities": 0.1}),
+        **{
+            name: Blend({name: 1.0})
+            for name in ("item-item", "content", "modalities", "ease", EASE.name)
+        },
     }
     uploaded_at = {item.item_id: item.uploaded_at for item in data.items}
-    return prequential(data.events, catalog, sources, configurations, uploaded_at=uploaded_at)
+    groups = {item.item_id: "+".join(sorted(item.vectors)) for item in data.items}
+    return prequential(
+        data.events,
+        catalog,
+        sources,
+        configurations,
+        uploaded_at=uploaded_at,
+        item_groups=groups,
+    )
 
 
 #: Per taste: words for its text, an image motif and a sound (``write_planted_media``).
@@ -335,4 +352,7 @@ if __name__ == "__main__":  # python -m tests.planted [seed] | --media DIRECTORY
         paths = write_planted_media(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
         print(*paths)
     else:
-        print(format_table(evaluate_planted(int(sys.argv[1]) if len(sys.argv) > 1 else 0)))
+        evaluation = evaluate_planted(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+        print(format_table(evaluation))
+        for name, result in evaluation.results.items():  # HitRate@10 by modalities
+            print(name, {g: round(m.hit_rate, 4) for g, m in sorted(result.by_group.items())})

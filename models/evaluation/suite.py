@@ -7,7 +7,7 @@ on one replay.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from models.sources import (
 )
 from models.sources.ease import EASE
 from models.sources.item_ease import ItemSideEASE
+from models.sources.modality_profiles import ModalityProfiles
 
 
 def standard_sources(
@@ -35,13 +36,19 @@ def standard_sources(
     content_vectors: np.ndarray | None,
     ease_l2: float = 500.0,
     ease_refit_every: int = 2_000,
+    modalities: ModalityProfiles | None = None,
+    embeddings: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> dict[str, Source]:
-    """The hybrid's sources plus the baselines', with the items loaded first."""
+    """The hybrid's sources plus the baselines', with the items loaded first; with
+    ``modalities``, also content compared modality by modality, given each item's
+    ``embeddings`` (in ``items`` order)."""
     content = ContentSimilarity(dim=content_vectors.shape[1] if content_vectors is not None else 1)
     for n, item in enumerate(items):
         index = catalog.add(item.item_id)
         if content_vectors is not None:
             content.set_vector(index, content_vectors[n])
+        if modalities is not None:
+            modalities.set_vectors(index, embeddings[n])
     item_item = ItemItemCosine()
     sources: dict[str, Source] = {
         "item-item": item_item,
@@ -56,6 +63,8 @@ def standard_sources(
     }
     if content_vectors is not None:
         sources["content"] = content
+    if modalities is not None:
+        sources[modalities.name] = modalities
     return sources
 
 
@@ -67,7 +76,8 @@ def standard_configurations(sources: Sequence[str]) -> dict[str, Blend | Learned
         "hybrid": Blend(hybrid),
         "hybrid (learned)": LearnedBlend(hybrid),
     }
-    if "ease" in sources:  # EASE as one more source whose trust the blend learns
-        configurations["hybrid+ease (learned)"] = LearnedBlend({**hybrid, "ease": 0.1})
+    for extra in ("ease", "modalities"):  # one more source whose trust the blend learns
+        if extra in sources:
+            configurations[f"hybrid+{extra} (learned)"] = LearnedBlend({**hybrid, extra: 0.1})
     configurations.update({name: Blend({name: 1.0}) for name in sources})
     return configurations

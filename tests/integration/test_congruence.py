@@ -40,8 +40,19 @@ LOG = [
 ]
 
 
-def test_kafka_and_in_process_give_the_same_recommendations(broker: LocalBroker, tmp_path) -> None:
-    settings = isolated_settings(broker, tmp_path / "kafka")
+@pytest.mark.parametrize(
+    "weights",
+    [None, {"item-item": 1.0, "content": 0.1, "modalities": 1.0}],
+    ids=["default sources", "with modalities"],
+)
+def test_kafka_and_in_process_give_the_same_recommendations(
+    broker: LocalBroker, tmp_path, weights: dict[str, float] | None
+) -> None:
+    """With "modalities", each item's modality vectors travel in its item-updates record
+    and are projected as the fusion projects them, on the worker and in process."""
+    overrides = {"hybrid_weights": weights} if weights else {}
+    settings = isolated_settings(broker, tmp_path / "kafka", **overrides)
+    sources_named = set()
     reader = TopicReader(settings, settings.topic_recommendations)
     worker = start_worker_with_catalog(settings)
     engine = in_process_engine(settings)
@@ -60,9 +71,12 @@ def test_kafka_and_in_process_give_the_same_recommendations(broker: LocalBroker,
                 assert [(r.source, r.because_of) for r in sent.reasons] == [
                     (r.source, r.because_of) for r in made.reasons
                 ]
+                sources_named |= {r.source for r in sent.reasons}
     finally:
         worker.stop()
         reader.close()
+    if weights:  # the lists compared were not the default sources' under another name
+        assert "modalities" in sources_named
 
 
 def test_eases_background_refit_gives_the_in_process_lists(broker: LocalBroker, tmp_path) -> None:
