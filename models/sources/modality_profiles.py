@@ -62,18 +62,19 @@ class ModalityProfiles(Source):
         """The item's modality vectors (replacing those it had); unknown modalities and
         zero vectors are left out."""
         for modality in MODALITIES:
-            self.vectors[modality] = grown(self.vectors[modality], item + 1)
-            self.present[modality] = grown(self.present[modality], item + 1)
-            self.present[modality][item] = False
+            if item < len(self.present[modality]):
+                self.present[modality][item] = False
             raw = embeddings.get(modality)
             if raw is None:
-                continue
+                continue  # a modality no item has takes no memory
             if self.project is not None:
                 vector = self.project(modality, np.asarray(raw, dtype=np.float32)[None, :])[0]
             else:
                 vector = np.asarray(raw, dtype=np.float32)
             norm = float(np.linalg.norm(vector))
             if vector.shape == (self.dim,) and math.isfinite(norm) and norm > 0:
+                self.vectors[modality] = grown(self.vectors[modality], item + 1)
+                self.present[modality] = grown(self.present[modality], item + 1)
                 self.vectors[modality][item] = vector / norm
                 self.present[modality][item] = True
 

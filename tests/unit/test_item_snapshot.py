@@ -13,8 +13,9 @@ from models import item_snapshot
 from models.hybrid import HYBRID_WEIGHTS, HybridRecommender
 from models.user_state import UserState
 
-#: The default sources and EASE (fitted from item-item's counts: its fit is item side too).
-WITH_EASE = {**HYBRID_WEIGHTS, "ease": 0.5}
+#: The default sources and the two optional ones, whose item side is EASE's fit and the
+#: items' modality vectors.
+WITH_EXTRAS = {**HYBRID_WEIGHTS, "ease": 0.5, "modalities": 0.3}
 
 
 def trained(
@@ -27,7 +28,8 @@ def trained(
     rng = np.random.default_rng(seed)
     hybrid = HybridRecommender(weights, content_dim=4, learned=learned)
     for i in range(n_items):
-        hybrid.add_item(f"i{i}", f"Item {i}", rng.normal(size=4))
+        vector = rng.normal(size=4)
+        hybrid.add_item(f"i{i}", f"Item {i}", vector, {"text": vector, "image": vector[::-1]})
     states: dict[str, UserState] = {}
     for n in range(n_events):
         user = f"u{rng.integers(25)}"
@@ -42,8 +44,8 @@ def trained(
 
 @pytest.mark.parametrize(
     ("learned", "weights"),
-    [(False, None), (True, None), (True, WITH_EASE)],
-    ids=["fixed blend", "learned blend", "learned blend with ease"],
+    [(False, None), (True, None), (True, WITH_EXTRAS)],
+    ids=["fixed blend", "learned blend", "learned blend with ease and modalities"],
 )
 def test_a_restored_item_side_ranks_and_learns_as_the_original(
     tmp_path: Path, learned: bool, weights: dict[str, float] | None

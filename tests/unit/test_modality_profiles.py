@@ -37,6 +37,7 @@ def test_with_one_modality_it_scores_as_the_content_source(
     for item, vector in enumerate(vectors):
         content.set_vector(item, vector)
         modalities.set_vectors(item, {"text": vector})
+    assert len(modalities.vectors["image"]) == 0  # a modality no item has takes no memory
     first, second = UserHistory(), UserHistory()
     for n, (item, weight) in enumerate(clicks):
         content.learn_one("u", item, weight, 3600.0 * n, first)
