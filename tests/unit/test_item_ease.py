@@ -59,6 +59,30 @@ def test_where_the_counts_are_the_gram_matrix_the_scores_are_eases(
     )
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    log=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 30)), min_size=1, max_size=80),
+    refit_every=st.integers(1, 12),
+    max_seen=st.integers(2, 40),
+)
+def test_scores_kept_between_refits_equal_the_sum_of_the_users_rows(
+    log: list[tuple[str, int]], refit_every: int, max_seen: int
+) -> None:
+    """A user's kept ``x_u B`` (one row added per newly engaged item) is what summing
+    their rows gives, before and after refits, with repeats and bounded histories."""
+    ease = ItemSideEASE(ItemItemCosine(), l2=5.0, refit_every=refit_every)
+    histories: dict[str, UserHistory] = {}
+    for user, item in log:
+        history = histories.setdefault(user, UserHistory(max_seen=max_seen))
+        got = ease.score(user, history, 32, 0.0)
+        fresh = ItemSideEASE(ItemItemCosine())
+        fresh.install(ease.fit_, ease.fitted_engagements)
+        np.testing.assert_allclose(got, fresh.score(user, history, 32, 0.0), atol=1e-5)
+        for source in (ease.item_item, ease):
+            source.learn_one(user, item, 1.0, 0.0, history)
+        history.add(item, 1.0)
+
+
 def test_only_the_most_engaged_items_are_fitted() -> None:
     ease = ItemSideEASE(ItemItemCosine(), l2=1.0, max_items=3, refit_every=10**9)
     # Items 0-2 engaged by three users each, 3-5 by one.
@@ -151,3 +175,14 @@ def test_ease_without_item_item_is_refused_naming_the_fix() -> None:
         Settings(hybrid_weights={"ease": 1.0, "cf": 1.0})
     with pytest.raises(ValueError, match="l2 must be above 0"):
         ItemSideEASE(ItemItemCosine(), l2=0.0)
+
+
+def test_the_inverse_is_exact_with_or_without_a_cholesky_factor() -> None:
+    from models.sources.item_ease import _symmetric_inverse
+
+    definite = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])  # counts within a window can be this
+    for matrix in (definite, indefinite):
+        np.testing.assert_allclose(
+            _symmetric_inverse(matrix) @ matrix, np.eye(len(matrix)), atol=1e-12
+        )
