@@ -2,7 +2,7 @@
 
 A timer calls ``maybe_refit`` every ``ease_refit_interval_s``; when item-item's counts
 grew since the last fit, they are copied on the event loop (the handler changes them
-there), inverted in a thread (numpy releases the GIL, so clicks go on being handled),
+there), inverted in a thread (LAPACK releases the GIL, so clicks go on being handled),
 and the fit is swapped in on the loop. Every replica fits from the same replicated
 counts, so replicas that read the same log serve the same fit.
 """
