@@ -32,7 +32,10 @@ State is global (one weight vector, and per item its engagement count and first
 engagement time), so it is owned like the rest of the item side: the user side computes
 an event's step (``step``, reading the weights) and the item side adds it (``apply``).
 Steps and counts are additive and the first engagement is a minimum, so every replica
-that applies the same changes, in any order, holds the same blend.
+that applies the same changes, in any order, holds the same blend. A step names the
+sources of its rows, and is added source by source: a worker whose configuration adds or
+drops a source still learns from the steps every other configuration wrote (a step that
+could not be applied would lose its record's other changes with it).
 
 >>> blend = LearnedBlend({"a": 1.0, "b": 0.1}, learning_rate=0.5, collaborative_half_events=0)
 >>> rows = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]])  # item 1: only b vouches for it
@@ -77,6 +80,9 @@ _BLOCKS = {
 _OFFSETS = dict(zip(_BLOCKS, np.cumsum([0, *_BLOCKS.values()])[:-1].tolist(), strict=True))
 PER_SOURCE = sum(_BLOCKS.values())
 EVIDENCE = 1e-6
+#: The most sources a step may name (the hybrid has six).
+MAX_STEP_SOURCES = 16
+MAX_SOURCE_NAME_CHARS = 64
 #: The count bucket of each count up to the last edge (``context``).
 _COUNT_BUCKET = np.searchsorted(ITEM_COUNT_EDGES, np.arange(ITEM_COUNT_EDGES[-1] + 1), side="right")
 #: Sources whose scores need no one's clicks (``trust``).
@@ -173,6 +179,10 @@ class LearnedBlend:
         self.prior = np.zeros((len(self.sources), PER_SOURCE))
         self.prior[:, _OFFSETS["base"]] = [prior[name] for name in self.sources]
         self.weights = self.prior.copy()
+        self._rows_of = {name: row for row, name in enumerate(self.sources)}
+        #: Steps that named no sources and do not fit these (written before steps named
+        #: their sources, by a worker blending others): ignored, as they cannot be placed.
+        self.unplaced_steps = 0
         self.counts = np.zeros(0, dtype=np.int64)
         self.first_ts = np.zeros(0, dtype=np.float64)  # valid where counts > 0
         self.total = 0  # engagements counted, all items
@@ -383,7 +393,10 @@ class LearnedBlend:
         pull = _sigmoid(total[negatives] - total[clicked])
         direction = (pull[:, None, None] * (features[0] - features[1:])).mean(axis=0)
         delta = self.learning_rate * (direction - self.l2 * (self.weights - self.prior))
-        return {"step": pack(delta.ravel(), "the learned blend's step")}
+        return {
+            "step": pack(delta.ravel(), "the learned blend's step"),
+            "sources": list(self.sources),
+        }
 
     def _draw(
         self, candidates: np.ndarray, clicked: int, seed: int, keys: np.ndarray | None
@@ -411,19 +424,55 @@ class LearnedBlend:
     def check_change(self, change: Mapping[str, Any], now: float) -> None:
         """Raise ``InvalidChange`` unless ``apply`` and ``apply_item`` can take ``change``
         (read from the log: ``models/sources/changes.py``)."""
-        only(change, {"step", "count", "at"})
-        if "step" in change:
-            vector(change, "step", self.weights.size)
+        only(change, {"step", "sources", "count", "at"})
+        if "sources" in change:
+            names = change["sources"]
+            if (
+                not isinstance(names, list)
+                or not 0 < len(names) <= MAX_STEP_SOURCES
+                or not all(
+                    isinstance(n, str) and 0 < len(n) <= MAX_SOURCE_NAME_CHARS for n in names
+                )
+                or len(set(names)) != len(names)
+                or "step" not in change
+            ):
+                raise InvalidChange(
+                    f"'sources' is not a step's list of at most {MAX_STEP_SOURCES} distinct "
+                    "source names"
+                )
+            vector(change, "step", len(names) * PER_SOURCE)
+        elif "step" in change:
+            # Written before steps named their sources: this configuration's size, or
+            # another's (ignored by ``apply``); any other size is not a step.
+            try:
+                size = len(unpack(change["step"], "'step'"))
+            except (TypeError, ValueError) as error:
+                raise InvalidChange(str(error)) from None
+            if size % PER_SOURCE or not 0 < size <= MAX_STEP_SOURCES * PER_SOURCE:
+                raise InvalidChange(f"'step' holds {size} numbers, not whole sources' rows")
+            vector(change, "step", size)
         if "count" in change:
             if not number(change, "count", 0).is_integer():
                 raise InvalidChange("'count' is not a whole number")
             moment(change, "at", now)
 
     def apply(self, change: Mapping[str, Any]) -> None:
-        """The item side: add a ``step`` to the weights."""
-        if "step" in change:
-            step = unpack(change["step"], "the learned blend's step")
-            self.weights += step.reshape(self.weights.shape)
+        """The item side: add a ``step`` to the weights, each named source's row to that
+        source's (rows of sources not blended here are dropped)."""
+        if "step" not in change:
+            return
+        step = unpack(change["step"], "the learned blend's step").reshape(-1, PER_SOURCE)
+        names = change.get("sources")
+        if names == self.sources:
+            self.weights += step
+        elif names is not None:
+            for row, name in zip(step, names, strict=True):
+                if name in self._rows_of:
+                    self.weights[self._rows_of[name]] += row
+        elif step.shape == self.weights.shape:
+            self.weights += step
+        else:
+            self.unplaced_steps += 1
 
     def engaged(self, ts: float) -> dict[str, Any]:
         """The change an engagement makes to its item's count and first engagement."""

@@ -298,6 +298,8 @@ class StreamrecApp:
             "fusion": self.encoder.fusion.version,
             "lists_ranked_at_read": self.read_time_lists.rankings,
             "ease": self.ease_refit.stats() if self.ease_refit is not None else None,
+            # Read from the log: steps of other sources than this worker's, unnamed.
+            "blend_steps_unplaced": hybrid.learned.unplaced_steps if hybrid.learned else None,
         }
 
     def readiness(self) -> tuple[bool, str]:

@@ -142,7 +142,9 @@ class Settings(BaseSettings):
     model_version: str = "hybrid-2"
     #: The hybrid's sources and weights (a source at 0 or absent is not computed;
     #: models/hybrid.py, measured in docs/evaluation.md). Beside the default four:
-    #: "ease" and "modalities" (content compared modality by modality).
+    #: "ease" and "modalities" (content compared modality by modality). A change of the
+    #: set of sources rebuilds the item side from item-updates at the next start, losing
+    #: none of it (docs/reliability.md#restarts-and-crashes).
     hybrid_weights: dict[
         Literal["item-item", "trending", "cf", "content", "ease", "modalities"], float
     ] = Field(default_factory=lambda: dict(HYBRID_WEIGHTS))

@@ -157,3 +157,50 @@ def test_a_restart_reads_only_the_tail_and_equals_a_full_rebuild(
     finally:
         for worker in workers:
             worker.stop()
+
+
+def test_a_restart_blending_other_sources_rebuilds_the_item_side_without_losing_a_change(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """``hybrid_weights`` changed between two runs (trending dropped): the snapshot is of
+    other sources, so the item side is rebuilt from the whole topic, and every record
+    of the first run is applied, its learned blend's step included, source by source."""
+    settings = isolated_settings(broker, tmp_path / "data", encoders="hashing")
+    log = event_log(seed=19, n_events=30)
+    workers: list[WorkerProcess] = []
+    try:
+        workers.append(start_worker_with_catalog(settings, "first.log"))
+        for n, (event_id, user, item, kind) in enumerate(log):
+            send_logged(settings, n, event_id, user, item, kind)
+        workers[-1].wait_until(
+            lambda s: s["processed"].get(settings.topic_interactions, 0) >= 30, 180, "30 events"
+        )
+        settle(settings, workers[-1])
+        workers[-1].stop()
+
+        fewer = settings.model_copy(
+            update={"hybrid_weights": {"item-item": 1.0, "cf": 0.2, "content": 0.1}}
+        )
+        second = WorkerProcess(fewer, fewer.data_dir / "second.log")
+        workers.append(second)
+        second.start()
+        second.wait_until(lambda s: s["catalog"] > 0, 180, "item side loaded")
+        settle(fewer, second)
+        read = READ_AT_START.findall(second.log_path.read_text())
+        assert read == [str(sum(item_update_ends(settings).values()))], "not a full rebuild"
+        stats = second.stats() or {}
+        assert "item-update" not in stats["dead_letters"], stats["dead_letters"]
+        assert stats["blend_steps_unplaced"] == 0
+
+        rebuilt = rebuilt_item_side(settings, tmp_path / "rebuilt-store")  # the first sources
+        engaged = 0
+        for item_id in rebuilt.catalog.ids:
+            served = second.get(f"/api/items/{item_id}/")
+            expected = rebuilt.item_state(item_id)
+            assert served["engagements"] == expected["engagements"], item_id
+            engaged += expected["engagements"] > 0
+            assert np.allclose(served[CF]["factor"], expected[CF]["factor"], atol=1e-12)
+        assert engaged > 5
+    finally:
+        for worker in workers:
+            worker.stop()

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.hybrid import HybridRecommender
+from models.learned_blend import PER_SOURCE
 from models.packed import FLOAT32, pack
 from models.user_state import UserState
 from models.vector_store import open_vector_store
@@ -147,6 +148,18 @@ CRAFTED = {
     "blend step not packed floats": {"i0": {"blend": {"step": "AAAA"}}},
     "blend step holding NaN": {"i0": {"blend": {"step": [math.nan] * 10}}},
     "blend count a fraction": {"i0": {"blend": {"count": 0.5, "at": 1.7e9}}},
+    "blend step of no whole sources": {"i0": {"blend": {"step": [0.0] * 30}}},
+    "blend sources naming one twice": {
+        "i0": {"blend": {"step": [0.0] * 2 * PER_SOURCE, "sources": ["cf", "cf"]}}
+    },
+    "blend sources not the step's": {
+        "i0": {"blend": {"step": [0.0] * 2 * PER_SOURCE, "sources": ["cf"]}}
+    },
+    "blend sources without a step": {"i0": {"blend": {"sources": ["cf"]}}},
+    "blend sources holding a number": {
+        "i0": {"blend": {"step": [0.0] * PER_SOURCE, "sources": [7]}}
+    },
+    "blend sources not a list": {"i0": {"blend": {"step": [0.0] * PER_SOURCE, "sources": "cf"}}},
     "an unknown key": {"i0": {"trending": {"at": 1.7e9, "mass": 1e308}}},
     "a change for content, which makes none": {"i0": {"content": {"profile": [1.0]}}},
     "an item id past 256 characters": {"i" * 300: {"trending": {"at": 1.7e9}}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -122,6 +123,99 @@ def test_a_replica_that_applies_the_changes_ranks_as_the_learner() -> None:
         got = replica.recommend(user, state, k=10, now=200.0)
         expected = learner.recommend(user, state, k=10, now=200.0)
         assert [r.item_id for r in got] == [r.item_id for r in expected]
+
+
+def _learned_log(n_events: int) -> tuple[HybridRecommender, list[dict]]:
+    """A learner with the default sources, and the changes it sent, in order."""
+    learner = HybridRecommender(content_dim=4, learned=True)
+    _catalog(learner)
+    rng = np.random.default_rng(5)
+    users: dict[str, UserState] = {}
+    sent = []
+    for n in range(n_events):
+        user = f"u{int(rng.integers(0, 6))}"
+        changes = learner.learn_one(
+            user,
+            users.setdefault(user, UserState()),
+            f"e{n}",
+            f"i{int(rng.integers(0, 30))}",
+            1.0,
+            float(n),
+        )
+        assert changes is not None
+        learner.apply(changes)
+        sent.append(changes)
+    return learner, sent
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        {"item-item": 1.0, "cf": 0.2, "content": 0.1},  # trending dropped
+        {"content": 0.1, "trending": 0.3, "item-item": 1.0, "cf": 0.2, "ease": 0.1},  # added
+    ],
+    ids=["a source dropped", "a source added, the order changed"],
+)
+def test_a_worker_blending_other_sources_keeps_every_change_of_the_log(weights) -> None:
+    """A change of configuration rebuilds the item side from the log: each step's rows
+    go to the sources of the same names, and nothing else of a record is lost (a step
+    that did not fit once made every record that carried one be skipped whole)."""
+    learner, sent = _learned_log(120)
+    other = HybridRecommender(weights, content_dim=4, learned=True)
+    _catalog(other)
+    for changes in sent:
+        other.check_changes(changes, {}, now=200.0)
+        other.apply(changes)
+    assert learner.learned is not None and other.learned is not None
+    np.testing.assert_array_equal(learner.learned.counts, other.learned.counts)
+    for row, name in enumerate(other.learned.sources):
+        expected = (
+            learner.learned.weights[learner.learned.sources.index(name)]
+            if name in learner.learned.sources
+            else other.learned.prior[row]
+        )
+        np.testing.assert_allclose(other.learned.weights[row], expected, atol=1e-12)
+    for name in set(learner.sources) & set(other.sources):
+        assert (
+            learner.sources[name].item_arrays().keys() == other.sources[name].item_arrays().keys()
+        )
+        for key, array in learner.sources[name].item_arrays().items():
+            np.testing.assert_array_equal(array, other.sources[name].item_arrays()[key], key)
+    assert other.learned.unplaced_steps == 0
+
+
+def test_a_step_that_names_no_sources_is_applied_where_it_fits_and_counted_where_not() -> None:
+    """Steps written before they named their sources: a worker of the same sources adds
+    them; one of other sources cannot place them and counts them, keeping the rest of
+    each record."""
+    learner, sent = _learned_log(60)
+    unnamed = [
+        {
+            item: {
+                s: {k: v for k, v in c.items() if not (s == "blend" and k == "sources")}
+                for s, c in by_source.items()
+            }
+            for item, by_source in changes.items()
+        }
+        for changes in sent
+    ]
+    steps = sum("step" in by_source.get("blend", {}) for c in unnamed for by_source in c.values())
+    assert steps > 0
+    same = HybridRecommender(content_dim=4, learned=True)
+    fewer = HybridRecommender({"item-item": 1.0, "cf": 0.2}, content_dim=4, learned=True)
+    for hybrid in (same, fewer):
+        _catalog(hybrid)
+        for changes in unnamed:
+            hybrid.check_changes(changes, {}, now=200.0)
+            hybrid.apply(changes)
+    assert learner.learned is not None and same.learned is not None and fewer.learned is not None
+    np.testing.assert_allclose(same.learned.weights, learner.learned.weights, atol=1e-12)
+    assert same.learned.unplaced_steps == 0
+    assert fewer.learned.unplaced_steps == steps
+    np.testing.assert_array_equal(fewer.learned.weights, fewer.learned.prior)
+    np.testing.assert_array_equal(
+        fewer.sources["item-item"].counts, learner.sources["item-item"].counts
+    )
 
 
 def test_a_list_never_pads_with_items_no_source_vouches_for() -> None:
