@@ -413,7 +413,7 @@ class HybridRecommender:
             ranked = self._rank_learned(normalised_scores, candidates, None, history.events, now, k)
         else:
             ranked = self.blend.rank_normalised(normalised_scores, candidates, k)
-        return [self._explain(user_id, state, r) for r in ranked]
+        return self._explain(user_id, state, ranked)
 
     def _rank_learned(
         self,
@@ -453,22 +453,46 @@ class HybridRecommender:
         else:
             ranked = self.blend.rank_normalised(normalised_scores, everyone, k)
         # Ranked positions are into ``items``, which is sorted: ties still go to the lower index.
-        return [self._explain(user_id, state, replace(r, item=int(items[r.item]))) for r in ranked]
+        return self._explain(user_id, state, [replace(r, item=int(items[r.item])) for r in ranked])
 
-    def _explain(self, user_id: str, state: UserState, ranked: Ranked) -> Recommendation:
-        largest = max(ranked.contributions.values(), default=0.0)
-        reasons = []
-        for name, contribution in sorted(ranked.contributions.items(), key=lambda c: -c[1]):
-            if contribution <= 0 or contribution < self.explain_share * largest:
-                continue
-            because = self.sources[name].because_of(user_id, state.history, ranked.item)
-            reasons.append(
-                Reason(name, contribution, None if because is None else self.catalog.ids[because])
+    def _explain(
+        self, user_id: str, state: UserState, ranked: list[Ranked]
+    ) -> list[Recommendation]:
+        """The list with its reasons: the sources that added at least ``explain_share`` of
+        the largest contribution to an item, each asked once for all its items."""
+        explaining: list[list[tuple[str, float]]] = []
+        for r in ranked:
+            largest = max(r.contributions.values(), default=0.0)
+            explaining.append(
+                [
+                    (name, contribution)
+                    for name, contribution in sorted(r.contributions.items(), key=lambda c: -c[1])
+                    if contribution > 0 and contribution >= self.explain_share * largest
+                ]
             )
-        item_id = self.catalog.ids[ranked.item]
-        return Recommendation(
-            item_id, ranked.score, self.titles[ranked.item], reasons or [Reason(CATALOG, 0.0)]
-        )
+        because: dict[tuple[str, int], int | None] = {}
+        for name in {name for reasons in explaining for name, _ in reasons}:
+            items = [
+                r.item
+                for r, reasons in zip(ranked, explaining, strict=True)
+                if any(n == name for n, _ in reasons)
+            ]
+            found = self.sources[name].because_of_each(user_id, state.history, items)
+            because.update(((name, item), b) for item, b in zip(items, found, strict=True))
+        ids = self.catalog.ids
+        listed = []
+        for r, reasons in zip(ranked, explaining, strict=True):
+            named = [(n, c, because[n, r.item]) for n, c in reasons]
+            listed.append(
+                Recommendation(
+                    ids[r.item],
+                    r.score,
+                    self.titles[r.item],
+                    [Reason(n, c, None if b is None else ids[b]) for n, c, b in named]
+                    or [Reason(CATALOG, 0.0)],
+                )
+            )
+        return listed
 
     def item_dependent_steps(self, state: UserState) -> dict[str, Any]:
         """The user's state in the sources whose user step reads the item side."""

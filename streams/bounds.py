@@ -179,6 +179,8 @@ def require_finite(value: Any, what: str) -> None:
     ...
     streams.bounds.NonFiniteState: state holds a non-finite number at a[1]
     """
+    if _finite(value):  # the usual case, without building a path per value
+        return
     where = _non_finite_at(value, "")
     if where is not None:
         raise NonFiniteState(f"{what} holds a non-finite number at {where or '(value)'}")
@@ -186,6 +188,21 @@ def require_finite(value: Any, what: str) -> None:
 
 #: Types whose values are never NaN or infinite.
 _ALWAYS_FINITE = frozenset({str, int, bool, type(None)})
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` holds no NaN or infinity, for the plain dicts, lists and floats
+    most of a state is; anything else is left to ``_non_finite_at``."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind in _ALWAYS_FINITE:
+        return True
+    if kind is dict:
+        return all(_finite(item) for item in value.values())
+    if kind is list and len(value) < 16:  # longer lists may be vectors: numpy checks them
+        return all(_finite(item) for item in value)
+    return _non_finite_at(value, "") is None
 
 
 def _non_finite_at(value: Any, path: str) -> str | None:

@@ -263,6 +263,13 @@ class Source(ABC):
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
         return None
 
+    def because_of_each(
+        self, user: str, history: UserHistory, items: Sequence[int]
+    ) -> list[int | None]:
+        """``because_of`` for each of ``items`` (a list explained at once: sources whose
+        explanation reads the user's items read them once)."""
+        return [self.because_of(user, history, item) for item in items]
+
     def item_arrays(self) -> dict[str, np.ndarray]:
         """The item side as numeric arrays (copies), what a checkpoint stores; a source
         without one raises NotImplementedError (its owner then rebuilds from the log)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -199,7 +200,18 @@ class ContentSimilarity(Source):
         self._scores.clear()
 
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
-        items = [i for i in history.recent_items if i < self.n_vectors]
-        if not items or item >= self.n_vectors:
-            return None
-        return items[int(np.argmax(self.vectors[items] @ self.vectors[item]))]
+        return self.because_of_each(user, history, [item])[0]
+
+    def because_of_each(
+        self, user: str, history: UserHistory, items: Sequence[int]
+    ) -> list[int | None]:
+        """Per item, the user's recent item closest to it (one product for the list)."""
+        mine = [i for i in history.recent_items if i < self.n_vectors]
+        found: list[int | None] = [None] * len(items)
+        known = [n for n, item in enumerate(items) if item < self.n_vectors]
+        if not mine or not known:
+            return found
+        closeness = self.vectors[mine] @ self.vectors[[items[n] for n in known]].T
+        for column, best in zip(known, closeness.argmax(axis=0).tolist(), strict=True):
+            found[column] = mine[best]
+        return found

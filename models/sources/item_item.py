@@ -99,10 +99,16 @@ class CoEngagements:
         return float(counts[at[0]]) if len(at) else 0.0
 
     def column(self, items: Sequence[int], neighbour: int) -> np.ndarray:
-        """``get(i, neighbour)`` for each of ``items``, read from their rows at once.
+        """``get(i, neighbour)`` for each of ``items``, read from their rows at once."""
+        return self.columns(items, [neighbour])[:, 0]
 
-        A list explains its items one by one against the same user's items: their rows
-        are concatenated once and kept until the next ``add``."""
+    def columns(self, items: Sequence[int], neighbours: Sequence[int]) -> np.ndarray:
+        """``get(i, n)`` for each of ``items`` (rows) and ``neighbours`` (columns), read
+        from the items' rows in one pass.
+
+        A list explains all its items against the same user's items: their rows are
+        concatenated once and kept until the next ``add`` (one lookup per listed item and
+        history item was once more than ranking took)."""
         key = (self._added, tuple(items))
         if self._rows_of is None or self._rows_of[0] != key:
             rows = [self.row(i) for i in items]
@@ -112,11 +118,14 @@ class CoEngagements:
                 np.concatenate([r[1] for r in rows]) if rows else _NO_COUNTS,
                 np.repeat(np.arange(len(items)), [len(r[0]) for r in rows]),
             )
-        _, neighbours, counts, owners = self._rows_of
-        hits = np.flatnonzero(neighbours == neighbour)  # a row holds a neighbour once
-        column = np.zeros(len(items), dtype=np.float32)
-        column[owners[hits]] = counts[hits]
-        return column
+        _, held, counts, owners = self._rows_of
+        wanted, column_of = np.unique(np.asarray(neighbours, dtype=np.int64), return_inverse=True)
+        table = np.zeros((len(items), len(wanted)), dtype=np.float32)
+        if len(wanted) and len(held):
+            at = np.minimum(np.searchsorted(wanted, held), len(wanted) - 1)
+            hits = np.flatnonzero(wanted[at] == held)  # a row holds a neighbour once
+            table[owners[hits], at[hits]] = counts[hits]
+        return table[:, column_of.reshape(-1)]
 
     def add(self, item: int, neighbours: Sequence[int], amount: float = 1.0) -> None:
         """Count ``amount`` more co-engagements of ``item`` with each of ``neighbours``
@@ -340,12 +349,25 @@ class ItemItemCosine(Source):
         return scores
 
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
-        items = [i for i in self._history(history) if i < len(self.counts)]
-        if not items or item >= len(self.counts):
-            return None
+        return self.because_of_each(user, history, [item])[0]
+
+    def because_of_each(
+        self, user: str, history: UserHistory, items: Sequence[int]
+    ) -> list[int | None]:
+        """Per item, the user's item most similar to it (None where none is)."""
+        mine = [i for i in self._history(history) if i < len(self.counts)]
+        found: list[int | None] = [None] * len(items)
+        known = [n for n, item in enumerate(items) if item < len(self.counts)]
+        if not mine or not known:
+            return found
         # sim(i, item) ordered over the user's items i: the item's own root is common.
-        similarity = self.co.column(items, item) * self._inverse[items]
-        return items[int(np.argmax(similarity))] if similarity.max() > 0 else None
+        similarity = self.co.columns(mine, [items[n] for n in known])
+        similarity *= self._inverse[mine][:, None]
+        best, most = similarity.argmax(axis=0), similarity.max(axis=0)
+        for column, n in enumerate(known):
+            if most[column] > 0:
+                found[n] = mine[int(best[column])]
+        return found
 
     # -- the item side as arrays (checkpoints) ----------------------------------------
 

@@ -98,8 +98,16 @@ def test_sparse_counts_score_as_the_dense_matrix(log, any_interaction: bool) -> 
         assert np.allclose(
             sparse.score_items(str(user), history, items, 0.0), expected[items], atol=1e-6
         )
+        singly = [dense.because_of(history, item) for item in range(n_items)]
         for item in range(n_items):
-            assert sparse.because_of(str(user), history, item) == dense.because_of(history, item)
+            assert sparse.because_of(str(user), history, item) == singly[item]
+        # A list's items explained at once (in any order, one repeated, one unknown).
+        listed = [*range(n_items - 1, -1, -1), 0, n_items + 3]
+        assert sparse.because_of_each(str(user), history, listed) == [
+            *singly[::-1],
+            singly[0],
+            None,
+        ]
 
 
 @settings(max_examples=30, deadline=None)

@@ -237,3 +237,23 @@ def test_a_profile_reloaded_from_the_users_table_reuses_its_cached_scores() -> N
             got = content.score("u", history, 300, float(ts))
             np.testing.assert_allclose(got, fresh, rtol=1e-5, atol=1e-6)
     assert len(products) == 1, "only the first scoring multiplies the catalog"
+
+
+def test_content_explains_a_list_at_once_as_item_by_item() -> None:
+    """Each listed item's reason is the user's recent item whose vector is closest to it
+    (one product for the list), None for an item without a vector."""
+    rng = np.random.default_rng(7)
+    content = ContentSimilarity(dim=16)
+    for item in range(40):
+        content.set_vector(item, rng.normal(size=16))
+    history = UserHistory()
+    for item in (3, 17, 25, 8):
+        history.add(item, 1.0)
+    mine = history.recent_items
+    listed = [0, 5, 17, 39, 12, 40]
+    expected = [
+        mine[int(np.argmax(content.vectors[mine].astype(np.float64) @ content.vectors[item]))]
+        for item in listed[:-1]
+    ]
+    assert content.because_of_each("u", history, listed) == [*expected, None]
+    assert [content.because_of("u", history, item) for item in listed] == [*expected, None]
