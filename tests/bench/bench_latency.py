@@ -9,7 +9,9 @@ The floor: after the worker, a bare Faust agent that answers each interaction wi
 10-item Recommendations message (``tests/bench/faust_echo.py``) is driven through the
 same broker and topics with the same driver (``streams.load.drive``), at the target rate
 and at full speed; the worker is driven at full speed too (``--full-speed-events``), and
-its sustained rate is reported as a ratio of the echo's. Prints one JSON line.
+its sustained rate is reported as a ratio of the echo's. A second echo moves the
+worker's records without its work (a table entry, item changes sent and read back, the
+list) at full speed: the floor of the worker's record pattern. Prints one JSON line.
 
     python -m tests.bench.bench_latency --items 1000 --rate 50 --seconds 20
 """
@@ -156,14 +158,22 @@ def interactions_from(start: int, n: int, items: int, users: int, seed: int) -> 
 
 
 def faust_echo_floor(
-    settings: Settings, workdir: Path, rate: float, rate_events: list[dict], full: list[dict]
+    settings: Settings,
+    workdir: Path,
+    rate: float,
+    rate_events: list[dict],
+    full: list[dict],
+    records: str = "list",
 ) -> dict:
-    """The bare Faust echo through the same broker and driver: at ``rate``, then at full
-    speed. Its consumer starts at the topic's end, so it is warmed up first."""
-    log = (workdir / "echo.log").open("ab")
+    """The bare Faust echo through the same broker and driver: at ``rate`` (unless
+    ``rate_events`` is empty), then at full speed. ``records``: "list" (the list alone)
+    or "worker" (the worker's records, ``tests/bench/faust_echo.py``). Its consumer
+    starts at the topic's end, so it is warmed up first."""
+    log_path = workdir / f"echo-{records}.log"
+    log = log_path.open("ab")
     echo = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.faust_echo", "worker", "-l", "warn"],
-        env=settings_env(settings),
+        env={**settings_env(settings), "STREAMREC_ECHO_RECORDS": records},
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -177,8 +187,8 @@ def faust_echo_floor(
             if drive(settings, probe, None, timeout_s=3)["recommendations_received"]:
                 break
             if time.monotonic() > deadline or echo.poll() is not None:
-                raise RuntimeError(f"the Faust echo did not answer; see {workdir / 'echo.log'}")
-        at_rate = drive(settings, rate_events, rate)
+                raise RuntimeError(f"the Faust echo did not answer; see {log_path}")
+        at_rate = drive(settings, rate_events, rate) if rate_events else {}
         at_full = drive(settings, full, None)
         return {"at_rate": at_rate, "full_speed": at_full}
     finally:
@@ -191,17 +201,21 @@ def faust_echo_floor(
 
 
 def reference_core(
-    catalog: list[dict], events: list[dict], k: int, encoders: str = "pretrained"
+    catalog: list[dict],
+    events: list[dict],
+    k: int,
+    encoders: str = "pretrained",
+    learned: bool = True,
 ) -> dict:
-    """The same core, called in process: learn, apply, recommend per event (the raw
-    encoder is the worker's text encoder, timed on the catalog)."""
+    """The same core, called in process: learn, apply, recommend per event, with the
+    worker's blend (the raw encoder is the worker's text encoder, timed on the catalog)."""
     encoder = MiniLMTextEncoder(threads=1) if encoders == "pretrained" else HashingTextEncoder()
     texts = [compose_item_text(c["title"], "", c["tags"]) for c in catalog]
     started = time.perf_counter()
     vectors = encoder.encode(texts)
     encode_s = time.perf_counter() - started
     latencies = []
-    engine = InProcessRecommender(HybridRecommender(content_dim=encoder.dim))
+    engine = InProcessRecommender(HybridRecommender(content_dim=encoder.dim, learned=learned))
     for c, vector in zip(catalog, vectors, strict=True):
         engine.add_item(c["item_id"], c["title"], vector)
     for event in events:
@@ -245,6 +259,14 @@ def main() -> None:
         default=Settings().vector_index_after,
         help="the worker's setting (0: no HNSW index, every Qdrant query reads every vector)",
     )
+    parser.add_argument(
+        "--echo-records-parts",
+        nargs="*",
+        default=[],
+        metavar="PARTS",
+        help="also run the echo moving only these of the worker's records, each a comma list"
+        " of table, changes, read_back (e.g. table changes,read_back): what each part costs",
+    )
     args = parser.parse_args()
     stop_children_on_sigterm()
 
@@ -269,12 +291,31 @@ def main() -> None:
             3 * n_rate + args.full_speed_events, args.full_speed_events, 10, 10, 4
         )
         floor = faust_echo_floor(settings, workdir, args.rate, echo_rate, echo_full)
+        echo_records = interactions_from(
+            3 * n_rate + 2 * args.full_speed_events, args.full_speed_events, 10, args.users, 5
+        )
+        records_floor = faust_echo_floor(
+            settings, workdir, args.rate, [], echo_records, records="worker"
+        )
+        parts_rate = {}
+        for n, parts in enumerate(args.echo_records_parts):
+            events_for_parts = interactions_from(
+                3 * n_rate + (3 + n) * args.full_speed_events,
+                args.full_speed_events,
+                10,
+                args.users,
+                6 + n,
+            )
+            run = faust_echo_floor(settings, workdir, args.rate, [], events_for_parts, parts)
+            parts_rate[parts] = run["full_speed"]["sustained_rate_per_s"]
     finally:
         if worker is not None:
             worker.stop()
         broker.stop()
 
-    reference = reference_core(catalog, events, settings.top_k, args.encoders)
+    reference = reference_core(
+        catalog, events, settings.top_k, args.encoders, settings.hybrid_blend == "learned"
+    )
     print(
         json.dumps(
             {
@@ -306,6 +347,21 @@ def main() -> None:
                 ),
                 "p99_ratio_worker_over_faust_echo": round(
                     load["p99_ms"] / max(floor["at_rate"]["p99_ms"], 1e-9), 1
+                ),
+                # The echo moving the worker's records (table entry, item changes sent
+                # and read back, the list): the floor of the worker's record pattern.
+                "faust_echo_worker_records_full_speed_rate_per_s": records_floor["full_speed"][
+                    "sustained_rate_per_s"
+                ],
+                "full_speed_ratio_worker_over_worker_records_echo": round(
+                    full_speed["sustained_rate_per_s"]
+                    / max(records_floor["full_speed"]["sustained_rate_per_s"], 1e-9),
+                    3,
+                ),
+                **(
+                    {"faust_echo_records_parts_full_speed_rate_per_s": parts_rate}
+                    if parts_rate
+                    else {}
                 ),
             }
         )
