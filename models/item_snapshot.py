@@ -124,7 +124,9 @@ def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
         raise SnapshotError("the item side already holds items: a snapshot restores an empty one")
     header, arrays = snapshot.header, snapshot.arrays
     expected = {name: type(source).__name__ for name, source in hybrid.sources.items()}
-    if header.get("sources") != expected:
+    # In order too: the learned blend's weights are rows in its sources' order, so a
+    # snapshot of the same sources in another order would load each row into another's.
+    if header.get("sources") != expected or list(header["sources"]) != list(expected):
         raise SnapshotError(
             f"snapshot of sources {header.get('sources')}, the hybrid has {expected}"
         )

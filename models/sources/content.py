@@ -205,13 +205,14 @@ class ContentSimilarity(Source):
     def because_of_each(
         self, user: str, history: UserHistory, items: Sequence[int]
     ) -> list[int | None]:
-        """Per item, the user's recent item closest to it (one product for the list)."""
+        """Per item, the user's recent item closest to it (the user's vectors gathered
+        once for the list). One product per item: a matrix product rounds otherwise, and
+        between two equally close items the reason would change with the list."""
         mine = [i for i in history.recent_items if i < self.n_vectors]
-        found: list[int | None] = [None] * len(items)
-        known = [n for n, item in enumerate(items) if item < self.n_vectors]
-        if not mine or not known:
-            return found
-        closeness = self.vectors[mine] @ self.vectors[[items[n] for n in known]].T
-        for column, best in zip(known, closeness.argmax(axis=0).tolist(), strict=True):
-            found[column] = mine[best]
-        return found
+        if not mine:
+            return [None] * len(items)
+        recent = self.vectors[mine]
+        return [
+            mine[int(np.argmax(recent @ self.vectors[item]))] if item < self.n_vectors else None
+            for item in items
+        ]

@@ -99,6 +99,11 @@ def test_an_unusable_snapshot_is_refused_and_leaves_the_hybrid_empty(tmp_path: P
     refused(whole, HybridRecommender(content_dim=8))  # other content dimensions
     refused(whole, HybridRecommender({"item-item": 1.0}, content_dim=4))  # other sources
     refused(whole, HybridRecommender(content_dim=4, learned=True))  # no blend state in it
+    learned, _ = trained(n_events=100, learned=True)
+    item_snapshot.write(item_snapshot.capture(learned, {}), path)
+    # The same sources in another order: the blend's rows would load into other sources.
+    reordered = dict(reversed(list(HYBRID_WEIGHTS.items())))
+    refused(path.read_bytes(), HybridRecommender(reordered, content_dim=4, learned=True))
     snapshot = item_snapshot.capture(original, {})
     snapshot.header["format"] = item_snapshot.FORMAT_VERSION + 1
     item_snapshot.write(snapshot, path)

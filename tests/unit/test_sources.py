@@ -240,8 +240,9 @@ def test_a_profile_reloaded_from_the_users_table_reuses_its_cached_scores() -> N
 
 
 def test_content_explains_a_list_at_once_as_item_by_item() -> None:
-    """Each listed item's reason is the user's recent item whose vector is closest to it
-    (one product for the list), None for an item without a vector."""
+    """Each listed item's reason is the user's recent item whose vector is closest to it,
+    None for an item without a vector; whatever else is on the list, even between
+    recent items with the same vector."""
     rng = np.random.default_rng(7)
     content = ContentSimilarity(dim=16)
     for item in range(40):
@@ -257,3 +258,15 @@ def test_content_explains_a_list_at_once_as_item_by_item() -> None:
     ]
     assert content.because_of_each("u", history, listed) == [*expected, None]
     assert [content.because_of("u", history, item) for item in listed] == [*expected, None]
+
+    twins = ContentSimilarity(dim=384)  # 60 items sharing 10 vectors: ties everywhere
+    base = rng.normal(size=(10, 384))
+    for item in range(60):
+        twins.set_vector(item, base[item % 10])
+    history = UserHistory()
+    for item in rng.permutation(60)[:20].tolist():
+        history.add(item, 1.0)
+    for _ in range(50):
+        listed = rng.permutation(60)[:30].tolist()
+        one_by_one = [twins.because_of("u", history, item) for item in listed]
+        assert twins.because_of_each("u", history, listed) == one_by_one
