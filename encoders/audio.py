@@ -21,7 +21,8 @@ from encoders.media import CORRUPT, OVERSIZED, MediaError
 
 @dataclass(frozen=True)
 class Clip:
-    """Mono float32 samples in [-1, 1] and their rate."""
+    """Mono float32 samples in [-1, 1] (a lossy decoder's overshoot aside: ``LOSSY_PEAK``)
+    and their rate."""
 
     samples: np.ndarray
     sample_rate: int
@@ -31,6 +32,18 @@ class Clip:
         return len(self.samples) / self.sample_rate
 
 
+#: The largest sample accepted from PCM and float audio. Integer PCM decodes within ±1;
+#: float WAV writers store what they are given, and rounding a normalised float64 clip to
+#: float32 can overshoot 1 by an ulp or so. Beyond this, a float file is not float audio's
+#: [-1, 1] at all: 1e19 overflowed the log-mel features, 1e10 to 1e17 made them near 520.
+FLOAT_PEAK = 1.0 + 1e-3
+#: The largest sample accepted from lossy codecs, whose decoders overshoot a full-scale
+#: source (a square wave reaches 1.5, clipped noise 3.4 through MP3 and Vorbis at low
+#: bitrates): refusing at ``FLOAT_PEAK`` would refuse loud but genuine songs.
+LOSSY_PEAK = 8.0
+LOSSY_SUBTYPES = frozenset({"VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III"})
+
+
 def decode_audio(
     data: bytes,
     max_seconds: float,
@@ -38,7 +51,7 @@ def decode_audio(
     max_rate: int = 192_000,
     max_channels: int = 16,
 ) -> Clip:
-    """A mono clip from encoded bytes; refuses corrupt, empty and over-long audio.
+    """A mono clip from encoded bytes; refuses corrupt, empty, over-long and over-loud audio.
 
     Every header field the decoder and the resampler size their work from (sample rate,
     channels, frames) is checked before any sample is decoded, and samples are decoded in
@@ -54,6 +67,7 @@ def decode_audio(
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as file:
             sample_rate, channels, frames = file.samplerate, file.channels, file.frames
+            lossy = file.subtype in LOSSY_SUBTYPES
             if not min_rate <= sample_rate <= max_rate:
                 raise MediaError(
                     CORRUPT,
@@ -82,6 +96,16 @@ def decode_audio(
         raise MediaError(CORRUPT, "audio has no samples (truncated or empty file)")
     if not np.isfinite(samples).all():
         raise MediaError(CORRUPT, "audio contains NaN or infinite samples")
+    peak = float(np.abs(samples).max())
+    if peak > (LOSSY_PEAK if lossy else FLOAT_PEAK):
+        beyond = (
+            f"the ±{LOSSY_PEAK:g} a lossy decoder can overshoot to"
+            if lossy
+            else "the ±1 of float audio"
+        )
+        raise MediaError(
+            CORRUPT, f"audio samples reach {peak:.3g}, beyond {beyond}: normalise the clip to ±1"
+        )
     return Clip(samples.astype(np.float32, copy=False), sample_rate)
 
 

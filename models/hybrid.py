@@ -376,7 +376,7 @@ class HybridRecommender:
             if name in self.sources:
                 try:
                     self.sources[name].load_user(value)
-                except (TypeError, ValueError, LookupError) as error:
+                except (TypeError, ValueError, LookupError, OverflowError) as error:
                     raise InvalidChange(f"user step {name!r}: {error}") from None
 
     def apply(self, changes: ItemChanges) -> None:

@@ -65,7 +65,10 @@ def unpack(data: str | Sequence[float], what: str, dtype: np.dtype = FLOAT64) ->
             raise ValueError(f"{what} is not packed floats ({len(raw)} bytes)")
         array = np.frombuffer(raw, dtype=dtype).astype(native)
     else:
-        array = np.asarray(data, dtype=native)
+        try:
+            array = np.asarray(data, dtype=native)
+        except OverflowError:  # a JSON integer past any float
+            raise ValueError(f"{what} holds a number too large for a float") from None
     _require_finite(array, what)
     return array
 

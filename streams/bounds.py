@@ -159,12 +159,15 @@ def key_too_long(key: str | None) -> str | None:
     return f"message key of {size:,} bytes exceeds {MAX_KEY_BYTES:,}: keys are item or user ids"
 
 
-def check_size(key: bytes | None, value: bytes, max_request_bytes: int) -> None:
-    """Raise ``OversizedOutput`` for a record the producer would refuse."""
-    size = len(value) + (len(key) if key else 0)
+def check_size(
+    key: bytes | None, value: bytes | int, max_request_bytes: int, what: str = "output record"
+) -> None:
+    """Raise ``OversizedOutput`` for a record the producer would refuse (``value``: its
+    bytes, or how many there will be)."""
+    size = (value if isinstance(value, int) else len(value)) + (len(key) if key else 0)
     if size > max_request_bytes - RECORD_OVERHEAD_BYTES:
         raise OversizedOutput(
-            f"output record of {size:,} bytes exceeds the producer's limit "
+            f"{what} of {size:,} bytes exceeds the producer's limit "
             f"({max_request_bytes:,} bytes less {RECORD_OVERHEAD_BYTES:,} of framing)"
         )
 

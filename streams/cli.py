@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
+import io
 import json
 import os
 import sys
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from streams.events import ItemUpload, Recommendations
+from streams.events import ItemUpload, Recommendations, json_depth
 from streams.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: the CLI starts without the models' imports
@@ -215,38 +217,126 @@ def topics() -> None:
 
 # -- produce -----------------------------------------------------------------------------
 
+#: A line nested deeper than this is refused: events nest a few levels (an item's metadata
+#: at most MAX_METADATA_DEPTH inside it), and JSON's parser and encoder recurse per level.
+MAX_RECORD_DEPTH = 64
+#: At most this much of a bad value is quoted in an error.
+_QUOTED_CHARS = 40
+
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """JSON lines (``.jsonl``/``.json``, or ``-`` for standard input) or CSV (``.csv``;
     ``tags`` separated by ``|``)."""
-    if str(path) == "-":
-        yield from _json_lines(sys.stdin, "<stdin>")
-        return
-    if path.suffix == ".csv":
-        with path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                record: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
-                if "tags" in record:
-                    record["tags"] = [t for t in record["tags"].split("|") if t]
-                if "value" in record:
+    for _line, record in _numbered_records(path):
+        yield record
+
+
+def _source_name(path: Path) -> str:
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
+def _numbered_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each record of ``path`` with the line it is on; a line that is not a record is a
+    one-line ``ClickException`` naming the file and line."""
+    name = _source_name(path)
+    text = _read_text(path, name)
+    if str(path) != "-" and path.suffix == ".csv":
+        yield from _csv_records(text, name)
+    else:
+        yield from _json_lines(io.StringIO(text, newline=None), name)  # as open() reads text
+
+
+def _read_text(path: Path, name: str) -> str:
+    """The whole of ``path`` (``-``: standard input) as text, decoded strictly as UTF-8."""
+    try:
+        data = click.get_binary_stream("stdin").read() if str(path) == "-" else path.read_bytes()
+    except OSError as error:
+        raise click.ClickException(f"{name}: cannot be read ({error.strerror or error})") from None
+    data = data.removeprefix(codecs.BOM_UTF8)  # spreadsheets save "UTF-8" CSV with one
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]  # lines end at \n, \r\n or \r, as text mode reads them
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+        raise click.ClickException(
+            f"{name}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x}): "
+            "save the file as UTF-8"
+        ) from None
+
+
+def _csv_records(text: str, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            record: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
+            if "tags" in record:
+                record["tags"] = [t for t in record["tags"].split("|") if t]
+            if "value" in record:
+                try:
                     record["value"] = float(record["value"])
-                yield record
-        return
-    with path.open() as handle:
-        yield from _json_lines(handle, str(path))
+                except ValueError:
+                    raise click.ClickException(
+                        f"{name}:{reader.line_num}: 'value' is not a number "
+                        f"({record['value'][:_QUOTED_CHARS]!r}): write it as one, e.g. 4 or 0.5"
+                    ) from None
+            yield reader.line_num, record
+    except csv.Error as error:  # DictReader.line_num is the last row's; the reader's is this one
+        raise click.ClickException(
+            f"{name}:{reader.reader.line_num}: not CSV ({error}): write one record per line"
+        ) from None
 
 
-def _json_lines(lines: Iterable[str], name: str) -> Iterator[dict[str, Any]]:
+def _json_lines(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    deep = f"nests deeper than {MAX_RECORD_DEPTH} levels: flatten it"
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise click.ClickException(f"{name}:{number}: not JSON ({error.msg})") from None
+            raise click.ClickException(
+                f"{name}:{number}: not JSON ({error.msg}): write one JSON object per line"
+            ) from None
+        except ValueError as error:  # an integer over Python's digit limit
+            reason = str(error).partition(":")[0]
+            raise click.ClickException(
+                f"{name}:{number}: a number is too long ({reason}): write it as a string"
+            ) from None
+        except RecursionError:
+            raise click.ClickException(f"{name}:{number}: {deep}") from None
         if not isinstance(record, dict):
-            raise click.ClickException(f"{name}:{number}: expected a JSON object per line")
-        yield record
+            raise click.ClickException(
+                f"{name}:{number}: expected a JSON object per line, not {type(record).__name__}"
+            )
+        if json_depth(record, MAX_RECORD_DEPTH) > MAX_RECORD_DEPTH:
+            raise click.ClickException(f"{name}:{number}: {deep}")
+        yield number, record
+
+
+def _message(
+    record: dict[str, Any], key_field: str, where: str, max_bytes: int
+) -> tuple[str, bytes]:
+    """``record`` as the (key, value) ``produce`` sends, or a one-line error when it cannot
+    be sent at all; whether it is a valid event is the worker's to judge."""
+    if not record.get(key_field):
+        raise click.ClickException(
+            f"{where}: '{key_field}' is missing: every record needs one (its message key)"
+        )
+    key = str(record[key_field])
+    try:
+        key_bytes = key.encode()
+    except UnicodeEncodeError:
+        raise click.ClickException(
+            f"{where}: '{key_field}' is not valid Unicode (a lone surrogate such as \\ud800): "
+            "write the id as UTF-8 text"
+        ) from None
+    value = json.dumps(record).encode()
+    if len(key_bytes) + len(value) > max_bytes:
+        raise click.ClickException(
+            f"{where}: the record is {len(key_bytes) + len(value):,} bytes, over the "
+            f"{max_bytes:,} a message may hold: make it smaller (large media by 'uri', not 'data')"
+        )
+    return key, value
 
 
 @main.command()
@@ -259,18 +349,24 @@ def produce(kind: str, file: Path) -> None:
     or interactions topic.
 
     Records are sent as they are (the worker validates and dead-letters bad ones),
-    keyed by item_id or user_id.
+    keyed by item_id or user_id. The whole file is read and checked first: a line that
+    cannot be sent at all (not UTF-8, not a JSON object, no key) stops it with nothing sent.
     """
+    from kafka import KafkaProducer
+
     from streams.admin import produce as send
+    from streams.bounds import RECORD_OVERHEAD_BYTES
 
     settings = _kafka_settings()
     topic = settings.topic_items if kind == "items" else settings.topic_interactions
     key_field = "item_id" if kind == "items" else "user_id"
-    records = []
-    for number, record in enumerate(read_records(file), start=1):
-        if not record.get(key_field):
-            raise click.ClickException(f"{file} record {number}: '{key_field}' is missing")
-        records.append((str(record[key_field]), record))
+    # admin.producer keeps kafka-python's request limit; over it, send() raises mid-file.
+    max_bytes = KafkaProducer.DEFAULT_CONFIG["max_request_size"] - RECORD_OVERHEAD_BYTES
+    name = _source_name(file)
+    records = [
+        _message(record, key_field, f"{name}:{line}", max_bytes)
+        for line, record in _numbered_records(file)
+    ]
     sent = send(settings, topic, records)
     click.echo(f"sent {sent} {kind} to '{topic}' on {settings.effective_bootstrap_servers}")
 

@@ -33,12 +33,18 @@ redelivery is a repeat, not a second dead letter with another reason.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from streams.events import MAX_OFFSET
+
 #: Positions remembered per user: as many as the event ids the user state remembers.
 MAX_POSITIONS = 512
+#: A partition, and a position ("partition:offset"), as the table's JSON keys hold them.
+PARTITION = re.compile(r"\d{1,9}")
+POSITION = re.compile(r"\d{1,9}:\d{1,19}")
 
 
 @dataclass(frozen=True)
@@ -56,14 +62,26 @@ class DeliveryBook:
     """The bookkeeping of one user's table entry (its ``offsets`` and ``positions``)."""
 
     def __init__(self, entry: Mapping[str, Any]) -> None:
+        """Raises ``ValueError`` where the entry's bookkeeping is not what ``after`` writes
+        (a crafted or corrupted changelog record): a NaN offset passed every comparison,
+        so each later event of the user vanished without a list or a dead letter."""
         #: Highest offset applied, per source partition (as a string, the table's JSON).
-        self.offsets: dict[str, int] = dict(entry.get("offsets", {}))
+        self.offsets = _offsets(entry.get("offsets", {}), "offsets")
         #: "partition:offset" -> event id applied there, oldest first; None: a legacy entry.
         positions = entry.get("positions")
-        self.positions: dict[str, str] | None = None if positions is None else dict(positions)
+        self.positions: dict[str, str] | None = None
+        if positions is not None:
+            if not isinstance(positions, dict) or not all(
+                isinstance(key, str) and POSITION.fullmatch(key) and isinstance(value, str)
+                for key, value in positions.items()
+            ):
+                raise ValueError("positions: not 'partition:offset' keys with event ids")
+            self.positions = dict(positions)
         #: Offsets applied before positions were kept: at or below them, a repeat.
-        self.legacy_offsets: dict[str, int] = dict(
-            entry.get("legacy_offsets", self.offsets if positions is None else {})
+        self.legacy_offsets = (
+            _offsets(entry["legacy_offsets"], "legacy_offsets")
+            if "legacy_offsets" in entry
+            else (self.offsets if positions is None else {})
         )
 
     def decide(self, partition: int, offset: int, event_id: str) -> Decision:
@@ -117,3 +135,16 @@ class DeliveryBook:
         if self.legacy_offsets:
             kept["legacy_offsets"] = self.legacy_offsets
         return kept
+
+
+def _offsets(value: Any, name: str) -> dict[str, int]:
+    """Offsets by partition, as ``after`` writes them, or ``ValueError``."""
+    if not isinstance(value, dict) or not all(
+        isinstance(key, str)
+        and PARTITION.fullmatch(key)
+        and type(offset) is int
+        and -1 <= offset <= MAX_OFFSET
+        for key, offset in value.items()
+    ):
+        raise ValueError(f"{name}: not offsets by partition")
+    return dict(value)

@@ -39,6 +39,15 @@ MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 16_384
 #: A media URI longer than this is refused (browsers stop near 2,000).
 MAX_URI_CHARS = 4_096
+#: An item's title; its stored payload as JSON (an upload's title, tags and metadata at
+#: their bounds take about 60 kB of UTF-8, its thumbnail a few more); the named vectors of
+#: a record (content and one per modality).
+MAX_TITLE_CHARS = 1_000
+MAX_PAYLOAD_BYTES = 131_072
+MAX_RECORD_VECTORS = 16
+#: Kafka's partitions and offsets are signed 32- and 64-bit.
+MAX_PARTITION = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
 
 
 def json_depth(value: Any, limit: int) -> int:
@@ -88,7 +97,7 @@ class MediaRef(Event):
 
 class ItemUpload(Event):
     item_id: Identifier
-    title: str = Field(default="", max_length=1_000)
+    title: str = Field(default="", max_length=MAX_TITLE_CHARS)
     text: str = Field(default="", max_length=20_000)
     tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
     image: MediaRef | None = None
@@ -220,12 +229,32 @@ class Recommendations(Event):
 
 class ItemRecord(Event):
     """An encoded item, as every worker's item-side replica stores it (item-updates topic,
-    key item_id). Vectors travel as base64 of little-endian float32 (``models/packed.py``)."""
+    key item_id). Vectors travel as base64 of little-endian float32 (``models/packed.py``).
+
+    Bounded as the upload it comes from (``streams/encoding.py: stored_item``): the
+    topic is internal, but anything that can write the cluster can write it, and every
+    replica stores what it reads. An unbounded payload was a store that could not read
+    its points back (too deep), a NaN the store refused mid-batch, or a title that made
+    every list too large to send."""
 
     type: Literal["item"] = "item"
-    item_id: str
-    vectors: dict[str, str]
+    item_id: Identifier
+    vectors: dict[str, str] = Field(max_length=MAX_RECORD_VECTORS)
     payload: dict[str, Any]
+
+    @field_validator("payload")
+    @classmethod
+    def _bounded_payload(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        # The upload's metadata nests one level down in the payload.
+        if json_depth(payload, MAX_METADATA_DEPTH + 1) > MAX_METADATA_DEPTH + 1:
+            raise ValueError(f"payload nests deeper than {MAX_METADATA_DEPTH + 1} levels")
+        size = len(json.dumps(payload, ensure_ascii=False, allow_nan=False).encode())
+        if size > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload of {size:,} bytes of JSON exceeds {MAX_PAYLOAD_BYTES:,}")
+        title = payload.get("title", "")
+        if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+            raise ValueError(f"payload title: not a string of at most {MAX_TITLE_CHARS} characters")
+        return payload
 
 
 class ItemChanges(Event):
@@ -233,10 +262,10 @@ class ItemChanges(Event):
     user's changes stay in order): per item id, per source, what to add."""
 
     type: Literal["changes"] = "changes"
-    event_id: str
-    user_id: str
-    source_partition: int
-    source_offset: int
+    event_id: Identifier
+    user_id: Identifier
+    source_partition: int = Field(ge=0, le=MAX_PARTITION)
+    source_offset: int = Field(ge=0, le=MAX_OFFSET)
     changes: dict[str, dict[str, dict[str, Any]]]
     #: The user's state after the event for the sources whose user step reads the item
     #: side (the CF factor): a worker that redoes the event after a crash adopts it.

@@ -3,6 +3,8 @@ from there: ``streams/replica.py``).
 
 Every record ends published or dead-lettered, alone: an item whose media fails, or that
 fails in any unforeseen way, is dead-lettered and the rest of its batch is published. A
+batch ends as its records would one at a time: an upload is skipped only when a later
+upload of its item in the batch is published, which would have overwritten it. A
 batch runs under the poison guard (``streams/poison.py``) and a time bound; one that
 overruns it is encoded again one item at a time. ``ingest_batch`` never raises: Faust's
 ``take_events`` acknowledges a batch's offsets even when the agent raises, which would
@@ -54,8 +56,11 @@ class ItemIngestion:
         self.stopping = stopping
 
     async def ingest_batch(self, records: Sequence[Record]) -> None:
-        """Publish or dead-letter every record of the batch (module docstring)."""
-        uploads: dict[str, tuple[ItemUpload, Record]] = {}
+        """Publish or dead-letter every record of the batch (module docstring), with the
+        outcome of the same records handled one at a time in order: each upload is
+        encoded, each failure dead-lettered, and of one item's uploads the latest that
+        encodes and publishes is stored (``_publish_results``)."""
+        uploads: list[tuple[ItemUpload, Record]] = []
         for record in records:
             try:
                 upload = parse(ItemUpload, record.value, record_key(record))
@@ -65,10 +70,13 @@ class ItemIngestion:
             except Exception as error:  # a parser's own failure: this record alone
                 await self.outbox.dead_letter(record, internal(error))
                 continue
-            uploads[upload.item_id] = (upload, record)  # a later upload in the batch wins
-        batch: list[tuple[ItemUpload, Record]] = []
-        alone: list[tuple[ItemUpload, Record]] = []
-        for upload, record in uploads.values():
+            uploads.append((upload, record))
+        # Every upload is encoded, a superseded one too: only its encoding tells whether
+        # the later upload of its id, failing, leaves it as the item's last good version.
+        outcomes: list[EncodedItem | MediaError | Rejected | None] = [None] * len(uploads)
+        batch: list[int] = []
+        alone: list[int] = []
+        for n, (_, record) in enumerate(uploads):
             at = position(record)
             if self.poison.is_poison(at):
                 await self.outbox.dead_letter(
@@ -81,16 +89,19 @@ class ItemIngestion:
                 )
                 self.poison.dismiss(at)
             elif self.poison.is_suspect(at):
-                alone.append((upload, record))
+                alone.append(n)
             else:
-                batch.append((upload, record))
+                batch.append(n)
+        if not batch and not alone:
+            return
         started = time.perf_counter()
-        stored = 0
+        encoded = len(batch) + len(alone)
         if batch:
             try:
-                with self.poison.batch(position(record) for _, record in batch):
-                    results = await self._encode([upload for upload, _ in batch])
-                stored += await self._publish_results(batch, results)
+                with self.poison.batch(position(uploads[n][1]) for n in batch):
+                    results = await self._encode([uploads[n][0] for n in batch])
+                for n, result in zip(batch, results, strict=True):
+                    outcomes[n] = result
             except TimeoutError:
                 log.warning(
                     "a batch of %d items overran encode_timeout_s=%g: encoding them one at a time",
@@ -98,26 +109,21 @@ class ItemIngestion:
                     self.settings.encode_timeout_s,
                 )
                 alone += batch
-        for upload, record in alone:
+        for n in alone:
+            upload, record = uploads[n]
             with self.poison.alone(position(record)):
                 try:
-                    results = await self._encode([upload])
+                    outcomes[n] = (await self._encode([upload]))[0]
                 except TimeoutError:
-                    await self.outbox.dead_letter(
-                        record,
-                        Rejected(
-                            "encode-timeout",
-                            f"encoding this item alone took over encode_timeout_s="
-                            f"{self.settings.encode_timeout_s:g}",
-                        ),
+                    outcomes[n] = Rejected(
+                        "encode-timeout",
+                        f"encoding this item alone took over encode_timeout_s="
+                        f"{self.settings.encode_timeout_s:g}",
                     )
-                    continue
-            stored += await self._publish_results([(upload, record)], results)
-        if not batch and not alone:
-            return
+        stored = await self._publish_results(uploads, outcomes)
         encoded_s = time.perf_counter() - started
         self.metrics.processed[self.settings.topic_items] += stored
-        self.metrics.encode_batch_size.observe(len(batch) + len(alone))
+        self.metrics.encode_batch_size.observe(encoded)
         self.metrics.encode_seconds.observe(encoded_s)
         log.info(
             "items: %d of %d stored in %.3f s (fetch, decode, encode, publish)",
@@ -152,25 +158,42 @@ class ItemIngestion:
 
     async def _publish_results(
         self,
-        batch: list[tuple[ItemUpload, Record]],
-        results: list[EncodedItem | MediaError],
+        uploads: list[tuple[ItemUpload, Record]],
+        outcomes: list[EncodedItem | MediaError | Rejected | None],
     ) -> int:
+        """Dead-letter each failed upload and publish, per item, the latest upload that
+        encoded and publishes; returns how many items were stored. ``None`` is an upload
+        already dead-lettered (poison)."""
+        encoded: dict[str, list[tuple[ItemUpload, Record, EncodedItem]]] = {}
+        for (upload, record), outcome in zip(uploads, outcomes, strict=True):
+            if isinstance(outcome, MediaError):
+                await self.outbox.dead_letter(record, Rejected(outcome.reason, outcome.message))
+            elif isinstance(outcome, Rejected):
+                await self.outbox.dead_letter(record, outcome)
+            elif outcome is not None:
+                encoded.setdefault(upload.item_id, []).append((upload, record, outcome))
         stored = 0
-        for (upload, record), result in zip(batch, results, strict=True):
-            if isinstance(result, MediaError):
-                await self.outbox.dead_letter(record, Rejected(result.reason, result.message))
-                continue
-            try:
-                await self.publish_item(stored_item(upload, result, self.encoder.fusion.version))
-            except OversizedOutput as error:
-                await self.outbox.dead_letter(record, Rejected("output-oversized", str(error)))
-                continue
-            except Exception as error:
-                log.exception("item %s could not be published", clip(upload.item_id))
-                await self.outbox.dead_letter(record, internal(error))
-                continue
-            stored += 1
+        for versions in encoded.values():
+            # Latest first: an earlier version is published only if every later one fails
+            # to publish; one at a time, a later stored version would overwrite it.
+            for upload, record, result in reversed(versions):
+                if await self._publish_one(upload, record, result):
+                    stored += 1
+                    break
         return stored
+
+    async def _publish_one(self, upload: ItemUpload, record: Record, result: EncodedItem) -> bool:
+        """Publish one encoded upload, or dead-letter it if that fails; True if published."""
+        try:
+            await self.publish_item(stored_item(upload, result, self.encoder.fusion.version))
+        except OversizedOutput as error:
+            await self.outbox.dead_letter(record, Rejected("output-oversized", str(error)))
+            return False
+        except Exception as error:
+            log.exception("item %s could not be published", clip(upload.item_id))
+            await self.outbox.dead_letter(record, internal(error))
+            return False
+        return True
 
     async def publish_item(self, item: StoredItem) -> None:
         """Send an encoded item to item-updates (keyed by its id)."""

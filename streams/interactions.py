@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from models.hybrid import HybridRecommender, UnknownItemError
 from models.packed import NonFiniteError
 from models.signals import signal_weight
-from streams.bounds import clip, require_finite
-from streams.delivery_book import DeliveryBook
+from streams.bounds import OversizedOutput, check_size, clip, require_finite
+from streams.delivery_book import POSITION, DeliveryBook
 from streams.events import Interaction, ItemChanges, Recommendations
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
@@ -99,7 +99,7 @@ class InteractionHandler:
             await self._resend(interaction, entry, decision.applied_at)
             return
         try:
-            stored, update_json, recommendations = self._learn(interaction, record, entry, book)
+            stored, update, recommendations = self._learn(interaction, record, entry, book)
         except Exception:
             # Refused or failed before its state was written: its position is remembered
             # all the same, so a redelivery is this event again, not a reused offset.
@@ -110,9 +110,9 @@ class InteractionHandler:
             raise
         self.users[user_id] = stored
         s = self.settings
-        sent = await self.outbox.send(s.topic_item_updates, user_id, update_json.encode())
+        sent = await self.outbox.send(s.topic_item_updates, user_id, update)
         sent.add_done_callback(partial(self._on_changes_sent, (message.partition, offset)))
-        await self.outbox.send(s.topic_recommendations, user_id, recommendations.to_bytes())
+        await self.outbox.send(s.topic_recommendations, user_id, recommendations)
         self.metrics.processed[s.topic_interactions] += 1
         if message.timestamp:  # seconds since the epoch, as the broker stamped it
             self.metrics.observe_click_to_recommendation(max(time.time() - message.timestamp, 0))
@@ -128,6 +128,11 @@ class InteractionHandler:
             parts = [entry, entry.get("state", {}), entry.get("pending", {}), entry.get("latest")]
             if not all(isinstance(part, dict) for part in parts if part is not None):
                 raise TypeError("not a user entry")
+            if not all(
+                isinstance(key, str) and POSITION.fullmatch(key) and isinstance(changes, str)
+                for key, changes in entry.get("pending", {}).items()
+            ):
+                raise ValueError("pending: not item changes by 'partition:offset'")
             return entry, DeliveryBook(entry)
         except (TypeError, ValueError, AttributeError) as error:
             self._unreadable(user_id, "entry", error)
@@ -145,10 +150,11 @@ class InteractionHandler:
         in case they were lost with the process (replicas skip repeats)."""
         user_id = interaction.user_id
         pending = entry.get("pending", {}).get(applied_at)
-        if pending is not None:
+        changes = None if pending is None else self._readable_pending(user_id, applied_at, pending)
+        if changes is not None:
             # Applied here at once unless the log already brought it, so the events after
             # it are ranked on the same item side as before the crash.
-            self.item_side.apply_local(ItemChanges.model_validate_json(pending))
+            self.item_side.apply_local(changes)
             await self.outbox.send(self.settings.topic_item_updates, user_id, pending.encode())
         latest = entry.get("latest")
         if latest is not None and latest.get("trigger_event_id") == interaction.event_id:
@@ -157,15 +163,39 @@ class InteractionHandler:
             resent = Recommendations.model_validate(latest).to_bytes()
             await self.outbox.send(self.settings.topic_recommendations, user_id, resent)
 
+    def _readable_pending(self, user_id: str, at: str, pending: str) -> ItemChanges | None:
+        """The stored changes of the event at ``at``, or None (said) where they are not
+        what this worker wrote for it: the table's changelog can be written by anyone who
+        can write the cluster, and these changes skip the checks of the log's records."""
+        try:
+            changes = ItemChanges.model_validate_json(pending)
+            if (
+                changes.user_id != user_id
+                or f"{changes.source_partition}:{changes.source_offset}" != at
+            ):
+                raise ValueError(f"changes of another event ({changes.user_id!r})")
+            self.hybrid.check_changes(changes.changes, changes.user_steps, time.time())
+        except (ValueError, TypeError, LookupError, OverflowError) as error:
+            log.error(
+                "user %s: stored changes at %s unreadable, not applied or re-sent: %s",
+                clip(user_id),
+                at,
+                clip(error),
+            )
+            return None
+        return changes
+
     def _learn(
         self,
         interaction: Interaction,
         record: Record,
         entry: dict[str, Any],
         book: DeliveryBook,
-    ) -> tuple[dict[str, Any], str, Recommendations]:
-        """Learn a new interaction: the user's entry to store, the item changes (JSON) to
-        send to item-updates, and the list."""
+    ) -> tuple[dict[str, Any], bytes, bytes]:
+        """Learn a new interaction: the user's entry to store, and the item changes and the
+        list to send, each within the producer's limit (checked before anything is stored:
+        an oversized list sent after its state was written left the event both applied
+        and dead-lettered)."""
         message, user_id = record.message, interaction.user_id
         partition, offset = str(message.partition), message.offset
         try:
@@ -226,7 +256,18 @@ class InteractionHandler:
             "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
             "latest_catalog": len(self.hybrid),  # whether it is still fresh: fresh_lists.py
         }
-        return stored, update_json, recommendations
+        key, limit = user_id.encode(), self.outbox.max_request_bytes
+        update_bytes, list_bytes = update_json.encode(), recommendations.to_bytes()
+        try:
+            check_size(key, update_bytes, limit, "the item changes")
+            check_size(key, list_bytes, limit, "the list")
+            # The entry holds the list and the pending changes: its changelog record is
+            # at least their size.
+            pending = sum(len(changes) for changes in stored["pending"].values())
+            check_size(key, len(list_bytes) + pending, limit, "the user's table entry")
+        except OversizedOutput as error:
+            raise Rejected("output-oversized", str(error)) from None
+        return stored, update_bytes, list_bytes
 
     def _on_changes_sent(self, source: tuple[int, int], sent: asyncio.Future) -> None:
         if not sent.cancelled() and sent.exception() is None:

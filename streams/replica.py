@@ -339,7 +339,13 @@ class ItemSideReplica(Service):
                 if records:  # keep the log's order: items before the changes after them
                     self._store_items(records)
                     records = []
-                self._fold_changes(update)
+                try:
+                    self._fold_changes(update)
+                except Exception:
+                    # Checked, yet not applied whole (a bug): said, counted and passed, as
+                    # raising would stop the worker on this record at every start.
+                    log.exception("item-updates record of event %r failed", update.event_id)
+                    self.metrics.dead_letters["item-update"] += 1
         if records:
             self._store_items(records)
 
@@ -361,15 +367,18 @@ class ItemSideReplica(Service):
         if (not local or key in self._restored_locally) and not self._acceptable(message):
             return
         self.log_offsets[message.user_id] = message.source_offset
+        # Only the steps of sources this worker runs (the others are never checked, and
+        # would go unchecked into its snapshots).
+        steps = {n: step for n, step in message.user_steps.items() if n in self.hybrid.sources}
         if local:
             self.applied_locally.discard(key)
             if key in self._restored_locally:
                 # Applied before the snapshot by the previous run of this worker: a crash
                 # may make this one redo the event.
                 self._restored_locally.discard(key)
-                self.logged_steps[key] = message.user_steps
+                self.logged_steps[key] = steps
             return
-        self.logged_steps[key] = message.user_steps
+        self.logged_steps[key] = steps
         while len(self.logged_steps) > MAX_LOGGED_STEPS:
             self.logged_steps.popitem(last=False)
         self.hybrid.apply(message.changes)
@@ -382,6 +391,11 @@ class ItemSideReplica(Service):
             self.hybrid.check_changes(message.changes, message.user_steps, time.time())
         except InvalidChange as error:
             self._skip(f"the changes of event {message.event_id!r}: {error}")
+            return False
+        except Exception as error:  # a check that cannot even be made refuses the record
+            self._skip(
+                f"the changes of event {message.event_id!r}: {type(error).__name__}: {error}"
+            )
             return False
         return True
 
@@ -408,20 +422,35 @@ class ItemSideReplica(Service):
         self.metrics.dead_letters["item-update"] += 1
 
     def _store_items(self, records: list[ItemRecord]) -> None:
-        latest = {record.item_id: record for record in records}  # a later upload wins
-        decoded = {item_id: self._vectors(record) for item_id, record in latest.items()}
-        items = [
-            StoredItem(id_, self.hybrid.with_cf_vector(id_, vectors), latest[id_].payload)
-            for id_, vectors in decoded.items()
-            if vectors is not None
-        ]
-        self.store.upsert(items)
+        # The latest *usable* record of each id, as records applied one at a time would
+        # leave it: a bad re-upload must not hide the good record before it in the batch.
+        latest: dict[str, StoredItem] = {}
+        for record in records:
+            vectors = self._vectors(record)
+            if vectors is not None:
+                id_ = record.item_id
+                latest[id_] = StoredItem(
+                    id_, self.hybrid.with_cf_vector(id_, vectors), record.payload
+                )
+        items = list(latest.values())
+        try:
+            self.store.upsert(items)
+        except Exception:  # one point the store refuses must not take the batch with it
+            items = [item for item in items if self._upserted(item)]
         for item in items:
             title = str(item.payload.get("title", ""))
             self.hybrid.add_item(
                 item.item_id, title, item.vectors.get(CONTENT), modality_embeddings(item)
             )
         self.metrics.processed[self.settings.topic_item_updates] += len(records)
+
+    def _upserted(self, item: StoredItem) -> bool:
+        try:
+            self.store.upsert([item])
+        except Exception as error:
+            self._skip(f"item {item.item_id!r}: the vector store refused it: {error}")
+            return False
+        return True
 
     def _check_caught_up(self) -> None:
         if self._target is None or self.caught_up.is_set():

@@ -6,16 +6,19 @@ not JSON (a corrupted or crafted write to the internal topic) made Faust's recov
 on it, wait, and read it again, forever: the worker never became ready and served
 nobody (``tests/integration/test_users_changelog.py``). Read as no entry, that user
 starts afresh at their next event; what is JSON but not an entry this version can read
-is handled where entries are read (``streams/interactions.py``).
+is handled where entries are read (``streams/interactions.py``). A record whose key is not
+a user id is skipped.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import faust
 from faust.serializers import codecs
+from faust.types import EventT
 
 from streams.bounds import clip
 
@@ -31,7 +34,7 @@ class UsersJSON(codecs.json):
     def _loads(self, s: bytes) -> Any:
         try:
             return super()._loads(s)
-        except ValueError as error:  # not JSON, or not UTF-8
+        except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, or too deep
             log.error(
                 "users table: a changelog value that is not JSON read as none: %s", clip(error)
             )
@@ -48,6 +51,21 @@ class UsersTable(faust.Table):
 
     def _serializer_from_type(self, typ: Any) -> str:
         return NAME
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        """Restore the batch but its records whose key is not a user id: a JSON object or
+        list as a key could not be stored (not hashable), and Faust's recovery retried
+        the failed batch forever."""
+        super().apply_changelog_batch(event for event in batch if _user_key(event))
+
+
+def _user_key(event: EventT) -> bool:
+    if isinstance(event.key, str):
+        return True
+    log.error(
+        "users table: a changelog record whose key is not a user id skipped: %s", clip(event.key)
+    )
+    return False
 
 
 def users_table(app: faust.App, partitions: int) -> UsersTable:

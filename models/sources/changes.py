@@ -54,9 +54,16 @@ def number(
     value = change[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidChange(f"{key!r} is not a number")
-    if not (math.isfinite(value) and low <= value <= high):
-        raise InvalidChange(f"{key!r} is {value!r}, outside [{low:g}, {high:g}]")
+    # Compared as written: a JSON integer of 400 digits has no float to convert to.
+    if not (low <= value <= high and math.isfinite(value)):
+        raise InvalidChange(f"{key!r} is {clip_number(value)}, outside [{low:g}, {high:g}]")
     return float(value)
+
+
+def clip_number(value: float) -> str:
+    """A number as an error may quote it (an integer of any length, cut)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
 
 
 def moment(change: Mapping[str, Any], key: str, now: float) -> float:

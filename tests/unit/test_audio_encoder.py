@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encoders.audio import Clip, LogMelAudioEncoder, decode_audio
+from encoders.audio import LOSSY_PEAK, Clip, LogMelAudioEncoder, decode_audio
 from encoders.media import CORRUPT, OVERSIZED, MediaError
 from tests.media_samples import audio_file, noise, tone
 
@@ -75,3 +75,12 @@ def test_truncated_garbage_and_overlong_audio_are_refused() -> None:
     with pytest.raises(MediaError) as too_long:
         decode_audio(wav, max_seconds=1.5)
     assert too_long.value.reason == OVERSIZED and "2.0 s" in too_long.value.message
+
+
+@pytest.mark.parametrize("fmt", ["OGG", "MP3"])
+def test_a_lossy_decoder_s_overshoot_of_a_full_scale_clip_is_decoded(fmt: str) -> None:
+    """Lossy decoders overshoot a loud master's ±1 (here a full-scale square wave, to about
+    1.3): such songs are genuine, and only float and PCM audio are held to ±1."""
+    square = np.sign(tone(440, amplitude=1.0)).astype(np.float32)
+    clip = decode_audio(audio_file(square, fmt=fmt), max_seconds=5)
+    assert 1.0 < np.abs(clip.samples).max() <= LOSSY_PEAK

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import main, read_records
+import streams.admin
+import streams.cli
+from streams.cli import MAX_RECORD_DEPTH, main, read_records
 from streams.settings import Settings
 
 
@@ -35,6 +38,158 @@ def test_bad_json_line_names_the_line(tmp_path) -> None:
     path.write_text('{"item_id": "a"}\n{oops\n')
     with pytest.raises(click.ClickException, match=r"bad\.jsonl:2"):
         list(read_records(path))
+
+
+#: What ``produce`` handed the producer: (topic, key, value) per record.
+Sent = list[tuple[str, bytes, bytes]]
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
+    """The messages ``produce`` sends, to a fake producer (no broker)."""
+    messages: Sent = []
+
+    class FakeProducer:
+        def send(self, topic: str, key: bytes, value: bytes) -> None:
+            messages.append((topic, key, value))
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(streams.admin, "producer", lambda settings: FakeProducer())
+    monkeypatch.setattr(streams.cli, "_kafka_settings", Settings)
+    return messages
+
+
+GOOD_LINE = b'{"user_id": "ann", "item_id": "i"}\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line", "says"),
+    [
+        pytest.param(
+            "a.jsonl",
+            GOOD_LINE + b'{"user_id": "\\ud800"}\n' + GOOD_LINE,
+            2,
+            "'user_id' is not valid Unicode",
+            id="lone-surrogate-key",
+        ),
+        pytest.param(
+            "b.csv",
+            b"event_id,user_id,item_id,kind,value,ts\ne1,ann,i,rating,4,1\ne2,ann,i,rating,five,1\n",
+            3,
+            "'value' is not a number ('five')",
+            id="csv-value-not-a-number",
+        ),
+        pytest.param(
+            "c.jsonl",
+            GOOD_LINE + b'{"user_id": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+            2,
+            "nests deeper than",
+            id="nesting-past-the-recursion-limit",
+        ),
+        pytest.param(
+            "c.jsonl",
+            GOOD_LINE
+            + b'{"user_id": "x", "a": '
+            + b"[" * MAX_RECORD_DEPTH
+            + b"]" * MAX_RECORD_DEPTH
+            + b"}\n",
+            2,
+            "nests deeper than",
+            id="nesting-past-the-limit",
+        ),
+        pytest.param(
+            "d.jsonl", GOOD_LINE + b'\r\n{"user_id": "\xff"}\n', 3, "not UTF-8", id="not-utf-8"
+        ),
+        pytest.param(
+            "e.csv", b"user_id,value\nann,4\nb\xe9,1\n", 3, "not UTF-8", id="csv-not-utf-8"
+        ),
+        pytest.param(
+            "f.jsonl", GOOD_LINE + b'{"item_id": "i"}\n', 2, "'user_id' is missing", id="no-key"
+        ),
+        pytest.param("g.jsonl", GOOD_LINE + b"[1, 2]\n", 2, "JSON object", id="not-an-object"),
+        pytest.param("h.jsonl", GOOD_LINE + b"{oops\n", 2, "not JSON", id="not-json"),
+        pytest.param(
+            "i.jsonl",
+            GOOD_LINE + b'{"user_id": "x", "n": ' + b"1" * 5_000 + b"}\n",
+            2,
+            "a number is too long",
+            id="integer-past-the-digit-limit",
+        ),
+        pytest.param(
+            "j.jsonl",
+            GOOD_LINE + b'{"user_id": "x", "s": "' + b"y" * 2_000_000 + b'"}\n',
+            2,
+            "a message may hold",
+            id="over-the-producer-limit",
+        ),
+        pytest.param(
+            "k.csv",
+            b'user_id,note\nann,"' + b"y" * 200_000 + b'"\n',
+            2,
+            "not CSV",
+            id="csv-field-past-the-csv-limit",
+        ),
+    ],
+)
+def test_produce_refuses_a_file_with_a_bad_line_and_sends_none_of_it(
+    tmp_path: Path, sent: Sent, name: str, content: bytes, line: int, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = CliRunner().invoke(main, ["produce", "interactions", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {path}:{line}: ")
+    assert says in result.output and result.output.count("\n") == 1  # one line, no traceback
+    assert sent == []
+
+
+def test_produce_refuses_bad_standard_input_and_sends_none_of_it(sent: Sent) -> None:
+    result = CliRunner().invoke(
+        main, ["produce", "items", "-"], input=b'{"item_id": "a"}\n{"item_id": "\xfe"}\n'
+    )
+    assert result.exit_code == 1
+    assert result.output == "Error: <stdin>:2: not UTF-8 text (byte 0xfe): save the file as UTF-8\n"
+    assert sent == []
+
+
+def test_produce_sends_records_as_they_are(tmp_path: Path, sent: Sent) -> None:
+    # Bad events are the worker's to dead-letter: a number as key, a lone surrogate in a
+    # value, NaN, an unknown field and CRLF line ends all go out as before.
+    records = [
+        {"user_id": "ann", "item_id": "i", "kind": "click"},
+        {"user_id": 5, "note": "\ud800", "value": float("nan"), "\udc00": [1, {"a": None}]},
+        {"user_id": "zoë", "item_id": "i", "extra": "x" * 1000},
+    ]
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_bytes(b"\r\n".join(json.dumps(r).encode() for r in records) + b"\r\n\n")
+    result = CliRunner().invoke(main, ["produce", "interactions", str(jsonl)])
+    assert result.exit_code == 0, result.output
+    topic = Settings().topic_interactions
+    assert sent == [(topic, str(r["user_id"]).encode(), json.dumps(r).encode()) for r in records]
+
+    sent.clear()
+    csv_file = tmp_path / "items.csv"  # as a spreadsheet saves it: a UTF-8 byte order mark
+    csv_file.write_bytes(b"\xef\xbb\xbfitem_id,title,tags,value\na,A,x|y,nan\nb,B,,\n")
+    result = CliRunner().invoke(main, ["produce", "items", str(csv_file)])
+    assert result.exit_code == 0, result.output
+    assert sent == [
+        (
+            Settings().topic_items,
+            b"a",
+            b'{"item_id": "a", "title": "A", "tags": ["x", "y"], "value": NaN}',
+        ),
+        (Settings().topic_items, b"b", b'{"item_id": "b", "title": "B"}'),
+    ]
+
+    sent.clear()
+    result = CliRunner().invoke(main, ["produce", "items", "-"], input=json.dumps(records[2]))
+    assert result.exit_code == 0, result.output
+    assert sent == [(Settings().topic_items, b"i", json.dumps(records[2]).encode())]
 
 
 def test_settings_from_environment_and_toml(tmp_path, monkeypatch) -> None:

@@ -45,7 +45,9 @@ def test_global_options_reach_the_settings(tmp_path) -> None:
 
 
 def test_stdin_is_read_as_json_lines(monkeypatch) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO('{"item_id": "a"}\n\n{"item_id": "b"}\n'))
+    # Read as bytes, as sys.stdin.buffer gives them, and decoded strictly.
+    lines = io.BytesIO(b'{"item_id": "a"}\n\n{"item_id": "b"}\n')
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(lines))
     assert [r["item_id"] for r in read_records("-")] == ["a", "b"]
 
 

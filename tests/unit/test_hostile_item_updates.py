@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models import item_snapshot
 from models.hybrid import HybridRecommender
 from models.learned_blend import PER_SOURCE
 from models.packed import FLOAT32, pack
@@ -163,6 +164,12 @@ CRAFTED = {
     "an unknown key": {"i0": {"trending": {"at": 1.7e9, "mass": 1e308}}},
     "a change for content, which makes none": {"i0": {"content": {"profile": [1.0]}}},
     "an item id past 256 characters": {"i" * 300: {"trending": {"at": 1.7e9}}},
+    # JSON integers past any float: converting them raised OverflowError, which no check
+    # caught, out of the fold.
+    "count of 400 digits": {"i0": {"item-item": {"count": 10**400}}},
+    "trending at 400 digits": {"i0": {"trending": {"at": -(10**400)}}},
+    "dq holding 400 digits": {"i0": {"cf": {"dq": [10**400] + [0.0] * 31, "db": 0.1}}},
+    "blend step holding 400 digits": {"i0": {"blend": {"step": [10**400] * PER_SOURCE}}},
     "a good change beside a bad one": {
         "i0": {"trending": {"at": 1.7e9}},
         "i1": {"trending": {"at": math.inf}},
@@ -181,7 +188,14 @@ def test_a_crafted_change_is_skipped_whole_and_the_records_around_it_applied(
 
 
 @pytest.mark.parametrize(
-    "user_steps", [{"cf": "@@"}, {"cf": [1.0, 2.0]}, {"cf": [math.nan] * 32}, {"cf": {"a": 1}}]
+    "user_steps",
+    [
+        {"cf": "@@"},
+        {"cf": [1.0, 2.0]},
+        {"cf": [math.nan] * 32},
+        {"cf": {"a": 1}},
+        {"cf": [10**400] * 32},
+    ],
 )
 def test_a_crafted_user_step_is_never_kept_for_a_redo(tmp_path: Path, user_steps) -> None:
     mixed, _ = fold_between(tmp_path, [crafted({}, user_steps)])
@@ -258,3 +272,82 @@ def test_arbitrary_changes_never_crash_the_fold_or_reach_the_item_side_unchecked
     assert 0 <= skipped <= len(records)
     if skipped == len(records):
         assert item_side(mixed.hybrid) == item_side(clean.hybrid)
+
+
+def test_the_steps_of_a_source_this_worker_does_not_run_are_not_kept(tmp_path: Path) -> None:
+    """Never checked (no such source here), they went as they were into the snapshot."""
+    mixed, _ = fold_between(tmp_path, [crafted({}, {"bogus": [math.nan]})])
+    assert all("bogus" not in steps for steps in mixed.logged_steps.values())
+    mixed.caught_up.set()
+    snapshot = item_snapshot.capture(mixed.hybrid, mixed._bookkeeping(mixed.positions))
+    json.dumps(snapshot.header, allow_nan=False)
+
+
+def raw_item(item_id: str, payload: str = "{}", n: int = 0) -> bytes:
+    """An item record as JSON text, so a crafted one can hold what the model refuses."""
+    vector = _crafted(np.random.default_rng(n).normal(size=DIM))
+    body = (
+        f'{{"type": "item", "item_id": {json.dumps(item_id)}, "vectors": {{"content": "{vector}"}}'
+    )
+    return f'{body}, "payload": {payload}}}'.encode()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        raw_item("nan", '{"x": NaN}'),
+        raw_item("inf", '{"x": [Infinity]}'),
+        # Stored, then every read of the store failed (too deep), restarts included.
+        raw_item("deep", '{"x": ' + "[" * 150 + "1" + "]" * 150 + "}"),
+        # Two of these made every user's list too large to send.
+        raw_item("long", json.dumps({"title": "T" * 600_000})),
+        raw_item("big", json.dumps({"metadata": {"blob": "b" * 100_000}})),
+        raw_item("title", '{"title": ["not", "text"]}'),
+        raw_item(""),
+        raw_item("i" * 300),
+    ],
+)
+def test_a_crafted_item_payload_is_skipped_and_the_store_stays_readable(
+    tmp_path: Path, bad: bytes
+) -> None:
+    side = replica(tmp_path)
+    side.fold([*item_records()[:3], bad, *item_records()[3:]])
+    assert side.metrics.dead_letters["item-update"] == 1
+    assert sorted(side.hybrid.catalog.ids) == ITEMS
+    assert sorted(item.item_id for item in side.store.scroll()) == ITEMS
+    assert len(side.store.nearest_ids(np.ones(DIM), "content", 10)) == len(ITEMS)
+
+
+@pytest.mark.parametrize("order", ["good first", "bad first"])
+def test_a_bad_record_beside_a_good_one_of_the_same_item_ends_as_one_at_a_time(
+    tmp_path: Path, order: str
+) -> None:
+    """Folded in one fetch or record by record, replicas of the same log hold the same
+    catalog: the latest *usable* record of an item wins."""
+    good, bad = raw_item("x", n=1), raw_item("x").replace(b'"content"', b'"colour"')
+    records = [good, bad] if order == "good first" else [bad, good]
+    together, alone = replica(tmp_path / "together"), replica(tmp_path / "alone")
+    together.fold(records)
+    for record in records:
+        alone.fold([record])
+    assert "x" in together.hybrid and "x" in alone.hybrid
+    stored = [side.store.get(["x"])["x"].vectors["content"] for side in (together, alone)]
+    assert stored[0].tobytes() == stored[1].tobytes()
+
+
+def test_an_item_the_store_refuses_costs_no_other_item_of_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    side = replica(tmp_path)
+    upsert = side.store.upsert
+
+    def refusing(items: list[Any]) -> None:  # the engine's refusal, as qdrant-edge raises it
+        if any(item.item_id == ITEMS[2] for item in items):
+            raise ValueError("failed to convert payload")
+        upsert(items)
+
+    monkeypatch.setattr(side.store, "upsert", refusing)
+    side.fold(item_records())
+    assert side.metrics.dead_letters["item-update"] == 1
+    assert sorted(side.hybrid.catalog.ids) == [i for i in ITEMS if i != ITEMS[2]]
+    assert side.store.count() == len(ITEMS) - 1

@@ -4,6 +4,7 @@ item with a MediaError (issue 16, classes 1 and 5)."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import struct
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -90,6 +92,32 @@ def test_the_resampler_kernel_is_bounded_and_the_rate_barely_moves(rate: int) ->
     divisor = math.gcd(told, target)
     assert (target // divisor) * (told // divisor + 64) <= MAX_RESAMPLE_KERNEL
     assert abs(told - rate) / rate < 0.013
+
+
+def float_wav(peak: float) -> bytes:
+    """One second of a tone in a 32-bit float WAV, reaching about ``peak``: float WAV
+    stores whatever it is given, where integer PCM cannot leave [-1, 1]."""
+    buffer = io.BytesIO()
+    samples = (peak * np.sin(np.arange(16_000))).astype(np.float32)
+    soundfile.write(buffer, samples, 16_000, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("peak", [1e19, 1e12, 2.0])
+def test_float_audio_beyond_full_scale_is_refused_naming_the_fix(peak: float) -> None:
+    """Before: 1e19 passed the NaN check and overflowed the log-mel features (dead-lettered
+    as an ``internal-error`` of the encoder); 1e10 to 1e17 were stored with features near
+    520."""
+    with pytest.raises(MediaError) as refused:
+        decode_audio(float_wav(peak), max_seconds=10)
+    assert refused.value.reason == "media-corrupt"
+    assert refused.value.message.startswith(f"audio samples reach {peak:.3g}, beyond the ±1")
+    assert "normalise the clip" in refused.value.message
+
+
+def test_float_audio_within_full_scale_is_decoded_as_it_is() -> None:
+    clip = decode_audio(float_wav(0.999), max_seconds=10)
+    assert 0.99 < np.abs(clip.samples).max() <= 0.999
 
 
 def test_audio_with_too_many_channels_is_refused() -> None:

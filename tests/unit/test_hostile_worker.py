@@ -32,7 +32,7 @@ from encoders.fusion import AverageFusion, ModalityProjection
 from encoders.media import MediaFetcher, MediaPolicy
 from encoders.multimodal import MultimodalEncoder
 from encoders.text import MiniLMTextEncoder
-from models.packed import unpack
+from models.packed import FLOAT32, unpack
 from models.vector_store import EdgeVectorStore, StoredItem, UnreadableStoreError
 from streams.app import StreamrecApp
 from streams.bounds import MAX_KEY_BYTES, require_finite
@@ -50,7 +50,7 @@ from streams.records import Rejected, parse
 from streams.settings import Settings
 from streams.web import write_refusal
 from tests.media_samples import inline
-from tests.unit.test_hostile_media import wav_with_header
+from tests.unit.test_hostile_media import float_wav, wav_with_header
 
 SUFFOCATING = "a text this encoder cannot take"
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +192,96 @@ def test_every_record_of_a_hostile_batch_is_stored_or_dead_lettered_alone(
     for key, value in worker.on(worker.app.settings.topic_dead_letters):
         assert key is None or len(key) <= MAX_KEY_BYTES
         assert len(value) < 64_000
+
+
+#: One item's uploads, by kind: ``n`` is the upload's offset, named in its title.
+VERSIONS = {
+    "good": lambda n: upload("x", title=f"version {n}"),
+    # The issue's WAV claiming 2e9 Hz: refused by its decoder (media-corrupt).
+    "bad": lambda n: upload(
+        "x",
+        title=f"version {n}",
+        audio=inline(wav_with_header(2_000_000_000, 1, 16), "audio/wav"),
+    ),
+    # Encodes, but its record is over the producer's limit set below (output-oversized).
+    "oversized": lambda n: upload("x", title=f"version {n}", metadata={"notes": "n" * 12_000}),
+}
+
+
+def last_versions(worker: Worker) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """What a replica ends with: each item's last published payload and vectors."""
+    return {
+        record.item_id: (
+            record.payload,
+            {name: unpack(v, name, FLOAT32) for name, v in record.vectors.items()},
+        )
+        for record in worker.records()
+    }
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        ("good", "bad"),
+        ("bad", "good"),
+        ("good", "good"),
+        ("good", "bad", "good", "bad"),
+        ("good", "oversized"),
+    ],
+    ids="-".join,
+)
+def test_a_batch_of_one_item_s_uploads_ends_as_they_would_one_at_a_time(
+    text_encoder: MiniLMTextEncoder, tmp_path: Path, kinds: tuple[str, ...]
+) -> None:
+    """Before: a later upload wiped out an earlier one before either was encoded, so a
+    good upload followed by a failing one in the same batch was neither stored nor
+    dead-lettered (the failing one was), and a failing one followed by a good one was
+    never dead-lettered."""
+    encoder = encoder_of(text_encoder, MediaPolicy())
+    in_batch, one_by_one = Worker(encoder, tmp_path / "batch"), Worker(encoder, tmp_path / "one")
+    for worker in (in_batch, one_by_one):
+        worker.app.outbox.max_request_bytes = 16_000  # the oversized version's ~17 KB
+    topic = in_batch.app.settings.topic_items
+    events = [event(topic, n, b"x", VERSIONS[kind](n)) for n, kind in enumerate(kinds)]
+    asyncio.run(in_batch.app.ingestion.ingest_batch(events))  # type: ignore[arg-type]
+    for one in events:
+        asyncio.run(one_by_one.app.ingestion.ingest_batch([one]))  # type: ignore[arg-type]
+
+    failing = {"bad": "media-corrupt", "oversized": "output-oversized"}
+    letters = [(n, failing[kind]) for n, kind in enumerate(kinds) if kind in failing]
+    for worker in (in_batch, one_by_one):
+        assert sorted((letter.offset, letter.reason) for letter in worker.letters()) == letters
+        assert not worker.app.poison.active
+    latest_good = max(n for n, kind in enumerate(kinds) if kind == "good")
+    [(payload, vectors)] = last_versions(in_batch).values()
+    [(alone_payload, alone_vectors)] = last_versions(one_by_one).values()
+    assert payload["title"] == f"version {latest_good}"
+    assert payload == alone_payload and vectors.keys() == alone_vectors.keys()
+    for name, vector in vectors.items():  # batched and alone, MiniLM differs in the last bits
+        assert np.allclose(vector, alone_vectors[name], atol=1e-5), name
+
+
+def test_loud_float_audio_is_dead_lettered_as_corrupt_media_beside_stored_items(
+    text_encoder: MiniLMTextEncoder, tmp_path: Path
+) -> None:
+    """Before: samples of 1e19 were dead-lettered as the encoders' ``internal-error`` (a
+    non-finite embedding), those of 1e12 stored with features near 520."""
+    worker = Worker(encoder_of(text_encoder, MediaPolicy()), tmp_path)
+    topic = worker.app.settings.topic_items
+    peaks = {"quiet": 0.999, "loud": 1e12, "deafening": 1e19}
+    events = [
+        event(topic, n, name.encode(), upload(name, audio=inline(float_wav(peak), "audio/wav")))
+        for n, (name, peak) in enumerate(peaks.items())
+    ]
+    asyncio.run(worker.app.ingestion.ingest_batch(events))  # type: ignore[arg-type]
+    [stored] = worker.records()
+    assert stored.item_id == "quiet" and stored.payload["modalities"] == ["audio", "text"]
+    letters = worker.letters()
+    assert [(letter.offset, letter.reason) for letter in letters] == [
+        (1, "media-corrupt"),
+        (2, "media-corrupt"),
+    ]
+    assert all("normalise the clip" in letter.error for letter in letters)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,14 +4,19 @@ never the worker's start."""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+from types import SimpleNamespace
 from typing import Any
 
+import faust
 import pytest
 from faust.serializers import codecs
 
 from streams.events import Recommendations
 from streams.settings import Settings
-from streams.users_table import NAME
+from streams.users_table import NAME, users_table
 from tests.unit.interaction_handler import Handler
 
 UNREADABLE: list[Any] = [
@@ -28,6 +33,17 @@ UNREADABLE: list[Any] = [
     {"pending": ["x"]},
     {"latest": "x"},
     {"state": {"history": [[7, 1.0]]}},  # the first stored format, an int for an id
+    # Bookkeeping unlike what the handler writes: a NaN or a float offset passed every
+    # comparison (each later event vanished), the others dead-lettered each later event.
+    {"offsets": {"0": float("nan")}},
+    {"offsets": {"0": 1e30}},
+    {"offsets": {"0": None}},
+    {"offsets": {"x": 3}},
+    {"offsets": {"0": 3}, "positions": {"0:3": 5}},
+    {"offsets": {"0": 3}, "positions": {"nocolon": "e-0"}},
+    {"offsets": {"0": 3}, "legacy_offsets": {"0": "3"}},
+    {"pending": {"nocolon": "{}"}},
+    {"pending": {"0:1": 5}},
 ]
 
 
@@ -59,3 +75,84 @@ def test_a_changelog_value_that_is_not_json_reads_as_no_entry(raw: bytes) -> Non
     entry = {"state": {"event_ids": ["e-1"]}, "offsets": {"0": 3}}
     assert codec.loads(codec.dumps(entry)) == entry
     assert codec.dumps(entry) == codecs.get_codec("json").dumps(entry)
+
+
+def test_a_deep_changelog_value_reads_as_no_entry() -> None:
+    assert codecs.get_codec(NAME).loads(b"[" * 100_000 + b"]" * 100_000) is None
+
+
+def test_a_changelog_record_whose_key_is_not_a_user_id_is_skipped_and_the_batch_restored() -> None:
+    """A JSON object as a key is not hashable: the batch's restore raised, and Faust's
+    recovery retried it forever."""
+    logging.disable(logging.CRITICAL)
+    try:
+        table = users_table(faust.App("t", broker="kafka://127.0.0.1:1", store="memory://"), 1)
+    finally:
+        logging.disable(logging.NOTSET)
+    topic = table.changelog_topic
+
+    def record(key: bytes, offset: int) -> SimpleNamespace:
+        message = SimpleNamespace(
+            key=key, value=b"{}", partition=0, offset=offset, topic="c", headers=[]
+        )
+        key_ = topic.schema.loads_key(table.app, message, serializer=topic.key_serializer)
+        value = topic.schema.loads_value(table.app, message, serializer=topic.value_serializer)
+        return SimpleNamespace(key=key_, value=value, message=message)
+
+    keys = [b'"ann"', b"{}", b"[[1]]", b"null", b"7", b'"cy"']
+    table.apply_changelog_batch([record(key, n) for n, key in enumerate(keys)])
+    assert sorted(table.data) == ["ann", "cy"]
+
+
+def crafted_pending(at: str, changes: dict[str, Any], user: str = "ann") -> str:
+    partition, offset = at.split(":")
+    return json.dumps(
+        {
+            "type": "changes",
+            "event_id": "e-5",
+            "user_id": user,
+            "source_partition": int(partition),
+            "source_offset": int(offset),
+            "changes": changes,
+            "user_steps": {},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "pending",
+    [
+        crafted_pending("0:5", {"item-1": {"trending": {"at": math.inf}}}),
+        crafted_pending("0:5", {"item-2": {"item-item": {"count": -1e308}}}),
+        crafted_pending("0:5", {"item-2": {"item-item": {"count": 10**400}}}),
+        # Another event's position: applied, it would make the replica skip that event.
+        crafted_pending("0:9", {"item-1": {"trending": {"at": 1.7e9}}}),
+        crafted_pending("0:5", {"item-1": {"trending": {"at": 1.7e9}}}, user="bob"),
+        "{not json",
+    ],
+)
+def test_stored_changes_unlike_the_workers_are_neither_applied_nor_resent(
+    tmp_path, pending: str
+) -> None:
+    """A redelivered event re-sends the item changes its entry kept; those are read back
+    from the table, so they are checked as the log's records are."""
+    handler = Handler(tmp_path)
+    handler.users["ann"] = {
+        "state": {},
+        "offsets": {"0": 5},
+        "positions": {"0:5": "e-5"},
+        "pending": {"0:5": pending},
+    }
+    before = item_side_of(handler)
+    assert handler.deliver(5, "e-5", "item-1") == []
+    assert item_side_of(handler) == before
+    assert not handler.handler.item_side.applied_locally
+    assert [m.trigger_event_id for m in lists_of(handler.deliver(6, "e-6", "item-2"))] == ["e-6"]
+
+
+def item_side_of(handler: Handler) -> tuple[bytes, ...]:
+    sources = handler.handler.hybrid.sources
+    return (
+        sources["trending"].log_mass.tobytes(),
+        sources["item-item"].counts.tobytes(),
+    )
