@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from models.hybrid import HybridRecommender
+from models.sources.changes import MAX_ID_CHARS
+from models.user_state import UserState
 
 #: Bumped whenever what a snapshot holds or means changes: older files are then ignored.
 FORMAT_VERSION = 1
@@ -104,7 +107,15 @@ def read(path: Path) -> ItemSideSnapshot:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         header = json.loads(arrays.pop(_HEADER).tobytes().decode())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        zipfile.BadZipFile,
+        EOFError,
+        RecursionError,  # a header nested past the parser's depth
+        MemoryError,  # an array member declaring more numbers than the file holds
+    ) as error:
         raise SnapshotError(
             f"unreadable snapshot {path}: {type(error).__name__}: {error}"
         ) from error
@@ -135,9 +146,8 @@ def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
             f"snapshot {'with' if header.get('learned') else 'without'} the learned blend, "
             f"the hybrid {'has' if hybrid.learned is not None else 'has not'} one"
         )
-    ids, titles = header["ids"], header["titles"]
-    if len(ids) != len(titles):
-        raise SnapshotError("snapshot ids and titles differ in number")
+    ids, titles = header.get("ids"), header.get("titles")
+    _check_contents(ids, titles, arrays)
     by_source: dict[str, dict[str, np.ndarray]] = {name: {} for name in hybrid.sources}
     for key, value in arrays.items():
         if key.startswith("source/"):
@@ -156,7 +166,8 @@ def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
             source.load_item_arrays(by_source[name])
         if fresh.learned is not None:
             fresh.learned.load_item_arrays(learned)
-    except (KeyError, ValueError) as error:
+        _try_out(fresh, ids)
+    except Exception as error:  # whatever arrays that do not fit together raise
         raise SnapshotError(
             f"snapshot arrays do not fit: {type(error).__name__}: {error}"
         ) from error
@@ -168,3 +179,47 @@ def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
         hybrid.titles[hybrid._index(item_id)] = title
     hybrid._recorded.update(int(i) for i in arrays["recorded"])
     hybrid._cf_changed.update(int(i) for i in arrays["cf_changed"])
+
+
+def _check_contents(ids: Any, titles: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Raise SnapshotError unless the header's catalog and every array are what
+    ``capture`` writes: a crafted file had loaded NaN weights (every later event refused
+    as non-finite) or a repeated id (every later item reading another's row)."""
+    if not (isinstance(ids, list) and isinstance(titles, list) and len(ids) == len(titles)):
+        raise SnapshotError("snapshot ids and titles: not two lists of one length")
+    if not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in ids):
+        raise SnapshotError("snapshot ids: not all item ids")
+    if len(set(ids)) != len(ids):
+        raise SnapshotError("snapshot ids: an id named twice")
+    if not all(isinstance(title, str) for title in titles):
+        raise SnapshotError("snapshot titles: not all text")
+    for key, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            raise SnapshotError(f"snapshot array {key!r} holds {array.dtype}, not numbers")
+        if array.dtype.kind == "f":
+            # -inf is trending's "no mass yet"; nothing else holds a non-finite number.
+            allowed = np.isneginf(array) if key.endswith("/log_mass") else False
+            if not (np.isfinite(array) | allowed).all():
+                raise SnapshotError(f"snapshot array {key!r} holds a non-finite number")
+    for key in ("recorded", "cf_changed"):
+        marks = arrays.get(key)
+        if marks is None or marks.dtype.kind not in "iu" or marks.ndim != 1:
+            raise SnapshotError(f"snapshot array {key!r}: not item indexes")
+        if marks.size and (marks.min() < 0 or marks.max() >= len(ids)):
+            raise SnapshotError(f"snapshot array {key!r}: indexes outside the catalog")
+
+
+def _try_out(fresh: HybridRecommender, ids: list[str]) -> None:
+    """Rank and learn once on the restored copy, on its first and last items: arrays
+    that load but do not fit the catalog or each other (a factor matrix shorter than its
+    biases) raise here, not at a user's click."""
+    for item_id in ids:
+        fresh._index(item_id)
+    if not ids:
+        return
+    now = time.time()
+    state = UserState()
+    fresh.recommend("snapshot-check", state, 10, now)
+    for n, item_id in enumerate(dict.fromkeys([ids[0], ids[-1]])):
+        fresh.learn_one("snapshot-check", state, f"check-{n}", item_id, 1.0, now)
+    fresh.recommend("snapshot-check", state, 10, now)

@@ -10,6 +10,8 @@ True
 
 from __future__ import annotations
 
+import math
+
 #: Implicit feedback: stronger actions say more; skip and dislike push away.
 KIND_WEIGHTS: dict[str, float] = {
     "view": 0.5,
@@ -19,6 +21,13 @@ KIND_WEIGHTS: dict[str, float] = {
     "skip": -0.5,
     "dislike": -1.5,
 }
+
+#: Every kind an interaction may have: the implicit ones and an explicit "rating".
+KNOWN_KINDS: frozenset[str] = frozenset({*KIND_WEIGHTS, "rating"})
+
+#: An interaction's value beyond this is an error; the same bound as the wire's
+#: ``streams.events.MAX_INTERACTION_VALUE`` (models/ does not import streams/).
+MAX_INTERACTION_VALUE = 1e6
 
 #: A rating at this value is neutral; each point above or below moves the weight by 1/1.5.
 NEUTRAL_RATING = 2.0
@@ -35,7 +44,14 @@ def signal_weight(kind: str, value: float | None = None) -> float:
 
     >>> signal_weight("rating", 1e6)
     10.0
+    >>> signal_weight("rating", float("nan"))
+    Traceback (most recent call last):
+    ...
+    ValueError: interaction value nan is not a finite number
     """
+    # min/max pass NaN through, and one NaN weight spreads to every CF factor.
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"interaction value {value!r} is not a finite number")
     if kind == "rating":
         if value is None:
             raise ValueError("a rating needs its value")

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -491,11 +492,29 @@ def format_recommendations(message: Recommendations, limit: int | None = None) -
 # -- demo --------------------------------------------------------------------------------
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A ``click.FloatRange`` that also refuses inf and nan (nan passes any comparison)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 def evaluation_options(command: Any) -> Any:
     """Options shared by ``evaluate`` (a dataset file) and ``replay`` (the topics)."""
     options = [
-        click.option("-k", "--top-k", "k", default=10, show_default=True, help="list length K"),
-        click.option("--limit", type=int, help="replay only the first N events"),
+        click.option(
+            "-k",
+            "--top-k",
+            "k",
+            type=click.IntRange(min=1),
+            default=10,
+            show_default=True,
+            help="list length K",
+        ),
+        click.option("--limit", type=click.IntRange(min=1), help="replay only the first N events"),
         click.option(
             "--out",
             type=click.Path(file_okay=False, path_type=Path),
@@ -516,18 +535,21 @@ def evaluation_options(command: Any) -> Any:
         ),
         click.option(
             "--cold-threshold",
+            type=click.IntRange(min=0),
             default=5,
             show_default=True,
             help="items and users are cold while they have fewer earlier interactions",
         ),
         click.option(
             "--ease-l2",
+            type=FiniteFloatRange(min=0, min_open=True),
             default=500.0,
             show_default=True,
             help="lambda of EASE (the source and the baseline)",
         ),
         click.option(
             "--ease-refit-every",
+            type=click.IntRange(min=1),
             default=2000,
             show_default=True,
             help="EASE (the source and the baseline) is refitted every this many events",
@@ -715,15 +737,49 @@ def evaluate(
     run_evaluation(data, k, limit, out, no_content, only, **tuning)
 
 
+def _replay_offsets(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--from-offsets`` checked while the options are read: before the broker is asked."""
+    from streams.replay import parse_offsets
+
+    try:
+        return parse_offsets(value) if value else {}
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _replay_time(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from streams.replay import parse_time
+
+    try:
+        return parse_time(value, param.opts[0]) if value else None
+    except ValueError as error:
+        raise click.BadParameter(str(error).removeprefix(f"{param.opts[0]}: ")) from None
+
+
 @main.command()
-@click.option("--from-offsets", help="start per partition, e.g. '0:120,1:98' (default: beginning)")
-@click.option("--from-time", help="start at this time (ISO-8601 or epoch seconds)")
-@click.option("--to-time", help="stop before this time (default: the topic's end now)")
+@click.option(
+    "--from-offsets",
+    "start_offsets",
+    callback=_replay_offsets,
+    help="start per partition, e.g. '0:120,1:98' (default: beginning)",
+)
+@click.option(
+    "--from-time",
+    "start_time",
+    callback=_replay_time,
+    help="start at this time (ISO-8601 or epoch seconds)",
+)
+@click.option(
+    "--to-time",
+    "end_time",
+    callback=_replay_time,
+    help="stop before this time (default: the topic's end now)",
+)
 @evaluation_options
 def replay(
-    from_offsets: str | None,
-    from_time: str | None,
-    to_time: str | None,
+    start_offsets: dict[int, int],
+    start_time: float | None,
+    end_time: float | None,
     k: int,
     limit: int | None,
     out: Path,
@@ -737,15 +793,11 @@ def replay(
     Reads the selected range of every partition, orders the events by their time, and
     evaluates as ``evaluate`` does.
     """
-    from streams.replay import ReplayRange, parse_offsets, parse_time, topic_dataset
+    from streams.replay import ReplayRange, topic_dataset
 
     settings = _kafka_settings()
+    selection = ReplayRange(start_offsets, start_time, end_time)
     try:
-        selection = ReplayRange(
-            start_offsets=parse_offsets(from_offsets) if from_offsets else {},
-            start_time=parse_time(from_time) if from_time else None,
-            end_time=parse_time(to_time) if to_time else None,
-        )
         data, skipped, uploads = topic_dataset(settings, selection)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
@@ -760,11 +812,18 @@ def replay(
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--rate",
+    type=FiniteFloatRange(min=0),
     default=20.0,
     show_default=True,
     help="interactions per second; 0: as fast as possible",
 )
-@click.option("--limit", default=1000, show_default=True, help="how many interactions to send")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="how many interactions to send",
+)
 @click.option(
     "--upload-items", is_flag=True, help="upload the dataset's items first and wait until stored"
 )

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from encoders.multimodal import EncodedItem
-from models.evaluation.datasets import Dataset, ReplayEvent, ReplayItem
+from models.evaluation.datasets import MAX_TIMESTAMP, Dataset, ReplayEvent, ReplayItem
 from streams.events import Interaction, ItemUpload
 from streams.settings import Settings
 
@@ -62,12 +62,31 @@ def parse_offsets(text: str) -> dict[int, int]:
     return offsets
 
 
-def parse_time(text: str) -> float:
-    """ISO-8601 (``2026-11-25T10:00:00+00:00``) or epoch seconds, to epoch seconds."""
+def parse_time(text: str, option: str = "time") -> float:
+    """ISO-8601 (``2026-11-25T10:00:00+00:00``) or epoch seconds, to epoch seconds; a time
+    that is not one, or outside 1970 to the year 3000, is a ``ValueError`` naming ``option``.
+
+    >>> parse_time("2026-11-25T10:00:00Z"), parse_time("1.5")
+    (1795600800.0, 1.5)
+    >>> parse_time("inf", "--to-time")
+    Traceback (most recent call last):
+    ...
+    ValueError: --to-time: 'inf' is out of range: give a time from 1970 to before the year 3000
+    """
+    fix = "give ISO-8601 (e.g. 2026-11-25T10:00:00+00:00) or epoch seconds"
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        try:
+            seconds = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise ValueError(f"{option}: {text!r} is not a time: {fix}") from None
+    # Kafka looks times up as 64-bit milliseconds: inf or nan would not convert at all.
+    if not 0 <= seconds < MAX_TIMESTAMP:  # also false for nan
+        raise ValueError(
+            f"{option}: {text!r} is out of range: give a time from 1970 to before the year 3000"
+        )
+    return seconds
 
 
 def _consumer(settings: Settings) -> KafkaConsumer:

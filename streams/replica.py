@@ -281,6 +281,8 @@ class ItemSideReplica(Service):
             snapshot = item_snapshot.read(path)
             extra = snapshot.header["extra"]
             positions = {int(p): int(o) for p, o in extra["positions"].items()}
+            if any(offset < 0 for offset in positions.values()):
+                raise item_snapshot.SnapshotError(f"snapshot offsets {positions} below 0")
             if extra["topic"] != self.settings.topic_item_updates:
                 raise item_snapshot.SnapshotError(f"snapshot of topic {extra['topic']!r}")
             if set(positions) != set(end_offsets):
@@ -305,10 +307,13 @@ class ItemSideReplica(Service):
             logged_steps = OrderedDict(
                 ((int(p), int(o)), step) for p, o, step in extra["logged_steps"]
             )
+            for step in logged_steps.values():  # adopted as they are by a redone event
+                self.hybrid.check_changes({}, step, time.time())
             item_snapshot.restore(self.hybrid, snapshot)
-        except (item_snapshot.SnapshotError, KeyError, TypeError, ValueError) as error:
+        except Exception as error:  # any file this start cannot use: a rebuild, not a crash
             log.warning(
-                "item-side snapshot ignored, reading item-updates from the beginning: %s", error
+                "item-side snapshot ignored, reading item-updates from the beginning: %s",
+                clip(error),
             )
             return None
         self.log_offsets = log_offsets

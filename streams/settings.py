@@ -45,13 +45,15 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     """Everything a worker, the CLI and the tools need to know about their environment."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="forbid")
+    # No NaN or infinity anywhere, dict values included: an infinite hybrid weight made
+    # every score -inf (or every event non-finite), a NaN one turned its source off.
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="forbid", allow_inf_nan=False)
 
     # Kafka connection.
     #: ``host:port,host:port`` of your Kafka cluster; unset starts the local broker.
     bootstrap_servers: str | None = None
     #: Port of the local broker (when ``bootstrap_servers`` is unset).
-    local_broker_port: int = 19092
+    local_broker_port: int = Field(default=19092, ge=1, le=65535)
     #: The broker started when no bootstrap servers are set: the embedded noida-db (no
     #: Java needed) or Apache Kafka (Java and Maven; docs/kafka.md).
     local_broker: Literal["noida-db", "kafka"] = "noida-db"
@@ -99,7 +101,7 @@ class Settings(BaseSettings):
     consumer_group: str = "streamrec"
     #: Pause after a fetch that brought nothing, on noida-db only
     #: (streams/kafka_compat/fetch_backoff.py); 0 turns it off.
-    empty_fetch_backoff_ms: float = Field(default=5.0, ge=0)
+    empty_fetch_backoff_ms: float = Field(default=5.0, ge=0, le=1_000)
     #: This worker's stable identity in the consumer group (Kafka static membership): a
     #: worker that comes back under the same id takes its partitions back at once, where
     #: a new member would wait for the old one's session to time out. Default: the host
@@ -107,7 +109,8 @@ class Settings(BaseSettings):
     worker_id: str | None = None
     #: How long the group waits for a silent worker (killed, frozen) before handing its
     #: partitions to the others; heartbeats go out at a third of it (at most every 3 s).
-    consumer_session_timeout_s: float = Field(default=30.0, ge=3.0)
+    #: At most Faust's request timeout (90 s), which Faust checks only as the consumer starts.
+    consumer_session_timeout_s: float = Field(default=30.0, ge=3.0, le=90.0)
     #: A source partition with records past its committed offset and none delivered for
     #: this long (ready, not rebalancing) is read again from there, and so is a changelog
     #: partition a table recovery still needs (streams/kafka_compat/delivery_watchdog.py).
@@ -254,7 +257,7 @@ class Settings(BaseSettings):
     #: Address the web server listens on; beyond loopback it needs ``api_token``.
     web_host: str = "127.0.0.1"
     #: Port of the web server.
-    web_port: int = 6066
+    web_port: int = Field(default=6066, ge=1, le=65535)
     #: Bearer token that HTTP writes need when set; required when ``web_host`` is beyond
     #: loopback. A secret, never printed.
     api_token: SecretStr | None = None

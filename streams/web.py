@@ -199,6 +199,8 @@ def write_refusal(
     >>> write_refusal({"Content-Type": "application/json", "Origin": "http://evil.example"},
     ...               "w:6066", None)[0]
     403
+    >>> write_refusal({"Content-Type": "application/json", "Origin": "http://["}, "w:6066", None)[0]
+    403
     >>> write_refusal({"Content-Type": "application/json"}, "w:6066", "s3cret")[0]
     401
     """
@@ -207,13 +209,30 @@ def write_refusal(
     if media_type != "application/json":
         return 415, "send the body as JSON with Content-Type: application/json"
     origin = lowered.get("origin")
-    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+    if origin is not None and _netloc(origin) != host.lower():
         return 403, "cross-origin writes are refused: call the API from its own origin"
     if token is not None:
         given = lowered.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if not hmac.compare_digest(_bytes(given), _bytes(f"Bearer {token}")):
             return 401, "writes need the header Authorization: Bearer <api_token>"
     return None
+
+
+def _netloc(url: str) -> str | None:
+    """The URL's authority, lowercased; None where it cannot be parsed (``http://[``, a
+    netloc that NFKC would change), which is then no origin of this worker's."""
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:
+        return None
+
+
+def _bytes(value: str) -> bytes:
+    """``value`` as UTF-8 for a constant-time comparison, whatever it holds: aiohttp decodes
+    header bytes that are not UTF-8 to lone surrogates (``surrogateescape``), which a plain
+    ``encode()`` refuses. ``surrogatepass`` encodes every str, one to one, so equal bytes
+    still mean equal strings."""
+    return value.encode("utf-8", "surrogatepass")
 
 
 DASHBOARD = resources.files("streams").joinpath("dashboard.html").read_text()

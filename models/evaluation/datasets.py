@@ -7,12 +7,17 @@ their own copy.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from models.signals import KNOWN_KINDS, MAX_INTERACTION_VALUE
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,144 @@ def _sorted(events: list[ReplayEvent]) -> list[ReplayEvent]:
     return sorted(events, key=lambda e: e.ts)
 
 
+class DatasetError(ValueError):
+    """A line of a dataset file that cannot be replayed, as one line: the file, the line,
+    the field, what is wrong and how to fix it."""
+
+    def __init__(self, path: str | Path, line: int, field: str, why: str, fix: str) -> None:
+        super().__init__(f"{path}:{line}: {field}: {why}; {fix}")
+        self.path, self.line, self.field = str(path), line, field
+
+
+#: Event times are epoch seconds from 1970 up to (not including) the year 3000: beyond
+#: that a time is a unit error (milliseconds, microseconds) or garbage.
+MAX_TIMESTAMP = datetime(3000, 1, 1, tzinfo=UTC).timestamp()
+#: An id longer than this is refused, as on the wire (``streams.events.Identifier``).
+MAX_ID_CHARS = 256
+#: At most this much of a bad value is quoted in an error.
+_QUOTED_CHARS = 40
+
+
+def _quoted(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _QUOTED_CHARS else text[: _QUOTED_CHARS - 3] + "..."
+
+
+def _lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """``path``'s lines, decoded strictly one by one (a large file is never held whole), a
+    line that is not ``encoding`` a ``DatasetError`` naming it."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and encoding == "utf-8":
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # spreadsheets save "UTF-8" with one
+            try:
+                yield raw.decode(encoding)
+            except UnicodeDecodeError as error:
+                raise DatasetError(
+                    path,
+                    number,
+                    "line",
+                    f"not {encoding.upper()} text (byte 0x{raw[error.start]:02x})",
+                    f"save the file as {encoding.upper()}",
+                ) from None
+
+
+def _identifier(value: object, path: Path, line: int, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        why = (
+            "missing"
+            if value is None or value == ""
+            else f"not a non-empty string ({_quoted(value)})"
+        )
+        raise DatasetError(path, line, field, why, 'give the id as text, e.g. "42"')
+    if len(value) > MAX_ID_CHARS:
+        raise DatasetError(
+            path, line, field, f"{len(value):,} characters long", f"keep ids to {MAX_ID_CHARS}"
+        )
+    return value
+
+
+def _number(value: object, path: Path, line: int, field: str, fix: str) -> float:
+    """A finite float from a CSV cell (text) or a JSON number (never a bool)."""
+    if value is None or value == "":
+        raise DatasetError(path, line, field, "missing", fix)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise DatasetError(path, line, field, f"not a number ({_quoted(value)})", fix)
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):  # OverflowError: a JSON integer beyond a float
+        raise DatasetError(path, line, field, f"not a number ({_quoted(value)})", fix) from None
+    if not math.isfinite(number):
+        raise DatasetError(path, line, field, f"{_quoted(value)} is not a finite number", fix)
+    return number
+
+
+def _value(value: object, path: Path, line: int, field: str) -> float:
+    fix = f"write a finite number within +-{MAX_INTERACTION_VALUE:,.0f}, e.g. 4"
+    number = _number(value, path, line, field, fix)
+    if abs(number) > MAX_INTERACTION_VALUE:
+        raise DatasetError(path, line, field, f"{_quoted(value)} is out of range", fix)
+    return number
+
+
+def _timestamp(value: object, path: Path, line: int, field: str, iso: bool) -> float:
+    """Epoch seconds (a number, or its text in CSV); with ``iso`` (JSON lines) a string is
+    an ISO-8601 time."""
+    fix = "write epoch seconds (e.g. 881250949) from 1970 to before the year 3000"
+    fix += " or an ISO-8601 time" if iso else ""
+    given = value
+    if iso and isinstance(value, str):
+        try:  # a naive time is local time, as it always was here
+            value = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError, OSError):
+            why = f"not an ISO-8601 time ({_quoted(value)})"
+            fix = "write e.g. 2026-01-01T10:00:00+00:00"
+            raise DatasetError(path, line, field, why, fix) from None
+    ts = _number(value, path, line, field, fix)
+    if not 0 <= ts < MAX_TIMESTAMP:
+        raise DatasetError(path, line, field, f"{_quoted(given)} is out of range", fix)
+    return ts
+
+
+def _event(
+    path: Path,
+    line: int,
+    user: object,
+    item: object,
+    kind: object,
+    value: object,
+    ts: object,
+    event_id: str,
+    fields: tuple[str, str, str, str, str] = ("user_id", "item_id", "kind", "value", "ts"),
+    iso: bool = False,
+) -> ReplayEvent:
+    """A checked ``ReplayEvent``: ids non-empty text, a known kind, a finite value within
+    the wire's bound (required for a rating), and a plausible time."""
+    user_field, item_field, kind_field, value_field, ts_field = fields
+    if not isinstance(kind, str) or kind not in KNOWN_KINDS:
+        raise DatasetError(
+            path,
+            line,
+            kind_field,
+            f"unknown interaction kind {_quoted(kind)}",
+            f"use one of {', '.join(sorted(KNOWN_KINDS))}",
+        )
+    if value is None and kind == "rating":
+        raise DatasetError(path, line, value_field, "missing", "a rating needs its value, e.g. 4")
+    return ReplayEvent(
+        _identifier(user, path, line, user_field),
+        _identifier(item, path, line, item_field),
+        kind,
+        None if value is None else _value(value, path, line, value_field),
+        _timestamp(ts, path, line, ts_field, iso),
+        event_id,
+    )
+
+
 def load_movielens_100k(directory: str | Path) -> Dataset:
     """``u.data`` (user, item, rating, timestamp; tab separated) and ``u.item`` (titles,
-    genres), in time order. Item text is title, genres and year, as in the issue's protocol."""
+    genres), in time order. Item text is title, genres and year, as in the issue's protocol.
+    Every line of ``u.data`` is checked before anything is replayed."""
     directory = Path(directory)
     for name in ("u.data", "u.item", "u.genre"):
         if not (directory / name).is_file():
@@ -71,59 +211,128 @@ def load_movielens_100k(directory: str | Path) -> Dataset:
         year = fields[2][-4:] if fields[2] else ""
         items.append(ReplayItem(fields[0], fields[1], year, item_genres))
     events = []
-    with (directory / "u.data").open() as handle:
-        for n, line in enumerate(handle):
-            user, item, rating, ts = line.split("\t")
-            events.append(
-                ReplayEvent(user, item, "rating", float(rating), float(ts), f"ml100k-{n}")
+    path = directory / "u.data"
+    names = ("user id", "item id", "kind", "rating", "timestamp")
+    # Latin-1, as ml-100k's other files: its item ids must match u.item's.
+    for number, line in enumerate(_lines(path, "latin-1"), start=1):
+        if not line.strip():
+            continue
+        fields = line.strip("\r\n").split("\t")
+        if len(fields) != 4:
+            raise DatasetError(
+                path,
+                number,
+                "line",
+                f"{len(fields)} tab-separated fields",
+                "write user id, item id, rating and timestamp separated by tabs",
             )
+        user, item, rating, ts = (f.strip() for f in fields)
+        event_id = f"ml100k-{number - 1}"
+        events.append(_event(path, number, user, item, "rating", rating, ts, event_id, names))
     return Dataset("movielens-100k", items, _sorted(events))
+
+
+_RATINGS_COLUMNS = ("userId", "movieId", "rating", "timestamp")
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Each row of the CSV file ``path`` with the line it ends on, its cells stripped; a
+    missing column, a short or long row, or a line that is not CSV is a ``DatasetError``."""
+    reader = csv.reader(_lines(path))
+    try:
+        header = next(reader, None) or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DatasetError(
+                path,
+                1,
+                "header",
+                f"no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}",
+                f"start the file with the header {','.join(required)}",
+            )
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DatasetError(
+                    path,
+                    reader.line_num,
+                    "line",
+                    f"{len(row)} fields, the header has {len(header)}",
+                    f"write one value per column ({','.join(header)})",
+                )
+            yield reader.line_num, {k: v.strip() for k, v in zip(header, row, strict=True)}
+    except csv.Error as error:
+        raise DatasetError(
+            path, reader.line_num, "line", f"not CSV ({error})", "write one row per line"
+        ) from None
 
 
 def load_movielens_csv(ratings: str | Path) -> Dataset:
     """MovieLens ``ratings.csv`` (userId, movieId, rating, timestamp) and, beside it,
-    ``movies.csv`` (movieId, title, genres separated by '|') when present."""
+    ``movies.csv`` (movieId, title, genres separated by '|') when present. Every row is
+    checked before anything is replayed."""
     ratings = Path(ratings)
     items = []
     movies = ratings.with_name("movies.csv")
     if movies.is_file():
-        with movies.open(newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                tags = tuple(g for g in row.get("genres", "").split("|") if g)
-                items.append(ReplayItem(row["movieId"], row["title"], "", tags))
-    with ratings.open(newline="") as handle:
-        events = [
-            ReplayEvent(
-                row["userId"],
-                row["movieId"],
-                "rating",
-                float(row["rating"]),
-                float(row["timestamp"]),
-                f"ratings-{n}",
-            )
-            for n, row in enumerate(csv.DictReader(handle))
-        ]
+        for line, row in _csv_rows(movies, ("movieId", "title")):
+            tags = tuple(g for g in row.get("genres", "").split("|") if g)
+            movie = _identifier(row["movieId"], movies, line, "movieId")
+            items.append(ReplayItem(movie, row["title"], "", tags))
+    events = []
+    for n, (line, row) in enumerate(_csv_rows(ratings, _RATINGS_COLUMNS)):
+        user, movie, rating, ts = (row[c] for c in _RATINGS_COLUMNS)
+        fields = ("userId", "movieId", "kind", "rating", "timestamp")
+        events.append(
+            _event(ratings, line, user, movie, "rating", rating, ts, f"ratings-{n}", fields)
+        )
     return Dataset(ratings.stem, items, _sorted(events))
 
 
+def _json_object(text: str, path: Path, line: int) -> dict[str, Any]:
+    fix = "write one JSON object per line"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:  # its line and column are within this one line
+        why = f"not JSON ({error.msg} at column {error.colno})"
+        raise DatasetError(path, line, "line", why, fix) from None
+    except ValueError as error:  # an integer over Python's digit limit
+        why = f"a number is too long ({str(error).partition(':')[0]})"
+        raise DatasetError(path, line, "line", why, "write it as a string") from None
+    except RecursionError:
+        raise DatasetError(path, line, "line", "nests too deep", fix) from None
+    if not isinstance(record, dict):
+        why = f"a JSON {type(record).__name__}, not an object"
+        raise DatasetError(path, line, "line", why, fix)
+    return record
+
+
 def iter_jsonl_events(path: str | Path) -> Iterator[ReplayEvent]:
-    """The project's Interaction events, one JSON object per line (as on the topic)."""
-    with Path(path).open() as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            ts = record["ts"]
-            if isinstance(ts, str):
-                ts = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-            yield ReplayEvent(
-                record["user_id"],
-                record["item_id"],
-                record["kind"],
-                record.get("value"),
-                float(ts),
-                record.get("event_id", ""),
+    """The project's Interaction events, one JSON object per line (as on the topic):
+    ``user_id``, ``item_id``, ``kind``, ``ts`` (epoch seconds or ISO-8601), ``value``
+    (a rating's) and ``event_id`` optional; each line is checked as it is read."""
+    path = Path(path)
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        record = _json_object(line, path, number)
+        event_id = record.get("event_id", "")
+        if not isinstance(event_id, str):
+            raise DatasetError(
+                path, number, "event_id", f"not a string ({_quoted(event_id)})", "write it as text"
             )
+        yield _event(
+            path,
+            number,
+            record.get("user_id"),
+            record.get("item_id"),
+            record.get("kind"),
+            record.get("value"),
+            record.get("ts"),
+            event_id,
+            iso=True,
+        )
 
 
 def load_dataset(path: str | Path) -> Dataset:

@@ -239,3 +239,40 @@ def test_evaluate_names_the_layout_it_expects(tmp_path) -> None:
     odd.write_bytes(b"")
     result = CliRunner().invoke(main, ["evaluate", str(odd)])
     assert result.exit_code != 0 and "ml-100k directory" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("evaluate", "-k", "0"),
+        ("evaluate", "-k", "-3"),
+        ("evaluate", "--limit", "0"),
+        ("evaluate", "--limit", "-1"),
+        ("evaluate", "--cold-threshold", "-1"),
+        ("evaluate", "--ease-l2", "nan"),
+        ("evaluate", "--ease-l2", "inf"),
+        ("evaluate", "--ease-l2", "-500"),
+        ("evaluate", "--ease-l2", "0"),
+        ("evaluate", "--ease-refit-every", "0"),
+        ("replay", "--ease-refit-every", "-2"),
+        ("replay", "--from-time", "inf"),
+        ("replay", "--to-time", "-inf"),
+        ("replay", "--to-time", "nan"),
+        ("replay", "--from-time", "tomorrow"),
+        ("replay", "--from-offsets", "0"),
+        ("load", "--limit", "0"),
+        ("load", "--rate", "-1"),
+        ("load", "--rate", "nan"),
+    ],
+)
+def test_options_out_of_range_are_usage_errors_naming_the_option(
+    tmp_path: Path, command: str, option: str, value: str
+) -> None:
+    """Refused while the options are read: nothing is loaded, no broker is asked."""
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"user_id": "a", "item_id": "x", "kind": "click", "ts": 1}\n')
+    dataset = [] if command == "replay" else [str(events)]
+    result = CliRunner().invoke(main, [command, *dataset, option, value])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for" in result.output and option in result.output
+    assert "Traceback" not in result.output

@@ -30,7 +30,7 @@ from models.user_state import UserState
 from models.vector_store import open_vector_store
 from streams.events import ItemChanges, ItemRecord
 from streams.metrics import WorkerMetrics
-from streams.replica import ItemSideReplica
+from streams.replica import ItemSideReplica, snapshot_path
 from streams.settings import Settings
 
 DIM = 8
@@ -301,7 +301,7 @@ def raw_item(item_id: str, payload: str = "{}", n: int = 0) -> bytes:
         raw_item("deep", '{"x": ' + "[" * 150 + "1" + "]" * 150 + "}"),
         # Two of these made every user's list too large to send.
         raw_item("long", json.dumps({"title": "T" * 600_000})),
-        raw_item("big", json.dumps({"metadata": {"blob": "b" * 100_000}})),
+        raw_item("big", json.dumps({"metadata": {"blob": "b" * 200_000}})),
         raw_item("title", '{"title": ["not", "text"]}'),
         raw_item(""),
         raw_item("i" * 300),
@@ -351,3 +351,29 @@ def test_an_item_the_store_refuses_costs_no_other_item_of_its_batch(
     assert side.metrics.dead_letters["item-update"] == 1
     assert sorted(side.hybrid.catalog.ids) == [i for i in ITEMS if i != ITEMS[2]]
     assert side.store.count() == len(ITEMS) - 1
+
+
+@pytest.mark.parametrize(
+    "bookkeeping",
+    [
+        {"positions": {"0": -7}},  # a seek to it raised at every start
+        {"logged_steps": [[0, 3, {"cf": [math.nan] * 32}]]},  # adopted by a redone event
+        {"logged_steps": [[0, 3, "not steps"]]},
+        {"log_offsets": {"u": "x"}},
+    ],
+)
+def test_a_snapshot_with_crafted_bookkeeping_is_ignored_and_the_log_read_whole(
+    tmp_path: Path, bookkeeping: dict[str, Any]
+) -> None:
+    side = replica(tmp_path)
+    side.fold([*item_records(), *genuine_changes(6)])
+    extra = {**side._bookkeeping({0: 12}), **bookkeeping}
+    item_snapshot.write(item_snapshot.capture(side.hybrid, extra), snapshot_path(side.settings))
+    restarted = ItemSideReplica(
+        side.settings,
+        HybridRecommender(content_dim=DIM, learned=True),
+        side.store,
+        WorkerMetrics(lag=dict),
+    )
+    assert restarted._load_snapshot({0: 20}) is None
+    assert len(restarted.hybrid) == 0 and not restarted.logged_steps

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,8 +22,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import faust
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -48,7 +52,7 @@ from streams.events import (
 from streams.poison import PoisonGuard
 from streams.records import Rejected, parse
 from streams.settings import Settings
-from streams.web import write_refusal
+from streams.web import install_views, web_middlewares, write_refusal
 from tests.media_samples import inline
 from tests.unit.test_hostile_media import float_wav, wav_with_header
 
@@ -643,12 +647,56 @@ def test_a_marker_cut_short_by_the_crash_is_ignored(tmp_path: Path) -> None:
 JSON = {"Content-Type": "application/json"}
 
 
-@given(
-    st.dictionaries(
-        st.sampled_from(["Content-Type", "Origin", "Authorization", "X-Other"]),
-        st.text(max_size=40),
+def as_aiohttp_decodes(raw: bytes) -> str:
+    """A header value as aiohttp hands it to a view: bytes that are not UTF-8 become lone
+    surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+# Header values: any text (lone surrogates too), raw bytes, URLs with brackets, ports and
+# characters urlsplit refuses, tokens with raw bytes, and the values that are accepted.
+HEADER_VALUES = st.one_of(
+    st.text(st.one_of(st.characters(), st.characters(categories=["Cs"])), max_size=40),
+    st.binary(max_size=40).map(as_aiohttp_decodes),
+    st.builds(
+        "{}://{}".format,
+        st.sampled_from(["http", "HTTPS", "", "a b"]),
+        st.text("[]:@/?#%.\\\t wWorker6066\uff03\udcff", max_size=30),
     ),
-    st.sampled_from([None, "s3cret-token"]),
+    st.builds("Bearer {}".format, st.binary(max_size=20).map(as_aiohttp_decodes)),
+    st.sampled_from(
+        [
+            "application/json",
+            "http://worker:6066",
+            "http://[",
+            "http://[::1",
+            "http://a:99999",
+            "Bearer s3cret-token",
+            "Bearer s3cret-token\udcff",
+        ]
+    ),
+)
+
+
+def authority(origin: str) -> str:
+    """What lies between ``//`` and the next ``/?#`` of an Origin, as a browser names a site."""
+    cleaned = origin.translate({ord(c): None for c in "\t\r\n"}).lower()
+    found = re.match(r"[^/]*//([^/?#]*)", cleaned)
+    return found.group(1) if found else ""
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            # JSON often, so that the Origin and token checks are reached.
+            "Content-Type": st.one_of(st.just("application/json"), HEADER_VALUES),
+            "Origin": HEADER_VALUES,
+            "Authorization": HEADER_VALUES,
+            "X-Other": HEADER_VALUES,
+        },
+    ),
+    st.sampled_from([None, "s3cret-token", "s3cret-\udcff"]),
 )
 def test_a_write_is_accepted_only_as_same_origin_json_with_the_token(
     headers: dict[str, str], token: str | None
@@ -657,8 +705,10 @@ def test_a_write_is_accepted_only_as_same_origin_json_with_the_token(
     refused = write_refusal(headers, host, token)
     if refused is None:
         assert headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
-        assert headers.get("Origin") is None or headers["Origin"].endswith("//" + host)
+        assert headers.get("Origin") is None or authority(headers["Origin"]) == host
         assert token is None or headers.get("Authorization") == f"Bearer {token}"
+    else:
+        assert refused[0] in (401, 403, 415)
 
 
 def test_writes_need_the_token_and_the_worker_s_own_origin() -> None:
@@ -668,6 +718,134 @@ def test_writes_need_the_token_and_the_worker_s_own_origin() -> None:
     assert write_refusal({**JSON, "Origin": "https://evil.example"}, host, None)[0] == 403  # type: ignore[index]
     assert write_refusal(JSON, host, "t")[0] == 401  # type: ignore[index]
     assert write_refusal({**JSON, "Authorization": "Bearer t"}, host, "t") is None
+
+
+class AcceptingBackend:
+    """What a write asks of a worker: every item is known, and what is submitted is kept."""
+
+    def __init__(self) -> None:
+        self.submitted: list[Interaction] = []
+
+    def knows_item(self, item_id: str) -> bool:
+        return True
+
+    async def submit(self, interaction: Interaction) -> None:
+        self.submitted.append(interaction)
+
+
+TOKEN = b"s3cret"
+GOOD = [b"Host: w:6066", b"Origin: http://w:6066", b"Authorization: Bearer " + TOKEN]
+
+
+def raw_posts(
+    requests: list[list[bytes]], backend: AcceptingBackend, body: bytes = b"{}"
+) -> list[tuple[int, str, bytes]]:
+    """Each request's header lines POSTed to /api/interactions/ of the worker's real aiohttp
+    app, over a raw socket (aiohttp's client refuses such headers): status, media type, body."""
+    app = faust.App(
+        "web-headers",
+        broker="memory://",
+        web_application_options={"middlewares": web_middlewares()},
+    )
+    install_views(app, app.Table("users", default=None), backend, TOKEN.decode(), "items")  # type: ignore[arg-type]
+    app.web.init_server()
+
+    async def post(server: TestServer, lines: list[bytes]) -> tuple[int, str, bytes]:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        head = [b"POST /api/interactions/ HTTP/1.1", b"Content-Type: application/json", *lines]
+        head += [b"Content-Length: %d" % len(body), b"Connection: close"]
+        writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        answer = await reader.read()
+        writer.close()
+        status_line, _, rest = answer.partition(b"\r\n")
+        fields, _, content = rest.partition(b"\r\n\r\n")
+        types = [f for f in fields.split(b"\r\n") if f.lower().startswith(b"content-type:")]
+        content_type = types[0].split(b":", 1)[1].split(b";")[0].strip().decode() if types else ""
+        return int(status_line.split()[1]), content_type, content
+
+    async def post_all() -> list[tuple[int, str, bytes]]:
+        server = TestServer(app.web.web_app)
+        await server.start_server()
+        try:
+            return [await post(server, lines) for lines in requests]
+        finally:
+            await server.close()
+
+    return asyncio.run(post_all())
+
+
+def replaced(name: bytes, value: bytes) -> list[bytes]:
+    """The good request's header lines, with ``name`` set to ``value``."""
+    return [line for line in GOOD if not line.startswith(name + b":")] + [name + b": " + value]
+
+
+def test_malformed_origin_host_or_token_headers_are_refused_as_json_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    long = b"a" * 8000  # under aiohttp's 8190-byte field limit, so the view sees it
+    cases = {
+        b"Origin: http://[": (b"Origin", b"http://[", 403),
+        b"Origin: http://[::1": (b"Origin", b"http://[::1", 403),
+        b"Origin: http://a:99999": (b"Origin", b"http://a:99999", 403),
+        b"Origin: fullwidth #": (b"Origin", "http://a\uff03b".encode(), 403),
+        b"Origin: not UTF-8": (b"Origin", b"http://\xff", 403),
+        b"Origin: null": (b"Origin", b"null", 403),
+        b"Origin: 8 kB": (b"Origin", b"http://" + long, 403),
+        b"Host: [": (b"Host", b"[", 403),
+        b"Host: http://[": (b"Host", b"http://[", 403),
+        b"Host: not UTF-8": (b"Host", b"\xff", 403),
+        b"Host: 8 kB": (b"Host", long, 403),
+        b"Authorization: not UTF-8": (b"Authorization", b"Bearer \xff", 401),
+        b"Authorization: token + byte": (b"Authorization", b"Bearer " + TOKEN + b"\xff", 401),
+        b"Authorization: bytes only": (b"Authorization", b"\xff\xfe", 401),
+        b"Authorization: 8 kB": (b"Authorization", b"Bearer " + long, 401),
+    }
+    backend = AcceptingBackend()
+    with caplog.at_level(logging.WARNING):
+        answers = raw_posts([replaced(name, value) for name, value, _ in cases.values()], backend)
+    for case, (status, content_type, content), (_, _, expected) in zip(
+        cases, answers, cases.values(), strict=True
+    ):
+        assert (status, content_type) == (expected, "application/json"), case
+        assert json.loads(content)["error"], case
+    assert not caplog.records
+    assert not backend.submitted
+
+
+def test_headers_aiohttp_cannot_parse_are_refused_before_any_view() -> None:
+    """A NUL or a field over 8190 bytes: aiohttp's parser answers 400 (plain text) itself;
+    neither middleware nor view runs, so the worker's own code cannot fail on them."""
+    huge = b"a" * 10_000
+    backend = AcceptingBackend()
+    answers = raw_posts(
+        [
+            replaced(b"Origin", b"\x00"),
+            replaced(b"Authorization", b"Bearer \x00"),
+            replaced(b"Host", b"\x00"),
+            replaced(b"Origin", b"http://" + huge),
+            replaced(b"Authorization", b"Bearer " + huge),
+        ],
+        backend,
+    )
+    assert [status for status, _, _ in answers] == [400] * 5
+    assert not backend.submitted
+
+
+def test_a_good_write_is_still_accepted_beside_malformed_ones() -> None:
+    event = {
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "kind": "click",
+        "ts": datetime.now(UTC).isoformat(),
+    }
+    backend = AcceptingBackend()
+    [bad, good] = raw_posts(
+        [replaced(b"Origin", b"http://["), GOOD], backend, json.dumps(event).encode()
+    )
+    assert bad[0] == 403
+    assert good[0] == 202 and json.loads(good[2]) == {"event_id": "e1", "queued": True}
+    assert [i.event_id for i in backend.submitted] == ["e1"]
 
 
 def test_a_worker_beyond_loopback_needs_a_token(

@@ -4,7 +4,10 @@ snapshot that cannot be used is refused, never half-loaded."""
 from __future__ import annotations
 
 import json
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,3 +125,88 @@ def test_a_write_replaces_the_previous_snapshot_whole(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["snapshot.npz"], "no temporary file left"
     header = json.loads(bytes(np.load(path)["header"]).decode())
     assert header["format"] == item_snapshot.FORMAT_VERSION
+
+
+def _nan_first(key: str) -> Callable[[item_snapshot.ItemSideSnapshot], None]:
+    def craft(snapshot: item_snapshot.ItemSideSnapshot) -> None:
+        snapshot.arrays[key] = snapshot.arrays[key].astype(np.float64)
+        snapshot.arrays[key].flat[0] = np.nan
+
+    return craft
+
+
+def _header(
+    key: str, change: Callable[[Any], Any]
+) -> Callable[[item_snapshot.ItemSideSnapshot], None]:
+    def craft(snapshot: item_snapshot.ItemSideSnapshot) -> None:
+        snapshot.header[key] = change(snapshot.header[key])
+
+    return craft
+
+
+def _array(
+    key: str, change: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[item_snapshot.ItemSideSnapshot], None]:
+    def craft(snapshot: item_snapshot.ItemSideSnapshot) -> None:
+        snapshot.arrays[key] = change(snapshot.arrays[key])
+
+    return craft
+
+
+#: Contents of a snapshot file no ``capture`` writes, each loaded as valid before: NaN
+#: weights refused every later event, a repeated id made every later item read another's
+#: row, factors shorter than their biases raised at a click.
+CRAFTED = {
+    "NaN in the CF factors": _nan_first("source/cf/items"),
+    "NaN in the blend's weights": _nan_first("learned/weights"),
+    "+inf in the trending masses": _array("source/trending/log_mass", lambda a: a * 0 + np.inf),
+    "CF factors shorter than their biases": _array("source/cf/items", lambda a: a[:2]),
+    "a repeated id": _header("ids", lambda ids: [ids[0], *ids[:-1]]),
+    "a number as an id": _header("ids", lambda ids: [7, *ids[1:]]),
+    "a list as an id": _header("ids", lambda ids: [*ids[:3], ["x"], *ids[4:]]),
+    "a number as a title": _header("titles", lambda titles: [1, *titles[1:]]),
+    "fewer titles than ids": _header("titles", lambda titles: titles[:-1]),
+    "a recorded index past the catalog": _array("recorded", lambda a: a + 10_000),
+    "text where numbers go": _array("recorded", lambda a: np.array(["x"])),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_a_crafted_snapshot_is_refused_and_leaves_the_hybrid_empty(
+    tmp_path: Path, name: str
+) -> None:
+    snapshot = item_snapshot.capture(trained(n_events=200, learned=True)[0], {})
+    CRAFTED[name](snapshot)
+    path = tmp_path / "snapshot.npz"
+    item_snapshot.write(snapshot, path)
+    target = HybridRecommender(content_dim=4, learned=True)
+    with pytest.raises(item_snapshot.SnapshotError):
+        item_snapshot.restore(target, item_snapshot.read(path))
+    assert len(target) == 0
+    assert target.learned is not None and np.array_equal(
+        target.learned.weights, target.learned.prior
+    )
+
+
+def test_a_snapshot_whose_reading_would_exhaust_the_parser_or_memory_is_refused(
+    tmp_path: Path,
+) -> None:
+    snapshot = item_snapshot.capture(trained(n_events=100)[0], {})
+    path = tmp_path / "snapshot.npz"
+    deep = np.frombuffer(b"[" * 100_000 + b"]" * 100_000, dtype=np.uint8)
+    np.savez(path, **snapshot.arrays, header=deep)
+    with pytest.raises(item_snapshot.SnapshotError):
+        item_snapshot.read(path)
+    item_snapshot.write(snapshot, path)
+    # A 150-byte member declaring 2**40 float64s: numpy allocates before it reads.
+    declared = f"{{'descr': '<f8', 'fortran_order': False, 'shape': ({2**40},), }}".ljust(117)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(
+            "source/cf/zz.npy",
+            b"\x93NUMPY\x01\x00"
+            + (len(declared) + 1).to_bytes(2, "little")
+            + declared.encode()
+            + b"\n",
+        )
+    with pytest.raises(item_snapshot.SnapshotError):
+        item_snapshot.read(path)

@@ -36,3 +36,27 @@ def test_every_setting_is_documented_in_the_generated_reference() -> None:
     assert shown == reference_markdown(), (
         "docs/configuration.md is stale: python -m streams.settings_reference, and paste it"
     )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        # Accepted before: every score -inf (fixed blend) or every event non-finite
+        # (learned); a NaN weight turned its source off; a NaN fusion weight zeroed items.
+        ("hybrid_weights", '{"item-item": Infinity, "trending": 1}'),
+        ("hybrid_weights", '{"item-item": 1, "cf": NaN}'),
+        ("fusion_weights", '{"text": Infinity}'),
+        ("empty_fetch_backoff_ms", "inf"),  # slept forever after the first empty fetch
+        ("consumer_session_timeout_s", "nan"),
+        # Faust refuses it only as the consumer starts, naming its own setting.
+        ("consumer_session_timeout_s", "100"),
+        ("web_port", "70000"),
+        ("local_broker_port", "-1"),
+    ],
+)
+def test_a_setting_no_worker_can_run_with_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    monkeypatch.setenv(f"STREAMREC_{setting.upper()}", value)
+    with pytest.raises(ValueError, match=setting):
+        Settings()
