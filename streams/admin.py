@@ -181,7 +181,8 @@ def read_topic(
                 break
             for tp, records in batch.items():
                 for record in records:
-                    key = record.key.decode() if record.key is not None else None
+                    # A producer's key need not be UTF-8: shown with U+FFFD, never raised.
+                    key = record.key.decode(errors="replace") if record.key is not None else None
                     yield key, record.value
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)

@@ -385,18 +385,18 @@ def recommend(user: str, as_json: bool, follow: bool) -> None:
     from streams.inspection import tail
 
     settings = _kafka_settings()
+    topic = settings.topic_recommendations
 
-    def show(value: bytes) -> None:
-        message = Recommendations.model_validate_json(value)
+    def show(message: Recommendations) -> None:
         click.echo(
             message.model_dump_json(indent=2) if as_json else format_recommendations(message)
         )
 
     if not follow:
         latest = None
-        for key, value in read_topic(settings, settings.topic_recommendations):
+        for key, value in read_topic(settings, topic):
             if key == user:
-                latest = value
+                latest = _recommendations_or_skip(value, topic, user) or latest
         if latest is None:
             raise click.ClickException(
                 f"no recommendations for {user!r} yet: send an interaction for that user first"
@@ -404,7 +404,7 @@ def recommend(user: str, as_json: bool, follow: bool) -> None:
         show(latest)
         return
     # One read: the newest list so far, then each new one (none produced in between lost).
-    newest: list[bytes] = []
+    newest: list[Recommendations] = []
     caught_up = False
 
     def now_following() -> None:
@@ -412,19 +412,44 @@ def recommend(user: str, as_json: bool, follow: bool) -> None:
         caught_up = True
         if newest:
             show(newest[-1])
-        click.echo(
-            f"following {user!r} on {settings.topic_recommendations} (Ctrl-C stops) ...", err=True
-        )
+        click.echo(f"following {user!r} on {topic} (Ctrl-C stops) ...", err=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        topic = settings.topic_recommendations
         for key, value in tail(settings, topic, follow=True, on_caught_up=now_following):
             if key != user:
                 continue
+            message = _recommendations_or_skip(value, topic, user)
+            if message is None:
+                continue
             if caught_up:
-                show(value)
+                show(message)
             else:
-                newest[:] = [value]
+                newest[:] = [message]
+
+
+def _recommendations_or_skip(value: bytes | None, topic: str, user: str) -> Recommendations | None:
+    """The list a record of the recommendations topic holds, or None after one line on
+    stderr saying it was skipped (not JSON, the wrong shape, a tombstone, too deep)."""
+    from pydantic import ValidationError
+
+    from streams.inspection import printable
+
+    if value is None:
+        why = "an empty record"
+    else:
+        try:
+            return Recommendations.model_validate_json(value)
+        except ValidationError as error:
+            problem = error.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            why = f"not a recommendations list ({problem['msg']}{' at ' + where if where else ''})"
+        except (ValueError, TypeError, RecursionError) as error:
+            why = f"not a recommendations list ({type(error).__name__}: {error})"
+    click.echo(
+        f"skipped a record for {printable(repr(user), 80)} on {topic}: {printable(why, 200)}",
+        err=True,
+    )
+    return None
 
 
 # -- operations --------------------------------------------------------------------------
@@ -436,13 +461,13 @@ def recommend(user: str, as_json: bool, follow: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print each dead letter as JSON")
 def dead_letters(last: int, follow: bool, as_json: bool) -> None:
     """Show records the worker refused: where they came from and why."""
-    from streams.inspection import describe_dead_letter, tail
+    from streams.inspection import dead_letter_json, describe_dead_letter, tail
 
     settings = _kafka_settings()
     shown = 0
     try:
         for _, value in tail(settings, settings.topic_dead_letters, last=last, follow=follow):
-            click.echo(value.decode(errors="replace") if as_json else describe_dead_letter(value))
+            click.echo(dead_letter_json(value) if as_json else describe_dead_letter(value))
             shown += 1
     except KeyboardInterrupt:
         pass
@@ -476,16 +501,22 @@ def status() -> None:
 
 
 def format_recommendations(message: Recommendations, limit: int | None = None) -> str:
+    """A list as text for a terminal; every producer-given string goes through
+    ``printable``, so escape sequences in a title or an id are shown, not obeyed."""
+    from streams.inspection import printable as p
+
     lines = [
-        f"{message.user_id}: after {message.trigger_event_id} "
-        f"({message.based_on_events} interactions, {message.model_version})"
+        f"{p(message.user_id)}: after {p(message.trigger_event_id)} "
+        f"({message.based_on_events} interactions, {p(message.model_version)})"
     ]
     for rank, item in enumerate(message.items[:limit], start=1):
         why = ", ".join(
-            f"{r.source}" + (f" (like {r.because_of})" if r.because_of else "")
+            p(r.source) + (f" (like {p(r.because_of)})" if r.because_of else "")
             for r in item.reasons
         )
-        lines.append(f"  {rank:>2}. {item.item_id:<10} {item.score:6.3f}  {item.title}  <- {why}")
+        lines.append(
+            f"  {rank:>2}. {p(item.item_id):<10} {item.score:6.3f}  {p(item.title)}  <- {why}"
+        )
     return "\n".join(lines)
 
 

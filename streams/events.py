@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -45,6 +46,8 @@ MAX_URI_CHARS = 4_096
 MAX_TITLE_CHARS = 1_000
 MAX_PAYLOAD_BYTES = 131_072
 MAX_RECORD_VECTORS = 16
+#: A stored item's thumbnail (``encoders/image.py: thumbnail_data_uri``).
+THUMBNAIL = re.compile(r"data:image/jpeg;base64,[A-Za-z0-9+/]*={0,2}")
 #: Kafka's partitions and offsets are signed 32- and 64-bit.
 MAX_PARTITION = 2**31 - 1
 MAX_OFFSET = 2**63 - 1
@@ -254,6 +257,12 @@ class ItemRecord(Event):
         title = payload.get("title", "")
         if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
             raise ValueError(f"payload title: not a string of at most {MAX_TITLE_CHARS} characters")
+        # Pages put it in an <img src>: only what encoders/image.py makes, a JPEG data URI.
+        thumbnail = payload.get("thumbnail")
+        if thumbnail is not None and not (
+            isinstance(thumbnail, str) and THUMBNAIL.fullmatch(thumbnail)
+        ):
+            raise ValueError("payload thumbnail: not a data:image/jpeg;base64 URI")
         return payload
 
 

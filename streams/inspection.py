@@ -6,7 +6,9 @@ Plain kafka-python clients (like ``streams/admin.py``), used by ``streamrec stat
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -72,20 +74,42 @@ def topic_status(settings: Settings, timeout_s: float = 10.0) -> list[PartitionS
         consumer.close()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: object, limit: int | None = None) -> str:
+    """``text`` safe to print on an operator's terminal: C0/C1 control characters (ESC
+    sequences, OSC 8 links, bells, newlines) shown as ``\\x1b``-style escapes, never
+    interpreted; cut to ``limit`` characters (with "...") where given."""
+    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    if limit is not None and len(shown) > limit:
+        shown = shown[: max(limit - 3, 0)] + "..."
+    return shown
+
+
 def worker_readiness(settings: Settings, timeout_s: float = 2.0) -> tuple[bool | None, str]:
-    """The local worker's ``/ready/`` answer: (ready, reason); (None, why) if unreachable."""
+    """The local worker's ``/ready/`` answer: (ready, reason); (None, why) if unreachable
+    or if whatever answers on the port is not a streamrec worker."""
     url = f"http://{settings.web_host}:{settings.web_port}/ready/"
+    not_a_worker = f"port {settings.web_port} answers but not as a streamrec worker"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as error:  # 503 carries the reason
         try:
             answer = json.loads(error.read())
-        except ValueError:
+        except (ValueError, RecursionError, OSError, http.client.HTTPException):
             return False, f"HTTP {error.code}"
+        if not isinstance(answer, dict):
+            return False, f"HTTP {error.code}"
+    except (ValueError, RecursionError, http.client.HTTPException) as error:
+        # not JSON, not HTTP (another service on the port), a broken answer
+        return None, f"{not_a_worker}: {printable(error, 120)}"
     except OSError as error:
         return None, f"no worker answers on {url} ({getattr(error, 'reason', error)})"
-    return bool(answer.get("ready")), str(answer.get("reason", ""))
+    if not isinstance(answer, dict):
+        return None, f"{not_a_worker}: its /ready/ answer is a JSON {type(answer).__name__}"
+    return bool(answer.get("ready")), printable(answer.get("reason", ""), 200)
 
 
 def tail(
@@ -139,16 +163,36 @@ def tail(
         consumer.close()
 
 
-def describe_dead_letter(value: bytes) -> str:
-    """One readable line for a dead letter: where it came from, why, and what it was."""
+def describe_dead_letter(value: bytes | None) -> str:
+    """One readable line for a dead letter: where it came from, why, and what it was.
+    Whatever the record holds (a tombstone, JSON that is not an object, nesting too deep
+    to parse, control characters), the answer is a printable line, never an exception."""
+    if value is None:
+        return "(empty record)"
     try:
         letter: dict[str, Any] = json.loads(value)
-    except ValueError:
-        return f"(not a dead letter: {value[:200]!r})"
-    where = f"{letter.get('source_topic')}[{letter.get('partition')}]@{letter.get('offset')}"
-    raw = str(letter.get("raw", ""))
-    shown = raw if len(raw) <= 120 else raw[:117] + "..."
-    return (
-        f"{letter.get('failed_at', '')}  {where}  key={letter.get('key')!r}  "
-        f"{letter.get('reason')}: {letter.get('error')}\n    raw: {shown}"
+        if not isinstance(letter, dict):
+            raise ValueError(f"a JSON {type(letter).__name__}, not an object")
+    except (ValueError, TypeError, RecursionError):
+        return f"(not a dead letter: {printable(repr(value[:200]))})"
+    where = printable(
+        f"{letter.get('source_topic')}[{letter.get('partition')}]@{letter.get('offset')}", 200
     )
+    return (
+        f"{printable(letter.get('failed_at', ''), 60)}  {where}  "
+        f"key={printable(repr(letter.get('key')), 200)}  "
+        f"{printable(letter.get('reason'), 80)}: {printable(letter.get('error'), 300)}\n"
+        f"    raw: {printable(letter.get('raw', ''), 120)}"
+    )
+
+
+def dead_letter_json(value: bytes | None) -> str:
+    """A dead letter as one line of JSON for ``dead-letters --json``: re-serialised (so
+    control characters come out as ``\\u001b`` escapes), or escaped text where the record
+    is not JSON; ``(empty record)`` for a tombstone."""
+    if value is None:
+        return "(empty record)"
+    try:
+        return json.dumps(json.loads(value))
+    except (ValueError, TypeError, RecursionError):
+        return f"(not a dead letter: {printable(repr(value[:200]))})"

@@ -27,6 +27,35 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def list_answering(value: bytes | None, user_of: Mapping[str, str]) -> Recommendations | None:
+    """The list in ``value`` if it answers an event of ``user_of`` (event id -> user), else
+    None: anyone can write the topic, and a record that is no list killed the reader, a
+    list for another user carrying our event id was scored as served.
+
+    >>> list_answering(b"[[[", {}) is None
+    True
+    """
+    try:
+        message = Recommendations.model_validate_json(value or b"")
+    except ValueError:
+        return None
+    return message if user_of.get(message.trigger_event_id) == message.user_id else None
+
+
+def letter_of(value: bytes | None, topic: str) -> tuple[str, str] | None:
+    """(event id, reason) of a dead letter of an interaction on ``topic``, else None: a
+    record that is no letter, or one whose raw value is cut short or any crafted text
+    (JSON nested past the parser's depth killed the reader)."""
+    try:
+        letter = DeadLetter.model_validate_json(value or b"")
+        event_id = json.loads(letter.raw).get("event_id")
+    except Exception:
+        return None
+    if letter.source_topic != topic or not isinstance(event_id, str):
+        return None
+    return event_id, letter.reason
+
+
 def drive(
     settings: Settings,
     events: Sequence[dict[str, Any]],
@@ -46,6 +75,7 @@ def drive(
     ``dead_lettered`` in the result counts the events answered by a dead letter, and
     ``dead_letter_reasons`` counts them by reason."""
     sent_at: dict[str, float] = {}
+    user_of: dict[str, str] = {}  # event id -> its user: whose list answers it
     latencies: list[float] = []
     refused: dict[str, str] = {}  # event id -> the dead letter's reason
 
@@ -55,16 +85,12 @@ def drive(
     listening = threading.Event()
     done = threading.Event()
 
-    def refuse(value: bytes) -> None:
+    def refuse(value: bytes | None) -> None:
         """Count a dead letter of one of our interactions as its answer."""
-        try:
-            letter = DeadLetter.model_validate_json(value)
-            event_id = json.loads(letter.raw).get("event_id")
-        except (ValueError, AttributeError):  # not a letter, or not of ours (cut short)
-            return
-        if letter.source_topic == settings.topic_interactions and event_id in sent_at:
-            del sent_at[event_id]
-            refused[event_id] = letter.reason
+        letter = letter_of(value, settings.topic_interactions)
+        if letter is not None and letter[0] in sent_at:
+            del sent_at[letter[0]]
+            refused[letter[0]] = letter[1]
 
     def consume() -> None:
         consumer = KafkaConsumer(
@@ -89,12 +115,13 @@ def drive(
                     if record.topic == settings.topic_dead_letters:
                         refuse(record.value)
                         continue
-                    message = Recommendations.model_validate_json(record.value)
+                    message = list_answering(record.value, user_of)
+                    if message is None or message.trigger_event_id not in sent_at:
+                        continue
                     trigger = message.trigger_event_id
-                    if trigger in sent_at:
-                        latencies.append((now - sent_at.pop(trigger)) * 1000)
-                        if lists is not None:
-                            lists[trigger] = [item.item_id for item in message.items]
+                    latencies.append((now - sent_at.pop(trigger)) * 1000)
+                    if lists is not None:
+                        lists[trigger] = [item.item_id for item in message.items]
                 if answered is not None:
                     answered(answered_so_far())
         consumer.close()
@@ -120,6 +147,7 @@ def drive(
         delay = started + n * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        user_of[event["event_id"]] = event["user_id"]
         sent_at[event["event_id"]] = time.perf_counter()
         producer.send(
             settings.topic_interactions,

@@ -303,6 +303,8 @@ def raw_item(item_id: str, payload: str = "{}", n: int = 0) -> bytes:
         raw_item("long", json.dumps({"title": "T" * 600_000})),
         raw_item("big", json.dumps({"metadata": {"blob": "b" * 200_000}})),
         raw_item("title", '{"title": ["not", "text"]}'),
+        # Put by the dashboard in an <img src>: script in the operator's browser.
+        raw_item("thumb", json.dumps({"thumbnail": 'x" onerror="alert(document.domain)'})),
         raw_item(""),
         raw_item("i" * 300),
     ],
