@@ -25,8 +25,9 @@ KIND_WEIGHTS: dict[str, float] = {
 #: Every kind an interaction may have: the implicit ones and an explicit "rating".
 KNOWN_KINDS: frozenset[str] = frozenset({*KIND_WEIGHTS, "rating"})
 
-#: An interaction's value beyond this is an error; the same bound as the wire's
-#: ``streams.events.MAX_INTERACTION_VALUE`` (models/ does not import streams/).
+#: An interaction's ``value`` (a rating, a watch fraction) beyond this is a producer's
+#: error, on the wire (``streams/events.py``) and in replayed files alike: its square must
+#: stay finite in every learner.
 MAX_INTERACTION_VALUE = 1e6
 
 #: A rating at this value is neutral; each point above or below moves the weight by 1/1.5.

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from models.signals import MAX_INTERACTION_VALUE
+
 if TYPE_CHECKING:
     from models.hybrid import Recommendation
 
@@ -31,9 +33,6 @@ Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 
 #: An event more than this far in the future is a producer's clock or unit error.
 MAX_CLOCK_SKEW = timedelta(days=1)
-#: An interaction's ``value`` (a rating, a watch fraction) beyond this is a producer's error;
-#: its square must stay finite in every learner.
-MAX_INTERACTION_VALUE = 1e6
 #: Item metadata: nested at most this deep, at most this large as JSON. Deeper values
 #: could not be stored or read back by the vector store (recursion limits).
 MAX_METADATA_DEPTH = 8

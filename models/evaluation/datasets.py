@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.signals import KNOWN_KINDS, MAX_INTERACTION_VALUE
+from models.sources.changes import MAX_ID_CHARS
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,6 @@ class DatasetError(ValueError):
 #: Event times are epoch seconds from 1970 up to (not including) the year 3000: beyond
 #: that a time is a unit error (milliseconds, microseconds) or garbage.
 MAX_TIMESTAMP = datetime(3000, 1, 1, tzinfo=UTC).timestamp()
-#: An id longer than this is refused, as on the wire (``streams.events.Identifier``).
-MAX_ID_CHARS = 256
 #: At most this much of a bad value is quoted in an error.
 _QUOTED_CHARS = 40
 

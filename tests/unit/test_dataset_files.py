@@ -11,9 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import streams.cli
-import streams.events
 from models.evaluation.datasets import DatasetError, load_dataset
-from models.signals import MAX_INTERACTION_VALUE, signal_weight
+from models.signals import signal_weight
 from streams.cli import main
 from streams.replay import parse_time
 from streams.settings import Settings
@@ -191,10 +190,6 @@ def test_movies_csv_beside_the_ratings_is_checked_too(tmp_path: Path) -> None:
 def test_signal_weight_refuses_a_value_that_is_not_finite(kind: str, value: float) -> None:
     with pytest.raises(ValueError, match="not a finite number"):
         signal_weight(kind, value)
-
-
-def test_the_value_bound_is_the_wires() -> None:
-    assert MAX_INTERACTION_VALUE == streams.events.MAX_INTERACTION_VALUE
 
 
 @pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e300", "-1", "soon"])
