@@ -107,6 +107,55 @@ class MediaPolicy:
         object.__setattr__(self, "_resolved_dirs", resolved)
 
 
+#: IPv6 prefixes whose last 32 bits are an IPv4 address a gateway or the host reaches:
+#: NAT64's well-known and local-use prefixes, and the deprecated IPv4-compatible form.
+_IPV4_CARRIERS = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` and every IPv4 address it carries (mapped, 6to4, NAT64,
+    IPv4-compatible) are global: ``64:ff9b::a9fe:a9fe`` reaches 169.254.169.254
+    through a NAT64 gateway though Python calls it global.
+
+    >>> is_public(ipaddress.ip_address("93.184.216.34"))
+    True
+    >>> [is_public(ipaddress.ip_address(a)) for a in ("127.0.0.1", "64:ff9b::a9fe:a9fe",
+    ...                                                "2002:a00:1::", "::ffff:10.0.0.1")]
+    [False, False, False, False]
+    """
+    if not address.is_global:
+        return False
+    if isinstance(address, ipaddress.IPv4Address):
+        return True
+    carried = [address.ipv4_mapped, address.sixtofour]
+    carried += [
+        ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        for network in _IPV4_CARRIERS
+        if address in network
+    ]
+    return all(v4 is None or v4.is_global for v4 in carried)
+
+
+def _pinned(
+    parsed: urllib.parse.SplitResult, host: str, port: int | None, address: str
+) -> tuple[str, str, str]:
+    """The URL with its host replaced by ``address``, and the name for the ``Host``
+    header and TLS's SNI (IDNA-encoded; an IPv6 literal in brackets)."""
+    literal = ipaddress.ip_address(address.split("%")[0])
+    at = f"[{literal}]" if literal.version == 6 else str(literal)
+    userinfo = parsed.netloc.rpartition("@")[0]
+    netloc = (f"{userinfo}@" if userinfo else "") + at + (f":{port}" if port else "")
+    try:
+        name = str(ipaddress.ip_address(host))
+        header_name = f"[{name}]" if ":" in name else name
+    except ValueError:
+        name = header_name = host.encode("idna").decode("ascii")
+    url = urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+    return url, header_name + (f":{port}" if port else ""), name
+
+
 class MediaFetcher:
     """Turns a media reference (``uri``, or base64 ``data`` with ``mime``) into checked bytes.
 
@@ -236,48 +285,70 @@ class MediaFetcher:
                 DISALLOWED,
                 f"host {host!r} is not in media_allowed_hosts {list(self.policy.allowed_hosts)}",
             )
-        self._check_address(host, port or (443 if parsed.scheme == "https" else 80))
+        if not host:
+            raise MediaError(DISALLOWED, f"the URI names no host: {uri[:200]!r}")
+        headers = {"User-Agent": self.policy.user_agent}
+        extensions: dict[str, str] = {}
+        target = uri
+        if not self.policy.allow_private_hosts:
+            address = self._public_address(host, port or (443 if parsed.scheme == "https" else 80))
+            # Connect to the address just checked, never to a second resolution of the
+            # name: a name can answer a public address to the check and a private one to
+            # the connection (DNS rebinding). The name still goes in Host and TLS's SNI,
+            # and the certificate is checked against it.
+            target, headers["Host"], server_name = _pinned(parsed, host, port, address)
+            if parsed.scheme == "https":
+                extensions["sni_hostname"] = server_name
         timeout = httpx.Timeout(self.policy.read_timeout_s, connect=self.policy.connect_timeout_s)
         try:
             # No redirects: a redirect could lead to a host the checks above refuse.
-            with httpx.stream(
-                "GET",
-                uri,
-                timeout=timeout,
-                follow_redirects=False,
-                headers={"User-Agent": self.policy.user_agent},
-            ) as response:
+            with (
+                httpx.Client(timeout=timeout, follow_redirects=False) as client,
+                client.stream("GET", target, headers=headers, extensions=extensions) as response,
+            ):
                 if response.status_code != 200:
                     raise MediaError(UNREACHABLE, f"GET {uri} answered HTTP {response.status_code}")
                 declared = int(response.headers.get("content-length") or 0)
                 if declared > self.policy.max_bytes:
                     raise self._oversized(declared)
+                # The whole body within read_timeout_s (one read may overrun it by as much
+                # again): a server dripping a byte a second held a thread for days.
+                deadline = time.monotonic() + self.policy.read_timeout_s
                 chunks, received = [], 0
                 for chunk in response.iter_bytes():
                     received += len(chunk)
                     if received > self.policy.max_bytes:
                         raise self._oversized(received)
+                    if time.monotonic() > deadline:
+                        raise MediaError(
+                            UNREACHABLE,
+                            f"GET {uri} took over media_read_timeout_s="
+                            f"{self.policy.read_timeout_s:g} to send its body",
+                        )
                     chunks.append(chunk)
                 return b"".join(chunks)
         except httpx.HTTPError as error:
             failure = f"GET {uri} failed: {type(error).__name__}: {error}"
             raise MediaError(UNREACHABLE, failure) from None
 
-    def _check_address(self, host: str, port: int) -> None:
-        if self.policy.allow_private_hosts:
-            return
+    def _public_address(self, host: str, port: int) -> str:
+        """The address to connect to for ``host``: its first, once every address it
+        resolves to is public (and carries no private IPv4 address inside it)."""
         try:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError) as error:
             raise MediaError(UNREACHABLE, f"cannot resolve host {host!r}: {error}") from None
+        if not infos:
+            raise MediaError(UNREACHABLE, f"cannot resolve host {host!r}: no address")
         for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+            if not is_public(address):
                 raise MediaError(
                     DISALLOWED,
                     f"host {host!r} resolves to non-public address {address}: "
                     "set media_allow_private_hosts for an internal media server",
                 )
+        return str(infos[0][4][0])
 
     # -- checks ------------------------------------------------------------------------
 

@@ -246,11 +246,14 @@ class Settings(BaseSettings):
     media_allowed_dirs: list[Path] = Field(default_factory=list)
     #: http(s) host allow-list (empty: any public host).
     media_allowed_hosts: list[str] = Field(default_factory=list)
-    #: Allow private, loopback and link-local addresses for http(s) media.
+    #: Allow private, loopback and link-local addresses for http(s) media (and IPv6 ones
+    #: carrying such an IPv4 address: NAT64, 6to4). Without it, a download connects to the
+    #: address checked, never to a second resolution of the name (DNS rebinding).
     media_allow_private_hosts: bool = False
     #: http(s) connect timeout.
     media_connect_timeout_s: float = Field(default=3.0, gt=0)
-    #: http(s) read timeout; also bounds reading a ``file://``.
+    #: How long an http(s) media body may take to arrive, whole (one read may overrun it
+    #: by as much again); also bounds reading a ``file://``.
     media_read_timeout_s: float = Field(default=10.0, gt=0)
 
     # Worker web server: the HTTP API, the dashboard, health and metrics.

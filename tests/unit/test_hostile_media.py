@@ -4,13 +4,20 @@ item with a MediaError (issue 16, classes 1 and 5)."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import io
 import math
 import os
+import socket
 import struct
 import threading
+import time
+import urllib.parse
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +27,14 @@ from hypothesis import strategies as st
 
 from encoders.audio import MAX_RESAMPLE_KERNEL, LogMelAudioEncoder, decode_audio, resample_rate
 from encoders.image import decode_image
-from encoders.media import DISALLOWED, MediaError, MediaFetcher, MediaPolicy
+from encoders.media import (
+    DISALLOWED,
+    UNREACHABLE,
+    MediaError,
+    MediaFetcher,
+    MediaPolicy,
+    _pinned,
+)
 from tests.media_samples import audio_file, encoded, stripes, tone
 
 WAV = audio_file(tone(440, 0.2))
@@ -213,3 +227,174 @@ def test_any_uri_under_an_allowed_directory_only_ever_raises_media_errors(
         fetcher.fetch("image", uri=prefix.format(root=root) + tail)
     except MediaError as error:
         assert error.reason in MEDIA_REASONS
+
+
+# -- downloads --------------------------------------------------------------------------
+
+
+class _Servers:
+    """Two HTTP servers on loopback, each answering a PNG that names it: one plays a
+    public media host, the other an internal service a URI must never reach."""
+
+    def __init__(self) -> None:
+        self.hosts: list[str] = []
+        self.ports: dict[str, int] = {}
+        self.bodies: dict[str, bytes] = {}
+        self._servers = [self._serve(name) for name in ("public", "internal")]
+
+    def _serve(self, name: str) -> http.server.ThreadingHTTPServer:
+        servers = self
+        body = PNG + name.encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                servers.hosts.append(self.headers.get("Host", ""))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body) + 30))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                    if self.path == "/drip":  # a byte every 0.1 s
+                        for _ in range(30):
+                            time.sleep(0.1)
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                    else:
+                        self.wfile.write(bytes(30))
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.ports[name] = server.server_address[1]
+        self.bodies[name] = body + bytes(30)
+        return server
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+
+
+@pytest.fixture()
+def servers() -> Iterator[_Servers]:
+    both = _Servers()
+    yield both
+    both.close()
+
+
+PUBLIC = "93.184.216.34"
+
+
+def test_a_name_that_resolves_again_to_a_private_address_is_not_connected_to(
+    servers: _Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name answers a public address to the check and loopback to the
+    connection. Before: the worker resolved it twice and fetched the internal service."""
+    port = servers.ports["internal"]
+    answers = iter([PUBLIC] + ["127.0.0.1"] * 10)
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "media.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+        # No network in tests: the public address is the "public" server on loopback.
+        if address == (PUBLIC, port):
+            address = ("127.0.0.1", servers.ports["public"])
+        return real_connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    fetched = MediaFetcher(MediaPolicy()).fetch("image", uri=f"http://media.example:{port}/a.png")
+    assert fetched == servers.bodies["public"]
+    assert servers.hosts == [f"media.example:{port}"]  # the name still sent as Host
+
+
+def test_a_download_dripping_its_body_ends_within_the_read_timeout(servers: _Servers) -> None:
+    """Before: the read timeout bounded one read, so a server sending a byte every 0.1 s
+    held the fetching thread for as long as it liked (3 s here, days for 20 MB)."""
+    fetcher = MediaFetcher(MediaPolicy(allow_private_hosts=True, read_timeout_s=0.5))
+    started = time.monotonic()
+    with pytest.raises(MediaError, match="media_read_timeout_s") as error:
+        fetcher.fetch("image", uri=f"http://127.0.0.1:{servers.ports['public']}/drip")
+    assert error.value.reason == UNREACHABLE
+    assert time.monotonic() - started < 1.5
+    whole = fetcher.fetch("image", uri=f"http://127.0.0.1:{servers.ports['public']}/a.png")
+    assert whole == servers.bodies["public"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a9fe:a9fe",  # NAT64 to 169.254.169.254
+        "64:ff9b:1::a00:1",  # local-use NAT64 to 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "::ffff:10.0.0.1",
+        "127.0.0.2",
+        "fe80::1%1",
+    ],
+)
+def test_an_address_that_carries_a_private_one_is_refused(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python calls NAT64, IPv4-compatible and 6to4 addresses global whatever IPv4 address
+    they carry. Before: they passed the check, and were connected to."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *args, **kwargs: [(family, socket.SOCK_STREAM, 6, "", (address, 80))],
+    )
+    fetcher = MediaFetcher(MediaPolicy(connect_timeout_s=0.2, read_timeout_s=0.2))
+    with pytest.raises(MediaError, match="non-public") as error:
+        fetcher.fetch("image", uri="https://media.example/a.png")
+    assert error.value.reason == DISALLOWED
+
+
+@pytest.mark.parametrize(
+    ("uri", "address", "pinned", "host", "server_name"),
+    [
+        (
+            "https://cdn.example/a.png?x=1",
+            PUBLIC,
+            f"https://{PUBLIC}/a.png?x=1",
+            "cdn.example",
+            "cdn.example",
+        ),
+        (
+            "http://u:p@CDN.example:8080/a",
+            "2606:2800::1",
+            "http://u:p@[2606:2800::1]:8080/a",
+            "cdn.example:8080",
+            "cdn.example",
+        ),
+        (
+            "https://bücher.example/a",
+            PUBLIC,
+            f"https://{PUBLIC}/a",
+            "xn--bcher-kva.example",
+            "xn--bcher-kva.example",
+        ),
+        (
+            "https://[2606:2800::1]/a",
+            "2606:2800::1",
+            "https://[2606:2800::1]/a",
+            "[2606:2800::1]",
+            "2606:2800::1",
+        ),
+    ],
+)
+def test_a_download_connects_to_the_address_checked_and_names_the_host(
+    uri: str, address: str, pinned: str, host: str, server_name: str
+) -> None:
+    parsed = urllib.parse.urlsplit(uri)
+    assert _pinned(parsed, parsed.hostname or "", parsed.port, address) == (
+        pinned,
+        host,
+        server_name,
+    )
