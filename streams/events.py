@@ -121,6 +121,15 @@ class ItemUpload(Event):
             )
         return metadata
 
+    @field_validator("created_at")
+    @classmethod
+    def _utc_if_naive(cls, created_at: datetime | None) -> datetime | None:
+        # Read as UTC, as an interaction's ts is: a naive time's epoch seconds depend on
+        # the local zone, and in year 1 cannot be computed at all (``evaluate`` raised).
+        if created_at is not None and created_at.tzinfo is None:
+            return created_at.replace(tzinfo=UTC)
+        return created_at
+
     @model_validator(mode="after")
     def _not_empty(self) -> ItemUpload:
         if not (self.title.strip() or self.text.strip() or self.tags or self.image or self.audio):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,7 +27,7 @@ import faust
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -610,6 +611,32 @@ def test_an_interaction_value_is_finite_and_bounded_or_refused(value: float) -> 
     except Rejected:
         return
     assert np.isfinite(parsed.value) and abs(parsed.value) <= 1e6
+
+
+@given(
+    st.datetimes(
+        timezones=st.none()
+        | st.timezones()
+        | st.builds(
+            timezone,
+            st.timedeltas(timedelta(hours=-23, minutes=-59), timedelta(hours=23, minutes=59)),
+        )
+    )
+)
+@example(datetime(1, 1, 1))  # the traceback
+@example(datetime(2026, 1, 1, 12))  # naive: UTC, as an interaction's ts
+def test_an_upload_time_reads_as_epoch_seconds_whatever_its_year_or_zone(when: datetime) -> None:
+    """``streamrec evaluate --items`` and ``served.py`` take an upload's ``created_at`` as
+    epoch seconds. Before: a naive one was read in the local zone, and in year 1 raised
+    ``ValueError: year 0 is out of range``, a traceback after every item was encoded."""
+    raw = json.dumps({"item_id": "a", "title": "A", "created_at": when.isoformat()}).encode()
+    try:
+        created = parse(ItemUpload, raw, "a").created_at
+    except Rejected:
+        return
+    expected = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    assert math.isfinite(created.timestamp())
+    assert created.timestamp() == expected.timestamp()
 
 
 # -- the poison guard's marker ----------------------------------------------------------
