@@ -27,11 +27,17 @@ if TYPE_CHECKING:  # imported where used: the CLI starts without the models' imp
 
 
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from streams.events import describe_validation_error
+
     try:
         return Settings()
     except Exception as error:  # pydantic names the field; say where settings come from
+        # One line: each problem's setting and message, without pydantic's links.
+        why = describe_validation_error(error) if isinstance(error, ValidationError) else error
         raise click.ClickException(
-            f"invalid settings (STREAMREC_* variables or the STREAMREC_CONFIG file): {error}"
+            f"invalid settings (STREAMREC_* variables or the STREAMREC_CONFIG file): {why}"
         ) from error
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import socket
 import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +27,20 @@ from pydantic_settings import (
 from models.hybrid import HYBRID_WEIGHTS
 
 CONFIG_FILE_ENV = "STREAMREC_CONFIG"
+
+#: What Kafka accepts as a topic name (``org.apache.kafka.common.internals.Topic``).
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+#: The topics Faust names after the consumer group: the users table's changelog, and its
+#: assignor's (``{consumer_group}-__assignor-__leader``, the longest).
+CHANGELOG_SUFFIX = "-users-changelog"
+LONGEST_INTERNAL_SUFFIX = "-__assignor-__leader"
+TOPIC_SETTINGS = (
+    "topic_items",
+    "topic_interactions",
+    "topic_recommendations",
+    "topic_item_updates",
+    "topic_dead_letters",
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -282,6 +297,53 @@ class Settings(BaseSettings):
                 "give 'item-item' a weight above 0 too"
             )
         return weights
+
+    @field_validator(*TOPIC_SETTINGS, "consumer_group")
+    @classmethod
+    def _kafka_name(cls, name: str, info: ValidationInfo) -> str:
+        longest = 249 - (len(LONGEST_INTERNAL_SUFFIX) if info.field_name == "consumer_group" else 0)
+        if not TOPIC_NAME.fullmatch(name) or name in (".", "..") or len(name) > longest:
+            raise ValueError(
+                f"{info.field_name}={name[:100]!r} is no name Kafka accepts: use 1 to {longest} "
+                "ASCII letters, digits, '.', '_' or '-'"
+            )
+        return name
+
+    @field_validator("data_dir")
+    @classmethod
+    def _a_directory(cls, data_dir: Path) -> Path:
+        # The first part of the path that exists must be a directory: below a file the
+        # worker could create nothing, and failed with a traceback as it started.
+        for part in (data_dir, *data_dir.absolute().parents):
+            if part.exists():
+                if not part.is_dir():
+                    raise ValueError(
+                        f"data_dir={str(data_dir)!r}: {part} is not a directory: point "
+                        "data_dir at a directory (created when missing)"
+                    )
+                break
+        return data_dir
+
+    @model_validator(mode="after")
+    def _topics_apart(self) -> Settings:
+        """Each topic its own: with ``topic_dead_letters`` equal to ``topic_interactions``,
+        every dead letter was read back as an interaction and dead-lettered again, forever;
+        Faust's own topics are named after ``consumer_group``."""
+        named: dict[str, str] = {}
+        internal = f"{self.consumer_group}{CHANGELOG_SUFFIX}"
+        for setting in TOPIC_SETTINGS:
+            name = getattr(self, setting)
+            if name in named:
+                raise ValueError(
+                    f"{setting} and {named[name]} are both {name!r}: give each topic its own name"
+                )
+            if name == internal or name.startswith(f"{self.consumer_group}-__"):
+                raise ValueError(
+                    f"{setting}={name!r} is a topic Faust keeps for consumer_group "
+                    f"{self.consumer_group!r}: choose another name"
+                )
+            named[name] = setting
+        return self
 
     def check_web_exposure(self) -> None:
         """Refuse to serve HTTP beyond loopback without a token for writes. Checked where a

@@ -60,3 +60,68 @@ def test_a_setting_no_worker_can_run_with_is_refused_naming_it(
     monkeypatch.setenv(f"STREAMREC_{setting.upper()}", value)
     with pytest.raises(ValueError, match=setting):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        # Each was accepted: every dead letter was read back as an interaction and
+        # dead-lettered again, forever...
+        ({"TOPIC_DEAD_LETTERS": "interactions"}, "topic_dead_letters and topic_interactions"),
+        # ...lists read as interactions, uploads folded as item records...
+        ({"TOPIC_RECOMMENDATIONS": "interactions"}, "topic_recommendations"),
+        ({"TOPIC_ITEM_UPDATES": "items"}, "topic_item_updates and topic_items"),
+        # ...the users table's changelog taken for uploads.
+        ({"TOPIC_ITEMS": "streamrec-users-changelog"}, "topic_items"),
+        ({"CONSUMER_GROUP": "g", "TOPIC_ITEMS": "g-__assignor-__leader"}, "topic_items"),
+        # Names Kafka refuses: a traceback from the admin client or the consumer.
+        ({"TOPIC_ITEMS": ""}, "topic_items"),
+        ({"TOPIC_INTERACTIONS": "click stream"}, "topic_interactions"),
+        ({"TOPIC_DEAD_LETTERS": ".."}, "topic_dead_letters"),
+        ({"TOPIC_RECOMMENDATIONS": "r" * 250}, "topic_recommendations"),
+        ({"TOPIC_ITEMS": "artículos"}, "topic_items"),
+        ({"CONSUMER_GROUP": "g" * 230}, "consumer_group"),  # its changelog over 249
+        ({"CONSUMER_GROUP": "my/group"}, "consumer_group"),
+    ],
+)
+def test_topics_kafka_refuses_or_that_share_a_name_are_refused_naming_them(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(f"STREAMREC_{name}", value)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        Settings()
+
+
+def test_a_data_dir_that_is_or_lies_under_a_file_is_refused(tmp_path: Path) -> None:
+    """Before: ``streamrec worker`` ended with a traceback (``NotADirectoryError``) once it
+    had started the broker."""
+    (tmp_path / "file").write_text("")
+    for data_dir in (tmp_path / "file", tmp_path / "file" / "below"):
+        with pytest.raises(ValueError, match=r"data_dir.*is not a directory"):
+            Settings(data_dir=data_dir)
+    assert Settings(data_dir=tmp_path / "missing" / "below").data_dir.name == "below"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("STREAMREC_TOP_K", "0", "top_k: Input should be greater than or equal to 1"),
+        ("STREAMREC_DATA_DIR", "{file}", "data_dir: Value error"),
+        ("STREAMREC_TOPIC_DEAD_LETTERS", "interactions", "give each topic its own name"),
+        ("STREAMREC_HYBRID_WEIGHTS", "[1, 2]", "hybrid_weights: Input should be a valid dict"),
+    ],
+)
+def test_a_command_with_bad_settings_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(variable, value.format(file=tmp_path / "file"))
+    result = CliRunner().invoke(main, ["topics"])
+    assert result.exit_code == 1 and not isinstance(result.exception, ValueError)
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: invalid settings") and named in line
