@@ -74,14 +74,30 @@ def topic_status(settings: Settings, timeout_s: float = 10.0) -> list[PartitionS
         consumer.close()
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: C0 and C1 controls; Unicode's bidirectional controls (Bidi_Control: they reorder the
+#: rest of a terminal line, so a title could make a score or an id read as another,
+#: the "Trojan Source" trick); line and paragraph separators; and the invisible
+#: characters that make two ids look alike (zero width space, word joiner, BOM).
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def printable(text: object, limit: int | None = None) -> str:
     """``text`` safe to print on an operator's terminal: C0/C1 control characters (ESC
     sequences, OSC 8 links, bells, newlines) shown as ``\\x1b``-style escapes, never
-    interpreted; cut to ``limit`` characters (with "...") where given."""
-    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    interpreted, and bidirectional controls, line separators and invisible characters as
+    ``\\u202e``-style ones; cut to ``limit`` characters (with "...") where given.
+
+    >>> print(printable("evil\u202e1.0 \ufeffann\u2028"))
+    evil\\u202e1.0 \\ufeffann\\u2028
+    """
+    shown = _CONTROL.sub(_escape, str(text))
     if limit is not None and len(shown) > limit:
         shown = shown[: max(limit - 3, 0)] + "..."
     return shown

@@ -24,7 +24,7 @@ from models.signals import signal_weight
 from streams.bounds import OversizedOutput, check_size, clip, require_finite
 from streams.delivery_book import POSITION, DeliveryBook
 from streams.events import Interaction, ItemChanges, Recommendations
-from streams.metrics import WorkerMetrics
+from streams.metrics import WorkerMetrics, click_latency
 from streams.outbox import Outbox
 from streams.records import Record, Rejected, internal, parse, record_key
 from streams.settings import Settings
@@ -114,8 +114,11 @@ class InteractionHandler:
         sent.add_done_callback(partial(self._on_changes_sent, (message.partition, offset)))
         await self.outbox.send(s.topic_recommendations, user_id, recommendations)
         self.metrics.processed[s.topic_interactions] += 1
-        if message.timestamp:  # seconds since the epoch, as the broker stamped it
-            self.metrics.observe_click_to_recommendation(max(time.time() - message.timestamp, 0))
+        # From the broker's timestamp (seconds since the epoch), unless the producer's
+        # timestamp cannot be a latency (-1, 1970, the year 2100).
+        latency = click_latency(message.timestamp, time.time())
+        if latency is not None:
+            self.metrics.observe_click_to_recommendation(latency)
 
     def _entry(self, user_id: str) -> tuple[dict[str, Any], DeliveryBook]:
         """The user's stored entry and its delivery book; an entry that cannot be read

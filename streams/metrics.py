@@ -35,6 +35,32 @@ CONTENT_TYPE = "text/plain"
 
 LagReader = Callable[[], Mapping[tuple[str, int], int]]
 
+#: A click-to-list time is measured from the record's timestamp on the broker, which the
+#: producer sets (CreateTime): one further back than a week (Kafka's default retention)
+#: or further ahead than a minute of clock skew is a producer's clock or a crafted value,
+#: not a latency, and is not measured.
+MAX_MEASURED_LATENCY_S = 7 * 24 * 3600.0
+MAX_CLOCK_AHEAD_S = 60.0
+
+
+def click_latency(broker_timestamp: float | None, now: float) -> float | None:
+    """Seconds from a record's broker timestamp to ``now``, or None where the timestamp
+    says nothing about latency: none (Kafka's -1, or 0), more than a week old, or more
+    than a minute ahead. A timestamp of 1 ms after the epoch had put 1.7e9 s into the
+    histogram's sum and the stats' p99 (``tests/unit/test_hostile_worker.py``).
+
+    >>> click_latency(999.5, 1000.0), click_latency(1000.5, 1000.0)
+    (0.5, 0.0)
+    >>> [click_latency(t, 1e9) for t in (None, -0.001, 0.0, 0.001, 1e9 + 3600, 1e15)]
+    [None, None, None, None, None, None]
+    """
+    if broker_timestamp is None or broker_timestamp <= 0:
+        return None
+    seconds = now - broker_timestamp
+    if not -MAX_CLOCK_AHEAD_S <= seconds <= MAX_MEASURED_LATENCY_S:  # NaN fails too
+        return None
+    return max(seconds, 0.0)
+
 
 class WorkerMetrics:
     def __init__(self, lag: LagReader) -> None:

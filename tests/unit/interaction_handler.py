@@ -60,14 +60,17 @@ class Handler:
         )
         self.settings = settings
 
-    def deliver(self, offset: int, event_id: str, item: str) -> list[tuple[str, bytes]]:
-        """Hand the handler the interaction at ``offset``; what it sent."""
+    def deliver(
+        self, offset: int, event_id: str, item: str, timestamp: float | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Hand the handler the interaction at ``offset`` (stamped ``timestamp`` by the
+        broker, in seconds); what it sent."""
         value = (
             f'{{"event_id": "{event_id}", "user_id": "ann", "item_id": "{item}", '
             f'"kind": "click", "ts": "{datetime(2026, 1, 1, 0, offset, tzinfo=UTC).isoformat()}"}}'
         )
         message = SimpleNamespace(
-            topic=self.settings.topic_interactions, partition=0, offset=offset, timestamp=None
+            topic=self.settings.topic_interactions, partition=0, offset=offset, timestamp=timestamp
         )
         event = SimpleNamespace(key=b"ann", value=value.encode(), message=message)
         before = len(self.sent)
