@@ -364,13 +364,13 @@ class LearnedBlend:
         """
         if not candidates[clicked]:
             return {}
-        if total is None:
-            total = self.totals(rows, candidates, context)
         # Hard negatives: what the served list put above the click. And negatives drawn
         # uniformly from the candidates: with only pairs the blend misorders, every
         # weight would shrink towards 0 and below (that alone lowers their loss).
         above = np.zeros(0, dtype=int)
         if self.hard > 0:
+            if total is None:
+                total = self.totals(rows, candidates, context)
             served = self.top(total, k)
             where = np.flatnonzero(served == clicked)
             above = (served[: where[0]] if len(where) else served)[: self.hard]
@@ -379,18 +379,25 @@ class LearnedBlend:
         if len(negatives) == 0:
             return {}
         positions = np.concatenate([[clicked], negatives])
+        weights, picked = self.effective(context, positions), rows[:, positions]  # sources x items
+        # The pairs' totals: without ``total`` (the worker's step) those of these items
+        # alone, not the catalog's; ``totals`` at them to the bit (columns sum apart).
+        at = (
+            total[positions]
+            if total is not None
+            else (weights * picked).sum(axis=0) + EVIDENCE * picked.sum(axis=0)
+        )
         # d score / d w[s, column] is x[s] of the item for the 5 columns the item reads,
         # where the source's weight on it is above the clip at 0.
-        active = self.effective(context, positions) > 0  # sources x items
         features = np.zeros((len(positions), len(self.sources), PER_SOURCE))
-        values = (rows[:, positions] * active * self.trust()[:, None]).T  # items x sources
+        values = (picked * (weights > 0) * self.trust()[:, None]).T  # items x sources
         item_axis = np.arange(len(positions))[:, None, None]
         source_axis = np.arange(len(self.sources))[None, :, None]
         # An item's 5 columns lie in 5 different blocks: one write sets them all.
         columns = context.columns(positions)[:, None, :]
         features[item_axis, source_axis, columns] = values[:, :, None]
         # Mean over pairs of the logistic loss's gradient: pull * (clicked - negative).
-        pull = _sigmoid(total[negatives] - total[clicked])
+        pull = _sigmoid(at[1:] - at[0])
         direction = (pull[:, None, None] * (features[0] - features[1:])).mean(axis=0)
         delta = self.learning_rate * (direction - self.l2 * (self.weights - self.prior))
         return {

@@ -3,7 +3,11 @@ interactions in, health, Prometheus metrics, the live dashboard (``dashboard.htm
 and the OpenAPI description of it all.
 
 A user's latest list lives in the users table, so the request is routed to the worker
-that owns the user's partition (``table_route``); the other views answer locally.
+that owns the user's partition; the other views answer locally. The partition is the
+interactions topic's for the user id as producers key it (``topic_route``), where the
+user's events, and with them the table entry, are: Faust's ``table_route`` hashes the key
+as the table's changelog writes it, JSON-quoted (``"ann"``, not ``ann``), so with two
+workers it sent about half the requests to the worker without the user.
 """
 
 from __future__ import annotations
@@ -274,19 +278,20 @@ class WorkerBackend(Protocol):
 
 def install_views(
     app: faust.App,
-    users: faust.types.TableT,
+    interactions: faust.types.TopicT,
     backend: WorkerBackend,
     api_token: str | None,
     items_topic: str,
 ) -> None:
-    """Every view of the API on ``app``; user lists are routed by ``users``' partitions."""
+    """Every view of the API on ``app``; user lists are routed by ``interactions``'
+    partitions (the users table's, partition for partition)."""
 
     @app.page("/streamrec/stats/")
     async def stats(view: Any, request: Any) -> Any:
         return view.json(backend.stats())
 
     @app.page("/api/users/{user_id}/recommendations/")
-    @app.table_route(table=users, match_info="user_id")
+    @app.topic_route(topic=interactions, match_info="user_id")
     async def recommendations(view: Any, request: Any, user_id: str) -> Any:
         served = backend.list_for(user_id)
         if served is None:

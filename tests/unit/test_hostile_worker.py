@@ -774,7 +774,7 @@ def raw_posts(
         broker="memory://",
         web_application_options={"middlewares": web_middlewares()},
     )
-    install_views(app, app.Table("users", default=None), backend, TOKEN.decode(), "items")  # type: ignore[arg-type]
+    install_views(app, app.topic("interactions"), backend, TOKEN.decode(), "items")  # type: ignore[arg-type]
     app.web.init_server()
 
     async def post(server: TestServer, lines: list[bytes]) -> tuple[int, str, bytes]:

@@ -421,3 +421,31 @@ def test_the_catalog_s_buckets_kept_between_rankings_are_those_computed_afresh(
             assert kept.count.tolist() == fresh.count.tolist()
             assert kept.age.tolist() == fresh.age.tolist()
             assert (kept.user, kept.catalog) == (fresh.user, fresh.catalog)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_items=st.integers(2, 400),
+    engaged=st.integers(0, 3_000),
+    user_events=st.integers(0, 200),
+)
+def test_a_step_without_the_rankings_totals_is_the_step_with_them(
+    seed: int, n_items: int, engaged: int, user_events: int
+) -> None:
+    """The worker's step sums the pairs' totals alone, the replay's reads the totals it
+    ranked with: the same step to the bit, whatever the weights, counts and candidates."""
+    rng = np.random.default_rng(seed)
+    blend = LearnedBlend(HYBRID_WEIGHTS)
+    blend.weights += rng.normal(scale=0.5, size=blend.weights.shape)  # some clipped at 0
+    for _ in range(engaged % 200):
+        blend.apply_item(int(rng.integers(0, n_items)), blend.engaged(float(rng.integers(0, 9e6))))
+    scores = _scores(rng, n_items)
+    candidates = rng.random(n_items) > 0.3
+    clicked = int(rng.integers(0, n_items))
+    candidates[clicked] = True
+    rows = np.stack([normalise_all(scores, candidates)[name] for name in blend.sources])
+    context = blend.context(np.arange(n_items), user_events, n_items, 1e7)
+    total = blend.totals(rows, candidates, context)
+    with_totals = blend.step(rows, candidates, context, clicked, 10, seed, total=total)
+    assert blend.step(rows, candidates, context, clicked, 10, seed) == with_totals
