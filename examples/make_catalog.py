@@ -56,16 +56,38 @@ def tone(pitch: float, seed: int, seconds: float = 2.0, rate: int = 16_000) -> n
     return (0.4 * np.sin(2 * np.pi * pitch * t) + noise).astype(np.float32)
 
 
+#: At most this many items per taste: each is a PNG and a FLAC written here, and a
+#: catalog for trying the worker needs no more (a typo of 10^8 wrote files until stopped).
+MAX_PER_TASTE = 200
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-taste", type=int, default=5, help="items per taste")
+    parser.add_argument(
+        "--per-taste", type=int, default=5, help=f"items per taste (1 to {MAX_PER_TASTE})"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
-    media = (args.out / "media").resolve()
+    if not 1 <= args.per_taste <= MAX_PER_TASTE:
+        parser.error(f"--per-taste {args.per_taste}: give 1 to {MAX_PER_TASTE}")
+    try:
+        write_catalog(args.per_taste, args.out)
+    except OSError as error:  # --out under a file, read-only, full
+        parser.exit(
+            1,
+            f"{parser.prog}: error: --out {args.out}: cannot write there "
+            f"({error.strerror or error}): give a directory you can create and write to\n",
+        )
+
+
+def write_catalog(per_taste: int, out: Path) -> None:
+    """``per_taste`` items of each taste: media under ``out/media``, uploads in
+    ``out/media-items.jsonl``."""
+    media = (out / "media").resolve()
     media.mkdir(parents=True, exist_ok=True)
     lines = []
     for taste, (words, colour, shape, pitch) in TASTES.items():
-        for n in range(args.per_taste):
+        for n in range(per_taste):
             item_id = f"{taste}-{n + 1}"
             seed = 100 * list(TASTES).index(taste) + n
             draw(colour, shape, seed).save(media / f"{item_id}.png")
@@ -79,7 +101,7 @@ def main() -> None:
                     "audio": {"uri": (media / f"{item_id}.flac").as_uri()},
                 }
             )
-    catalog = args.out / "media-items.jsonl"
+    catalog = out / "media-items.jsonl"
     catalog.write_text("".join(json.dumps(line) + "\n" for line in lines))
     print(
         f"wrote {len(lines)} items to {catalog} (media in {media}); send them with\n"

@@ -539,6 +539,21 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+def _configuration_names(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    """``--only``'s names, each once in the order given; a value naming none (``","``,
+    blanks) is a usage error here, before any data is read (the replay raised on it)."""
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    if not names:
+        raise click.BadParameter(
+            f"{value!r} names no configuration: give one or more, comma-separated, e.g. 'hybrid'"
+        )
+    return names
+
+
 def evaluation_options(command: Any) -> Any:
     """Options shared by ``evaluate`` (a dataset file) and ``replay`` (the topics)."""
     options = [
@@ -561,7 +576,9 @@ def evaluation_options(command: Any) -> Any:
         ),
         click.option("--no-content", is_flag=True, help="skip the text encoder (no content)"),
         click.option(
-            "--only", help="comma-separated configurations to run (default: all), e.g. 'hybrid'"
+            "--only",
+            callback=_configuration_names,
+            help="comma-separated configurations to run (default: all), e.g. 'hybrid'",
         ),
         click.option(
             "--items",
@@ -605,13 +622,31 @@ def evaluation_options(command: Any) -> Any:
     return command
 
 
+def writable_directory(path: Path, option: str = "--out") -> Path:
+    """``path`` created if need be and checked by writing a file in it, before any long
+    work whose results go there; one line naming ``option`` when it cannot be (a path
+    under a file, a device, a read-only file system), not a traceback after the work."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise click.ClickException(
+            f"{option} {path}: cannot write there ({error.strerror or error}): "
+            "give a directory you can create and write to"
+        ) from None
+    return path
+
+
 def run_evaluation(
     data: Any,
     k: int,
     limit: int | None,
     out: Path,
     no_content: bool,
-    only: str | None,
+    only: Sequence[str] | None,
     cold_threshold: int = 5,
     ease_l2: float = 500.0,
     ease_refit_every: int = 2000,
@@ -630,6 +665,7 @@ def run_evaluation(
     from models.evaluation.suite import standard_configurations, standard_sources
     from models.sources import Catalog
 
+    writable_directory(out)  # before the replay, not after it
     events = data.events[:limit] if limit else data.events
     vectors = None
     uploaded_at = None
@@ -693,11 +729,17 @@ def run_evaluation(
     )
     configurations = standard_configurations(list(sources))
     if only:
-        wanted = [name.strip() for name in only.split(",") if name.strip()]
+        wanted = list(only)
         unknown = sorted(set(wanted) - set(configurations))
         if unknown:
+            needs = {
+                "content": "'content' needs item texts and no --no-content",
+                "modalities": "'modalities' needs --items",
+            }
+            why = "".join(f" ({needs[name]})" for name in unknown if name in needs)
             raise click.ClickException(
-                f"--only names unknown configurations {unknown}; known: {sorted(configurations)}"
+                f"--only names unknown configurations {unknown}{why}; "
+                f"known: {sorted(configurations)}"
             )
         configurations = {name: configurations[name] for name in wanted}
         needed = sources_read(configurations, sources)
@@ -741,7 +783,13 @@ def run_evaluation(
     if evaluation.interrupted:
         click.echo(f"interrupted after {evaluation.events:,} events: writing a partial report")
     click.echo(format_table(evaluation))
-    paths = write_report(evaluation, data.name, out)
+    try:
+        paths = write_report(evaluation, data.name, out)
+    except OSError as error:  # the disk filled, or the directory went, during the replay
+        raise click.ClickException(
+            f"--out {out}: the report could not be written ({error.strerror or error}): "
+            "free space or give another directory"
+        ) from None
     click.echo(
         f"{evaluation.events / max(evaluation.seconds, 1e-9):,.0f} events/s; "
         + ", ".join(str(p) for p in paths.values())
@@ -757,7 +805,7 @@ def evaluate(
     limit: int | None,
     out: Path,
     no_content: bool,
-    only: str | None,
+    only: Sequence[str] | None,
     **tuning: Any,
 ) -> None:
     """Prequential evaluation of the hybrid, each source and baselines on DATASET.
@@ -821,7 +869,7 @@ def replay(
     limit: int | None,
     out: Path,
     no_content: bool,
-    only: str | None,
+    only: Sequence[str] | None,
     **tuning: Any,
 ) -> None:
     """Prequential evaluation over the interactions topic (items from the items topic,
@@ -913,6 +961,8 @@ def load(
         data = load_dataset(dataset)
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from error
+    if evaluate_served:
+        writable_directory(out)  # before anything is sent, not after the run
     worker = WorkerProcess(settings, settings.data_dir / "load.log")
     if upload_items and data.items:
         uploads = _dataset_uploads(data)
@@ -974,7 +1024,10 @@ def load(
             answered=lambda n: answered.update(n - answered.n),
             pause_at={n: upload_stage(uploads) for n, uploads in stages.items()},
         )
-    click.echo(json.dumps({"bench": "load", "dataset": data.name, **figures}))
+    from models.evaluation.report import report_json
+
+    # No list came back (all dead-lettered): its latencies are null, not NaN.
+    click.echo(report_json({"bench": "load", "dataset": data.name, **figures}, indent=None))
     if lists is not None:
         _evaluate_served(settings, data, events, lists, out, stages)
     if figures["dead_lettered"]:
@@ -1076,7 +1129,9 @@ def _evaluate_served(
         f"(items in common: {report['mean_overlap']:.1%})"
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "served.json").write_text(json.dumps(report, indent=2))
+    from models.evaluation.report import report_json
+
+    (out / "served.json").write_text(report_json(report))
     click.echo(f"wrote {out / 'served.json'}")
 
 

@@ -19,8 +19,15 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from encoders.multimodal import EncodedItem
-from models.evaluation.datasets import MAX_TIMESTAMP, Dataset, ReplayEvent, ReplayItem
-from streams.events import Interaction, ItemUpload
+from models.evaluation.datasets import (
+    MAX_TIMESTAMP,
+    Dataset,
+    ReplayEvent,
+    ReplayItem,
+    text_lines,
+)
+from streams.events import Interaction, ItemUpload, describe_validation_error
+from streams.inspection import printable
 from streams.settings import Settings
 
 
@@ -51,14 +58,23 @@ def parse_offsets(text: str) -> dict[int, int]:
     >>> parse_offsets("0:120, 1:98")
     {0: 120, 1: 98}
     """
-    offsets = {}
+    offsets: dict[int, int] = {}
     for part in text.split(","):
         if not part.strip():
             continue
         partition, _, offset = part.partition(":")
-        if not offset:
-            raise ValueError(f"offset {part!r} should be PARTITION:OFFSET, e.g. 0:120")
-        offsets[int(partition)] = int(offset)
+        try:  # Kafka's partitions are 32-bit and its offsets 64-bit, from 0
+            numbers = int(partition), int(offset)
+        except ValueError:
+            numbers = (-1, -1)
+        if not (0 <= numbers[0] < 2**31 and 0 <= numbers[1] < 2**63):
+            raise ValueError(
+                f"{part.strip()[:40]!r} should be PARTITION:OFFSET, two whole numbers from 0, "
+                "e.g. 0:120"
+            )
+        if numbers[0] in offsets:
+            raise ValueError(f"partition {numbers[0]} is given twice: give each once")
+        offsets[numbers[0]] = numbers[1]
     return offsets
 
 
@@ -214,17 +230,24 @@ class EncodedCatalog:
 
 
 def read_items_file(path: Path) -> list[ItemUpload]:
-    """One ``ItemUpload`` per line; a later line for the same item wins."""
+    """One ``ItemUpload`` per line; a later line for the same item wins. A line that is
+    not one is a one-line ``ValueError`` naming the file, the line and each field's
+    problem (pydantic's own text spans lines and links); the file is UTF-8, a byte order
+    mark allowed, as every other file the commands read."""
     uploads: dict[str, ItemUpload] = {}
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                upload = ItemUpload.model_validate_json(line)
-            except ValidationError as error:
-                raise ValueError(f"{path}:{number}: not an ItemUpload: {error}") from None
-            uploads[upload.item_id] = upload
+    for number, line in enumerate(text_lines(path), start=1):  # DatasetError: not UTF-8
+        if not line.strip():
+            continue
+        try:
+            upload = ItemUpload.model_validate_json(line)
+        except ValidationError as error:
+            problems = describe_validation_error(error).replace("(value): ", "")
+            raise ValueError(
+                f"{path}:{number}: not an ItemUpload ({printable(problems, 300)}): "
+                "write one ItemUpload JSON object per line, e.g. "
+                '{"item_id": "42", "title": "..."}'
+            ) from None
+        uploads[upload.item_id] = upload
     return list(uploads.values())
 
 

@@ -343,16 +343,34 @@ def write_planted_media(directory: Path, seed: int = 0, **shape: int) -> tuple[P
     return items_path, events_path
 
 
-if __name__ == "__main__":  # python -m tests.planted [seed] | --media DIRECTORY [seed]
-    import sys
+def _main(argv: list[str] | None = None) -> None:
+    """``python -m tests.planted [SEED]`` evaluates the planted stream in process;
+    ``--media DIRECTORY [SEED]`` writes it as files. Bad arguments are one usage error."""
+    import argparse
 
     from models.evaluation.report import format_table
 
-    if sys.argv[1:2] == ["--media"]:
-        paths = write_planted_media(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
-        print(*paths)
-    else:
-        evaluation = evaluate_planted(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
-        print(format_table(evaluation))
-        for name, result in evaluation.results.items():  # HitRate@10 by modalities
-            print(name, {g: round(m.hit_rate, 4) for g, m in sorted(result.by_group.items())})
+    parser = argparse.ArgumentParser(prog="python -m tests.planted", description=_main.__doc__)
+    parser.add_argument("--media", type=Path, metavar="DIRECTORY", help="write the files here")
+    parser.add_argument("seed", type=int, nargs="?", default=0, help="0 or more (default 0)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"seed {args.seed}: give a whole number from 0 to {2**32 - 1}")
+    if args.media is not None:
+        try:
+            print(*write_planted_media(args.media, args.seed))
+        except OSError as error:
+            parser.exit(
+                1,
+                f"{parser.prog}: error: --media {args.media}: cannot write there "
+                f"({error.strerror or error}): give a directory you can create and write to\n",
+            )
+        return
+    evaluation = evaluate_planted(args.seed)
+    print(format_table(evaluation))
+    for name, result in evaluation.results.items():  # HitRate@10 by modalities
+        print(name, {g: round(m.hit_rate, 4) for g, m in sorted(result.by_group.items())})
+
+
+if __name__ == "__main__":  # python -m tests.planted [seed] | --media DIRECTORY [seed]
+    _main()

@@ -74,7 +74,7 @@ def _quoted(value: object) -> str:
     return text if len(text) <= _QUOTED_CHARS else text[: _QUOTED_CHARS - 3] + "..."
 
 
-def _lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+def text_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
     """``path``'s lines, decoded strictly one by one (a large file is never held whole), a
     line that is not ``encoding`` a ``DatasetError`` naming it."""
     with path.open("rb") as handle:
@@ -213,7 +213,7 @@ def load_movielens_100k(directory: str | Path) -> Dataset:
     path = directory / "u.data"
     names = ("user id", "item id", "kind", "rating", "timestamp")
     # Latin-1, as ml-100k's other files: its item ids must match u.item's.
-    for number, line in enumerate(_lines(path, "latin-1"), start=1):
+    for number, line in enumerate(text_lines(path, "latin-1"), start=1):
         if not line.strip():
             continue
         fields = line.strip("\r\n").split("\t")
@@ -237,7 +237,7 @@ _RATINGS_COLUMNS = ("userId", "movieId", "rating", "timestamp")
 def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """Each row of the CSV file ``path`` with the line it ends on, its cells stripped; a
     missing column, a short or long row, or a line that is not CSV is a ``DatasetError``."""
-    reader = csv.reader(_lines(path))
+    reader = csv.reader(text_lines(path))
     try:
         header = next(reader, None) or []
         missing = [c for c in required if c not in header]
@@ -312,7 +312,7 @@ def iter_jsonl_events(path: str | Path) -> Iterator[ReplayEvent]:
     ``user_id``, ``item_id``, ``kind``, ``ts`` (epoch seconds or ISO-8601), ``value``
     (a rating's) and ``event_id`` optional; each line is checked as it is read."""
     path = Path(path)
-    for number, line in enumerate(_lines(path), start=1):
+    for number, line in enumerate(text_lines(path), start=1):
         if not line.strip():
             continue
         record = _json_object(line, path, number)

@@ -38,6 +38,29 @@ def _sort_key(row: dict[str, Any], k: int) -> float:
     return -1.0 if isinstance(value, float) and math.isnan(value) else float(value)
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` with every float that is not finite (a metric over no events is NaN)
+    as None, in dicts, lists and tuples at any depth: JSON has no NaN or infinity, and
+    ``json.dumps`` would write them as tokens no strict reader accepts.
+
+    >>> finite_json({"hit_rate@10": float("nan"), "windows": [0.5, float("inf")]})
+    {'hit_rate@10': None, 'windows': [0.5, None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
+
+
+def report_json(value: Any, indent: int | None = 2) -> str:
+    """``value`` as strict JSON for a report file or line: a number that is not finite
+    is null (what a table shows as n/a), never ``NaN`` or ``Infinity``."""
+    return json.dumps(finite_json(value), indent=indent, allow_nan=False, default=str)
+
+
 def as_json(evaluation: Evaluation, dataset: str) -> dict[str, Any]:
     return {
         "dataset": dataset,
@@ -94,7 +117,7 @@ def write_report(evaluation: Evaluation, dataset: str, directory: str | Path) ->
         "markdown": directory / "report.md",
         "plot": directory / "hit_rate_over_time.png",
     }
-    paths["json"].write_text(json.dumps(as_json(evaluation, dataset), indent=2, default=str))
+    paths["json"].write_text(report_json(as_json(evaluation, dataset)))
     status = " (interrupted: partial)" if evaluation.interrupted else ""
     paths["markdown"].write_text(
         f"# Evaluation on {dataset}{status}\n\n"

@@ -57,6 +57,47 @@ class SyntheticRatings:
     genres: list[list[str]]
 
 
+#: The largest shape the command line makes: a log is held whole before it is written
+#: (about 350 bytes an event), and the evaluation replays a few hundred events a second.
+MAX_EVENTS = 2_000_000
+MAX_ITEMS = 1_000_000
+MAX_POPULARITY_EXPONENT = 10.0
+#: A user's quota is drawn by rejection (distinct items, popularity-weighted); a quota
+#: near the catalog's size, or a steep popularity, needs ever more rounds for its last,
+#: rarest items (an exponent of 10 never finished 50 items). Past this many item draws
+#: (or rounds) the rest are drawn at once, without replacement, from the same weights.
+_MAX_DRAWS_PER_USER = 20_000_000
+_MAX_ROUNDS = 2_000
+
+
+def shape_problem(shape: Shape) -> str | None:
+    """Why ``generate`` cannot make ``shape`` as asked, naming the option and the fix,
+    or None: each count at least 1 and bounded, finite weights, every user's minimum
+    within the events asked for."""
+    if not 1 <= shape.items <= MAX_ITEMS:
+        return f"--items {shape.items}: give 1 to {MAX_ITEMS:,}"
+    floor = max(min(shape.min_per_user, shape.items), 1)  # each user rates at least this
+    if not floor <= shape.events <= MAX_EVENTS:
+        return (
+            f"--events {shape.events}: give {floor} to {MAX_EVENTS:,} "
+            f"(each user rates at least {floor})"
+        )
+    if shape.users < 1 or shape.users * floor > shape.events:
+        most = shape.events // floor
+        return (
+            f"--users {shape.users}: give 1 to {most:,} (each user rates at least {floor}, "
+            f"and --events is {shape.events:,}), or raise --events"
+        )
+    if not 0 <= shape.popularity_exponent <= MAX_POPULARITY_EXPONENT:  # False for NaN
+        return (
+            f"--popularity-exponent {shape.popularity_exponent}: give a number from 0 "
+            f"(uniform) to {MAX_POPULARITY_EXPONENT:g} (1 is Zipf's law)"
+        )
+    if shape.seed < 0:
+        return f"--seed {shape.seed}: give 0 or more"
+    return None
+
+
 def generate(shape: Shape) -> SyntheticRatings:
     """Ratings of ``shape``: ``shape.events`` of them, or all a user can give when a
     user's quota exceeds the catalog."""
@@ -77,17 +118,31 @@ def generate(shape: Shape) -> SyntheticRatings:
     extra = rng.pareto(1.2, size=shape.users)
     spare = max(shape.events - shape.min_per_user * shape.users, 0)
     quotas = shape.min_per_user + np.floor(extra / extra.sum() * spare).astype(int)
-    quotas[: shape.events - int(quotas.sum())] += 1  # the remainder, one each
+    quotas[: max(shape.events - int(quotas.sum()), 0)] += 1  # the remainder, one each
     quotas = np.minimum(quotas, shape.items)
     start = 1_000_000_000.0
     rows: list[tuple[int, int, float, int]] = []
+    max_rounds = min(_MAX_ROUNDS, max(64, _MAX_DRAWS_PER_USER // shape.items))
     for user, quota in enumerate(quotas):
-        liked = rng.choice(n_genres, size=2, replace=False)
+        liked = rng.choice(n_genres, size=min(2, n_genres), replace=False)
         pool = np.concatenate([genre_items[g] for g in liked])
+        if not len(pool):  # fewer items than genres: the liked ones may have none
+            pool = np.arange(shape.items)
         pool_weights = popularity[pool] / popularity[pool].sum()
         chosen: dict[int, None] = {}
+        rounds = 0
         while len(chosen) < quota:
             wanted = quota - len(chosen)
+            rounds += 1
+            if rounds > max_rounds:
+                chosen.update(
+                    dict.fromkeys(
+                        _rest(
+                            rng, chosen, wanted, pool, pool_weights, popularity, shape.taste_share
+                        )
+                    )
+                )
+                break
             in_taste = rng.random(wanted) < shape.taste_share
             picks = np.where(
                 in_taste,
@@ -110,6 +165,27 @@ def generate(shape: Shape) -> SyntheticRatings:
     titles = [f"Synthetic film {i + 1} ({1950 + i % 70})" for i in range(shape.items)]
     genres = [[GENRE_NAMES[g] for g in sorted(gs)] for gs in item_genres]
     return SyntheticRatings(rows, titles, genres)
+
+
+def _rest(
+    rng: np.random.Generator,
+    chosen: dict[int, None],
+    wanted: int,
+    pool: np.ndarray,
+    pool_weights: np.ndarray,
+    popularity: np.ndarray,
+    taste_share: float,
+) -> list[int]:
+    """``wanted`` items not in ``chosen``, drawn without replacement in proportion to the
+    weights the rejection rounds draw with (Efraimidis and Spirakis' keys): the items
+    those rounds would add, in distribution, in one pass however rare they are."""
+    weights = (1 - taste_share) * popularity
+    np.add.at(weights, pool, taste_share * pool_weights)
+    left = np.setdiff1d(np.arange(len(popularity)), np.fromiter(chosen, dtype=np.int64))
+    left = rng.permutation(left)  # ties (weights that underflowed to 0) in random order
+    with np.errstate(divide="ignore"):
+        keys = np.log(rng.random(len(left))) / weights[left]
+    return [int(i) for i in left[np.argsort(-keys, kind="stable")[:wanted]]]
 
 
 def write(data: SyntheticRatings, directory: Path) -> Path:
@@ -143,8 +219,18 @@ def main() -> None:
         seed=args.seed,
         popularity_exponent=args.popularity_exponent,
     )
+    problem = shape_problem(shape)
+    if problem is not None:
+        parser.error(problem)  # the usage and one line, exit status 2
     data = generate(shape)
-    path = write(data, args.out)
+    try:
+        path = write(data, args.out)
+    except OSError as error:
+        parser.exit(
+            1,
+            f"{parser.prog}: error: {args.out}: cannot write there "
+            f"({error.strerror or error}): give a directory you can create and write to\n",
+        )
     rated = len({item for _, item, _, _ in data.ratings})
     print(f"{len(data.ratings):,} ratings of {rated:,} items by {shape.users:,} users: {path}")
 
