@@ -47,7 +47,7 @@ def click_latency(broker_timestamp: float | None, now: float) -> float | None:
     """Seconds from a record's broker timestamp to ``now``, or None where the timestamp
     says nothing about latency: none (Kafka's -1, or 0), more than a week old, or more
     than a minute ahead. A timestamp of 1 ms after the epoch had put 1.7e9 s into the
-    histogram's sum and the stats' p99 (``tests/unit/test_hostile_worker.py``).
+    histogram's sum and the stats' p99 (``tests/unit/test_hostile_records.py``).
 
     >>> click_latency(999.5, 1000.0), click_latency(1000.5, 1000.0)
     (0.5, 0.0)
