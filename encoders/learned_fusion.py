@@ -11,18 +11,35 @@ It starts as exactly ``AverageFusion`` (projections initialised to the fixed one
 modality gates), is pulled towards that start by weight decay so a few pairs cannot
 wreck it, and every ``fit`` makes a new version that is saved with ``save`` and loaded
 with ``torch.load(weights_only=True)``: a file can hold tensors and numbers, never code.
+``save`` writes a temporary file, fsyncs it and renames it into place, so a crash leaves
+the former weights or the new ones, never half a file; ``load`` takes only weights of
+this network's names and shapes, finite and within ``MAX_WEIGHT``, and raises
+``FusionWeightsError`` for anything else, before it changes the model.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from encoders.fusion import Embeddings, Fusion, ModalityProjection, unit
+
+#: The largest weight a saved fusion may hold. Fitting keeps them near their start (an
+#: identity or a Gaussian projection, and zero gates); a larger one is no fitted model, and
+#: could overflow a fused vector to infinity, which ``unit`` would make a zero vector.
+MAX_WEIGHT = 1e4
+#: The most versions a saved fusion may claim (one a refit: decades of refits a second).
+MAX_FITTED_VERSIONS = 10**12
+
+
+class FusionWeightsError(ValueError):
+    """A saved fusion that cannot be read, or is not weights of this network."""
 
 
 class _FusionNetwork(nn.Module):
@@ -159,10 +176,72 @@ class LearnedFusion(Fusion):
         )
 
     def save(self, path: str | Path) -> None:
+        """Write the weights to ``path`` atomically (a temporary file, fsynced, renamed)."""
+        path = Path(path)
         state = {name: t.detach().clone() for name, t in self.network.state_dict().items()}
-        torch.save({"weights": state, "fitted_versions": self.fitted_versions}, Path(path))
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with temporary.open("wb") as handle:
+                torch.save({"weights": state, "fitted_versions": self.fitted_versions}, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a power cut
+        finally:
+            os.close(directory)
 
     def load(self, path: str | Path) -> None:
-        saved = torch.load(Path(path), map_location="cpu", weights_only=True)
-        self.network.load_state_dict(saved["weights"])
-        self.fitted_versions = int(saved["fitted_versions"])
+        """Take the weights saved at ``path``; ``FusionWeightsError``, the model unchanged,
+        if the file cannot be read or holds anything but this network's finite weights."""
+        path = Path(path)
+        expected = self.network.state_dict()
+        try:
+            # 4 bytes a weight, twice over and a megabyte for the archive's own records.
+            limit = 8 * sum(t.numel() for t in expected.values()) + 2**20
+            if path.stat().st_size > limit:
+                raise FusionWeightsError(f"{path.stat().st_size:,} bytes, over {limit:,}")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except FusionWeightsError as error:
+            raise FusionWeightsError(f"unreadable fusion weights {path}: {error}") from None
+        except Exception as error:  # whatever a damaged archive or pickle raises
+            raise FusionWeightsError(
+                f"unreadable fusion weights {path}: {type(error).__name__}: "
+                + " ".join(str(error).split())[:200]  # one line: torch's run over several
+            ) from None
+        weights, versions = _checked(path, saved, expected)
+        self.network.load_state_dict(weights)
+        self.fitted_versions = versions
+
+
+def _checked(
+    path: Path, saved: Any, expected: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The weights and version count ``saved`` at ``path`` if they fit ``expected``."""
+
+    def refuse(why: str) -> FusionWeightsError:
+        return FusionWeightsError(f"{path} holds no weights of this fusion: {why}")
+
+    if not isinstance(saved, dict) or set(saved) != {"weights", "fitted_versions"}:
+        keys = sorted(map(str, saved)) if isinstance(saved, dict) else type(saved).__name__
+        raise refuse(f"holds {str(keys)[:200]}, not weights and fitted_versions")
+    weights, versions = saved["weights"], saved["fitted_versions"]
+    if type(versions) is not int or not 0 <= versions <= MAX_FITTED_VERSIONS:
+        raise refuse(f"fitted_versions is {str(versions)[:50]}, not 0 to {MAX_FITTED_VERSIONS}")
+    if not isinstance(weights, dict) or set(weights) != set(expected):
+        names = sorted(map(str, weights)) if isinstance(weights, dict) else type(weights)
+        raise refuse(f"weights {str(names)[:200]}, not {sorted(expected)} (other encoders?)")
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided:
+            raise refuse(f"{name} is no dense tensor")
+        if tensor.shape != expected[name].shape or not tensor.is_floating_point():
+            raise refuse(
+                f"{name} is {tensor.dtype} {tuple(tensor.shape)}, not "
+                f"{expected[name].dtype} {tuple(expected[name].shape)} (other encoders?)"
+            )
+        if not bool(torch.isfinite(tensor).all()) or tensor.abs().max() > MAX_WEIGHT:
+            raise refuse(f"{name} holds a weight that is not finite or over {MAX_WEIGHT:g}")
+    return weights, versions

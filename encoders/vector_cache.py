@@ -1,7 +1,9 @@
 """Encoded vectors kept on disk, so repeated evaluations skip loading and running a model.
 
 The file name is a hash of the model's name and every input, in order: any change to
-the texts (or the model) makes a new entry, and a stale one is never read.
+the texts (or the model) makes a new entry, and a stale one is never read. An entry that
+cannot be read, or is not one finite row of floats per input (a file cut short, damaged,
+of another shape or holding NaN), is a miss: logged once, encoded again and rewritten.
 
 >>> import tempfile
 >>> cache = VectorCache(tempfile.mkdtemp())
@@ -19,11 +21,15 @@ the texts (or the model) makes a new entry, and a stale one is never read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class VectorCache:
@@ -37,14 +43,49 @@ class VectorCache:
         return self.directory / f"{model}-{digest.hexdigest()[:20]}.npy"
 
     def get_or_encode(
-        self, model: str, inputs: Sequence[str], encode: Callable[[Sequence[str]], np.ndarray]
+        self,
+        model: str,
+        inputs: Sequence[str],
+        encode: Callable[[Sequence[str]], np.ndarray],
+        dim: int | None = None,
     ) -> np.ndarray:
+        """The vectors of ``inputs``, read from the cache or encoded and cached; ``dim``, if
+        given, is the width a cached entry must have."""
         path = self.path(model, inputs)
         if path.exists():
-            return np.load(path, allow_pickle=False)
+            vectors = _cached(path, len(inputs), dim)
+            if vectors is not None:
+                return vectors
         vectors = encode(inputs)
-        self.directory.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp.npy")
-        np.save(partial, vectors, allow_pickle=False)
-        partial.replace(path)  # a run stopped mid-write leaves no half file behind
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            np.save(partial, vectors, allow_pickle=False)
+            partial.replace(path)  # a run stopped mid-write leaves no half file behind
+        except OSError as error:  # a cache that cannot be written is only slower
+            log.warning("vectors not cached at %s: %s", path, error)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
         return vectors
+
+
+def _cached(path: Path, rows: int, dim: int | None) -> np.ndarray | None:
+    """The vectors cached at ``path``, or None (logged) if they cannot be used."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as error:  # whatever a damaged file raises: it is only a cache
+        problem = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+    else:
+        if not isinstance(loaded, np.ndarray):  # an .npz archive under the name
+            loaded.close()
+            problem = "not an array"
+        elif loaded.dtype.kind != "f" or loaded.ndim != 2 or loaded.shape[0] != rows:
+            problem = f"{loaded.dtype} {loaded.shape}, not {rows} rows of floats"
+        elif dim is not None and loaded.shape[1] != dim:
+            problem = f"{loaded.shape[1]} columns, not {dim}"
+        elif not np.isfinite(loaded).all():
+            problem = "a number that is not finite"
+        else:
+            return loaded.astype(np.float32, copy=False)
+    log.warning("unusable cached vectors %s (%s): encoding again", path, problem)
+    return None

@@ -708,7 +708,9 @@ def run_evaluation(
             click.echo(f"encoding {len(texts):,} item texts with MiniLM (cached for next time) ...")
             return MiniLMTextEncoder(threads=settings.torch_threads).encode(texts)
 
-        vectors = VectorCache(settings.data_dir / "cache").get_or_encode("minilm", texts, encode)
+        vectors = VectorCache(settings.data_dir / "cache").get_or_encode(
+            "minilm", texts, encode, MiniLMTextEncoder.dim
+        )
     catalog = Catalog()
     modalities = None
     if encoded is not None and encoded.embeddings:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-from encoders.learned_fusion import LearnedFusion
+from encoders.learned_fusion import FusionWeightsError, LearnedFusion
 from encoders.multimodal import MultimodalEncoder
 from models.hybrid import CF, CONTENT
 from models.vector_store import StoredItem, VectorStore
@@ -68,11 +70,29 @@ class FusionRefitter:
         self.pairs_since_fit = 0
 
     def load(self) -> None:
-        """Take the saved fusion, if a learned one was saved before."""
+        """Take the saved fusion, if a learned one was saved before.
+
+        The weights are derived (refitted from the interactions to come): a file that
+        cannot be read, or holds no weights of this network (cut by a crash, other
+        encoders, NaN), is moved aside to ``<name>.unreadable`` (the last one kept, for a
+        post-mortem) with one warning, and the worker starts from the average fusion."""
         fusion = self.encoder.fusion
-        if isinstance(fusion, LearnedFusion) and self.path.exists():
+        if not isinstance(fusion, LearnedFusion) or not self.path.exists():
+            return
+        try:
             fusion.load(self.path)
-            log.info("loaded fusion %s from %s", fusion.version, self.path)
+        except FusionWeightsError as error:
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            try:
+                if aside.is_dir() and not aside.is_symlink():
+                    shutil.rmtree(aside)
+                os.replace(self.path, aside)
+                where = f"moved aside to {aside}"
+            except OSError as move:
+                where = f"could not be moved aside ({move})"
+            log.warning("%s; %s, starting from the average fusion", error, where)
+            return
+        log.info("loaded fusion %s from %s", fusion.version, self.path)
 
     def engaged(self, previous: str, item: str) -> None:
         """A user engaged with ``item`` right after ``previous``."""
@@ -110,9 +130,7 @@ class FusionRefitter:
         report = await asyncio.to_thread(candidate.fit, items, usable, self.fit_epochs)
         report["seconds"] = round(time.perf_counter() - started, 3)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".tmp")
-        candidate.save(partial)
-        partial.replace(self.path)  # atomic: a crash never leaves half a model
+        candidate.save(self.path)  # atomic: a crash never leaves half a model
         self.encoder.fusion = candidate
         # Store calls stay in the event loop (one caller at a time); only fusing is threaded.
         for page in _pages(self.store.scroll(REFUSE_PAGE), REFUSE_PAGE):

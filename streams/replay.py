@@ -7,7 +7,9 @@ event's own ``ts`` (ties keep partition and offset order) before evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +31,8 @@ from models.evaluation.datasets import (
 from streams.events import Interaction, ItemUpload, describe_validation_error
 from streams.inspection import printable
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -280,9 +284,8 @@ def encode_uploads(
     is told how many items are about to be encoded when the cache does not have them."""
     cache = settings.data_dir / "cache" / f"items-{_uploads_digest(settings, uploads)}.npz"
     if cache.exists():
-        with np.load(cache, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in stored.files}
-        if "dims" in arrays:  # else: written before the embeddings were kept
+        arrays = _cached_encodings(cache, len(uploads))
+        if arrays is not None:
             return _catalog(uploads, arrays, cached=True)
     from streams.encoding import build_item_encoder, content_of
 
@@ -313,11 +316,69 @@ def encode_uploads(
             why[row] = str(result)
     arrays["modalities"] = np.array(found, dtype=str)
     arrays["rejected"] = np.array(why, dtype=str)
-    cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(".tmp.npz")
-    np.savez(partial, **arrays)
-    partial.replace(cache)  # a run stopped mid-write leaves no half file behind
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(partial, **arrays)
+        partial.replace(cache)  # a run stopped mid-write leaves no half file behind
+    except OSError as error:  # a cache that cannot be written is only slower
+        log.warning("encodings not cached at %s: %s", cache, error)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     return _catalog(uploads, arrays, cached=False)
+
+
+def _cached_encodings(cache: Path, n: int) -> dict[str, np.ndarray] | None:
+    """The arrays ``encode_uploads`` cached for ``n`` uploads, or None (logged, except
+    for a cache written before the embeddings were kept) if they cannot be used: a file
+    cut short or damaged, arrays of other shapes or kinds, NaN, an unknown modality."""
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except Exception as error:  # whatever a damaged file raises: it is only a cache
+        problem = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+    else:
+        if "dims" not in arrays and "vectors" in arrays:
+            return None  # written before the embeddings were kept: encoded again, silently
+        problem = _encodings_problem(arrays, n)
+        if problem is None:
+            return arrays
+    log.warning("unusable cached encodings %s (%s): encoding again", cache, problem)
+    return None
+
+
+def _encodings_problem(arrays: Mapping[str, np.ndarray], n: int) -> str | None:
+    """What makes ``arrays`` no encodings of ``n`` uploads, or None."""
+    names = {"vectors", "ok", "dims", "modalities", "rejected"}
+    names |= {f"embedding_{m}" for m in MODALITIES}
+    if set(arrays) != names:
+        return f"arrays {sorted(arrays)[:12]}, not {sorted(names)}"
+    dims, vectors, ok = arrays["dims"], arrays["vectors"], arrays["ok"]
+    if dims.dtype.kind not in "iu" or dims.shape != (len(MODALITIES),) or (dims < 0).any():
+        return f"dims {dims.dtype} {dims.shape}"
+    if vectors.dtype.kind != "f" or vectors.shape != (n, dims[0]) or dims[0] == 0:
+        return f"vectors {vectors.dtype} {vectors.shape}, not {n} rows of {dims[0]}"
+    if ok.dtype != bool or ok.shape != (n,):
+        return f"ok {ok.dtype} {ok.shape}"
+    for name in ("modalities", "rejected"):
+        if arrays[name].dtype.kind != "U" or arrays[name].shape != (n,):
+            return f"{name} {arrays[name].dtype} {arrays[name].shape}"
+    for index, modality in enumerate(MODALITIES):
+        embedding = arrays[f"embedding_{modality}"]
+        if embedding.dtype.kind != "f" or embedding.ndim != 2 or embedding.shape[0] != n:
+            return f"embedding_{modality} {embedding.dtype} {embedding.shape}"
+        if embedding.shape[1] not in (0, dims[index]):
+            return f"embedding_{modality} of {embedding.shape[1]} columns, not {dims[index]}"
+        if not np.isfinite(embedding).all():
+            return f"embedding_{modality} holds a number that is not finite"
+    if not np.isfinite(vectors[ok]).all():
+        return "vectors hold a number that is not finite"
+    for row, found in enumerate(arrays["modalities"].tolist()):
+        names_found = found.split("+") if found else []
+        known = all(m in MODALITIES and arrays[f"embedding_{m}"].shape[1] > 0 for m in names_found)
+        if not known or bool(ok[row]) != bool(names_found):
+            return f"row {row} has modalities {printable(found, 50)!r}"
+    return None
 
 
 def _catalog(

@@ -1,0 +1,288 @@
+"""Derived local state read back from ``data_dir``, damaged or crafted: the learned
+fusion's weights (``fusion/learned.pt``) and the encoding caches (``cache/``).
+
+Each is derived, so one that cannot be used is set aside or encoded again, with one log
+line: a worker never fails to start on it, a command never ends in a traceback, and no
+NaN weight or vector is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from encoders.fusion import AverageFusion, ModalityProjection
+from encoders.learned_fusion import MAX_WEIGHT, LearnedFusion
+from encoders.vector_cache import VectorCache
+from streams.app import StreamrecApp
+from streams.encoding import build_item_encoder
+from streams.events import ItemUpload
+from streams.fusion_refit import FusionRefitter
+from streams.replay import encode_uploads
+from streams.settings import Settings
+
+PROJECTION = ModalityProjection({"text": 8, "image": 12}, common_dim=8)
+ITEMS = [
+    {"text": np.linspace(-1, 1, 8, dtype=np.float32)},
+    {"image": np.linspace(0, 2, 12, dtype=np.float32)},
+    {"text": np.ones(8, np.float32), "image": np.arange(12, dtype=np.float32)},
+]
+
+
+def fitted() -> LearnedFusion:
+    fusion = LearnedFusion(PROJECTION)
+    fusion.fit(ITEMS, [(0, 1), (1, 2)], epochs=2)
+    return fusion
+
+
+def weights() -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in fitted().network.state_dict().items()}
+
+
+def saved(**changes: Any) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        torch.save({"weights": weights(), "fitted_versions": 1, **changes}, path)
+
+    return write
+
+
+def with_weight(name: str, value: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Path], None]:
+    return saved(weights={k: value(v) if k == name else v for k, v in weights().items()})
+
+
+def cut(keep: Callable[[int], int]) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        fitted().save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: keep(len(data))])
+
+    return write
+
+
+def directory(path: Path) -> None:
+    path.mkdir()
+
+
+DAMAGED_WEIGHTS: dict[str, Callable[[Path], None]] = {
+    "cut by a crash mid-write": cut(lambda n: n // 2),
+    "cut to its first bytes": cut(lambda n: 100),
+    "empty": lambda path: path.write_bytes(b""),
+    "random bytes": lambda path: path.write_bytes(np.random.default_rng(0).bytes(4096)),
+    "other keys": lambda path: torch.save({"state": weights()}, path),
+    "an extra key": saved(note=torch.zeros(1)),
+    "not a dict": lambda path: torch.save([1, 2], path),
+    "weights not a dict": saved(weights=[1.0]),
+    "no weights": saved(weights={}),
+    "a weight missing": saved(weights={k: v for k, v in weights().items() if k != "gates"}),
+    "a weight of another shape (other encoders)": with_weight(
+        "projections.image.weight", lambda v: torch.zeros(8, 7)
+    ),
+    "NaN weights": with_weight("projections.text.weight", lambda v: v * float("nan")),
+    "an infinite gate": with_weight("gates", lambda v: torch.full_like(v, float("inf"))),
+    "a weight over the bound": with_weight("gates", lambda v: v + 2 * MAX_WEIGHT),
+    "integer weights": with_weight("gates", lambda v: v.to(torch.int64)),
+    "a weight that is no tensor": with_weight("gates", lambda v: 1.0),  # type: ignore[arg-type, return-value]
+    "a huge fitted_versions": saved(fitted_versions=10**400),
+    "a negative fitted_versions": saved(fitted_versions=-3),
+    "a NaN fitted_versions": saved(fitted_versions=float("nan")),
+    "a text fitted_versions": saved(fitted_versions="7"),
+    "a directory": directory,
+}
+
+
+def refitter(path: Path) -> FusionRefitter:
+    encoder = SimpleNamespace(fusion=LearnedFusion(PROJECTION))
+    return FusionRefitter(encoder, None, None, path, 10)  # type: ignore[arg-type]
+
+
+def starts_from_the_average(fusion: LearnedFusion) -> None:
+    assert fusion.version == "learned-v0"
+    np.testing.assert_allclose(fusion.fuse(ITEMS), AverageFusion(PROJECTION).fuse(ITEMS), atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", DAMAGED_WEIGHTS.values(), ids=DAMAGED_WEIGHTS.keys())
+def test_unusable_fusion_weights_are_set_aside_and_the_fusion_starts_as_the_average(
+    damage: Callable[[Path], None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "fusion" / "learned.pt"
+    path.parent.mkdir()
+    damage(path)
+    loader = refitter(path)
+    with caplog.at_level(logging.WARNING):
+        loader.load()
+    starts_from_the_average(loader.encoder.fusion)  # type: ignore[arg-type]
+    assert not path.exists() and (tmp_path / "fusion" / "learned.pt.unreadable").exists()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert str(path) in warning and "average fusion" in warning and "\n" not in warning
+    # The next start finds nothing to load, and the next refit saves where it was.
+    refitter(path).load()
+    fitted().save(path)
+    again = refitter(path)
+    again.load()
+    assert again.encoder.fusion.version == "learned-v1"
+
+
+def test_a_worker_starts_on_fusion_weights_cut_by_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path, encoders="hashing", fusion="learned")
+    encoder = build_item_encoder(settings)
+    path = tmp_path / "fusion" / "learned.pt"
+    path.parent.mkdir()
+    encoder.fusion.save(path)
+    path.write_bytes(path.read_bytes()[:-300])
+    app = StreamrecApp(settings, encoder)
+    try:
+        with caplog.at_level(logging.WARNING):
+            app.start()
+        assert encoder.fusion.version == "learned-v0"
+        assert any(str(path) in r.getMessage() for r in caplog.records)
+    finally:
+        app.stop()
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_damage_to_saved_weights_loads_finite_weights_or_starts_from_the_average(
+    data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = tmp_path_factory.mktemp("fusion") / "learned.pt"
+    fitted().save(path)
+    raw = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(0, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    path.write_bytes(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
+    loader = refitter(path)
+    loader.load()
+    fusion = loader.encoder.fusion
+    assert all(torch.isfinite(t).all() for t in fusion.network.state_dict().values())  # type: ignore[attr-defined]
+    assert np.isfinite(fusion.fuse(ITEMS)).all()
+    if path.exists():  # read: the file still holds usable weights
+        assert fusion.version == "learned-v1"
+    else:
+        starts_from_the_average(fusion)  # type: ignore[arg-type]
+
+
+def test_a_crash_while_saving_leaves_the_former_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "learned.pt"
+    fitted().save(path)
+    before = path.read_bytes()
+
+    def crash(state: Any, handle: Any) -> None:
+        handle.write(b"PK\x03\x04 half an archive")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="no space"):
+        fitted().save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["learned.pt"]  # no temporary file left behind
+
+
+# -- the encoding caches ---------------------------------------------------------------
+
+
+def npz_under_the_name(path: Path) -> None:
+    with path.open("wb") as handle:
+        np.savez(handle, vectors=np.ones((2, 4), np.float32))
+
+
+DAMAGED_VECTORS: dict[str, Callable[[Path], None]] = {
+    "cut in the header": lambda p: p.write_bytes(p.read_bytes()[:60]),
+    "cut in the data": lambda p: p.write_bytes(p.read_bytes()[:-8]),
+    "empty": lambda p: p.write_bytes(b""),
+    "random bytes": lambda p: p.write_bytes(np.random.default_rng(1).bytes(300)),
+    "NaN": lambda p: np.save(p, np.full((2, 4), np.nan, np.float32)),
+    "infinity": lambda p: np.save(p, np.full((2, 4), np.inf, np.float32)),
+    "another row count": lambda p: np.save(p, np.ones((3, 4), np.float32)),
+    "another width": lambda p: np.save(p, np.ones((2, 5), np.float32)),
+    "one dimension": lambda p: np.save(p, np.ones(8, np.float32)),
+    "text": lambda p: np.save(p, np.array([["a"] * 4] * 2)),
+    "objects": lambda p: np.save(p, np.array([None, 1], dtype=object), allow_pickle=True),
+    "an npz archive": npz_under_the_name,
+    "a directory": lambda p: (p.unlink(), p.mkdir()),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_VECTORS.values(), ids=DAMAGED_VECTORS.keys())
+def test_unusable_cached_vectors_are_a_miss_encoded_again(
+    damage: Callable[[Path], None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache, inputs, calls = VectorCache(tmp_path), ["a", "b"], []
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return np.arange(8, dtype=np.float32).reshape(2, 4)
+
+    expected = cache.get_or_encode("toy", inputs, encode, dim=4)
+    damage(cache.path("toy", inputs))
+    with caplog.at_level(logging.WARNING):
+        vectors = cache.get_or_encode("toy", inputs, encode, dim=4)
+    assert np.array_equal(vectors, expected) and calls == [2, 2]
+    assert any(str(cache.path("toy", inputs)) in r.getMessage() for r in caplog.records)
+    if cache.path("toy", inputs).is_file():  # rewritten: the next read is a hit
+        assert np.array_equal(cache.get_or_encode("toy", inputs, encode, dim=4), expected)
+        assert calls == [2, 2]
+
+
+UPLOADS = [ItemUpload(item_id=str(n), title=f"a jazz record {n}") for n in range(4)]
+
+
+def rewritten(**changes: Any) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        arrays.update(changes)
+        with path.open("wb") as handle:
+            np.savez(handle, **{k: v for k, v in arrays.items() if v is not None})
+
+    return write
+
+
+def nan_vectors(path: Path) -> None:
+    with np.load(path) as stored:
+        vectors = stored["vectors"].copy()
+    vectors[1, 3] = np.nan
+    rewritten(vectors=vectors)(path)
+
+
+DAMAGED_ENCODINGS: dict[str, Callable[[Path], None]] = {
+    "cut by a crash": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+    "random bytes": lambda p: p.write_bytes(np.random.default_rng(2).bytes(500)),
+    "NaN in a vector": nan_vectors,
+    "vectors of another shape": rewritten(vectors=np.zeros((2, 7), np.float32)),
+    "vectors of text": rewritten(vectors=np.array(["a"] * 4)),
+    "ok of another length": rewritten(ok=np.ones(2, bool)),
+    "dims of another length": rewritten(dims=np.array([384])),
+    "an unknown modality": rewritten(modalities=np.array(["smell"] * 4)),
+    "an embedding missing": rewritten(embedding_text=None),
+    "an embedding of another width": rewritten(embedding_text=np.zeros((4, 3), np.float32)),
+    "NaN in an embedding": rewritten(embedding_text=np.full((4, 384), np.nan, np.float32)),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_ENCODINGS.values(), ids=DAMAGED_ENCODINGS.keys())
+def test_unusable_cached_encodings_are_a_miss_encoded_again(
+    damage: Callable[[Path], None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path, encoders="hashing")
+    first = encode_uploads(settings, UPLOADS)
+    (cache,) = (tmp_path / "cache").glob("items-*.npz")
+    damage(cache)
+    with caplog.at_level(logging.WARNING):
+        again = encode_uploads(settings, UPLOADS)
+    assert not again.cached and np.array_equal(again.vectors, first.vectors)
+    assert [str(cache) in r.getMessage() for r in caplog.records] == [True]
+    assert encode_uploads(settings, UPLOADS).cached  # rewritten
