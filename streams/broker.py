@@ -445,10 +445,19 @@ class KafkaBroker:
         self._process = None  # not ours to stop when this process ends
 
     def down(self, timeout_s: float = 30.0) -> None:
-        """Stop the background broker ``up`` started (its data stays)."""
+        """Stop the background broker ``up`` started (its data stays).
+
+        ``NoRecordedBroker``, nothing signalled, if ``kafka.pid`` names no broker of this
+        data directory (damaged, or a stale pid now another process's)."""
         if not self._pid_file.exists():
             return
-        pid = int(self._pid_file.read_text())
+        pid = self._recorded_broker()
+        if pid is None:
+            self._pid_file.unlink(missing_ok=True)
+            raise NoRecordedBroker(
+                f"{self._pid_file} names no Kafka broker of {self.data_dir}: nothing was "
+                f"stopped; stop what runs on port {self.port} yourself"
+            )
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, sig)
@@ -458,6 +467,44 @@ class KafkaBroker:
             if not _alive(pid):
                 break
         self._pid_file.unlink(missing_ok=True)
+
+    def _recorded_broker(self) -> int | None:
+        """The process group ``up`` recorded, if its leader is still this directory's broker.
+
+        Signalling a group whose id is read from a file is checked first: ``killpg(0)``
+        signals the caller's own group, ``killpg(1)`` every process the caller may signal
+        (all of them, as root), and a pid left by a broker gone since may be anyone's now."""
+        try:
+            text = self._pid_file.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not re.fullmatch(r"[0-9]{1,9}", text):
+            return None
+        pid = int(text)
+        if pid <= 1 or pid in (os.getpid(), os.getpgrp()):
+            return None
+        try:
+            if os.getpgid(pid) != pid:  # up() starts the broker leading its own group
+                return None
+        except OSError:  # no such process
+            return None
+        proc = Path(f"/proc/{pid}")
+        if not Path("/proc/self").exists():
+            return pid  # no /proc to ask (macOS): the checks above are what there is
+        config = self.data_dir / "server.properties"
+        try:
+            arguments = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        for argument in arguments:
+            if argument.endswith(b"server.properties"):
+                path = Path(os.fsdecode(argument))
+                with contextlib.suppress(OSError):
+                    if os.path.samefile(
+                        path if path.is_absolute() else proc / "cwd" / path, config
+                    ):
+                        return pid
+        return None
 
     def kill(self) -> None:
         """SIGKILL at once: a crash, not a shutdown."""
@@ -514,6 +561,10 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class NoRecordedBroker(RuntimeError):
+    """``kafka.pid`` names no broker of the data directory: nothing was stopped."""
 
 
 def make_broker(flavour: BrokerFlavour, port: int, data_dir: Path) -> LocalBroker | KafkaBroker:

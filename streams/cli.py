@@ -139,7 +139,12 @@ def broker_stop() -> None:
     local = _local_broker(settings)
     if not port_is_open(local.host, local.port):
         raise click.ClickException(f"no local broker runs on {local.bootstrap_servers}")
-    local.down()
+    from streams.broker import NoRecordedBroker
+
+    try:
+        local.down()
+    except NoRecordedBroker as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"local broker on {local.bootstrap_servers} stopped (data kept in {local.data_dir})")
 
 
@@ -1175,7 +1180,12 @@ def demo(delay: float, reset: bool) -> None:
                 "use other topic names (STREAMREC_TOPIC_*) or a new consumer group instead"
             )
         if port_is_open(local.host, local.port):
-            local.down()
+            from streams.broker import NoRecordedBroker
+
+            try:
+                local.down()
+            except NoRecordedBroker as error:
+                raise click.ClickException(f"{error}; nothing was deleted") from None
         shutil.rmtree(settings.data_dir, ignore_errors=True)
         click.echo(f"reset: deleted {settings.data_dir} (broker data, users, items)")
     elif (settings.data_dir / "broker").exists():

@@ -1,5 +1,6 @@
 """Derived local state read back from ``data_dir``, damaged or crafted: the learned
-fusion's weights (``fusion/learned.pt``) and the encoding caches (``cache/``).
+fusion's weights (``fusion/learned.pt``), the encoding caches (``cache/``) and the local
+Kafka broker's pid file (``kafka/kafka.pid``), which ``streamrec broker stop`` signals.
 
 Each is derived, so one that cannot be used is set aside or encoded again, with one log
 line: a worker never fails to start on it, a command never ends in a traceback, and no
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +29,7 @@ from encoders.fusion import AverageFusion, ModalityProjection
 from encoders.learned_fusion import MAX_WEIGHT, LearnedFusion
 from encoders.vector_cache import VectorCache
 from streams.app import StreamrecApp
+from streams.broker import KafkaBroker, NoRecordedBroker
 from streams.encoding import build_item_encoder
 from streams.events import ItemUpload
 from streams.fusion_refit import FusionRefitter
@@ -286,3 +291,68 @@ def test_unusable_cached_encodings_are_a_miss_encoded_again(
     assert not again.cached and np.array_equal(again.vectors, first.vectors)
     assert [str(cache) in r.getMessage() for r in caplog.records] == [True]
     assert encode_uploads(settings, UPLOADS).cached  # rewritten
+
+
+# -- the Kafka broker's pid file -------------------------------------------------------
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process leading its own group, as the broker does, that is no broker."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    yield process
+    process.kill()
+    process.wait()
+
+
+RECORDED_PIDS: dict[str, Callable[[subprocess.Popen[bytes]], bytes]] = {
+    "1 (killpg: every process the caller may signal)": lambda s: b"1",
+    "0 (killpg: the caller's own group)": lambda s: b"0",
+    "negative": lambda s: b"-1",
+    "not a number": lambda s: b"kafka",
+    "empty": lambda s: b"",
+    "not text": lambda s: b"\xff\xfe",
+    "too large": lambda s: b"99999999999999999999",
+    "this process": lambda s: str(os.getpid()).encode(),
+    "a live process that is no broker (a stale pid reused)": lambda s: str(s.pid).encode(),
+}
+
+
+@pytest.mark.parametrize("recorded", RECORDED_PIDS.values(), ids=RECORDED_PIDS.keys())
+def test_a_pid_file_naming_no_broker_of_the_directory_signals_nothing(
+    recorded: Callable[[subprocess.Popen[bytes]], bytes],
+    sleeper: subprocess.Popen[bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = KafkaBroker(9, tmp_path)
+    (tmp_path / "kafka.pid").write_bytes(recorded(sleeper))
+    signalled: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: signalled.append((pid, sig)))
+    with pytest.raises(NoRecordedBroker, match="nothing was stopped"):
+        broker.down(timeout_s=0.2)
+    assert signalled == [] and sleeper.poll() is None
+    assert not (tmp_path / "kafka.pid").exists()  # the next stop does not read it again
+
+
+def test_the_pid_file_of_this_directory_s_broker_stops_it(tmp_path: Path) -> None:
+    (tmp_path / "server.properties").write_text("")
+    broker = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path / "server.properties")],
+        start_new_session=True,
+    )
+    try:
+        started = Path(f"/proc/{broker.pid}/cmdline")
+        for _ in range(100):  # /proc shows the arguments once exec has finished
+            if not started.exists() or b"server.properties" in started.read_bytes():
+                break
+            time.sleep(0.05)
+        (tmp_path / "kafka.pid").write_text(str(broker.pid))
+        KafkaBroker(9, tmp_path).down(timeout_s=10)
+        assert broker.poll() is not None  # down() waited for it (and reaped its child)
+        assert not (tmp_path / "kafka.pid").exists()
+    finally:
+        broker.kill()
+        broker.wait()
