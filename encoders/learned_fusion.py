@@ -19,7 +19,6 @@ this network's names and shapes, finite and within ``MAX_WEIGHT``, and raises
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from encoders.fusion import Embeddings, Fusion, ModalityProjection, unit
+from models.atomic_file import write_atomically
 
 #: The largest weight a saved fusion may hold. Fitting keeps them near their start (an
 #: identity or a Gaussian projection, and zero gates); a larger one is no fitted model, and
@@ -179,20 +179,8 @@ class LearnedFusion(Fusion):
         """Write the weights to ``path`` atomically (a temporary file, fsynced, renamed)."""
         path = Path(path)
         state = {name: t.detach().clone() for name, t in self.network.state_dict().items()}
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with temporary.open("wb") as handle:
-                torch.save({"weights": state, "fitted_versions": self.fitted_versions}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a power cut
-        finally:
-            os.close(directory)
+        saved = {"weights": state, "fitted_versions": self.fitted_versions}
+        write_atomically(path, lambda handle: torch.save(saved, handle))
 
     def load(self, path: str | Path) -> None:
         """Take the weights saved at ``path``; ``FusionWeightsError``, the model unchanged,

@@ -15,7 +15,6 @@ set of sources or dimensions) raises ``SnapshotError``; the caller rebuilds inst
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from models.atomic_file import write_atomically
 from models.hybrid import HybridRecommender
 from models.sources.changes import MAX_ID_CHARS
 from models.user_state import UserState
@@ -81,21 +81,8 @@ def capture(hybrid: HybridRecommender, extra: dict[str, Any]) -> ItemSideSnapsho
 def write(snapshot: ItemSideSnapshot, path: Path) -> int:
     """Write ``snapshot`` to ``path`` atomically; its size in bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     header = np.frombuffer(json.dumps(snapshot.header).encode(), dtype=np.uint8)
-    try:
-        with temporary.open("wb") as handle:
-            np.savez(handle, **snapshot.arrays, **{_HEADER: header})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
+    write_atomically(path, lambda handle: np.savez(handle, **snapshot.arrays, **{_HEADER: header}))
     return path.stat().st_size
 
 

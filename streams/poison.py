@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from models.atomic_file import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,7 @@ class PoisonGuard:
                 return
             marker = {"suspects": suspects, "poison": sorted(self.poison), "alone": alone}
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".tmp")
-            with partial.open("w") as file:
-                json.dump(marker, file)
-                file.flush()
-                os.fsync(file.fileno())
-            partial.replace(self.path)
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)  # the rename itself must survive a crash
-            finally:
-                os.close(directory)
+            write_atomically(self.path, lambda file: file.write(json.dumps(marker).encode()))
         except OSError as error:
             # A full or read-only disk must not stop ingestion (an exception here would
             # lose the batch): it runs on without the guard until the marker can be written.
