@@ -18,11 +18,13 @@ import socket
 import stat
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import idna
 
 
 class MediaError(ValueError):
@@ -151,9 +153,28 @@ def _pinned(
         name = str(ipaddress.ip_address(host))
         header_name = f"[{name}]" if ":" in name else name
     except ValueError:
-        name = header_name = host.encode("idna").decode("ascii")
+        try:  # as httpx encodes a host (IDNA 2008), not Python's codec (IDNA 2003)
+            name = header_name = idna.encode(host).decode("ascii")
+        except idna.IDNAError:
+            name = header_name = host.encode("idna").decode("ascii")
     url = urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
     return url, header_name + (f":{port}" if port else ""), name
+
+
+#: The most addresses of a host a download tries in turn (each up to
+#: ``media_connect_timeout_s``).
+MAX_ADDRESSES_TRIED = 4
+
+
+def _through_proxy(parsed: urllib.parse.SplitResult) -> bool:
+    """Whether httpx sends a request for this URL through a proxy named in the
+    environment (``HTTP(S)_PROXY``, ``ALL_PROXY``, less ``NO_PROXY``): then the proxy
+    resolves the name and connects, and the URL must keep it (the proxy's allow-lists,
+    its CONNECT and the certificate check all read the name)."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parsed.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(parsed.hostname or "", proxies)
 
 
 class MediaFetcher:
@@ -288,17 +309,35 @@ class MediaFetcher:
         if not host:
             raise MediaError(DISALLOWED, f"the URI names no host: {uri[:200]!r}")
         headers = {"User-Agent": self.policy.user_agent}
-        extensions: dict[str, str] = {}
-        target = uri
+        # Connect to an address just checked, never to a second resolution of the name: a
+        # name can answer a public address to the check and a private one to the
+        # connection (DNS rebinding). The name still goes in Host and TLS's SNI, and the
+        # certificate is checked against it. Each address in turn, as a resolver's
+        # connection would (a host's IPv6 address first on a machine without IPv6).
+        pins: list[str | None] = [None]  # None: the URI as it is
         if not self.policy.allow_private_hosts:
-            address = self._public_address(host, port or (443 if parsed.scheme == "https" else 80))
-            # Connect to the address just checked, never to a second resolution of the
-            # name: a name can answer a public address to the check and a private one to
-            # the connection (DNS rebinding). The name still goes in Host and TLS's SNI,
-            # and the certificate is checked against it.
-            target, headers["Host"], server_name = _pinned(parsed, host, port, address)
-            if parsed.scheme == "https":
-                extensions["sni_hostname"] = server_name
+            default_port = 443 if parsed.scheme == "https" else 80
+            addresses = self._public_addresses(host, port or default_port)
+            if not _through_proxy(parsed):  # else the proxy resolves and connects
+                pins = list(addresses[:MAX_ADDRESSES_TRIED])
+        failure = ""
+        for address in pins:
+            target, extensions = uri, {}
+            if address is not None:
+                target, headers["Host"], server_name = _pinned(parsed, host, port, address)
+                if parsed.scheme == "https":
+                    extensions = {"sni_hostname": server_name}
+            try:
+                return self._get(uri, target, headers, extensions)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                failure = f"{type(error).__name__}: {error}"
+        raise MediaError(UNREACHABLE, f"GET {uri} failed: {failure}")
+
+    def _get(
+        self, uri: str, target: str, headers: dict[str, str], extensions: dict[str, str]
+    ) -> bytes:
+        """GET ``target`` (``uri``, or it pinned to an address); raises ``httpx.ConnectError``
+        or ``ConnectTimeout`` when nothing answers there, ``MediaError`` for anything else."""
         timeout = httpx.Timeout(self.policy.read_timeout_s, connect=self.policy.connect_timeout_s)
         try:
             # No redirects: a redirect could lead to a host the checks above refuse.
@@ -327,13 +366,15 @@ class MediaFetcher:
                         )
                     chunks.append(chunk)
                 return b"".join(chunks)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise
         except httpx.HTTPError as error:
             failure = f"GET {uri} failed: {type(error).__name__}: {error}"
             raise MediaError(UNREACHABLE, failure) from None
 
-    def _public_address(self, host: str, port: int) -> str:
-        """The address to connect to for ``host``: its first, once every address it
-        resolves to is public (and carries no private IPv4 address inside it)."""
+    def _public_addresses(self, host: str, port: int) -> list[str]:
+        """The addresses ``host`` resolves to, in the resolver's order, once every one of
+        them is public (and carries no private IPv4 address inside it)."""
         try:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError) as error:
@@ -348,7 +389,7 @@ class MediaFetcher:
                     f"host {host!r} resolves to non-public address {address}: "
                     "set media_allow_private_hosts for an internal media server",
                 )
-        return str(infos[0][4][0])
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     # -- checks ------------------------------------------------------------------------
 

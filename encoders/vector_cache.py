@@ -21,13 +21,14 @@ of another shape or holding NaN), is a miss: logged once, encoded again and rewr
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from models.atomic_file import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,11 @@ class VectorCache:
             if vectors is not None:
                 return vectors
         vectors = encode(inputs)
-        partial = path.with_suffix(".tmp.npy")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            np.save(partial, vectors, allow_pickle=False)
-            partial.replace(path)  # a run stopped mid-write leaves no half file behind
+            write_atomically(path, lambda file: np.save(file, vectors, allow_pickle=False))
         except OSError as error:  # a cache that cannot be written is only slower
             log.warning("vectors not cached at %s: %s", path, error)
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
         return vectors
 
 

@@ -76,16 +76,22 @@ def topic_status(settings: Settings, timeout_s: float = 10.0) -> list[PartitionS
 
 #: C0 and C1 controls; Unicode's bidirectional controls (Bidi_Control: they reorder the
 #: rest of a terminal line, so a title could make a score or an id read as another,
-#: the "Trojan Source" trick); line and paragraph separators; and the invisible
-#: characters that make two ids look alike (zero width space, word joiner, BOM).
+#: the "Trojan Source" trick); line and paragraph separators; and the characters that
+#: print as nothing, so two ids look alike (default ignorable: soft hyphen, zero width
+#: space, word joiner, invisible operators, fillers, BOM, tags); emoji joiners and
+#: variation selectors are left, as emoji need them.
 _CONTROL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]"
+    "[\x00-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b"
+    "\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0"
+    "\U000e0000-\U000e007f]"
 )
 
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def printable(text: object, limit: int | None = None) -> str:

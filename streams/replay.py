@@ -7,7 +7,6 @@ event's own ``ts`` (ties keep partition and offset order) before evaluation.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from encoders.multimodal import EncodedItem
+from models.atomic_file import write_atomically
 from models.evaluation.datasets import (
     MAX_TIMESTAMP,
     Dataset,
@@ -316,15 +316,11 @@ def encode_uploads(
             why[row] = str(result)
     arrays["modalities"] = np.array(found, dtype=str)
     arrays["rejected"] = np.array(why, dtype=str)
-    partial = cache.with_suffix(".tmp.npz")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(partial, **arrays)
-        partial.replace(cache)  # a run stopped mid-write leaves no half file behind
+        write_atomically(cache, lambda file: np.savez(file, **arrays))
     except OSError as error:  # a cache that cannot be written is only slower
         log.warning("encodings not cached at %s: %s", cache, error)
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
     return _catalog(uploads, arrays, cached=False)
 
 

@@ -315,7 +315,11 @@ class Settings(BaseSettings):
         # The first part of the path that exists must be a directory: below a file the
         # worker could create nothing, and failed with a traceback as it started.
         for part in (data_dir, *data_dir.absolute().parents):
-            if part.exists():
+            try:
+                exists = part.exists()
+            except OSError:  # a part that cannot be searched: the worker will say so
+                break
+            if exists:
                 if not part.is_dir():
                     raise ValueError(
                         f"data_dir={str(data_dir)!r}: {part} is not a directory: point "

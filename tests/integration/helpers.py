@@ -148,15 +148,18 @@ def event_log(seed: int, n_events: int) -> list[tuple[str, str, str, str]]:
     return log
 
 
-def make_tls(directory: Path, name: str = "test") -> tuple[Path, Path]:
-    """A CA of its own and a server certificate it signs for 127.0.0.1 (openssl CLI):
-    returns (the CA certificate, the server's keystore: PKCS#8 key then certificate chain,
-    as Kafka reads ``ssl.keystore.type=PEM``)."""
+def make_tls(
+    directory: Path, name: str = "test", names: str = "IP:127.0.0.1,DNS:localhost"
+) -> tuple[Path, Path]:
+    """A CA of its own and a server certificate it signs for ``names`` (subject
+    alternative names; openssl CLI): returns (the CA certificate, the server's keystore:
+    PKCS#8 key then certificate chain, as Kafka reads ``ssl.keystore.type=PEM``); the key
+    and the certificate alone are ``{name}-server.key`` and ``.pem`` beside them."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_pem = directory / f"{name}-ca.key", directory / f"{name}-ca.pem"
     key, csr, cert = (directory / f"{name}-server.{ext}" for ext in ("key", "csr", "pem"))
     extensions = directory / f"{name}-san.cnf"
-    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    extensions.write_text(f"subjectAltName={names}\n")
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)

@@ -10,6 +10,7 @@ import io
 import math
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -35,6 +36,7 @@ from encoders.media import (
     MediaPolicy,
     _pinned,
 )
+from tests.integration.helpers import make_tls
 from tests.media_samples import audio_file, encoded, stripes, tone
 
 WAV = audio_file(tone(440, 0.2))
@@ -398,3 +400,126 @@ def test_a_download_connects_to_the_address_checked_and_names_the_host(
         host,
         server_name,
     )
+
+
+class _TlsHost:
+    """An https media server on loopback with a certificate for ``media.test`` only (its
+    CA trusted through ``SSL_CERT_FILE``), and a CONNECT proxy in front of it; the name
+    resolves to public addresses, which connections reach on loopback."""
+
+    def __init__(self, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        ca, _ = make_tls(directory, "media", names="DNS:media.test")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(directory / "media-server.pem", directory / "media-server.key")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(PNG)))
+                self.end_headers()
+                self.wfile.write(PNG)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+        self.proxy = socket.create_server(("127.0.0.1", 0))
+        self.proxied: list[str] = []  # what each CONNECT asked for
+        threading.Thread(target=self._proxy_forever, daemon=True).start()
+        self.addresses = [PUBLIC]
+        self.refused = {"93.184.216.99"}  # a public address where nothing answers
+        real_connect, real_getaddrinfo = socket.create_connection, socket.getaddrinfo
+
+        def create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+            if address[0] in self.refused:
+                raise ConnectionRefusedError(111, "Connection refused")
+            if address[0] == PUBLIC:
+                address = ("127.0.0.1", address[1])
+            return real_connect(address, *args, **kwargs)
+
+        def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+            if host != "media.test":
+                return real_getaddrinfo(host, port, *args, **kwargs)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in self.addresses]
+
+        monkeypatch.setattr(socket, "create_connection", create_connection)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        for name in ("HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+        self.real_connect = real_connect
+
+    def _proxy_forever(self) -> None:
+        while True:
+            client, _ = self.proxy.accept()
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += client.recv(4096)
+        self.proxied.append(request.split(b" ")[1].decode())
+        upstream = self.real_connect(("127.0.0.1", self.port))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.proxy.close()
+
+
+@pytest.fixture()
+def tls_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_TlsHost]:
+    host = _TlsHost(tmp_path, monkeypatch)
+    yield host
+    host.close()
+
+
+def test_an_https_download_to_the_address_checked_verifies_the_host_s_certificate(
+    tls_host: _TlsHost,
+) -> None:
+    """The connection goes to the address checked, the certificate is checked against
+    the name (SNI); another name's certificate is refused."""
+    fetcher = MediaFetcher(MediaPolicy())
+    assert fetcher.fetch("image", uri=f"https://media.test:{tls_host.port}/a.png") == PNG
+    assert tls_host.proxied == []
+
+
+def test_an_https_download_through_a_proxy_keeps_the_name(
+    tls_host: _TlsHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through ``HTTPS_PROXY`` the proxy resolves and connects: it is asked for the name,
+    and the certificate is checked against it. Pinned to the address, every download
+    through a proxy had failed its certificate check (the tunnel named the address)."""
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{tls_host.proxy.getsockname()[1]}")
+    fetcher = MediaFetcher(MediaPolicy())
+    assert fetcher.fetch("image", uri=f"https://media.test:{tls_host.port}/a.png") == PNG
+    assert tls_host.proxied == [f"media.test:{tls_host.port}"]
+
+
+def test_a_download_tries_the_host_s_next_address_when_one_does_not_answer(
+    tls_host: _TlsHost,
+) -> None:
+    """All of a name's addresses are checked; each is tried in turn, as a resolver's
+    connection would (only the first was, and a host whose first address is down was
+    unreachable); none answering is one ``media-unreachable``."""
+    tls_host.addresses = ["93.184.216.99", PUBLIC]
+    fetcher = MediaFetcher(MediaPolicy())
+    assert fetcher.fetch("image", uri=f"https://media.test:{tls_host.port}/a.png") == PNG
+    tls_host.addresses = ["93.184.216.99"]
+    with pytest.raises(MediaError, match="ConnectError") as error:
+        fetcher.fetch("image", uri=f"https://media.test:{tls_host.port}/a.png")
+    assert error.value.reason == UNREACHABLE

@@ -46,7 +46,9 @@ def test_click_latency_measures_a_plausible_timestamp_and_nothing_else() -> None
 
 #: Characters that reorder or hide what a terminal shows (``streams/inspection.py``).
 REORDERING = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
-HIDING = "\u2028\u2029\u200b\u2060\ufeff"
+#: Line separators, and characters that print as nothing (soft hyphen, invisible
+#: separator, Mongolian vowel separator, Hangul filler, a tag character among them).
+HIDING = "\u2028\u2029\u200b\u2060\ufeff\xad\u2063\u180e\u3164\U000e0041"
 
 
 def test_ids_and_titles_cannot_reorder_or_hide_what_a_command_prints() -> None:
