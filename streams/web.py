@@ -12,6 +12,7 @@ workers it sent about half the requests to the worker without the user.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import faust
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from faust.web import View
 from pydantic import BaseModel, ValidationError
 
@@ -239,6 +241,66 @@ def _bytes(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
 
+#: How long a write's body may take to arrive, whole. aiohttp has no such bound: a client
+#: sending a Content-Length and then nothing held its connection (and a descriptor) for good.
+BODY_TIMEOUT_S = 10.0
+
+#: What the worker's web server is started with (aiohttp's ``RequestHandler`` options).
+#: Bodies are not decompressed: aiohttp inflated a ``Content-Encoding: gzip`` body as it
+#: arrived, in the event loop, before any view could refuse it (a 1 MB gzip body of spaces
+#: held the loop, and with it the worker's consumers, for 2 s; it was then refused as over
+#: the 1 MiB body limit). A connection that sends no complete request is closed after
+#: ``keepalive_timeout`` (aiohttp's default is an hour, so idle connections piled up).
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "keepalive_timeout": 75.0}
+
+
+def configure_server(app: faust.App) -> None:
+    """Start ``app``'s web server with ``SERVER_OPTIONS``. Faust makes its aiohttp runner
+    without options, so they are put where the runner keeps them for the server it makes
+    when it starts."""
+    runner = getattr(app.web, "_runner", None)
+    options = getattr(runner, "_kwargs", None)
+    if not isinstance(options, dict):
+        raise RuntimeError("Faust's web driver has no aiohttp runner to configure")
+    options.update(SERVER_OPTIONS)
+
+
+class BodyRefused(Exception):
+    """A write's body that cannot be read: the status and the fix."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
+
+async def read_body(request: web.Request) -> bytes:
+    """A write's body, whole, within ``BODY_TIMEOUT_S`` and the application's size limit
+    (aiohttp's ``client_max_size``, 1 MiB: 413); ``BodyRefused`` otherwise. A compressed
+    body is refused (the server does not inflate bodies: ``SERVER_OPTIONS``), as is one
+    whose framing is broken or whose client went away before sending it."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise BodyRefused(415, "send the body uncompressed, without Content-Encoding")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app._client_max_size
+        raise BodyRefused(
+            413, f"the body is over {limit} bytes: send one interaction, as JSON"
+        ) from None
+    except TimeoutError:
+        raise BodyRefused(
+            408, f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s: send it whole"
+        ) from None
+    except RequestPayloadError as error:
+        raise BodyRefused(400, f"the body could not be read ({clip(str(error))})") from None
+    except ConnectionError:
+        # The client went away mid-body: nobody reads the answer; nothing to log.
+        raise BodyRefused(400, "the connection closed before the body was sent") from None
+
+
 DASHBOARD = resources.files("streams").joinpath("dashboard.html").read_text()
 
 
@@ -285,6 +347,7 @@ def install_views(
 ) -> None:
     """Every view of the API on ``app``; user lists are routed by ``interactions``'
     partitions (the users table's, partition for partition)."""
+    configure_server(app)
 
     @app.page("/streamrec/stats/")
     async def stats(view: Any, request: Any) -> Any:
@@ -324,7 +387,9 @@ def install_views(
                 status, why = refused
                 return self.json({"error": why}, status=status)
             try:
-                event = Interaction.model_validate_json(await request.read())
+                event = Interaction.model_validate_json(await read_body(request))
+            except BodyRefused as refused:
+                return self.json({"error": refused.why}, status=refused.status)
             except ValidationError as error:
                 why = clip(describe_validation_error(error), MAX_ERROR_CHARS)
                 return self.json({"error": why}, status=422)

@@ -965,3 +965,122 @@ def test_a_marker_that_cannot_be_written_does_not_stop_ingestion(
         ran.append("alone")
     assert ran == ["batch", "alone"]  # both blocks ran: the batch is not lost
     assert "poison-pill recovery is off" in caplog.text  # and the operator is told
+
+
+# -- write bodies that cannot be read, over the worker's own web server ------------------
+
+
+def served_by_faust(
+    backend: AcceptingBackend, exchange: Any, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> Any:
+    """``exchange(host, port)`` against the worker's real views served by Faust's own aiohttp
+    runner (so with the options the worker starts it with), on a free port."""
+    import streams.web
+    from tests.conftest import free_port
+
+    server_options = getattr(streams.web, "SERVER_OPTIONS", {})
+    monkeypatch.setattr(streams.web, "SERVER_OPTIONS", {**server_options, **options}, raising=False)
+    monkeypatch.setattr(streams.web, "BODY_TIMEOUT_S", 1.0, raising=False)
+    port = free_port()
+    app = faust.App(
+        "web-bodies",
+        broker="memory://",
+        web_bind="127.0.0.1",
+        web_port=port,
+        web_in_thread=False,
+        web_application_options={"middlewares": web_middlewares()},
+    )
+    install_views(app, app.topic("interactions"), backend, None, "items")  # type: ignore[arg-type]
+    app.web.init_server()
+
+    async def run() -> Any:
+        await app.web.start_server()
+        try:
+            return await exchange("127.0.0.1", port)
+        finally:
+            await app.web.stop_server()
+
+    return asyncio.run(run())
+
+
+async def answer_to(
+    host: str, port: int, head: list[bytes], body: bytes, then_close: bool = False
+) -> tuple[int, dict[str, Any]]:
+    reader, writer = await asyncio.open_connection(host, port)
+    lines = [b"POST /api/interactions/ HTTP/1.1", b"Host: w", b"Content-Type: application/json"]
+    writer.write(b"\r\n".join([*lines, *head, b"Connection: close"]) + b"\r\n\r\n" + body)
+    if then_close:
+        writer.close()
+        return 0, {}
+    answer = await asyncio.wait_for(reader.read(), 15)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def good_event(event_id: str) -> bytes:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "user_id": "u1",
+            "item_id": "i1",
+            "kind": "click",
+            "ts": datetime.now(UTC).isoformat(),
+        }
+    ).encode()
+
+
+def test_write_bodies_that_cannot_be_read_are_refused_as_json_and_never_inflated(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gzip body was inflated by aiohttp in the event loop before any view ran (1 MB of
+    gzip held a real worker's loop 2 s, then answered 413), and one that was no gzip was a
+    500 with a logged traceback, as was a client leaving mid-body; a body announced and
+    never sent held its connection for good."""
+    import gzip
+
+    backend = AcceptingBackend()
+    bomb = gzip.compress(b" " * (50 << 20))
+
+    async def exchange(host: str, port: int) -> list[Any]:
+        length = lambda body: b"Content-Length: %d" % len(body)  # noqa: E731
+        answers = [
+            await answer_to(host, port, [b"Content-Encoding: gzip", length(bomb)], bomb),
+            await answer_to(host, port, [b"Content-Encoding: gzip", b"Content-Length: 4"], b"{}{}"),
+            await answer_to(
+                host, port, [b"Content-Encoding: br", length(good_event("x"))], good_event("x")
+            ),
+            await answer_to(host, port, [b"Content-Length: 100"], b"{", then_close=True),
+            await answer_to(host, port, [b"Content-Length: 100"], b"{"),  # then silence
+            await answer_to(host, port, [b"Content-Length: %d" % (2 << 20)], b" " * (2 << 20)),
+        ]
+        await asyncio.sleep(0.2)  # the view of the request whose client left has ended
+        event = good_event("e1")
+        answers.append(await answer_to(host, port, [length(event)], event))
+        return answers
+
+    with caplog.at_level(logging.WARNING):
+        answers = served_by_faust(backend, exchange, monkeypatch)
+    monkeypatch.undo()
+    statuses = [status for status, _ in answers]
+    assert statuses == [415, 415, 415, 0, 408, 413, 202], answers
+    assert all(why["error"] for why in [a for _, a in answers[:3]] + [answers[4][1], answers[5][1]])
+    assert "uncompressed" in answers[0][1]["error"] and "within" in answers[4][1]["error"]
+    assert [i.event_id for i in backend.submitted] == ["e1"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_connection_that_sends_no_request_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp kept a connection that sent nothing, or half a request line, for an hour
+    (its keep-alive default), so idle connections could take every descriptor."""
+
+    async def exchange(host: str, port: int) -> list[bytes]:
+        silent = await asyncio.open_connection(host, port)
+        half = await asyncio.open_connection(host, port)
+        half[1].write(b"GET /health/ HTT")
+        return [await asyncio.wait_for(r.read(), 10) for r, _ in (silent, half)]
+
+    assert served_by_faust(AcceptingBackend(), exchange, monkeypatch, keepalive_timeout=1.0) == [
+        b"",
+        b"",
+    ]
