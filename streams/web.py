@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from streams.bounds import MAX_ERROR_CHARS, clip
 from streams.events import DeadLetter, Interaction, Recommendations, describe_validation_error
+from streams.kafka_compat.web_server import configure_web_server
 from streams.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -245,25 +246,6 @@ def _bytes(value: str) -> bytes:
 #: sending a Content-Length and then nothing held its connection (and a descriptor) for good.
 BODY_TIMEOUT_S = 10.0
 
-#: What the worker's web server is started with (aiohttp's ``RequestHandler`` options).
-#: Bodies are not decompressed: aiohttp inflated a ``Content-Encoding: gzip`` body as it
-#: arrived, in the event loop, before any view could refuse it (a 1 MB gzip body of spaces
-#: held the loop, and with it the worker's consumers, for 2 s; it was then refused as over
-#: the 1 MiB body limit). A connection that sends no complete request is closed after
-#: ``keepalive_timeout`` (aiohttp's default is an hour, so idle connections piled up).
-SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "keepalive_timeout": 75.0}
-
-
-def configure_server(app: faust.App) -> None:
-    """Start ``app``'s web server with ``SERVER_OPTIONS``. Faust makes its aiohttp runner
-    without options, so they are put where the runner keeps them for the server it makes
-    when it starts."""
-    runner = getattr(app.web, "_runner", None)
-    options = getattr(runner, "_kwargs", None)
-    if not isinstance(options, dict):
-        raise RuntimeError("Faust's web driver has no aiohttp runner to configure")
-    options.update(SERVER_OPTIONS)
-
 
 class BodyRefused(Exception):
     """A write's body that cannot be read: the status and the fix."""
@@ -277,8 +259,8 @@ class BodyRefused(Exception):
 async def read_body(request: web.Request) -> bytes:
     """A write's body, whole, within ``BODY_TIMEOUT_S`` and the application's size limit
     (aiohttp's ``client_max_size``, 1 MiB: 413); ``BodyRefused`` otherwise. A compressed
-    body is refused (the server does not inflate bodies: ``SERVER_OPTIONS``), as is one
-    whose framing is broken or whose client went away before sending it."""
+    body is refused (the server does not inflate bodies: ``kafka_compat/web_server.py``),
+    as is one whose framing is broken or whose client went away before sending it."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise BodyRefused(415, "send the body uncompressed, without Content-Encoding")
@@ -347,7 +329,7 @@ def install_views(
 ) -> None:
     """Every view of the API on ``app``; user lists are routed by ``interactions``'
     partitions (the users table's, partition for partition)."""
-    configure_server(app)
+    configure_web_server(app)
 
     @app.page("/streamrec/stats/")
     async def stats(view: Any, request: Any) -> Any:

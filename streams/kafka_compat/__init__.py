@@ -14,6 +14,9 @@ needs which and the tests that show it):
 - ``paused_poll``: a worker with nothing to fetch still counts as polling
   (robinhood/faust#517). Every broker: a client bug.
 
+The web server's options (``web_server``): request bodies not inflated, idle connections
+closed; Faust's aiohttp runner takes none of its own.
+
 Services the app runs on every broker, since the record loss they repair was never
 traced to the broker (``docs/kafka.md``): ``offset_continuity`` (offsets skipped before
 the agent are read directly) and ``delivery_watchdog`` (stalled partitions and table

@@ -976,11 +976,12 @@ def served_by_faust(
     """``exchange(host, port)`` against the worker's real views served by Faust's own aiohttp
     runner (so with the options the worker starts it with), on a free port."""
     import streams.web
+    from streams.kafka_compat import web_server
     from tests.conftest import free_port
 
-    server_options = getattr(streams.web, "SERVER_OPTIONS", {})
-    monkeypatch.setattr(streams.web, "SERVER_OPTIONS", {**server_options, **options}, raising=False)
-    monkeypatch.setattr(streams.web, "BODY_TIMEOUT_S", 1.0, raising=False)
+    server_options = {**web_server.SERVER_OPTIONS, **options}
+    monkeypatch.setattr(web_server, "SERVER_OPTIONS", server_options)
+    monkeypatch.setattr(streams.web, "BODY_TIMEOUT_S", 1.0)
     port = free_port()
     app = faust.App(
         "web-bodies",
