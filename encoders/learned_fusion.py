@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from encoders.fusion import Embeddings, Fusion, ModalityProjection, unit
-from models.atomic_file import write_atomically
+from models.atomic_file import read_failure, write_atomically
 
 #: The largest weight a saved fusion may hold. Fitting keeps them near their start (an
 #: identity or a Gaussian projection, and zero gates); a larger one is no fitted model, and
@@ -197,8 +197,7 @@ class LearnedFusion(Fusion):
             raise FusionWeightsError(f"unreadable fusion weights {path}: {error}") from None
         except Exception as error:  # whatever a damaged archive or pickle raises
             raise FusionWeightsError(
-                f"unreadable fusion weights {path}: {type(error).__name__}: "
-                + " ".join(str(error).split())[:200]  # one line: torch's run over several
+                f"unreadable fusion weights {path}: {read_failure(error)}"
             ) from None
         weights, versions = _checked(path, saved, expected)
         self.network.load_state_dict(weights)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.atomic_file import write_atomically
+from models.atomic_file import read_failure, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _cached(path: Path, rows: int, dim: int | None) -> np.ndarray | None:
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as error:  # whatever a damaged file raises: it is only a cache
-        problem = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        problem = read_failure(error)
     else:
         if not isinstance(loaded, np.ndarray):  # an .npz archive under the name
             loaded.close()

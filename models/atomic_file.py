@@ -1,4 +1,5 @@
-"""Files written whole or not at all, for state a worker reads back at its next start.
+"""Files written whole or not at all, for state a worker reads back at its next start,
+and what made one unreadable, in one line.
 
 The content goes to a temporary name beside the target, is fsynced and renamed over it,
 then the directory is fsynced: a crash at any point leaves the former file whole (or
@@ -35,3 +36,9 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def read_failure(error: BaseException) -> str:
+    """What reading a damaged file raised, as one line of at most about 250 characters
+    (numpy's and torch's messages run over several lines)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from encoders.multimodal import EncodedItem
-from models.atomic_file import write_atomically
+from models.atomic_file import read_failure, write_atomically
 from models.evaluation.datasets import (
     MAX_TIMESTAMP,
     Dataset,
@@ -332,7 +332,7 @@ def _cached_encodings(cache: Path, n: int) -> dict[str, np.ndarray] | None:
         with np.load(cache, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
     except Exception as error:  # whatever a damaged file raises: it is only a cache
-        problem = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        problem = read_failure(error)
     else:
         if "dims" not in arrays and "vectors" in arrays:
             return None  # written before the embeddings were kept: encoded again, silently
