@@ -7,6 +7,7 @@ in which case every test that uses a broker runs once on each (CI runs both).
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import uuid
@@ -34,6 +35,13 @@ def minilm() -> Any:
     from encoders.text import MiniLMTextEncoder
 
     return MiniLMTextEncoder(threads=1)
+
+
+def own_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The records ``caplog`` caught but those of kafka-python's loggers: a client an
+    earlier test left closing logs from its own thread (connection refused once that
+    test's broker stopped), into whichever test runs then."""
+    return [r for r in caplog.records if r.name.split(".")[0] != "kafka"]
 
 
 def free_port() -> int:

@@ -35,6 +35,7 @@ from streams.events import ItemUpload
 from streams.fusion_refit import FusionRefitter
 from streams.replay import encode_uploads
 from streams.settings import Settings
+from tests.conftest import own_records
 
 PROJECTION = ModalityProjection({"text": 8, "image": 12}, common_dim=8)
 ITEMS = [
@@ -127,7 +128,7 @@ def test_unusable_fusion_weights_are_set_aside_and_the_fusion_starts_as_the_aver
         loader.load()
     starts_from_the_average(loader.encoder.fusion)  # type: ignore[arg-type]
     assert not path.exists() and (tmp_path / "fusion" / "learned.pt.unreadable").exists()
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    (warning,) = [r.getMessage() for r in own_records(caplog) if r.levelno >= logging.WARNING]
     assert str(path) in warning and "average fusion" in warning and "\n" not in warning
     # The next start finds nothing to load, and the next refit saves where it was.
     refitter(path).load()
@@ -289,7 +290,7 @@ def test_unusable_cached_encodings_are_a_miss_encoded_again(
     with caplog.at_level(logging.WARNING):
         again = encode_uploads(settings, UPLOADS)
     assert not again.cached and np.array_equal(again.vectors, first.vectors)
-    assert [str(cache) in r.getMessage() for r in caplog.records] == [True]
+    assert [str(cache) in r.getMessage() for r in own_records(caplog)] == [True]
     assert encode_uploads(settings, UPLOADS).cached  # rewritten
 
 
