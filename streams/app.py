@@ -31,6 +31,7 @@ from streams.interactions import InteractionHandler
 from streams.kafka_compat import install as install_kafka_compat
 from streams.kafka_compat.delivery_watchdog import DeliveryWatchdog
 from streams.kafka_compat.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
+from streams.kafka_compat.undecodable_batches import SKIPPED
 from streams.metrics import WorkerMetrics
 from streams.new_items import NewItemPusher
 from streams.outbox import Outbox
@@ -203,6 +204,7 @@ class StreamrecApp:
             self.continuity.forget(assigned)
 
         app.add_dependency(self.watchdog)
+        app.timer(1.0, name="dead-letter-skipped-batches")(self._dead_letter_skipped_batches)
 
         if isinstance(self.encoder.fusion, LearnedFusion):
             app.timer(1.0, name="refresh-fusion")(self.fusion.maybe_refit)
@@ -257,6 +259,24 @@ class StreamrecApp:
 
     async def _push_new_items(self) -> None:
         await self.new_items.tick(self.replica.items_at_catch_up)
+
+    async def _dead_letter_skipped_batches(self) -> None:
+        """Batches the consumers skipped undecoded (``kafka_compat/undecodable_batches.py``):
+        those of the input topics are dead-lettered; those of the worker's own topics,
+        which every replica reads, are logged."""
+        s = self.settings
+        for batch in SKIPPED.drain():
+            if batch.topic in (s.topic_items, s.topic_interactions):
+                await self.outbox.dead_letter_skipped(batch)
+            else:
+                log.error(
+                    "offsets %d to %d of %s[%d] could not be decoded and were skipped: %s",
+                    batch.first,
+                    batch.end - 1,
+                    batch.topic,
+                    batch.partition,
+                    batch.error,
+                )
 
     def _committed(self, topic: str) -> dict[int, int]:
         """The offsets this worker's group committed on ``topic``, by partition."""

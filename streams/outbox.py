@@ -15,10 +15,14 @@ from typing import Any
 
 from streams.bounds import MAX_ERROR_CHARS, check_size, clip, clip_key
 from streams.events import MAX_RAW_CHARS, DeadLetter
+from streams.kafka_compat.undecodable_batches import SkippedBatch
 from streams.metrics import WorkerMetrics
 from streams.records import Record, Rejected, record_key
 
 log = logging.getLogger(__name__)
+
+#: The reason of a dead letter for a batch of records the consumer could not decode.
+UNDECODABLE_BATCH = "undecodable-batch"
 
 
 class Outbox:
@@ -73,3 +77,34 @@ class Outbox:
         )
         await self.send(self.dead_letters_topic, key, letter.to_bytes())
         self.metrics.dead_letters[rejected.reason] += 1
+
+    async def dead_letter_skipped(self, batch: SkippedBatch) -> None:
+        """Dead-letter a batch the consumer could not decode (no record, no key to quote:
+        its offsets say which records to look for)."""
+        last = batch.end - 1
+        error = clip(
+            f"offsets {batch.first} to {last} could not be decoded and were skipped: "
+            f"{batch.error}. Produce them again uncompressed or with gzip, lz4, snappy or zstd",
+            MAX_ERROR_CHARS,
+        )
+        letter = DeadLetter(
+            source_topic=batch.topic,
+            partition=batch.partition,
+            offset=batch.first,
+            key=None,
+            reason=UNDECODABLE_BATCH,
+            error=error,
+            raw="",
+            failed_at=datetime.now(UTC),
+        )
+        log.error(
+            "dead letter from %s[%s]@%s-%s (%s): %s",
+            batch.topic,
+            batch.partition,
+            batch.first,
+            last,
+            UNDECODABLE_BATCH,
+            clip(error),
+        )
+        await self.send(self.dead_letters_topic, None, letter.to_bytes())
+        self.metrics.dead_letters[UNDECODABLE_BATCH] += 1

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """``python -m streams worker`` with the given settings; its log goes to ``log_path``."""
+    """``python -m streams worker`` with the given settings; its log goes to ``log_path``;
+    ``env``: more environment variables (over the settings')."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log_path = Path(log_path)
+        self.env = dict(env or {})
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +53,7 @@ class WorkerProcess:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "streams", "worker"],
-                env=settings_env(self.settings),
+                env={**settings_env(self.settings), **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -13,6 +13,9 @@ needs which and the tests that show it):
   (aiokafka skips them). Every broker: a client bug.
 - ``paused_poll``: a worker with nothing to fetch still counts as polling
   (robinhood/faust#517). Every broker: a client bug.
+- ``undecodable_batches``: a fetched batch that cannot be decoded (a codec no library
+  here reads, a corrupt payload) is skipped and reported, not raised into Faust's
+  consumer thread, which crash-looped the worker. Every broker.
 
 The web server's options (``web_server``): request bodies not inflated, idle connections
 closed; Faust's aiohttp runner takes none of its own.
@@ -37,6 +40,7 @@ from streams.kafka_compat import (
     fetch_backoff,
     group_membership,
     paused_poll,
+    undecodable_batches,
 )
 from streams.kafka_compat.patching import ClassPatch, Flavour
 from streams.settings import Settings
@@ -50,6 +54,7 @@ PATCHES: tuple[ClassPatch, ...] = (
     empty_assignment.PATCH,
     committed_seek.PATCH,
     paused_poll.PATCH,
+    undecodable_batches.PATCH,
 )
 
 

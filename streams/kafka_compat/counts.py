@@ -23,6 +23,8 @@ DEFENCES = {
     "recovery_reread": "changelog partitions read again during a stalled table recovery",
     "catch_up_read": "ranges of offsets skipped before the agent, read directly",
     "catch_up_record": "records read by those catch-up reads",
+    "undecodable_batch": "record batches skipped because they could not be decoded "
+    "(dead-lettered as undecodable-batch)",
 }
 
 fired: Counter[str] = Counter()

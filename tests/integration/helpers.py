@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,10 @@ def click(
     }
 
 
-def start_worker_with_catalog(settings: Settings, log_name: str = "worker.log") -> WorkerProcess:
-    worker = WorkerProcess(settings, settings.data_dir / log_name)
+def start_worker_with_catalog(
+    settings: Settings, log_name: str = "worker.log", env: Mapping[str, str] | None = None
+) -> WorkerProcess:
+    worker = WorkerProcess(settings, settings.data_dir / log_name, env)
     worker.start()
     worker.wait_until(lambda s: True, timeout_s=180, what="web server up")
     catalog = catalog_uploads()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka.consumer.consumer import AIOKafkaConsumer
-from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.consumer.fetcher import Fetcher, PartitionRecords
 from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
 from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
@@ -68,12 +68,18 @@ RECORDED_SIGNATURES: dict[str, tuple[Callable[..., Any], str]] = {
         "(self, *partitions: aiokafka.structs.TopicPartition) -> None",
     ),
     "SubscriptionState.fetch_context": (SubscriptionState.fetch_context, "(self)"),
+    "PartitionRecords.__init__": (
+        PartitionRecords.__init__,
+        "(self, tp, records, aborted_transactions, fetch_offset, key_deserializer, "
+        "value_deserializer, check_crcs, isolation_level)",
+    ),
 }
 
 #: Private instance attributes the patches and services read, by the class that sets them.
 RECORDED_ATTRIBUTES = {
     GroupCoordinator: ["_group_instance_id"],
     Recovery: ["_recovery_started_at", "_active_events_received_at"],
+    PartitionRecords: ["_tp", "_records", "_check_crcs", "next_fetch_offset"],
 }
 
 
@@ -124,11 +130,12 @@ def test_each_broker_gets_the_patches_it_needs_and_the_others_are_put_back() -> 
         "rejoin_on_empty_assignment",
         "full_seek_to_committed",
         "poll_while_paused",
+        "skip_undecodable_batches",
     ]
     assert all(patch.installed for patch in kafka_compat.PATCHES)
     on_kafka = kafka_compat.install(Settings(broker_flavour="kafka"))
     # noida-db's departures from the protocol are not patched on Kafka; client bugs are.
-    assert on_kafka == ["full_seek_to_committed", "poll_while_paused"]
+    assert on_kafka == ["full_seek_to_committed", "poll_while_paused", "skip_undecodable_batches"]
     installed = {patch.name: patch.installed for patch in kafka_compat.PATCHES}
     assert installed == {
         "empty_fetch_backoff": False,
@@ -136,6 +143,7 @@ def test_each_broker_gets_the_patches_it_needs_and_the_others_are_put_back() -> 
         "rejoin_on_empty_assignment": False,
         "full_seek_to_committed": True,
         "poll_while_paused": True,
+        "skip_undecodable_batches": True,
     }
     assert Fetcher._proc_fetch_request is kafka_compat.fetch_backoff.PATCH.original
 
@@ -180,7 +188,7 @@ def test_a_sync_group_answer_with_no_assignment_is_joined_again_on_noida_db(
 @pytest.mark.usefixtures("restore_patches")
 def test_a_disabled_patch_is_not_installed_and_an_unknown_name_is_refused() -> None:
     settings = Settings(broker_flavour="kafka", kafka_compat_disabled=["poll_while_paused"])
-    assert kafka_compat.install(settings) == ["full_seek_to_committed"]
+    assert kafka_compat.install(settings) == ["full_seek_to_committed", "skip_undecodable_batches"]
     assert not kafka_compat.paused_poll.PATCH.installed
     with pytest.raises(ValueError, match="kafka_compat_disabled: no patch named paused_pol;"):
         kafka_compat.install(Settings(kafka_compat_disabled=["paused_pol"]))
