@@ -146,16 +146,23 @@ def _read_range(
         for tp in partitions:
             starts[tp] = max(starts[tp], selection.start_offsets.get(tp.partition, 0))
         records = []
-        remaining = {tp for tp in partitions if starts[tp] < ends[tp]}
-        for tp in partitions:
+        # One partition at a time, so a batch that cannot be decoded is named by its place.
+        for tp in (tp for tp in partitions if starts[tp] < ends[tp]):
+            consumer.assign([tp])
             consumer.seek(tp, starts[tp])
-        while remaining:
-            for tp, batch in consumer.poll(timeout_ms=1000).items():
-                for record in batch:
-                    if record.offset < ends[tp]:
-                        records.append((tp.partition, record.offset, record.value))
-                if consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+            while consumer.position(tp) < ends[tp]:
+                try:
+                    fetched = consumer.poll(timeout_ms=1000).get(tp, [])
+                except Exception as error:  # a codec or a payload kafka-python cannot read
+                    at = consumer.position(tp)
+                    raise ValueError(
+                        f"{topic}[{tp.partition}]: the records from offset {at} cannot be "
+                        f"read ({type(error).__name__}: {error}); produce them again, or replay past them with "
+                        f"--from-offsets {tp.partition}:{at + 1} (or later)"
+                    ) from None
+                records += [
+                    (tp.partition, r.offset, r.value) for r in fetched if r.offset < ends[tp]
+                ]
         return records
     finally:
         consumer.close()

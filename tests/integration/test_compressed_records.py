@@ -15,11 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import kafka.codec
 import pytest
 from aiokafka import AIOKafkaProducer
+from click.testing import CliRunner
 
 from streams.admin import produce
 from streams.broker import Broker
+from streams.cli import main
+from streams.process import settings_env
+from streams.replay import read_interactions
 from streams.settings import Settings
 from tests.conftest import TopicReader, isolated_settings
 from tests.integration.helpers import click, recommendations_for, start_worker_with_catalog
@@ -148,3 +153,31 @@ def test_a_batch_the_worker_cannot_decode_is_dead_lettered_and_never_stops_it(
         recs.close()
         letters.close()
         worker.stop()
+
+
+def test_replay_reads_compressed_records_and_names_a_batch_it_cannot_decode(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = isolated_settings(broker, tmp_path)
+    produce(settings, settings.topic_items, [("space-1", {"item_id": "space-1", "title": "S"})])
+    produce(settings, settings.topic_interactions, [("ann", click("r-0", "ann", "space-1"))])
+    produce_compressed(settings, "lz4", [("ann", click("r-1", "ann", "space-1", minute=1))])
+    produce_compressed(settings, "zstd", [("ann", click("r-2", "ann", "space-1", minute=2))])
+    assert [e.event_id for e in read_interactions(settings).events] == ["r-0", "r-1", "r-2"]
+
+    # A codec kafka-python cannot decode here: one line naming the place and the way past.
+    monkeypatch.setattr(kafka.codec, "has_lz4", lambda: False)
+    env = settings_env(settings.model_copy(update={"encoders": "hashing"}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["replay", "--no-content", "--out", str(out)], env=env)
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    partition = line.split("[")[1].split("]")[0]
+    assert f"{settings.topic_interactions}[{partition}]: the records from offset 1" in line
+    assert "lz4" in line and f"--from-offsets {partition}:2" in line
+    result = CliRunner().invoke(
+        main,
+        ["replay", "--no-content", "--out", str(out), "--from-offsets", f"{partition}:2"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
