@@ -70,6 +70,7 @@ class StreamrecApp:
             collection=s.collection,
             api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
             index_after=s.vector_index_after,
+            min_free_bytes=s.min_free_disk_mb * 2**20,
         )
         self.hybrid.use_store(self.store, s.dense_ranking_max_items, s.candidates_per_source)
         self.metrics = WorkerMetrics(lag=self._lag)
@@ -309,6 +310,7 @@ class StreamrecApp:
             "catalog": len(hybrid),
             "item_updates_behind": replica.behind,
             "item_updates_read": {str(p): n for p, n in replica.positions.items()},
+            "item_side_waiting_for_disk": replica.waiting_for_disk,
             "cf_vectors_published": metrics.cf_vectors_published,
             "candidate_stage": hybrid.candidates is not None
             and hybrid.candidates.applies(len(hybrid)),

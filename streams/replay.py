@@ -157,8 +157,8 @@ def _read_range(
                     at = consumer.position(tp)
                     raise ValueError(
                         f"{topic}[{tp.partition}]: the records from offset {at} cannot be "
-                        f"read ({type(error).__name__}: {error}); produce them again, or replay past them with "
-                        f"--from-offsets {tp.partition}:{at + 1} (or later)"
+                        f"read ({type(error).__name__}: {error}); produce them again, or "
+                        f"replay past them with --from-offsets {tp.partition}:{at + 1} (or later)"
                     ) from None
                 records += [
                     (tp.partition, r.offset, r.value) for r in fetched if r.offset < ends[tp]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -97,6 +98,9 @@ class ItemSideReplica(Service):
         self._consumer: AIOKafkaConsumer | None = None
         #: Records read from item-updates before ``caught_up`` (what a start cost).
         self.read_at_start = 0
+        #: Whether the store's disk is under its reserve (the fold waits).
+        self.waiting_for_disk = False
+        self._said_no_room = -math.inf
         #: Items the catalog held when the replica caught up (those after it are new).
         self.items_at_catch_up: int | None = None
         #: Keys applied locally before the snapshot this start loaded: their logged steps
@@ -180,6 +184,9 @@ class ItemSideReplica(Service):
         while not self.should_stop:
             if self._consumer is None:
                 await asyncio.sleep(0.1)
+                continue
+            if not self._store_has_room():
+                await self.sleep(1.0)  # the records wait on the log; lists are still served
                 continue
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
             for tp, messages in batches.items():
@@ -329,9 +336,33 @@ class ItemSideReplica(Service):
         return positions
 
     def publish_cf(self) -> None:
-        published = self.hybrid.publish_cf()
+        if not self._store_has_room():
+            return  # the changed vectors stay pending
+        try:
+            published = self.hybrid.publish_cf()
+        except Exception as error:  # pending still: the next round tries them again
+            log.warning("CF vectors not written to the vector store: %s", clip(error))
+            return
         if published:
             self.metrics.cf_vectors_published += published
+
+    def _store_has_room(self) -> bool:
+        """Whether the store takes writes now; said at most once a minute while it does not
+        (``min_free_disk_mb``: a full disk would kill the embedded engine)."""
+        room = self.store.has_room()
+        self.waiting_for_disk = not room
+        now = time.monotonic()
+        if not room and now - self._said_no_room > 60:
+            self._said_no_room = now
+            log.error(
+                "item side paused, nothing is written to the vector store: the disk of "
+                "data_dir (%s) has less free space than min_free_disk_mb (%d MB); free space "
+                "there or give data_dir a larger disk. Lists are still served; uploads and "
+                "CF vectors wait on the log",
+                self.settings.data_dir,
+                self.settings.min_free_disk_mb,
+            )
+        return room
 
     def fold(self, values: list[bytes | None]) -> None:
         """Apply records of one partition, in order (items are stored in batches)."""

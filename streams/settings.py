@@ -200,6 +200,10 @@ class Settings(BaseSettings):
     #: are outside it, and swaps it in (0: never; a Qdrant server indexes by itself).
     #: Until then candidate queries read every vector (models/vector_store/edge_index.py).
     vector_index_after: int = Field(default=20_000, ge=0)
+    #: Free space on data_dir's disk below which the embedded Qdrant takes no writes: the
+    #: item side waits (lists are still served) and says so, instead of the engine being
+    #: killed by SIGBUS on a full disk (its files are memory-mapped). 0: no reserve.
+    min_free_disk_mb: int = Field(default=256, ge=0)
     #: How often the item side is checkpointed (and at stop), so a restart reads only
     #: the tail of item-updates; 0: no checkpoints, every start reads it all.
     item_checkpoint_interval_s: float = Field(default=300.0, ge=0)

@@ -10,6 +10,7 @@ from models.vector_store.base import (
     Hit,
     IncompatibleStoreError,
     StoredItem,
+    StoreFullError,
     UnreadableStoreError,
     VectorStore,
     point_id,
@@ -23,6 +24,7 @@ __all__ = [
     "Hit",
     "IncompatibleStoreError",
     "QdrantServerStore",
+    "StoreFullError",
     "StoredItem",
     "UnreadableStoreError",
     "VectorStore",
@@ -38,13 +40,17 @@ def open_vector_store(
     collection: str = "items",
     api_key: str | None = None,
     index_after: int = 0,
+    min_free_bytes: int = 0,
 ) -> VectorStore:
     """A server store for ``http(s)://`` URLs and ``:memory:``, else an embedded shard at a
-    path (indexed in the background past ``index_after`` unindexed points)."""
+    path (indexed in the background past ``index_after`` unindexed points, refusing writes
+    while its disk has less than ``min_free_bytes`` free)."""
     text = str(location)
     if text == ":memory:" or text.startswith(("http://", "https://")):
         return QdrantServerStore(
             text, vector_sizes, distances, collection=collection, api_key=api_key
         )
     path = Path(text) / collection
-    return EdgeVectorStore(path, vector_sizes, distances, index_after=index_after)
+    return EdgeVectorStore(
+        path, vector_sizes, distances, index_after=index_after, min_free_bytes=min_free_bytes
+    )

@@ -25,6 +25,13 @@ class IncompatibleStoreError(RuntimeError):
     other encoders) than the store was opened with."""
 
 
+class StoreFullError(OSError):
+    """The store's disk has less free space than the store keeps in reserve: a write now
+    could fill it, and the embedded engine, whose files are memory-mapped, is then killed
+    by SIGBUS (measured: a full data disk ended the worker with signal 7). Nothing was
+    written; the same write succeeds once there is room."""
+
+
 class UnreadableStoreError(IncompatibleStoreError):
     """The stored collection cannot be read back (damaged files): it is rebuilt like an
     incompatible one, from the item-updates topic it is derived from."""
@@ -148,6 +155,11 @@ class VectorStore(ABC):
     @abstractmethod
     def unindexed(self) -> int:
         """Items outside the vector index, each query reading them all."""
+
+    def has_room(self) -> bool:
+        """Whether a write may be made now (``StoreFullError`` otherwise); a server's disk
+        is the server's to watch."""
+        return True
 
     @abstractmethod
     def maintain(self) -> None:

@@ -22,6 +22,7 @@ from models.vector_store.base import (
     Distance,
     Hit,
     StoredItem,
+    StoreFullError,
     UnreadableStoreError,
     VectorStore,
     hit_of,
@@ -63,9 +64,12 @@ class EdgeVectorStore(VectorStore):
         index_after: int = 0,
         index_threads: int = 1,
         index_retry_s: float = 300.0,
+        min_free_bytes: int = 0,
     ) -> None:
         super().__init__(vector_sizes, distances)
         self.path = Path(path)
+        #: Free space on the shard's disk below which writes are refused (``StoreFullError``).
+        self.min_free_bytes = min_free_bytes
         #: How long a trial opening of an existing shard may take (``start``).
         self.open_timeout_s = open_timeout_s
         #: Points outside the HNSW index that start a build (``maintain``); 0: never.
@@ -261,6 +265,11 @@ class EdgeVectorStore(VectorStore):
             # reads; the pid says at start whether that worker still runs.
             name = f"{self.path.name}.indexing-{os.getpid()}-{uuid.uuid4().hex[:12]}"
             target = self.path.with_name(name)
+            # The copy must leave the reserve free: a disk the copy fills kills the shard.
+            needed = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+            if self.free_bytes() < needed + self.min_free_bytes:
+                self._failed(f"no room for a {needed / 2**20:.0f} MB copy of the shard")
+                return
             try:
                 build = IndexBuild(self.path, target, vectors, self.count(), self.index_threads)
             except OSError as error:  # no room for the copy, no process to start
@@ -362,9 +371,22 @@ class EdgeVectorStore(VectorStore):
             json.dumps({"indexed": indexed, "changed": sorted(changed)})
         )
 
+    def free_bytes(self) -> int:
+        """Free space on the shard's disk (for an unprivileged process)."""
+        return shutil.disk_usage(self.path if self.path.exists() else self.path.parent).free
+
+    def has_room(self) -> bool:
+        return self.min_free_bytes <= 0 or self.free_bytes() >= self.min_free_bytes
+
     def _update(
         self, operation: qe.UpdateOperation, new_points: int, changed: Collection[str] = ()
     ) -> None:
+        if not self.has_room():
+            raise StoreFullError(
+                f"{self.path} has {self.free_bytes() / 2**20:.0f} MB free, under the "
+                f"{self.min_free_bytes / 2**20:.0f} MB kept in reserve (min_free_disk_mb): "
+                "free space on that disk, or give data_dir a larger one"
+            )
         with self._lock:
             self.shard.update(operation)
             if self.index_after > 0:
