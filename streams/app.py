@@ -22,6 +22,7 @@ from encoders.learned_fusion import LearnedFusion
 from encoders.multimodal import MultimodalEncoder
 from models.hybrid import CF, CONTENT, HybridRecommender
 from models.vector_store import IncompatibleStoreError, VectorStore, open_vector_store
+from streams.bounds import clip
 from streams.ease_refit import EaseRefitter
 from streams.events import Interaction
 from streams.fresh_lists import ReadTimeLists
@@ -264,20 +265,23 @@ class StreamrecApp:
     async def _dead_letter_skipped_batches(self) -> None:
         """Batches the consumers skipped undecoded (``kafka_compat/undecodable_batches.py``):
         those of the input topics are dead-lettered; those of the worker's own topics,
-        which every replica reads, are logged."""
+        which every replica reads, and any whose letter cannot be sent, are logged."""
         s = self.settings
         for batch in SKIPPED.drain():
             if batch.topic in (s.topic_items, s.topic_interactions):
-                await self.outbox.dead_letter_skipped(batch)
-            else:
-                log.error(
-                    "offsets %d to %d of %s[%d] could not be decoded and were skipped: %s",
-                    batch.first,
-                    batch.end - 1,
-                    batch.topic,
-                    batch.partition,
-                    batch.error,
-                )
+                try:
+                    await self.outbox.dead_letter_skipped(batch)
+                    continue
+                except Exception as error:  # a timer must not raise: the log keeps it
+                    log.warning("a skipped batch's dead letter was not sent: %s", clip(error))
+            log.error(
+                "offsets %d to %d of %s[%d] could not be decoded and were skipped: %s",
+                batch.first,
+                batch.end - 1,
+                batch.topic,
+                batch.partition,
+                batch.error,
+            )
 
     def _committed(self, topic: str) -> dict[int, int]:
         """The offsets this worker's group committed on ``topic``, by partition."""

@@ -376,7 +376,12 @@ class EdgeVectorStore(VectorStore):
         return shutil.disk_usage(self.path if self.path.exists() else self.path.parent).free
 
     def has_room(self) -> bool:
-        return self.min_free_bytes <= 0 or self.free_bytes() >= self.min_free_bytes
+        if self.min_free_bytes <= 0:
+            return True
+        try:
+            return self.free_bytes() >= self.min_free_bytes
+        except OSError:  # the directory is gone: the write will say what is wrong
+            return True
 
     def _update(
         self, operation: qe.UpdateOperation, new_points: int, changed: Collection[str] = ()
