@@ -190,7 +190,9 @@ class StreamrecApp:
         app.agent(self.interactions_topic, name="interactions")(self._on_interactions)
 
         token = s.api_token.get_secret_value() if s.api_token is not None else None
-        install_views(app, self.interactions_topic, self, token, s.topic_items)
+        install_views(
+            app, self.interactions_topic, self, token, s.topic_items, s.web_max_connections
+        )
         self.watchdog = DeliveryWatchdog(
             app, {s.topic_items, s.topic_interactions}, s.delivery_stalled_after_s
         )

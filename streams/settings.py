@@ -280,6 +280,10 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     #: Port of the web server.
     web_port: int = Field(default=6066, ge=1, le=65535)
+    #: HTTP connections served at once; one more is answered 503 and closed as it arrives,
+    #: so connections cannot take the descriptors the worker's Kafka clients and files
+    #: need. The worker raises its open-files limit to this plus 512 where it is lower.
+    web_max_connections: int = Field(default=256, ge=1, le=1_000_000)
     #: Bearer token that HTTP writes need when set; required when ``web_host`` is beyond
     #: loopback. A secret, never printed.
     api_token: SecretStr | None = None
@@ -354,14 +358,20 @@ class Settings(BaseSettings):
         return self
 
     def check_web_exposure(self) -> None:
-        """Refuse to serve HTTP beyond loopback without a token for writes. Checked where a
-        web server starts (the worker), not for every command: a CLI command in the
-        worker's image (web_host 0.0.0.0) needs no token."""
+        """Refuse to serve HTTP beyond loopback without a token for writes, or with more
+        connections than the process may open files for (its soft limit is raised where
+        the hard one allows). Checked where a web server starts (the worker), not for
+        every command: a CLI command in the worker's image (web_host 0.0.0.0) needs no
+        token."""
+        # Imported here: it loads Faust, which the commands that read settings need not.
+        from streams.kafka_compat.web_server import reserve_descriptors
+
         if not is_loopback(self.web_host) and self.api_token is None:
             raise ValueError(
                 f"api_token must be set when web_host={self.web_host!r} listens beyond "
                 "loopback (STREAMREC_API_TOKEN): HTTP writes need it"
             )
+        reserve_descriptors(self.web_max_connections)
 
     @property
     def uses_local_broker(self) -> bool:

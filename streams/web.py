@@ -326,10 +326,12 @@ def install_views(
     backend: WorkerBackend,
     api_token: str | None,
     items_topic: str,
+    max_connections: int,
 ) -> None:
-    """Every view of the API on ``app``; user lists are routed by ``interactions``'
-    partitions (the users table's, partition for partition)."""
-    configure_web_server(app)
+    """Every view of the API on ``app``, served on at most ``max_connections`` connections
+    at once; user lists are routed by ``interactions``' partitions (the users table's,
+    partition for partition)."""
+    configure_web_server(app, max_connections)
 
     @app.page("/streamrec/stats/")
     async def stats(view: Any, request: Any) -> Any:

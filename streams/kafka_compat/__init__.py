@@ -18,7 +18,7 @@ needs which and the tests that show it):
   consumer thread, which crash-looped the worker. Every broker.
 
 The web server's options (``web_server``): request bodies not inflated, idle connections
-closed; Faust's aiohttp runner takes none of its own.
+closed, connections bounded in number; Faust's aiohttp runner takes none of its own.
 
 Services the app runs on every broker, since the record loss they repair was never
 traced to the broker (``docs/kafka.md``): ``offset_continuity`` (offsets skipped before

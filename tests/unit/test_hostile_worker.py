@@ -775,7 +775,7 @@ def raw_posts(
         broker="memory://",
         web_application_options={"middlewares": web_middlewares()},
     )
-    install_views(app, app.topic("interactions"), backend, TOKEN.decode(), "items")  # type: ignore[arg-type]
+    install_views(app, app.topic("interactions"), backend, TOKEN.decode(), "items", 256)  # type: ignore[arg-type]
     app.web.init_server()
 
     async def post(server: TestServer, lines: list[bytes]) -> tuple[int, str, bytes]:
@@ -972,10 +972,14 @@ def test_a_marker_that_cannot_be_written_does_not_stop_ingestion(
 
 
 def served_by_faust(
-    backend: AcceptingBackend, exchange: Any, monkeypatch: pytest.MonkeyPatch, **options: Any
+    backend: AcceptingBackend,
+    exchange: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    max_connections: int = 256,
+    **options: Any,
 ) -> Any:
     """``exchange(host, port)`` against the worker's real views served by Faust's own aiohttp
-    runner (so with the options the worker starts it with), on a free port."""
+    driver (so with the options the worker starts it with), on a free port."""
     import streams.web
     from streams.kafka_compat import web_server
     from tests.conftest import free_port
@@ -992,7 +996,7 @@ def served_by_faust(
         web_in_thread=False,
         web_application_options={"middlewares": web_middlewares()},
     )
-    install_views(app, app.topic("interactions"), backend, None, "items")  # type: ignore[arg-type]
+    install_views(app, app.topic("interactions"), backend, None, "items", max_connections)  # type: ignore[arg-type]
     app.web.init_server()
 
     async def run() -> Any:
@@ -1086,3 +1090,71 @@ def test_a_connection_that_sends_no_request_is_closed(monkeypatch: pytest.Monkey
         b"",
         b"",
     ]
+
+
+def test_connections_over_the_bound_are_answered_503_at_once_and_the_rest_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connections were unbounded: ones that sent nothing took every descriptor a real
+    worker may open, and with them its Kafka clients' reconnections
+    (``tests/integration/test_http_flood.py``). Over the bound, a connection is answered
+    before it sends anything, and a slot freed is served again."""
+
+    async def exchange(host: str, port: int) -> tuple[bytes, bytes]:
+        held = [await asyncio.open_connection(host, port) for _ in range(4)]
+        held[1][1].write(b"GET /health/ HTT")
+        over, over_writer = await asyncio.open_connection(host, port)
+        refused = await asyncio.wait_for(over.read(), 5)
+        over_writer.close()
+        for _, writer in held:
+            writer.close()
+        served = b""
+        for _ in range(50):  # until the server has seen a held connection go
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /health/ HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n")
+            served = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            if not served.startswith(b"HTTP/1.1 503"):
+                break
+            await asyncio.sleep(0.1)
+        return refused, served
+
+    refused, served = served_by_faust(AcceptingBackend(), exchange, monkeypatch, max_connections=4)
+    head, _, body = refused.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503") and b"Connection: close" in head, refused
+    assert "4 HTTP connections" in json.loads(body)["error"]
+    assert served.startswith(b"HTTP/1.1 200") and served.endswith(b'{"status":"ok"}'), served
+
+
+def test_the_open_files_limit_is_raised_for_the_bound_or_the_worker_is_refused() -> None:
+    """Each connection is a descriptor: the bound is only a bound if the process may open
+    that many and still open its own."""
+    from streams.kafka_compat.web_server import FD_RESERVE
+
+    check = (
+        "import resource, sys\n"
+        "from streams.settings import Settings\n"
+        "try:\n"
+        "    Settings(web_max_connections=int(sys.argv[1])).check_web_exposure()\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+
+    def run(limits: tuple[int, int], max_connections: int) -> list[str]:
+        import resource
+
+        done = subprocess.run(
+            [sys.executable, "-c", check, str(max_connections)],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits),
+        )
+        return done.stdout.splitlines()
+
+    assert run((300, 4096), 256) == [str(256 + FD_RESERVE)]  # raised to what the bound needs
+    assert run((2048, 4096), 256) == ["2048"]  # never lowered
+    [refusal, soft] = run((300, 600), 256)
+    assert "web_max_connections" in refusal and f"at most {600 - FD_RESERVE}" in refusal
+    assert soft == "300"
