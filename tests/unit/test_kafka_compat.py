@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiokafka.consumer.consumer import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import Fetcher, PartitionRecords
 from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
@@ -27,7 +28,12 @@ from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 #: The versions the patches were written and checked against.
-RECORDED_VERSIONS = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
+RECORDED_VERSIONS = {
+    "faust-streaming": "0.15.3",
+    "aiokafka": "0.14.0",
+    "mode-streaming": "0.7.1",
+    "aiohttp": "3.14.5",
+}
 
 #: Every upstream function a patch replaces or calls by a private name, with its signature
 #: when the patch was written.
@@ -68,6 +74,13 @@ RECORDED_SIGNATURES: dict[str, tuple[Callable[..., Any], str]] = {
         "(self, *partitions: aiokafka.structs.TopicPartition) -> None",
     ),
     "SubscriptionState.fetch_context": (SubscriptionState.fetch_context, "(self)"),
+    "AppRunner._make_server": (web.AppRunner._make_server, "(self) -> aiohttp.web_server.Server"),
+    "Server.__call__": (web.Server.__call__, "(self) -> aiohttp.web_protocol.RequestHandler"),
+    "Server.connection_made": (
+        web.Server.connection_made,
+        "(self, handler: aiohttp.web_protocol.RequestHandler, "
+        "transport: asyncio.transports.Transport) -> None",
+    ),
     "PartitionRecords.__init__": (
         PartitionRecords.__init__,
         "(self, tp, records, aborted_transactions, fetch_offset, key_deserializer, "
@@ -80,6 +93,7 @@ RECORDED_ATTRIBUTES = {
     GroupCoordinator: ["_group_instance_id"],
     Recovery: ["_recovery_started_at", "_active_events_received_at"],
     PartitionRecords: ["_tp", "_records", "_check_crcs", "next_fetch_offset"],
+    web.Server: ["_connections", "_kwargs", "_loop"],
 }
 
 
