@@ -12,6 +12,7 @@ HTTP API, through the narrow ``WorkerBackend`` this app implements) and
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -39,7 +40,8 @@ from streams.outbox import Outbox
 from streams.poison import PoisonGuard
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
-from streams.users_table import users_table
+from streams.users_store import ROCKSDB_OPTIONS, set_aside_unreadable
+from streams.users_table import USERS_TABLE, users_table
 from streams.web import install_views, web_middlewares
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,8 @@ class StreamrecApp:
             log.warning("%s; starting it afresh", error)
             self.store.reset()
         self.fusion.load()
+        if self.settings.users_store == "rocksdb":
+            set_aside_unreadable(Path(self.app.conf.tabledir), USERS_TABLE)
 
     def stop(self) -> None:
         self.store.stop()
@@ -104,7 +108,7 @@ class StreamrecApp:
             s.consumer_group,
             broker=servers,
             broker_credentials=_credentials(s),
-            store="memory://",
+            store=f"{s.users_store}://",
             datadir=str(s.data_dir / "faust"),
             topic_partitions=s.partitions,
             topic_replication_factor=s.replication_factor,
@@ -145,7 +149,9 @@ class StreamrecApp:
         self.interactions_topic = topics[s.topic_interactions]
         # One value per user holds its state and the position it reflects, so a
         # redelivered message is recognised in the same write that applied it.
-        self.users = users_table(app, s.partitions)
+        self.users = users_table(
+            app, s.partitions, ROCKSDB_OPTIONS if s.users_store == "rocksdb" else None
+        )
         self.outbox = Outbox(
             topics, s.topic_dead_letters, app.conf.producer_max_request_size, self.metrics
         )

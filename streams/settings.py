@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     #: Workers that keep a standby copy of each users-table partition, for a fast
     #: takeover when its worker goes away.
     standby_replicas: int = Field(default=1, ge=0)
+    #: Where a worker keeps the users table: ``memory`` holds every user's entry in RAM
+    #: (about 21 KB a user) and reads the table's whole changelog at each start;
+    #: ``rocksdb`` keeps them on disk under data_dir (RocksDB, bounded cache) and at a start
+    #: reads only the changelog records written since (streams/users_store.py).
+    users_store: Literal["memory", "rocksdb"] = "memory"
     #: Events waiting for an agent, at most (back pressure on the fetcher).
     stream_buffer_max_events: int = Field(default=4096, ge=1)
 

@@ -13,7 +13,7 @@ a user id is skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
@@ -68,11 +68,22 @@ def _user_key(event: EventT) -> bool:
     return False
 
 
-def users_table(app: faust.App, partitions: int) -> UsersTable:
+#: The table's name: its changelog topic and, on disk, its databases are named after it.
+USERS_TABLE = "users"
+
+
+def users_table(
+    app: faust.App, partitions: int, options: Mapping[str, Any] | None = None
+) -> UsersTable:
     """The users table (one entry per user: ``streams/interactions.py``), added to ``app``
-    as ``app.Table`` adds one."""
+    as ``app.Table`` adds one; ``options``: its store's (``streams/users_store.py``)."""
     table = UsersTable(
-        app, name="users", default=None, beacon=app.tables.beacon, partitions=partitions
+        app,
+        name=USERS_TABLE,
+        default=None,
+        beacon=app.tables.beacon,
+        partitions=partitions,
+        options=dict(options or {}),
     )
     app.tables.add(table)
     return table

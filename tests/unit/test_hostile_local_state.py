@@ -357,3 +357,39 @@ def test_the_pid_file_of_this_directory_s_broker_stops_it(tmp_path: Path) -> Non
     finally:
         broker.kill()
         broker.wait()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["current", "manifest cut", "table file garbled"],
+)
+def test_a_users_database_that_cannot_be_read_whole_is_set_aside(
+    tmp_path: Path, damage: str
+) -> None:
+    import rocksdict
+
+    from streams.users_store import set_aside_unreadable, unreadable
+
+    tables = tmp_path / "tables"
+    healthy, damaged = tables / "users-0.db", tables / "users-1.db"
+    for path in (healthy, damaged):
+        db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+        for n in range(2_000):
+            db.put(f"user-{n}".encode(), os.urandom(200))
+        db.flush()
+        db.close()
+    if damage == "current":
+        (damaged / "CURRENT").write_text("MANIFEST-999999\n")
+    elif damage == "manifest cut":
+        (manifest,) = damaged.glob("MANIFEST-*")
+        manifest.write_bytes(manifest.read_bytes()[:20])
+    else:
+        for table in damaged.glob("*.sst"):
+            data = bytearray(table.read_bytes())
+            data[len(data) // 3 : len(data) // 3 + 256] = bytes(256)
+            table.write_bytes(bytes(data))
+    assert unreadable(healthy, timeout_s=60) is None
+    assert unreadable(damaged, timeout_s=60)
+    assert set_aside_unreadable(tables, "users", timeout_s=60) == [damaged]
+    assert healthy.exists() and not damaged.exists()
+    assert (tables / "users-1.db.unreadable").is_dir()
