@@ -16,6 +16,9 @@ needs which and the tests that show it):
 - ``undecodable_batches``: a fetched batch that cannot be decoded (a codec no library
   here reads, a corrupt payload) is skipped and reported, not raised into Faust's
   consumer thread, which crash-looped the worker. Every broker.
+- ``read_committed``: the worker's consumer reads only committed records, so an aborted
+  transaction's events never apply (Faust reads ``read_uncommitted`` unless the app is
+  exactly-once). Every broker.
 
 The web server's options (``web_server``): request bodies not inflated, idle connections
 closed, connections bounded in number; Faust's aiohttp runner takes none of its own.
@@ -40,6 +43,7 @@ from streams.kafka_compat import (
     fetch_backoff,
     group_membership,
     paused_poll,
+    read_committed,
     undecodable_batches,
 )
 from streams.kafka_compat.patching import ClassPatch, Flavour
@@ -55,6 +59,7 @@ PATCHES: tuple[ClassPatch, ...] = (
     committed_seek.PATCH,
     paused_poll.PATCH,
     undecodable_batches.PATCH,
+    read_committed.PATCH,
 )
 
 

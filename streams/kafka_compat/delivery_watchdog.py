@@ -18,15 +18,24 @@ a recovery. So during recovery the watchdog also looks at each changelog partiti
 behind its highwater: when none of its records arrived for ``stalled_after_s``, it is
 sought back to the first offset the recovery still needs (the recovery applies each
 offset once, so reading again is safe).
+
+A source partition can also be behind its end for good with nothing left to deliver:
+its log ends with a transaction's commit marker, or with a transaction its producer
+aborted (``read_committed``), offsets no record is delivered from, so none is committed.
+It was read again every ``stalled_after_s``, with a warning, for as long as the
+partition stayed idle (both brokers). Before a partition is read again the range is
+looked at directly (``holds_records``); a range with no record to deliver is remembered
+and not looked at again until the committed offset or the end moves.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 
 import faust
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 from mode import Service
@@ -36,6 +45,9 @@ from streams.kafka_compat.counts import fire
 
 log = logging.getLogger(__name__)
 
+#: Whether offsets ``first`` to ``end - 1`` of a partition hold a record to deliver.
+HoldsRecords = Callable[[TP, int, int], Awaitable[bool]]
+
 
 class DeliveryWatchdog(Service):
     """``delivered`` is called for every record an agent receives; ``check`` runs every
@@ -43,11 +55,20 @@ class DeliveryWatchdog(Service):
     only start once the first table recovery is over, which is what it may have to
     rescue."""
 
-    def __init__(self, app: faust.App, topics: Collection[str], stalled_after_s: float) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        topics: Collection[str],
+        stalled_after_s: float,
+        holds_records: HoldsRecords | None = None,
+    ) -> None:
         super().__init__()
         self.app = app
         self.topics = set(topics)
         self.stalled_after_s = stalled_after_s
+        self.holds_records = holds_records
+        #: Ranges (committed, end) found to hold no record to deliver, by partition.
+        self._nothing_to_deliver: dict[TP, tuple[int | None, int]] = {}
         self._last_delivery: dict[TP, float] = {}
         #: When each changelog partition was last sought back during a recovery.
         self._recovery_reread: dict[TP, float] = {}
@@ -96,6 +117,9 @@ class DeliveryWatchdog(Service):
         ends = await thread.call_thread(client.end_offsets, quiet)
         offsets = {tp: await thread.call_thread(client.committed, tp) for tp in quiet}
         offsets = behind(ends, {tp: past_skipped(tp, offset) for tp, offset in offsets.items()})
+        offsets = {
+            tp: offset for tp, offset in offsets.items() if await self._holds(tp, offset, ends[tp])
+        }
         stalled = set(offsets)
         if not stalled:
             return set()
@@ -121,6 +145,24 @@ class DeliveryWatchdog(Service):
         for tp in stalled:
             self._last_delivery[tp] = now  # give the re-read time before looking again
         return stalled
+
+    async def _holds(self, tp: TP, committed: int | None, end: int) -> bool:
+        """Whether the log past ``committed`` holds a record for the agent. A partition
+        whose log ends with a transaction's commit marker, or with an aborted transaction,
+        is behind its end for good although nothing is left to deliver: read once to know,
+        not read again at every check."""
+        if self.holds_records is None:
+            return True
+        if self._nothing_to_deliver.get(tp) == (committed, end):
+            return False
+        try:
+            if await self.holds_records(tp, committed or 0, end):
+                return True
+        except (KafkaError, TimeoutError) as error:  # not known: read again, as before
+            log.warning("could not look past the committed offset of %s: %s", tp, error)
+            return True
+        self._nothing_to_deliver[tp] = (committed, end)
+        return False
 
     async def _check_recovery(self, now: float) -> set[TP]:
         recovery = self.app.tables.recovery

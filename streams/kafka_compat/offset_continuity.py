@@ -27,6 +27,7 @@ records are skipped delivers nothing after them: that is the delivery watchdog's
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from faust.types import TP
 from mode import Service
 
 from streams.kafka_compat.counts import fire
+from streams.kafka_compat.read_committed import ISOLATION_LEVEL
 
 
 class OffsetContinuity:
@@ -97,15 +99,36 @@ class CatchUpReader(Service):
         self.options = options
         self.timeout_s = timeout_s
         self._consumer: AIOKafkaConsumer | None = None
+        # The agents and the delivery watchdog share the one consumer: one range at a time.
+        self._lock = asyncio.Lock()
 
     async def read(self, tp: TP, first: int, end: int) -> list[CaughtUp]:
         """The records at offsets ``first`` to ``end - 1`` (those the log holds)."""
+        fire("catch_up_read")
+        records = await self._read(tp, first, end, stop_at_first=False)
+        fire("catch_up_record", len(records))
+        return records
+
+    async def holds_records(self, tp: TP, first: int, end: int) -> bool:
+        """Whether offsets ``first`` to ``end - 1`` hold a record a consumer would deliver
+        (not only a transaction's control records, or aborted ones)."""
+        return bool(await self._read(tp, first, end, stop_at_first=True))
+
+    async def _read(self, tp: TP, first: int, end: int, stop_at_first: bool) -> list[CaughtUp]:
+        async with self._lock:
+            return await self._read_alone(tp, first, end, stop_at_first)
+
+    async def _read_alone(
+        self, tp: TP, first: int, end: int, stop_at_first: bool
+    ) -> list[CaughtUp]:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
-                enable_auto_commit=False, auto_offset_reset="earliest", **self.options
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level=ISOLATION_LEVEL,  # as the worker's own consumer reads
+                **self.options,
             )
             await self._consumer.start()
-        fire("catch_up_read")
         consumer, partition = self._consumer, TopicPartition(tp.topic, tp.partition)
         consumer.assign([partition])
         consumer.seek(partition, first)
@@ -115,13 +138,13 @@ class CatchUpReader(Service):
             batch = await consumer.getmany(partition, timeout_ms=1000)
             for record in batch.get(partition, []):
                 if record.offset >= end:
-                    fire("catch_up_record", len(records))
                     return records
                 timestamp = record.timestamp / 1000 if record.timestamp else None
                 message = CaughtUpMessage(tp.topic, tp.partition, record.offset, timestamp)
                 records.append(CaughtUp(record.key, record.value, message))
+                if stop_at_first:
+                    return records
             if await consumer.position(partition) >= end:
-                fire("catch_up_record", len(records))
                 return records
         raise TimeoutError(f"{tp}: offsets {first} to {end - 1} not read in {self.timeout_s} s")
 

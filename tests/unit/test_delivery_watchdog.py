@@ -5,6 +5,7 @@ restart, crash, rebalance and broker-restart tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from faust.types import TP
@@ -46,3 +47,25 @@ def test_a_recovery_is_read_again_where_a_changelog_partition_stopped_receiving(
         quiet_since_start: 0,
     }
     assert recovery_stalled({}, {done: None}, {}, started, 200.0, 10.0) == {}  # empty log
+
+
+def test_a_range_with_nothing_to_deliver_is_looked_at_once_until_it_moves() -> None:
+    looked: list[tuple[TP, int, int]] = []
+
+    async def holds_records(tp: TP, first: int, end: int) -> bool:
+        looked.append((tp, first, end))
+        return tp == SERVED  # SILENT's range holds only a transaction's markers
+
+    watchdog = DeliveryWatchdog(None, {"interactions"}, 10.0, holds_records)
+
+    async def checks() -> list[bool]:
+        return [
+            await watchdog._holds(SILENT, 3, 5),
+            await watchdog._holds(SILENT, 3, 5),  # remembered: not read again
+            await watchdog._holds(SILENT, 3, 6),  # a record came: read again
+            await watchdog._holds(SILENT, None, 2),  # never committed: from the start
+            await watchdog._holds(SERVED, 4, 9),
+        ]
+
+    assert asyncio.run(checks()) == [False, False, False, False, True]
+    assert looked == [(SILENT, 3, 5), (SILENT, 3, 6), (SILENT, 0, 2), (SERVED, 4, 9)]

@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import faust
 import pytest
 from aiohttp import web
 from aiokafka.consumer.consumer import AIOKafkaConsumer
@@ -73,6 +74,10 @@ RECORDED_SIGNATURES: dict[str, tuple[Callable[..., Any], str]] = {
         AIOKafkaConsumerThread.seek_to_beginning,
         "(self, *partitions: aiokafka.structs.TopicPartition) -> None",
     ),
+    "AIOKafkaConsumerThread._create_worker_consumer": (
+        AIOKafkaConsumerThread._create_worker_consumer,
+        "(self, transport: 'Transport') -> aiokafka.consumer.consumer.AIOKafkaConsumer",
+    ),
     "SubscriptionState.fetch_context": (SubscriptionState.fetch_context, "(self)"),
     "AppRunner._make_server": (web.AppRunner._make_server, "(self) -> aiohttp.web_server.Server"),
     "Server.__call__": (web.Server.__call__, "(self) -> aiohttp.web_protocol.RequestHandler"),
@@ -94,6 +99,7 @@ RECORDED_ATTRIBUTES = {
     Recovery: ["_recovery_started_at", "_active_events_received_at"],
     PartitionRecords: ["_tp", "_records", "_check_crcs", "next_fetch_offset"],
     web.Server: ["_connections", "_kwargs", "_loop"],
+    AIOKafkaConsumer: ["_isolation_level"],
 }
 
 
@@ -145,11 +151,17 @@ def test_each_broker_gets_the_patches_it_needs_and_the_others_are_put_back() -> 
         "full_seek_to_committed",
         "poll_while_paused",
         "skip_undecodable_batches",
+        "read_committed",
     ]
     assert all(patch.installed for patch in kafka_compat.PATCHES)
     on_kafka = kafka_compat.install(Settings(broker_flavour="kafka"))
     # noida-db's departures from the protocol are not patched on Kafka; client bugs are.
-    assert on_kafka == ["full_seek_to_committed", "poll_while_paused", "skip_undecodable_batches"]
+    assert on_kafka == [
+        "full_seek_to_committed",
+        "poll_while_paused",
+        "skip_undecodable_batches",
+        "read_committed",
+    ]
     installed = {patch.name: patch.installed for patch in kafka_compat.PATCHES}
     assert installed == {
         "empty_fetch_backoff": False,
@@ -158,6 +170,7 @@ def test_each_broker_gets_the_patches_it_needs_and_the_others_are_put_back() -> 
         "full_seek_to_committed": True,
         "poll_while_paused": True,
         "skip_undecodable_batches": True,
+        "read_committed": True,
     }
     assert Fetcher._proc_fetch_request is kafka_compat.fetch_backoff.PATCH.original
 
@@ -202,7 +215,11 @@ def test_a_sync_group_answer_with_no_assignment_is_joined_again_on_noida_db(
 @pytest.mark.usefixtures("restore_patches")
 def test_a_disabled_patch_is_not_installed_and_an_unknown_name_is_refused() -> None:
     settings = Settings(broker_flavour="kafka", kafka_compat_disabled=["poll_while_paused"])
-    assert kafka_compat.install(settings) == ["full_seek_to_committed", "skip_undecodable_batches"]
+    assert kafka_compat.install(settings) == [
+        "full_seek_to_committed",
+        "skip_undecodable_batches",
+        "read_committed",
+    ]
     assert not kafka_compat.paused_poll.PATCH.installed
     with pytest.raises(ValueError, match="kafka_compat_disabled: no patch named paused_pol;"):
         kafka_compat.install(Settings(kafka_compat_disabled=["paused_pol"]))
@@ -229,3 +246,19 @@ def test_every_defence_is_exposed_to_prometheus_with_its_count(
         assert f'streamrec_kafka_compat_fired_total{{defence="{defence}"}}' in text
     with pytest.raises(KeyError, match="unknown defence"):
         counts.fire("no_such_defence")
+
+
+@pytest.mark.usefixtures("restore_patches")
+@pytest.mark.parametrize("flavour", ["noida-db", "kafka"])
+def test_the_worker_s_consumer_reads_only_committed_records(flavour: str) -> None:
+    kafka_compat.install(Settings(broker_flavour=flavour))
+
+    async def isolation_level() -> str:
+        app = faust.App("isolation", broker="kafka://localhost:1")
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        level = consumer._isolation_level
+        await consumer.stop()  # never started: nothing to close but the object
+        return level
+
+    # Faust's own choice for an app that is not exactly-once: read_uncommitted.
+    assert asyncio.run(isolation_level()) == "read_committed"
