@@ -113,6 +113,9 @@ def _consumer(settings: Settings) -> KafkaConsumer:
     return KafkaConsumer(
         bootstrap_servers=settings.effective_bootstrap_servers,
         enable_auto_commit=False,
+        # What the worker reads (streams/kafka_compat/read_committed.py): a replay of the
+        # log must not learn from events whose producer aborted them either.
+        isolation_level="read_committed",
         **settings.kafka_client_options(),
     )
 

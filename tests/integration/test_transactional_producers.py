@@ -5,13 +5,14 @@ producer with a ``transactional.id``). Faust read ``read_uncommitted``, so a cli
 producer aborted its transaction was applied as any other; and a partition whose log
 ended with a transaction's control record was taken for a stalled one and read again
 every ``delivery_stalled_after_s`` (``streams/kafka_compat/read_committed.py``,
-``delivery_watchdog.py``).
+``delivery_watchdog.py``). ``streamrec replay`` read the aborted clicks back too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.admin import produce
 from streams.broker import Broker
+from streams.replay import ReplayRead, read_interactions
 from streams.settings import Settings
 from tests.conftest import TopicReader, isolated_settings
 from tests.integration.helpers import (
@@ -144,3 +146,22 @@ def test_a_log_ending_in_a_transaction_s_markers_is_not_taken_for_a_stall(
     finally:
         recs.close()
         worker.stop()
+
+
+def test_a_replay_of_the_log_leaves_aborted_events_out(broker: Broker, tmp_path: Path) -> None:
+    settings = isolated_settings(broker, tmp_path, partitions=2)
+    # Partition 0 ends with an aborted transaction: nothing a poll returns is past it.
+    produce_in_transactions(
+        settings,
+        [
+            (True, [(0, "una", click("r-1", "una", "jazz-1", minute=1))]),
+            (True, [(1, "ute", click("r-2", "ute", "jazz-2", minute=2))]),
+            (False, [(0, "una", click("r-3", "una", "jazz-3", minute=3))]),
+        ],
+    )
+    read: list[ReplayRead] = []
+    reader = threading.Thread(target=lambda: read.append(read_interactions(settings)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert read, "the replay's read of the log did not end"
+    assert [event.event_id for event in read[0].events] == ["r-1", "r-2"]
