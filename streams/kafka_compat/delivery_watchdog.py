@@ -40,7 +40,6 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 from mode import Service
 
-from streams.kafka_compat import undecodable_batches
 from streams.kafka_compat.counts import fire
 
 log = logging.getLogger(__name__)
@@ -116,7 +115,7 @@ class DeliveryWatchdog(Service):
         client = thread._ensure_consumer()
         ends = await thread.call_thread(client.end_offsets, quiet)
         offsets = {tp: await thread.call_thread(client.committed, tp) for tp in quiet}
-        offsets = behind(ends, {tp: past_skipped(tp, offset) for tp, offset in offsets.items()})
+        offsets = behind(ends, offsets)
         offsets = {
             tp: offset for tp, offset in offsets.items() if await self._holds(tp, offset, ends[tp])
         }
@@ -218,13 +217,6 @@ def recovery_stalled(
         if now - max(received_at.get(tp, started_at), started_at) > stalled_after_s:
             stalled[tp] = offset + 1
     return stalled
-
-
-def past_skipped(tp: TP, committed: int | None) -> int | None:
-    """The committed offset, moved past batches skipped undecoded from it: nothing there
-    will reach the agent, so a partition whose log ends with them is not stalled."""
-    skipped = undecodable_batches.SKIPPED
-    return None if committed is None else skipped.past(tp.topic, tp.partition, committed)
 
 
 def behind(ends: Mapping[TP, int], committed: Mapping[TP, int | None]) -> dict[TP, int | None]:

@@ -47,14 +47,14 @@ class SkippedBatch:
 
 class SkippedBatches:
     """What the consumers skipped (they run in Faust's consumer thread and the worker's
-    loop): reported once each, drained by the worker, remembered so a partition's
-    committed offset can be read past them."""
+    loop): reported once each (a catch-up or a seek back reads a batch again), drained by
+    the worker."""
 
     def __init__(self, remembered: int = 10_000) -> None:
         self._lock = threading.Lock()
         self._remembered = remembered
-        #: (topic, partition, first) -> end, for the batches skipped (bounded, oldest out).
-        self._skipped: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+        #: (topic, partition, first) of the batches skipped (bounded, oldest out).
+        self._skipped: OrderedDict[tuple[str, int, int], None] = OrderedDict()
         self._crc_failed: OrderedDict[tuple[str, int, int], None] = OrderedDict()
         self._pending: deque[SkippedBatch] = deque(maxlen=remembered)
 
@@ -63,7 +63,7 @@ class SkippedBatches:
         with self._lock:
             if key in self._skipped:
                 return  # read again (a catch-up, a seek back): already reported
-            self._skipped[key] = batch.end
+            self._skipped[key] = None
             if len(self._skipped) > self._remembered:
                 self._skipped.popitem(last=False)
             self._pending.append(batch)
@@ -85,14 +85,6 @@ class SkippedBatches:
             batches = list(self._pending)
             self._pending.clear()
         return batches
-
-    def past(self, topic: str, partition: int, offset: int) -> int:
-        """``offset``, or where the skipped batches starting at it end (the next offset a
-        consumer there can read)."""
-        with self._lock:
-            while (end := self._skipped.get((topic, partition, offset))) is not None:
-                offset = end
-        return offset
 
 
 SKIPPED = SkippedBatches()

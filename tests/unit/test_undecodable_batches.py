@@ -16,12 +16,10 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
-from faust.types import TP as FaustTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.kafka_compat import undecodable_batches
-from streams.kafka_compat.delivery_watchdog import behind, past_skipped
 from streams.kafka_compat.undecodable_batches import PATCH, SkippedBatch, SkippedBatches
 
 TP = TopicPartition("interactions", 0)
@@ -116,11 +114,7 @@ def test_an_undecodable_batch_is_skipped_reported_once_and_its_neighbours_read(
 def test_a_batch_at_the_end_moves_the_position_past_it(skipped: SkippedBatches) -> None:
     got, next_offset = fetch(bytes(batch(0, [b"a"]) + unknown_codec(batch(1, [b"b", b"c"]))))
     assert got == [(0, b"a")] and next_offset == 3
-    assert skipped.past(TP.topic, 0, 1) == 3 and skipped.past(TP.topic, 0, 0) == 0
-    # A partition committed up to the skipped batch is not stalled: nothing there arrives.
-    assert past_skipped(FaustTP(TP.topic, 0), 1) == 3
-    assert behind({FaustTP(TP.topic, 0): 3}, {FaustTP(TP.topic, 0): 3}) == {}
-    assert past_skipped(FaustTP(TP.topic, 0), None) is None
+    assert [(b.first, b.end) for b in skipped.drain()] == [(1, 3)]
 
 
 def test_a_crc_mismatch_is_fetched_again_once_then_skipped(skipped: SkippedBatches) -> None:
@@ -185,4 +179,6 @@ def test_skipped_batches_are_remembered_within_a_bound() -> None:
     for first in range(5):
         batches.report(SkippedBatch("t", 0, first * 2, first * 2 + 2, "e"))
     assert len(batches.drain()) == 3
-    assert batches.past("t", 0, 8) == 10 and batches.past("t", 0, 0) == 0
+    batches.report(SkippedBatch("t", 0, 8, 10, "e"))  # remembered: not reported again
+    batches.report(SkippedBatch("t", 0, 0, 2, "e"))  # forgotten (the oldest): reported
+    assert [b.first for b in batches.drain()] == [0]
