@@ -11,7 +11,10 @@ HTTP API, through the narrow ``WorkerBackend`` this app implements) and
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ from streams.outbox import Outbox
 from streams.poison import PoisonGuard
 from streams.replica import ItemSideReplica
 from streams.settings import Settings
-from streams.users_store import ROCKSDB_OPTIONS, set_aside_unreadable
+from streams.users_store import ROCKSDB_OPTIONS, has_room, set_aside_unreadable
 from streams.users_table import USERS_TABLE, users_table
 from streams.web import install_views, web_middlewares
 
@@ -244,7 +247,30 @@ class StreamrecApp:
                 # inside the loop: the stream must be iterated from the start, as Faust's
                 # subscription and recovery expect.
                 await self.replica.caught_up.wait()
+                await self._room_for_users()
                 await self.interactions.process(event)
+
+    async def _room_for_users(self) -> None:
+        """With the users table on disk, a click waits on the log while data_dir's disk is
+        under ``min_free_disk_mb`` (``users_store.has_room``), instead of every click being
+        dead-lettered as its entry cannot be written."""
+        s = self.settings
+        said = -math.inf
+        while (
+            s.users_store == "rocksdb"
+            and not has_room(s.data_dir, s.min_free_disk_mb * 2**20)
+            and not self.app.should_stop
+        ):
+            if time.monotonic() - said > 60:
+                said = time.monotonic()
+                log.error(
+                    "clicks wait: the disk of data_dir (%s) has less free space than "
+                    "min_free_disk_mb (%d MB), and the users table is on it; free space there "
+                    "or give data_dir a larger disk",
+                    s.data_dir,
+                    s.min_free_disk_mb,
+                )
+            await asyncio.sleep(1.0)
 
     async def _skipped_before(self, event: EventT) -> list[CaughtUp]:
         """Records of the event's partition that never reached the agent before it, read

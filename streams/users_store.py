@@ -52,6 +52,15 @@ db.close()
 """
 
 
+def has_room(path: Path, min_free_bytes: int) -> bool:
+    """Whether ``path``'s disk has ``min_free_bytes`` free: a RocksDB write to a full disk
+    fails, and the database then refuses every write until it is opened again."""
+    try:
+        return shutil.disk_usage(path).free >= min_free_bytes
+    except OSError:  # not there yet: the write will say what is wrong
+        return True
+
+
 def unreadable(database: Path, timeout_s: float) -> str | None:
     """Why ``database`` cannot be read whole, or None when it can."""
     try:

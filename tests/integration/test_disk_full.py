@@ -11,6 +11,7 @@ The disk is a real tmpfs, mounted by the test (root on Linux; skipped elsewhere)
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +79,36 @@ def test_a_full_data_disk_pauses_the_item_side_and_lists_are_still_served(
         got = recs.wait_for(lambda m: recommendations_for(m, "d-2") is not None, timeout_s=60)
         assert recommendations_for(got, "d-2").based_on_events == 2
         assert not worker.stats()["item_side_waiting_for_disk"]
+    finally:
+        recs.close()
+        worker.stop()
+
+
+def test_with_the_users_table_on_a_full_disk_clicks_wait_and_none_is_lost(
+    broker: Broker, small_disk: Path, tmp_path: Path
+) -> None:
+    settings = isolated_settings(
+        broker,
+        small_disk / "data",
+        encoders="hashing",
+        min_free_disk_mb=64,
+        users_store="rocksdb",
+    )
+    worker = start_worker_with_catalog(settings, log_name=str(tmp_path / "worker.log"))
+    recs = TopicReader(settings, settings.topic_recommendations)
+    try:
+        produce(settings, settings.topic_interactions, [("bo", click("w-1", "bo", "space-1"))])
+        recs.wait_for(lambda m: recommendations_for(m, "w-1") is not None, timeout_s=60)
+        filler = fill(small_disk)
+        produce(
+            settings, settings.topic_interactions, [("bo", click("w-2", "bo", "jazz-1", minute=1))]
+        )
+        time.sleep(5)
+        assert recommendations_for(recs.wait_for(lambda m: True), "w-2") is None, "it waits"
+        filler.unlink()
+        got = recs.wait_for(lambda m: recommendations_for(m, "w-2") is not None, timeout_s=60)
+        assert recommendations_for(got, "w-2").based_on_events == 2
+        assert worker.stats()["dead_letters"] == {}
     finally:
         recs.close()
         worker.stop()
