@@ -42,7 +42,7 @@ from models import item_snapshot
 from models.hybrid import CONTENT, HybridRecommender
 from models.packed import FLOAT32, unpack
 from models.sources.changes import InvalidChange
-from models.vector_store import StoredItem, VectorStore
+from models.vector_store import StoredItem, StoreFullError, VectorStore
 from streams.admin import partition_ids
 from streams.bounds import clip
 from streams.encoding import modality_embeddings
@@ -100,6 +100,8 @@ class ItemSideReplica(Service):
         self.read_at_start = 0
         #: Whether the store's disk is under its reserve (the fold waits).
         self.waiting_for_disk = False
+        #: Items read while the store had no room for them, by id, written once it has.
+        self._unstored: dict[str, StoredItem] = {}
         self._said_no_room = -math.inf
         #: Items the catalog held when the replica caught up (those after it are new).
         self.items_at_catch_up: int | None = None
@@ -188,6 +190,7 @@ class ItemSideReplica(Service):
             if not self._store_has_room():
                 await self.sleep(1.0)  # the records wait on the log; lists are still served
                 continue
+            self._store_unstored()
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
             for tp, messages in batches.items():
                 self.fold([message.value for message in messages])
@@ -346,6 +349,16 @@ class ItemSideReplica(Service):
         if published:
             self.metrics.cf_vectors_published += published
 
+    def _store_unstored(self) -> None:
+        """Write the items the store refused for want of room (they are in the catalog)."""
+        if not self._unstored:
+            return
+        try:
+            self.store.upsert(list(self._unstored.values()))
+        except StoreFullError:
+            return
+        self._unstored.clear()
+
     def _store_has_room(self) -> bool:
         """Whether the store takes writes now; said at most once a minute while it does not
         (``min_free_disk_mb``: a full disk would kill the embedded engine)."""
@@ -471,6 +484,10 @@ class ItemSideReplica(Service):
         items = list(latest.values())
         try:
             self.store.upsert(items)
+            for item in items:  # newer than a copy still waiting for room
+                self._unstored.pop(item.item_id, None)
+        except StoreFullError:  # the disk filled since the fold looked: written once it can
+            self._unstored.update((item.item_id, item) for item in items)
         except Exception:  # one point the store refuses must not take the batch with it
             items = [item for item in items if self._upserted(item)]
         for item in items:
@@ -483,9 +500,13 @@ class ItemSideReplica(Service):
     def _upserted(self, item: StoredItem) -> bool:
         try:
             self.store.upsert([item])
+        except StoreFullError:
+            self._unstored[item.item_id] = item
         except Exception as error:
             self._skip(f"item {item.item_id!r}: the vector store refused it: {error}")
             return False
+        else:
+            self._unstored.pop(item.item_id, None)
         return True
 
     def _check_caught_up(self) -> None:

@@ -355,6 +355,22 @@ def test_an_item_the_store_refuses_costs_no_other_item_of_its_batch(
     assert side.store.count() == len(ITEMS) - 1
 
 
+def test_items_read_while_the_disk_is_under_the_reserve_are_stored_once_it_is_not(
+    tmp_path: Path,
+) -> None:
+    # The fold looked at the disk before reading; it filled before the store was written.
+    side = replica(tmp_path)
+    side.store.min_free_bytes = side.store.free_bytes() + 2**40
+    side.fold(item_records())
+    assert side.metrics.dead_letters["item-update"] == 0, "refused for room, not skipped"
+    assert sorted(side.hybrid.catalog.ids) == ITEMS and side.store.count() == 0
+    side._store_unstored()  # still no room: kept
+    side.store.min_free_bytes = 0
+    side._store_unstored()
+    assert side.store.count() == len(ITEMS)
+    assert sorted(side.store.get(ITEMS)) == ITEMS
+
+
 @pytest.mark.parametrize(
     "bookkeeping",
     [
