@@ -59,26 +59,28 @@ class SkippedBatches:
         self._pending: deque[SkippedBatch] = deque(maxlen=remembered)
 
     def report(self, batch: SkippedBatch) -> None:
-        key = (batch.topic, batch.partition, batch.first)
         with self._lock:
-            if key in self._skipped:
-                return  # read again (a catch-up, a seek back): already reported
-            self._skipped[key] = None
-            if len(self._skipped) > self._remembered:
-                self._skipped.popitem(last=False)
+            # Read again (a catch-up, a seek back): already reported.
+            if self._seen(self._skipped, (batch.topic, batch.partition, batch.first)):
+                return
             self._pending.append(batch)
         fire("undecodable_batch")
 
     def crc_failed_before(self, topic: str, partition: int, first: int) -> bool:
         """Whether this batch's CRC failed once already (else remember that it did)."""
-        key = (topic, partition, first)
         with self._lock:
-            if key in self._crc_failed:
-                return True
-            self._crc_failed[key] = None
-            if len(self._crc_failed) > self._remembered:
-                self._crc_failed.popitem(last=False)
-            return False
+            return self._seen(self._crc_failed, (topic, partition, first))
+
+    def _seen(
+        self, keys: OrderedDict[tuple[str, int, int], None], key: tuple[str, int, int]
+    ) -> bool:
+        """Whether ``keys`` holds ``key``; else it is added, the oldest out past the bound."""
+        if key in keys:
+            return True
+        keys[key] = None
+        if len(keys) > self._remembered:
+            keys.popitem(last=False)
+        return False
 
     def drain(self) -> list[SkippedBatch]:
         with self._lock:
