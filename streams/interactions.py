@@ -28,6 +28,7 @@ from streams.metrics import WorkerMetrics, click_latency
 from streams.outbox import Outbox
 from streams.records import Record, Rejected, internal, parse, record_key
 from streams.settings import Settings
+from streams.user_entry import entry_size, within_shares
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,9 @@ class InteractionHandler:
         except Exception:
             # Refused or failed before its state was written: its position is remembered
             # all the same, so a redelivery is this event again, not a reused offset.
-            self.users[user_id] = {
-                **entry,
-                **book.after(message.partition, offset, interaction.event_id),
-            }
+            self.users[user_id] = within_shares(
+                {**entry, **book.after(message.partition, offset, interaction.event_id)}
+            )
             raise
         self.users[user_id] = stored
         s = self.settings
@@ -248,26 +248,26 @@ class InteractionHandler:
             user_id, ranked, interaction.event_id, state.events_applied, self.settings.model_version
         )
         update_json = update.model_dump_json()
-        stored = {
-            "state": stored_state,
-            **book.after(message.partition, offset, interaction.event_id),
-            # Item changes not yet known durable, to re-send if this event is redelivered.
-            "pending": {
-                **self.not_durable(entry.get("pending", {}), message.topic),
-                f"{partition}:{offset}": update_json,
-            },
-            "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
-            "latest_catalog": len(self.hybrid),  # whether it is still fresh: fresh_lists.py
-        }
+        stored = within_shares(
+            {
+                "state": stored_state,
+                **book.after(message.partition, offset, interaction.event_id),
+                # Item changes not yet known durable, to re-send if this event is redelivered.
+                "pending": {
+                    **self.not_durable(entry.get("pending", {}), message.topic),
+                    f"{partition}:{offset}": update_json,
+                },
+                "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
+                "latest_catalog": len(self.hybrid),  # whether it is still fresh: fresh_lists.py
+            }
+        )
         key, limit = user_id.encode(), self.outbox.max_request_bytes
         update_bytes, list_bytes = update_json.encode(), recommendations.to_bytes()
         try:
             check_size(key, update_bytes, limit, "the item changes")
             check_size(key, list_bytes, limit, "the list")
-            # The entry holds the list and the pending changes: its changelog record is
-            # at least their size.
-            pending = sum(len(changes) for changes in stored["pending"].values())
-            check_size(key, len(list_bytes) + pending, limit, "the user's table entry")
+            # The entry as the table writes it (its remembered ids cut to their shares).
+            check_size(None, entry_size(user_id, stored), limit, "the user's table entry")
         except OversizedOutput as error:
             raise Rejected("output-oversized", str(error)) from None
         return stored, update_bytes, list_bytes
