@@ -36,7 +36,7 @@ from models.sources import (
     OnlineBPR,
     Source,
 )
-from models.sources.base import grown
+from models.sources.base import ItemDelta, grown
 from models.sources.changes import MAX_ID_CHARS, InvalidChange
 from models.sources.item_ease import ItemSideEASE
 from models.sources.modality_profiles import ModalityProfiles, Projection
@@ -381,6 +381,7 @@ class HybridRecommender:
 
     def apply(self, changes: ItemChanges) -> None:
         """The item side: fold one event's changes into the item state."""
+        by_name: dict[str, list[ItemDelta]] = {}
         for item_id, by_source in changes.items():
             index = self._index(item_id)
             for name, change in by_source.items():
@@ -389,14 +390,15 @@ class HybridRecommender:
                         self.learned.apply(change)
                         self.learned.apply_item(index, change)
                     continue
-                source = self.sources.get(name)
-                if source is None:
+                if name not in self.sources:
                     continue
                 if "co" in change:
                     change = {**change, "co": [self._index(i) for i in change["co"]]}
-                source.apply(index, change)
-                if source is self.cf:
-                    self._cf_changed.add(index)
+                by_name.setdefault(name, []).append((index, change))
+        for name, deltas in by_name.items():
+            self.sources[name].apply_each(deltas)
+            if self.sources[name] is self.cf:
+                self._cf_changed.update(index for index, _ in deltas)
 
     # -- ranking -----------------------------------------------------------------------
 

@@ -219,6 +219,11 @@ class Source(ABC):
     def apply(self, item: int, change: dict[str, Any]) -> None:  # noqa: B027 (optional)
         """The item's side: fold one change from ``user_step`` into this item's state."""
 
+    def apply_each(self, changes: Sequence[ItemDelta]) -> None:
+        """``apply`` each of one event's changes (distinct items), in order."""
+        for item, change in changes:
+            self.apply(item, change)
+
     def check_change(self, change: Mapping[str, Any], now: float) -> None:
         """Raise ``InvalidChange`` unless ``apply`` can take ``change`` whole (a change
         read from the log: ``models/sources/changes.py``); ``now``: the reader's clock."""

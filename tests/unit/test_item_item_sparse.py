@@ -169,6 +169,36 @@ def test_a_click_added_to_each_row_at_once_is_each_row_added_alone(
         assert all(np.array_equal(expected[key], got[key]) for key in expected)
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 25), st.lists(st.integers(0, 25), max_size=8), st.booleans()),
+        max_size=60,
+    ),
+    st.integers(1, 6),
+)
+def test_an_event_s_changes_applied_at_once_are_its_changes_applied_one_by_one(
+    log: list[tuple[int, list[int], bool]], bound: int
+) -> None:
+    """``apply_each`` (a worker's fold of one event) leaves the item side as ``apply``
+    change by change does: the event's own changes (``user_step``), and any others a
+    record may carry (several neighbours, counts, a row's own item)."""
+    one_by_one, at_once = ItemItemCosine(max_neighbours=bound), ItemItemCosine(max_neighbours=bound)
+    for item, recent, crafted in log:
+        history = UserHistory()
+        for earlier in recent:
+            history.add(earlier, 1.0)
+        changes = ItemItemCosine().user_step("u", item, 1.0, 0.0, history)
+        if crafted and changes:
+            changes[-1] = (changes[-1][0], {"co": [changes[-1][0], item], "count": 2.0})
+        for touched, change in changes:
+            one_by_one.apply(touched, change)
+        at_once.apply_each(changes)
+        expected, got = one_by_one.item_arrays(), at_once.item_arrays()
+        assert expected.keys() == got.keys()
+        assert all(np.array_equal(expected[key], got[key]) for key in expected)
+
+
 def test_rows_stay_bounded_and_memory_grows_with_items_times_neighbours() -> None:
     """Many users over a catalog: no row past its bound, bytes at most 8 per neighbour
     slot, far under the dense matrix's 4 * items**2."""
