@@ -9,11 +9,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from streams.connection import BrokerConnectionError, check_connection
-from streams.settings import Settings
+from streams.settings import CHANGELOG_SUFFIX, Settings
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -104,6 +104,54 @@ def check_partitions(settings: Settings, described: list[dict[str, Any]]) -> Non
         "set partitions (STREAMREC_PARTITIONS) to the existing count if all agree, "
         "else recreate these topics (their users-table changelog too) with one count"
     )
+
+
+def written_topics(settings: Settings) -> list[str]:
+    """The topics the worker writes: its outputs and the users table's changelog."""
+    return [
+        settings.topic_recommendations,
+        settings.topic_item_updates,
+        settings.topic_dead_letters,
+        f"{settings.consumer_group}{CHANGELOG_SUFFIX}",
+    ]
+
+
+def message_limits(settings: Settings) -> dict[str, int]:
+    """Each existing topic the worker writes, with its ``max.message.bytes`` as the broker
+    states it (the topic's own, or the broker's default).
+
+    A team may create these topics beforehand with a smaller limit than the producer's
+    (1 MB): the broker then refuses a record, or a whole batch of small ones, after the
+    worker has sent it, and Faust only logs the refusal, so the list, the item or the
+    table entry was lost while the offset of its source was committed. The worker checks
+    each record against its topic's limit before sending it, and keeps its batches under
+    the smallest (``StreamrecApp``); a topic not yet created (the changelog, before the
+    first start) is left out, and takes the broker's default.
+    """
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.effective_bootstrap_servers,
+        client_id="streamrec-admin",
+        **settings.kafka_client_options(),
+    )
+    try:
+        existing = set(admin.list_topics())
+        topics = [name for name in written_topics(settings) if name in existing]
+        if not topics:
+            return {}
+        answer = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics],
+            config_filter="all",
+        )
+    finally:
+        admin.close()
+    described = {name: configs for by_name in answer.values() for name, configs in by_name.items()}
+    limits: dict[str, int] = {}
+    for name in topics:
+        value = described.get(name, {}).get("max.message.bytes", {}).get("value")
+        with contextlib.suppress(TypeError, ValueError):
+            if int(value) > 0:
+                limits[name] = int(value)
+    return limits
 
 
 async def partition_ids(settings: Settings, topic: str) -> set[int]:

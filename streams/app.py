@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ from streams.web import install_views, web_middlewares
 
 log = logging.getLogger(__name__)
 
+#: The producer's batch size where every topic written takes more (Faust's default).
+PRODUCER_BATCH_BYTES = 16_384
+
 
 class StreamrecApp:
     """The Faust app with its store, encoder and agents; ``start``/``stop`` own the resources."""
@@ -58,9 +62,13 @@ class StreamrecApp:
         settings: Settings,
         encoder: MultimodalEncoder,
         store: VectorStore | None = None,
+        topic_limits: Mapping[str, int] | None = None,
     ) -> None:
+        """``topic_limits``: the ``max.message.bytes`` of the topics the worker writes, as
+        the broker states them (``streams.admin.message_limits``)."""
         settings.check_web_exposure()
         self.settings = s = settings
+        self.topic_limits = dict(topic_limits or {})
         self.encoder = encoder
         self.hybrid = HybridRecommender(
             content_dim=encoder.fusion.dim,
@@ -134,6 +142,10 @@ class StreamrecApp:
             # One path style, and JSON for every error (streams/web.py).
             web_application_options={"middlewares": web_middlewares()},
             producer_acks=-1,
+            # The broker applies a topic's max.message.bytes to a whole batch and refuses
+            # it, every record in it lost (aiokafka does not split it and retry, as the
+            # Java producer does): no batch may pass the smallest limit of a topic written.
+            producer_max_batch_size=min([PRODUCER_BATCH_BYTES, *self.topic_limits.values()]),
         )
 
     def _declare(self) -> None:
@@ -156,7 +168,11 @@ class StreamrecApp:
             app, s.partitions, ROCKSDB_OPTIONS if s.users_store == "rocksdb" else None
         )
         self.outbox = Outbox(
-            topics, s.topic_dead_letters, app.conf.producer_max_request_size, self.metrics
+            topics,
+            s.topic_dead_letters,
+            app.conf.producer_max_request_size,
+            self.metrics,
+            self.topic_limits,
         )
         self.poison = PoisonGuard(s.data_dir)
         self.ingestion = ItemIngestion(
@@ -368,6 +384,7 @@ class StreamrecApp:
             "processed": dict(metrics.processed),
             "click_to_recommendation": metrics.latency_percentiles(),
             "dead_letters": dict(metrics.dead_letters),
+            "sends_refused": dict(metrics.sends_refused),
             "fusion": self.encoder.fusion.version,
             "lists_ranked_at_read": self.read_time_lists.rankings,
             "ease": self.ease_refit.stats() if self.ease_refit is not None else None,

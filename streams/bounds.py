@@ -32,6 +32,8 @@ MAX_QUOTED_CHARS = 200
 MAX_ERROR_CHARS = 2_000
 #: Room left under the producer's request size for the record's own framing.
 RECORD_OVERHEAD_BYTES = 4_096
+#: Room left under a topic's ``max.message.bytes`` for the batch a record travels in.
+BATCH_FRAMING_BYTES = 256
 
 
 T = TypeVar("T")
@@ -160,16 +162,43 @@ def key_too_long(key: str | None) -> str | None:
 
 
 def check_size(
-    key: bytes | None, value: bytes | int, max_request_bytes: int, what: str = "output record"
+    key: bytes | None,
+    value: bytes | int,
+    max_request_bytes: int,
+    what: str = "output record",
+    topic_max_message_bytes: int | None = None,
 ) -> None:
     """Raise ``OversizedOutput`` for a record the producer would refuse (``value``: its
-    bytes, or how many there will be)."""
+    bytes, or how many there will be), or the broker would: over its topic's
+    ``max.message.bytes`` (``topic_max_message_bytes``, when known), less a batch's framing.
+
+    >>> check_size(b"ann", b"x" * 700, 1_048_576, topic_max_message_bytes=1_000)
+    >>> try:
+    ...     check_size(b"ann", b"x" * 900, 1_048_576, topic_max_message_bytes=1_000)
+    ... except OversizedOutput as error:
+    ...     print(str(error)[:60])
+    output record of 903 bytes exceeds its topic's max.message.b
+    """
     size = (value if isinstance(value, int) else len(value)) + (len(key) if key else 0)
     if size > max_request_bytes - RECORD_OVERHEAD_BYTES:
         raise OversizedOutput(
             f"{what} of {size:,} bytes exceeds the producer's limit "
             f"({max_request_bytes:,} bytes less {RECORD_OVERHEAD_BYTES:,} of framing)"
         )
+    if topic_max_message_bytes is not None and size > topic_room(topic_max_message_bytes):
+        raise OversizedOutput(
+            f"{what} of {size:,} bytes exceeds its topic's max.message.bytes "
+            f"({topic_max_message_bytes:,} bytes less {BATCH_FRAMING_BYTES:,} of batch "
+            "framing): raise the topic's max.message.bytes"
+        )
+
+
+def topic_room(max_message_bytes: int) -> int:
+    """The most key and value bytes one record may hold on a topic whose
+    ``max.message.bytes`` is ``max_message_bytes``: the broker applies the limit to the
+    whole batch a record travels in (a v2 batch's header is 61 bytes, a record's own
+    framing at most about 40 more), and refuses the batch with every record in it."""
+    return max_message_bytes - BATCH_FRAMING_BYTES
 
 
 def require_finite(value: Any, what: str) -> None:

@@ -179,7 +179,7 @@ def worker(log_level: str, web_port: int | None) -> None:
     """Run the Faust worker: items, interactions and item-updates agents."""
     import faust
 
-    from streams.admin import create_topics
+    from streams.admin import create_topics, message_limits
     from streams.app import StreamrecApp
     from streams.encoding import build_item_encoder
 
@@ -206,7 +206,9 @@ def worker(log_level: str, web_port: int | None) -> None:
     if settings.uses_local_broker:
         _local_broker(settings).up()
     create_topics(settings)
-    streamrec = StreamrecApp(settings, build_item_encoder(settings))
+    streamrec = StreamrecApp(
+        settings, build_item_encoder(settings), topic_limits=message_limits(settings)
+    )
     streamrec.start()
     try:
         faust.Worker(streamrec.app, loglevel=log_level).execute_from_commandline()

@@ -21,13 +21,13 @@ from typing import Any, Protocol
 from models.hybrid import HybridRecommender, UnknownItemError
 from models.packed import NonFiniteError
 from models.signals import signal_weight
-from streams.bounds import OversizedOutput, check_size, clip, require_finite
+from streams.bounds import OversizedOutput, clip, require_finite
 from streams.delivery_book import POSITION, DeliveryBook
 from streams.events import Interaction, ItemChanges, Recommendations
 from streams.metrics import WorkerMetrics, click_latency
 from streams.outbox import Outbox
 from streams.records import Record, Rejected, internal, parse, record_key
-from streams.settings import Settings
+from streams.settings import CHANGELOG_SUFFIX, Settings
 from streams.user_entry import entry_size, within_shares
 
 log = logging.getLogger(__name__)
@@ -261,13 +261,14 @@ class InteractionHandler:
                 "latest_catalog": len(self.hybrid),  # whether it is still fresh: fresh_lists.py
             }
         )
-        key, limit = user_id.encode(), self.outbox.max_request_bytes
+        key, s, check = user_id.encode(), self.settings, self.outbox.check
         update_bytes, list_bytes = update_json.encode(), recommendations.to_bytes()
         try:
-            check_size(key, update_bytes, limit, "the item changes")
-            check_size(key, list_bytes, limit, "the list")
+            check(s.topic_item_updates, key, update_bytes, "the item changes")
+            check(s.topic_recommendations, key, list_bytes, "the list")
             # The entry as the table writes it (its remembered ids cut to their shares).
-            check_size(None, entry_size(user_id, stored), limit, "the user's table entry")
+            changelog = f"{s.consumer_group}{CHANGELOG_SUFFIX}"
+            check(changelog, None, entry_size(user_id, stored), "the user's table entry")
         except OversizedOutput as error:
             raise Rejected("output-oversized", str(error)) from None
         return stored, update_bytes, list_bytes

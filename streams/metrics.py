@@ -66,6 +66,8 @@ class WorkerMetrics:
     def __init__(self, lag: LagReader) -> None:
         self.processed: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
+        #: Records the broker refused after they were sent, per topic (streams/outbox.py).
+        self.sends_refused: Counter[str] = Counter()
         #: CF item vectors written to the vector store (streams/replica.py).
         self.cf_vectors_published = 0
         self.registry = CollectorRegistry()
@@ -135,6 +137,14 @@ class _CountsAndLag(Collector):
         for reason, count in sorted(self.metrics.dead_letters.items()):
             dead.add_metric([reason], count)
         yield dead
+        refused = CounterMetricFamily(
+            "streamrec_sends_refused",
+            "Records the broker refused after the worker sent them (lost), per topic",
+            labels=["topic"],
+        )
+        for topic, count in sorted(self.metrics.sends_refused.items()):
+            refused.add_metric([topic], count)
+        yield refused
         yield CounterMetricFamily(
             "streamrec_cf_vectors_published",
             "CF item vectors written to the vector store for candidate retrieval",

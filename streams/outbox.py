@@ -1,8 +1,13 @@
 """Everything the worker sends, and dead letters.
 
-Each record is checked against the producer's size limit before it is sent: the
-producer's refusal would crash the agent and lose the records batched with it. A dead
-letter is bounded whatever the record it reports (``streams/bounds.py``).
+Each record is checked against the producer's size limit, and its topic's
+``max.message.bytes`` when known (``streams/admin.py: message_limits``), before it is
+sent: the producer's refusal would crash the agent and lose the records batched with it,
+and the broker's came after the send, logged by Faust and nothing else, the record lost
+while its source was committed. A dead letter is bounded whatever the record it reports
+(``streams/bounds.py``), and cut further to fit its topic. A record the broker refuses
+all the same (the topic's limit lowered under a running worker, a policy) is counted per
+topic (``sends_refused``) and logged as an error naming the topic and the fix.
 """
 
 from __future__ import annotations
@@ -11,9 +16,17 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from streams.bounds import MAX_ERROR_CHARS, check_size, clip, clip_key
+from streams.bounds import (
+    MAX_ERROR_CHARS,
+    MAX_QUOTED_CHARS,
+    OversizedOutput,
+    check_size,
+    clip,
+    clip_key,
+)
 from streams.events import MAX_RAW_CHARS, DeadLetter
 from streams.kafka_compat.undecodable_batches import SkippedBatch
 from streams.metrics import WorkerMetrics
@@ -27,7 +40,8 @@ UNDECODABLE_BATCH = "undecodable-batch"
 
 class Outbox:
     """Sends to the worker's output topics by name (``topics``: Faust topics, or anything
-    with an awaitable ``send(key=, value=)``)."""
+    with an awaitable ``send(key=, value=)``); ``topic_limits``: the ``max.message.bytes``
+    of the topics it writes, as the broker states them."""
 
     def __init__(
         self,
@@ -35,19 +49,47 @@ class Outbox:
         dead_letters_topic: str,
         max_request_bytes: int,
         metrics: WorkerMetrics,
+        topic_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.topics = topics
         self.dead_letters_topic = dead_letters_topic
         self.max_request_bytes = max_request_bytes
         self.metrics = metrics
+        self.topic_limits = dict(topic_limits or {})
+        self._refusals_logged: set[tuple[str, str]] = set()
+
+    def check(self, topic: str, key: bytes | None, value: bytes | int, what: str) -> None:
+        """Raise ``OversizedOutput`` if a record of ``value`` (its bytes, or how many there
+        will be) under ``key`` would be refused on ``topic``, by the producer or the broker."""
+        check_size(key, value, self.max_request_bytes, what, self.topic_limits.get(topic))
 
     async def send(self, topic: str, key: str | None, value: bytes) -> asyncio.Future:
         """Queue a message; the returned future completes when the broker acknowledges it.
 
-        Raises ``OversizedOutput`` before sending a record the producer would refuse."""
+        Raises ``OversizedOutput`` before sending a record the producer or the broker
+        would refuse."""
         encoded_key = key.encode() if key is not None else None
-        check_size(encoded_key, value, self.max_request_bytes)
-        return await self.topics[topic].send(key=encoded_key, value=value)
+        self.check(topic, encoded_key, value, "output record")
+        sent = await self.topics[topic].send(key=encoded_key, value=value)
+        sent.add_done_callback(partial(self._on_sent, topic))
+        return sent
+
+    def _on_sent(self, topic: str, sent: asyncio.Future) -> None:
+        if sent.cancelled() or sent.exception() is None:
+            return
+        error = sent.exception()
+        self.metrics.sends_refused[topic] += 1
+        kind = type(error).__name__
+        if (topic, kind) in self._refusals_logged:  # once per topic and error: not a flood
+            return
+        self._refusals_logged.add((topic, kind))
+        log.error(
+            "the broker refused a record for %s (%s; counted in sends_refused, further "
+            "ones not logged): it is lost. Check the topic's configs (max.message.bytes, "
+            "cleanup.policy) and the worker's ACLs",
+            topic,
+            clip(f"{kind}: {error}"),
+        )
 
     async def dead_letter(self, record: Record, rejected: Rejected) -> None:
         """Send the record's dead letter, bounded whatever the record: the raw value cut to
@@ -75,7 +117,14 @@ class Outbox:
             rejected.reason,
             clip(error),
         )
-        await self.send(self.dead_letters_topic, key, letter.to_bytes())
+        value = letter.to_bytes()
+        try:
+            encoded_key = key.encode() if key is not None else None
+            self.check(self.dead_letters_topic, encoded_key, value, "the dead letter")
+        except OversizedOutput:  # a small max.message.bytes: the raw value and most error go
+            short = clip(error, MAX_QUOTED_CHARS)
+            value = letter.model_copy(update={"raw": "", "error": short}).to_bytes()
+        await self.send(self.dead_letters_topic, key, value)
         self.metrics.dead_letters[rejected.reason] += 1
 
     async def dead_letter_skipped(self, batch: SkippedBatch) -> None:

@@ -19,7 +19,7 @@ import faust
 import numpy as np
 
 from encoders.base import Encoder
-from streams.admin import create_topics
+from streams.admin import create_topics, message_limits
 from streams.app import StreamrecApp
 from streams.encoding import build_item_encoder
 from streams.settings import Settings
@@ -48,7 +48,7 @@ def main() -> None:
     create_topics(settings)
     encoder = build_item_encoder(settings)
     encoder.encoders["text"] = SegfaultingText(encoder.encoders["text"])
-    streamrec = StreamrecApp(settings, encoder)
+    streamrec = StreamrecApp(settings, encoder, topic_limits=message_limits(settings))
     streamrec.start()
     try:
         faust.Worker(streamrec.app, loglevel="info").execute_from_commandline()

@@ -1,0 +1,152 @@
+"""The worker's writes against the ``max.message.bytes`` of the topics they go to.
+
+A team may create the topics the worker writes beforehand with a limit under the
+producer's 1 MB. The broker refused such records (and whole batches of small ones) after
+they were sent, and Faust only logged it: the records were lost while their sources were
+committed (``tests/integration/test_topic_limits.py`` on a real broker). Each record is
+now checked against its topic's limit before anything of it is stored or sent, the
+producer's batches stay under the smallest limit, dead letters are cut to fit theirs, and
+a refusal that still happens is counted and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError
+
+from streams.app import PRODUCER_BATCH_BYTES, StreamrecApp
+from streams.bounds import BATCH_FRAMING_BYTES, OversizedOutput
+from streams.encoding import build_item_encoder
+from streams.events import DeadLetter
+from streams.metrics import WorkerMetrics
+from streams.outbox import Outbox
+from streams.records import Rejected
+from streams.settings import CHANGELOG_SUFFIX, Settings
+from tests.unit.interaction_handler import Handler, SentTo
+
+
+class Refusing:
+    """An output topic whose broker refuses every record after it is sent."""
+
+    async def send(self, key: bytes | None, value: bytes) -> asyncio.Future:
+        refused = asyncio.get_running_loop().create_future()
+        refused.set_exception(MessageSizeTooLargeError())
+        return refused
+
+
+def outbox(limits: dict[str, int], sent: list[tuple[str, bytes]]) -> Outbox:
+    topics = {name: SentTo(name, sent) for name in ("recs", "updates", "letters")}
+    return Outbox(topics, "letters", 1_000_000, WorkerMetrics(lag=dict), limits)
+
+
+def test_a_record_over_its_topic_s_max_message_bytes_is_refused_before_it_is_sent() -> None:
+    sent: list[tuple[str, bytes]] = []
+    box = outbox({"recs": 3_000}, sent)
+    room = 3_000 - BATCH_FRAMING_BYTES - len(b"ann")
+
+    async def run() -> None:
+        await box.send("recs", "ann", b"x" * room)
+        with pytest.raises(OversizedOutput, match=r"topic's max\.message\.bytes"):
+            await box.send("recs", "ann", b"x" * (room + 1))
+        await box.send("updates", "ann", b"x" * 100_000)  # no limit of its own: the producer's
+
+    asyncio.run(run())
+    assert [(topic, len(value)) for topic, value in sent] == [("recs", room), ("updates", 100_000)]
+
+
+@pytest.mark.parametrize(
+    "topic, what",
+    [
+        ("topic_item_updates", "the item changes"),
+        ("topic_recommendations", "the list"),
+        ("changelog", "the user's table entry"),
+    ],
+)
+def test_an_event_whose_output_passes_its_topic_s_limit_is_refused_before_it_is_stored(
+    tmp_path: Path, topic: str, what: str
+) -> None:
+    handler = Handler(tmp_path)
+    settings = handler.settings
+    assert handler.deliver(0, "e-0", "item-1")  # its outputs fit the broker's default
+    sizes = {name: len(value) for name, value in handler.sent}
+    entry_bytes = sizes[settings.topic_recommendations] + sizes[settings.topic_item_updates]
+    name = (
+        f"{settings.consumer_group}{CHANGELOG_SUFFIX}"
+        if topic == "changelog"
+        else getattr(settings, topic)
+    )
+    # Room for the list and the item changes each, not for the entry holding both.
+    handler.handler.outbox.topic_limits[name] = (
+        entry_bytes if topic == "changelog" else sizes[name] // 2
+    )
+    before = dict(handler.users["ann"])
+    with pytest.raises(Rejected) as refused:
+        handler.deliver(1, "e-1", "item-2")
+    assert refused.value.reason == "output-oversized"
+    assert what in refused.value.error and "max.message.bytes" in refused.value.error
+    assert handler.users["ann"]["state"] == before["state"]  # nothing of it stored
+    assert len(handler.sent) == 2  # nor sent
+
+
+def test_a_dead_letter_is_cut_to_fit_a_small_dead_letters_topic() -> None:
+    sent: list[tuple[str, bytes]] = []
+    box = outbox({"letters": 1_000}, sent)
+    message = SimpleNamespace(topic="interactions", partition=0, offset=7)
+    record = SimpleNamespace(key=b"ann", value=b"v" * 5_000, message=message)
+    asyncio.run(box.dead_letter(record, Rejected("schema", "e" * 1_500)))  # type: ignore[arg-type]
+    [(topic, value)] = sent
+    letter = DeadLetter.model_validate_json(value)
+    assert topic == "letters" and len(value) <= 1_000 - BATCH_FRAMING_BYTES
+    assert (letter.key, letter.reason, letter.offset, letter.raw_bytes) == (
+        "ann",
+        "schema",
+        7,
+        5_000,
+    )
+    assert letter.raw == "" and letter.error.startswith("eee")
+    # Where it fits, the raw value is quoted as before.
+    roomy: list[tuple[str, bytes]] = []
+    asyncio.run(outbox({}, roomy).dead_letter(record, Rejected("schema", "short")))  # type: ignore[arg-type]
+    assert DeadLetter.model_validate_json(roomy[0][1]).raw.startswith("vvv")
+
+
+def test_a_record_the_broker_refuses_is_counted_and_logged_once_per_topic(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = WorkerMetrics(lag=dict)
+    box = Outbox({"recs": Refusing()}, "letters", 1_000_000, metrics)
+
+    async def run() -> None:
+        for n in range(3):
+            await box.send("recs", f"u{n}", b"{}")
+        await asyncio.sleep(0)  # the done callbacks
+
+    with caplog.at_level(logging.ERROR, logger="streams.outbox"):
+        asyncio.run(run())
+    assert metrics.sends_refused == {"recs": 3}
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "streams.outbox"]
+    assert "refused a record for recs" in logged and "MessageSizeTooLargeError" in logged
+    assert b"streamrec_sends_refused_total" in metrics_text(metrics)
+
+
+def metrics_text(metrics: WorkerMetrics) -> bytes:
+    from prometheus_client import generate_latest
+
+    return generate_latest(metrics.registry)
+
+
+@pytest.mark.parametrize(
+    "limits, batch", [({}, PRODUCER_BATCH_BYTES), ({"recs": 3_000, "letters": 9_000}, 3_000)]
+)
+def test_the_producer_s_batches_stay_under_the_smallest_limit_of_a_topic_written(
+    tmp_path: Path, limits: dict[str, int], batch: int
+) -> None:
+    settings = Settings(data_dir=tmp_path, encoders="hashing")
+    app = StreamrecApp(settings, build_item_encoder(settings), topic_limits=limits)
+    assert app.app.conf.producer_max_batch_size == batch
+    assert app.outbox.topic_limits == limits
