@@ -11,13 +11,14 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
 
 from streams.admin import create_topics
 from streams.broker import Broker, BrokerFlavour, KafkaBroker, LocalBroker
@@ -93,6 +94,36 @@ def broker(
 
 def isolated_settings(broker: Broker, data_dir: Path, **overrides: Any) -> Settings:
     """Settings on the test broker with topics and consumer group of their own (created)."""
+    settings = uncreated_settings(broker, data_dir, **overrides)
+    create_topics(settings)
+    return settings
+
+
+def settings_with_team_topics(
+    broker: Broker,
+    data_dir: Path,
+    topic_configs: Mapping[str, Mapping[str, str]],
+    **overrides: Any,
+) -> Settings:
+    """Settings as ``isolated_settings`` makes them, with no topic created but those of
+    ``topic_configs`` (by setting name, ``topic_item_updates``...): created as another
+    team would have, with those configs."""
+    settings = uncreated_settings(broker, data_dir, **overrides)
+    admin = KafkaAdminClient(bootstrap_servers=settings.effective_bootstrap_servers)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(getattr(settings, name), settings.partitions, 1, topic_configs=dict(c))
+                for name, c in topic_configs.items()
+            ]
+        )
+    finally:
+        admin.close()
+    return settings
+
+
+def uncreated_settings(broker: Broker, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings on the test broker with topic and consumer group names of their own."""
     run = uuid.uuid4().hex[:8]
     values: dict[str, Any] = {
         **broker.client_settings(),
@@ -107,9 +138,7 @@ def isolated_settings(broker: Broker, data_dir: Path, **overrides: Any) -> Setti
         "torch_threads": 1,
         **overrides,
     }
-    settings = Settings(**values)
-    create_topics(settings)
-    return settings
+    return Settings(**values)
 
 
 class TopicReader:

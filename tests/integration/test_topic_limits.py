@@ -14,20 +14,17 @@ batches under the smallest, and cuts a dead letter to fit its topic.
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 
-from streams.admin import create_topics, message_limits, produce
+from streams.admin import ITEM_UPDATES_CONFIG, create_topics, message_limits, produce
 from streams.broker import Broker
 from streams.demo import catalog_uploads
 from streams.process import WorkerProcess
 from streams.settings import CHANGELOG_SUFFIX, Settings
-from tests.conftest import TopicReader, free_port
+from tests.conftest import TopicReader, settings_with_team_topics
 from tests.integration.helpers import click, recommendations_for
 
 pytestmark = pytest.mark.integration
@@ -39,35 +36,9 @@ LIMITS = {"topic_item_updates": 6_000, "topic_recommendations": 3_000, "topic_de
 
 def settings_with_small_topics(broker: Broker, data_dir: Path) -> Settings:
     """Settings whose output topics a team created beforehand with ``LIMITS``."""
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(
-        **broker.client_settings(),
-        data_dir=data_dir,
-        web_port=free_port(),
-        consumer_group=f"streamrec-{run}",
-        topic_items=f"items-{run}",
-        topic_interactions=f"interactions-{run}",
-        topic_recommendations=f"recommendations-{run}",
-        topic_item_updates=f"item-updates-{run}",
-        topic_dead_letters=f"dead-letters-{run}",
-        torch_threads=1,
-        encoders="hashing",
-    )
-    admin = KafkaAdminClient(bootstrap_servers=settings.effective_bootstrap_servers)
-    try:
-        admin.create_topics(
-            [
-                NewTopic(
-                    getattr(settings, name),
-                    settings.partitions,
-                    1,
-                    topic_configs={"max.message.bytes": str(limit)},
-                )
-                for name, limit in LIMITS.items()
-            ]
-        )
-    finally:
-        admin.close()
+    configs = {name: {"max.message.bytes": str(limit)} for name, limit in LIMITS.items()}
+    configs["topic_item_updates"].update(ITEM_UPDATES_CONFIG)  # kept for ever, as it must be
+    settings = settings_with_team_topics(broker, data_dir, configs, encoders="hashing")
     create_topics(settings)
     return settings
 

@@ -1,5 +1,6 @@
 """`streamrec topics` against the real broker: item-updates is created never to be deleted,
-and existing topics with another partition count are refused with the fix."""
+and existing topics with another partition count, or an item-updates created beforehand
+to lose records (compacted, or deleted by age or size), are refused with the fix."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from streams.admin import ITEM_UPDATES_CONFIG, TopicLayoutError, create_topics
 from streams.broker import Broker
 from streams.cli import main
-from streams.process import settings_env
-from tests.conftest import isolated_settings
+from streams.process import WorkerProcess, settings_env
+from tests.conftest import isolated_settings, settings_with_team_topics
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +54,47 @@ def test_existing_topics_with_another_partition_count_are_refused_with_the_fix(
     [line] = result.output.strip().splitlines()  # one line, no traceback
     assert line.startswith("Error: topics differ from partitions = 3")
     create_topics(created)  # the matching settings pass
+
+
+#: item-updates as a team might create it beforehand, each way losing records.
+LOSING = {
+    "compacted": {"cleanup.policy": "compact"},
+    "the broker's default retention": {},
+    "a size limit": {
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        "retention.bytes": "1000000",
+    },
+}
+
+
+@pytest.mark.parametrize("configs", list(LOSING.values()), ids=list(LOSING))
+def test_an_item_updates_created_to_lose_records_is_refused_with_the_fix(
+    broker: Broker, tmp_path, configs: dict[str, str]
+) -> None:
+    settings = settings_with_team_topics(broker, tmp_path, {"topic_item_updates": configs})
+    topic = settings.topic_item_updates
+    with pytest.raises(TopicLayoutError) as refused:
+        create_topics(settings)
+    message = str(refused.value)
+    assert f"{topic} may lose records" in message and "\n" not in message
+    assert "--add-config cleanup.policy=delete,retention.ms=-1,retention.bytes=-1" in message
+    # The worker ends at once with that line, instead of serving from a log that loses
+    # its records (on Kafka a compacted one had lost 11 of a user's 14 changes during a 90 s run).
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"the worker exited \(1\)"):
+            worker.wait_until(lambda stats: False, timeout_s=90, what="an exit")
+    finally:
+        worker.stop()
+    assert f"Error: {topic} may lose records" in worker.log_path.read_text()
+    # The fix it names is enough.
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(ITEM_UPDATES_CONFIG))]
+        )
+    finally:
+        admin.close()
+    create_topics(settings)

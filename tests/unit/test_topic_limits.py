@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
+from streams.admin import TopicLayoutError, check_item_updates_kept
 from streams.app import PRODUCER_BATCH_BYTES, StreamrecApp
 from streams.bounds import BATCH_FRAMING_BYTES, OversizedOutput
 from streams.encoding import build_item_encoder
@@ -150,3 +151,29 @@ def test_the_producer_s_batches_stay_under_the_smallest_limit_of_a_topic_written
     app = StreamrecApp(settings, build_item_encoder(settings), topic_limits=limits)
     assert app.app.conf.producer_max_batch_size == batch
     assert app.outbox.topic_limits == limits
+
+
+@pytest.mark.parametrize(
+    "configs, losing",
+    [
+        ({"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"}, True),
+        ({"cleanup.policy": "delete,compact", "retention.ms": "-1"}, True),
+        ({"cleanup.policy": "delete", "retention.ms": "604800000"}, True),  # Kafka's default
+        ({"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "1000"}, True),
+        ({"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}, False),
+        ({"retention.ms": "-1"}, False),  # a broker that states less: what it states is kept
+    ],
+)
+def test_an_item_updates_that_may_lose_records_is_refused_naming_the_fix(
+    configs: dict[str, str], losing: bool
+) -> None:
+    settings = Settings()
+    described = {settings.topic_item_updates: configs, "other": {"cleanup.policy": "compact"}}
+    if not losing:
+        check_item_updates_kept(settings, described)
+        return
+    with pytest.raises(TopicLayoutError) as refused:
+        check_item_updates_kept(settings, described)
+    message = str(refused.value)
+    assert message.startswith("item-updates may lose records (")
+    assert "--add-config cleanup.policy=delete,retention.ms=-1,retention.bytes=-1" in message
