@@ -117,15 +117,27 @@ class Outbox:
             rejected.reason,
             clip(error),
         )
+        await self._send_letter(letter)
+        self.metrics.dead_letters[rejected.reason] += 1
+
+    async def _send_letter(self, letter: DeadLetter) -> None:
+        """Send a dead letter; one too large for its topic's ``max.message.bytes`` goes
+        without its raw value and with its error cut, and one that still does not fit is
+        counted as refused and logged, never raised (a raise out of an agent would
+        restart it on the same record, for good)."""
+        key = letter.key
+        encoded_key = key.encode() if key is not None else None
         value = letter.to_bytes()
         try:
-            encoded_key = key.encode() if key is not None else None
             self.check(self.dead_letters_topic, encoded_key, value, "the dead letter")
         except OversizedOutput:  # a small max.message.bytes: the raw value and most error go
-            short = clip(error, MAX_QUOTED_CHARS)
+            short = clip(letter.error, MAX_QUOTED_CHARS)
             value = letter.model_copy(update={"raw": "", "error": short}).to_bytes()
-        await self.send(self.dead_letters_topic, key, value)
-        self.metrics.dead_letters[rejected.reason] += 1
+        try:
+            await self.send(self.dead_letters_topic, key, value)
+        except OversizedOutput as error:
+            self.metrics.sends_refused[self.dead_letters_topic] += 1
+            log.error("dead letter not sent: %s", error)
 
     async def dead_letter_skipped(self, batch: SkippedBatch) -> None:
         """Dead-letter a batch the consumer could not decode (no record, no key to quote:
@@ -155,5 +167,5 @@ class Outbox:
             UNDECODABLE_BATCH,
             clip(error),
         )
-        await self.send(self.dead_letters_topic, None, letter.to_bytes())
+        await self._send_letter(letter)
         self.metrics.dead_letters[UNDECODABLE_BATCH] += 1

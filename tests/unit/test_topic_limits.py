@@ -114,6 +114,11 @@ def test_a_dead_letter_is_cut_to_fit_a_small_dead_letters_topic() -> None:
     roomy: list[tuple[str, bytes]] = []
     asyncio.run(outbox({}, roomy).dead_letter(record, Rejected("schema", "short")))  # type: ignore[arg-type]
     assert DeadLetter.model_validate_json(roomy[0][1]).raw.startswith("vvv")
+    # Where even that does not fit, it is counted as refused, never raised out of the agent.
+    tiny: list[tuple[str, bytes]] = []
+    box = outbox({"letters": 400}, tiny)
+    asyncio.run(box.dead_letter(record, Rejected("schema", "short")))  # type: ignore[arg-type]
+    assert tiny == [] and box.metrics.sends_refused == {"letters": 1}
 
 
 def test_a_record_the_broker_refuses_is_counted_and_logged_once_per_topic(
