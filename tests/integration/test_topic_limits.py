@@ -61,10 +61,10 @@ def test_outputs_fit_topics_with_a_small_max_message_bytes_and_none_is_lost(
         "big-1",
         {"item_id": "big-1", "title": "Big", "text": "jazz", "metadata": {"notes": "n" * 3_000}},
     )
-    worker = WorkerProcess(settings, settings.data_dir / "worker.log")
-    worker.start()
     recs = TopicReader(settings, settings.topic_recommendations)
     letters = TopicReader(settings, settings.topic_dead_letters)
+    worker = WorkerProcess(settings, settings.data_dir / "worker.log")
+    worker.start()
     try:
         worker.wait_until(lambda s: True, timeout_s=180, what="web server up")
         produce(settings, settings.topic_items, [*catalog[:15], big, *catalog[15:]])
