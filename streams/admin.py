@@ -42,8 +42,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Create every missing topic with the configured partitions; refuse existing topics
-    whose partition count differs from ``partitions``, and an existing ``item-updates``
-    that may lose records (``TopicLayoutError``, naming the fix).
+    whose partition count differs from ``partitions``, and an existing ``item-updates`` or
+    users-table changelog that may lose records (``TopicLayoutError``, naming the fix).
 
     Workers must not rely on auto-creation: an auto-created topic gets the broker's
     default partition count, and Faust then refuses tables co-partitioned with it.
@@ -88,9 +88,11 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         present = [name for name in topic_names(settings) if name in existing]
         if present:
             check_partitions(settings, admin.describe_topics(present))
-        item_updates = settings.topic_item_updates
-        if item_updates in existing:
-            check_item_updates_kept(settings, topic_configs_of(admin, [item_updates]))
+        kept = [settings.topic_item_updates, users_changelog(settings)]
+        if present_kept := [name for name in kept if name in existing]:
+            described = topic_configs_of(admin, present_kept)
+            check_item_updates_kept(settings, described)
+            check_changelog_kept(settings, described)
     finally:
         admin.close()
 
@@ -116,7 +118,7 @@ def written_topics(settings: Settings) -> list[str]:
         settings.topic_recommendations,
         settings.topic_item_updates,
         settings.topic_dead_letters,
-        f"{settings.consumer_group}{CHANGELOG_SUFFIX}",
+        users_changelog(settings),
     ]
 
 
@@ -193,6 +195,44 @@ def check_item_updates_kept(settings: Settings, configs: Mapping[str, Mapping[st
         f"whole topic. Set {wanted} on it (kafka-configs.sh --alter --entity-type topics "
         f"--entity-name {topic} --add-config {wanted}), or delete it with the workers "
         "stopped and let `streamrec topics` create it"
+    )
+
+
+def users_changelog(settings: Settings) -> str:
+    """The users table's changelog topic (Faust names it after the consumer group)."""
+    return f"{settings.consumer_group}{CHANGELOG_SUFFIX}"
+
+
+def check_changelog_kept(settings: Settings, configs: Mapping[str, Mapping[str, str]]) -> None:
+    """Raise ``TopicLayoutError`` if the users table's changelog (its described ``configs``)
+    may lose a user's latest entry: not compacted, or compacted and also deleted by age or
+    size.
+
+    A restarted worker, or one taking over a partition, recovers every user's entry from
+    this topic; Faust creates it compacted and for ever, but one a team created beforehand
+    with the broker's defaults (``cleanup.policy=delete``, a week's retention) would lose
+    the state of every user who has not clicked for a week: their history, their lists
+    and the event ids that tell a redelivery from a new event."""
+    topic = users_changelog(settings)
+    described = configs.get(topic)
+    if described is None:
+        return
+    policies = set(described.get("cleanup.policy", "compact").replace(" ", "").split(","))
+    losing = {} if "compact" in policies else {"cleanup.policy": described["cleanup.policy"]}
+    if "delete" in policies:
+        losing.update(
+            (key, described[key])
+            for key in ("retention.ms", "retention.bytes")
+            if key in described and not _keeps(key, described[key], "-1")
+        )
+    if not losing:
+        return
+    found = ", ".join(f"{key}={value}" for key, value in losing.items())
+    raise TopicLayoutError(
+        f"{topic} may lose users' state ({found}): a restarted worker recovers each user's "
+        "entry from it. Set cleanup.policy=compact on it (kafka-configs.sh --alter "
+        f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=compact), "
+        "or delete it with the workers stopped and let a worker create it"
     )
 
 

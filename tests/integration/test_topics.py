@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
-from streams.admin import ITEM_UPDATES_CONFIG, TopicLayoutError, create_topics
+from streams.admin import ITEM_UPDATES_CONFIG, TopicLayoutError, create_topics, users_changelog
 from streams.broker import Broker
 from streams.cli import main
 from streams.process import WorkerProcess, settings_env
-from tests.conftest import isolated_settings, settings_with_team_topics
+from tests.conftest import isolated_settings, settings_with_team_topics, uncreated_settings
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +98,39 @@ def test_an_item_updates_created_to_lose_records_is_refused_with_the_fix(
     finally:
         admin.close()
     create_topics(settings)
+
+
+def test_a_users_changelog_created_to_lose_state_is_refused_with_the_fix(
+    broker: Broker, tmp_path
+) -> None:
+    """A users-table changelog a team created beforehand with the broker's defaults
+    (deleted after a week) would lose the state of every user idle for a week; the worker
+    refuses it in one line with the fix, and starts once it is applied. A worker's own
+    changelog (Faust creates it compacted) passes: a second start goes through."""
+    settings = uncreated_settings(broker, tmp_path, encoders="hashing")
+    topic = users_changelog(settings)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        admin.create_topics(
+            [NewTopic(topic, settings.partitions, 1, topic_configs={"cleanup.policy": "delete"})]
+        )
+        with pytest.raises(TopicLayoutError) as refused:
+            create_topics(settings)
+        message = str(refused.value)
+        assert f"{topic} may lose users' state (cleanup.policy=delete" in message
+        assert "\n" not in message
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": "compact"})]
+        )
+    finally:
+        admin.close()
+    create_topics(settings)
+    fresh = uncreated_settings(broker, tmp_path / "fresh", encoders="hashing")
+    for start in range(2):
+        worker = WorkerProcess(fresh, tmp_path / f"worker-{start}.log")
+        worker.start()
+        try:
+            worker.wait_until(lambda stats: True, timeout_s=180, what="web server up")
+        finally:
+            worker.stop()
+    create_topics(fresh)  # the changelog the worker created is kept as it must be

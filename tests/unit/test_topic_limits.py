@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
-from streams.admin import TopicLayoutError, check_item_updates_kept
+from streams.admin import TopicLayoutError, check_changelog_kept, check_item_updates_kept
 from streams.app import PRODUCER_BATCH_BYTES, StreamrecApp
 from streams.bounds import BATCH_FRAMING_BYTES, OversizedOutput
 from streams.encoding import build_item_encoder
@@ -182,3 +182,31 @@ def test_an_item_updates_that_may_lose_records_is_refused_naming_the_fix(
     message = str(refused.value)
     assert message.startswith("item-updates may lose records (")
     assert "--add-config cleanup.policy=delete,retention.ms=-1,retention.bytes=-1" in message
+
+
+@pytest.mark.parametrize(
+    ("configs", "losing"),
+    [
+        ({"cleanup.policy": "delete", "retention.ms": "604800000"}, True),  # a broker's defaults
+        ({"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}, True),
+        ({"cleanup.policy": "compact,delete", "retention.ms": "604800000"}, True),
+        ({"cleanup.policy": "compact, delete", "retention.bytes": "1000000"}, True),
+        ({"cleanup.policy": "compact", "retention.ms": "604800000"}, False),  # as Faust makes it
+        ({"cleanup.policy": "compact,delete", "retention.ms": "-1"}, False),
+        ({}, False),  # a broker that states nothing: what it states is kept
+    ],
+)
+def test_a_users_changelog_that_may_lose_users_state_is_refused_naming_the_fix(
+    configs: dict[str, str], losing: bool
+) -> None:
+    settings = Settings()
+    changelog = f"{settings.consumer_group}{CHANGELOG_SUFFIX}"
+    described = {changelog: configs, settings.topic_item_updates: {"cleanup.policy": "delete"}}
+    if not losing:
+        check_changelog_kept(settings, described)
+        return
+    with pytest.raises(TopicLayoutError) as refused:
+        check_changelog_kept(settings, described)
+    message = str(refused.value)
+    assert message.startswith(f"{changelog} may lose users' state (") and "\n" not in message
+    assert f"--entity-name {changelog} --add-config cleanup.policy=compact" in message
