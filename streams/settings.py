@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     #: The lists the worker sends (``Recommendations``, keyed by user_id).
     topic_recommendations: str = "recommendations"
     #: Internal: encoded items and item-side changes, read whole by every worker; must
-    #: never be deleted by retention or compacted (``streamrec topics`` creates it so).
+    #: never be deleted by retention or compacted (``streamrec topics`` creates it so; an
+    #: existing one that would be is refused at start, with the fix).
     topic_item_updates: str = "item-updates"
     #: Records the worker refused, with the reason (``DeadLetter``).
     topic_dead_letters: str = "dead-letters"
