@@ -8,6 +8,14 @@ interactions topic's for the user id as producers key it (``topic_route``), wher
 user's events, and with them the table entry, are: Faust's ``table_route`` hashes the key
 as the table's changelog writes it, JSON-quoted (``"ann"``, not ``ann``), so with two
 workers it sent about half the requests to the worker without the user.
+
+Every id the topics take (1-256 characters, any of them) can be read: a path segment
+matches any percent-encoded text (aiohttp's default segment refuses ``{`` and ``}``, so
+``/api/users/%7Bx%7D/recommendations/`` was a 404 for a user who had a list), and each
+read has a query form, ``/api/recommendations/?user_id=`` and ``/api/item/?item_id=``,
+for the ids no path can carry: ``.`` and ``..`` are dot segments, which browsers, yarl and
+urllib3 resolve away before sending (``%2E%2E`` included), and so did Faust's routing
+of a request to the worker holding the user.
 """
 
 from __future__ import annotations
@@ -62,12 +70,37 @@ def _json_response(description: str, schema: dict[str, Any] | None = None) -> di
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
+#: A path parameter matching any one segment as sent, percent-escapes included: aiohttp's
+#: default (``[^{}/]+``) refuses ``{`` and ``}``, which ids may hold.
+ANY_SEGMENT = "[^/]+"
+
+#: The longest id a topic takes (``streams.events.Identifier``).
+MAX_ID_CHARS = 256
+
+
+def id_refusal(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be the ``name`` query parameter of a read (None if it can).
+
+    >>> id_refusal("user_id", "..") is None
+    True
+    >>> id_refusal("user_id", "")
+    'give the id as ?user_id=<id>, percent-encoded (1-256 characters)'
+    >>> id_refusal("user_id", "x" * 257)
+    'user_id is 257 characters: ids are 1-256'
+    """
+    if not value:
+        return f"give the id as ?{name}=<id>, percent-encoded (1-{MAX_ID_CHARS} characters)"
+    if len(value) > MAX_ID_CHARS:
+        return f"{name} is {len(value)} characters: ids are 1-{MAX_ID_CHARS}"
+    return None
+
 
 def _path(
     summary: str,
     ok: str,
     parameter: str | None = None,
     schema: dict[str, Any] | None = None,
+    where: str = "path",
     **responses: str,
 ) -> dict:
     operation: dict[str, Any] = {
@@ -79,7 +112,7 @@ def _path(
     }
     if parameter:
         operation["parameters"] = [
-            {"name": parameter, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": parameter, "in": where, "required": True, "schema": {"type": "string"}}
         ]
     return {"get": operation}
 
@@ -94,6 +127,15 @@ OPENAPI: dict[str, Any] = {
             "user_id",
             _ref("Recommendations"),
             **{"404": "no interaction from this user yet"},
+        ),
+        "/api/recommendations/": _path(
+            "The same, the user id as a query parameter (?user_id=): for any id, `.` and "
+            "`..` included, which no URL path can carry",
+            "a Recommendations event",
+            "user_id",
+            _ref("Recommendations"),
+            where="query",
+            **{"400": "no user_id, or one over 256 characters", "404": "no list yet"},
         ),
         "/api/items/": _path(
             "Items of the catalog in storage order (id, title, thumbnail); ?limit=N, at most 100",
@@ -140,6 +182,13 @@ OPENAPI: dict[str, Any] = {
             "the item",
             "item_id",
             **{"404": "no such item"},
+        ),
+        "/api/item/": _path(
+            "The same, the item id as a query parameter (?item_id=): for any id",
+            "the item",
+            "item_id",
+            where="query",
+            **{"400": "no item_id, or one over 256 characters", "404": "no such item"},
         ),
         "/health/": _path("Liveness: the worker's web server answers", "ok"),
         "/ready/": _path(
@@ -337,23 +386,52 @@ def install_views(
     async def stats(view: Any, request: Any) -> Any:
         return view.json(backend.stats())
 
-    @app.page("/api/users/{user_id}/recommendations/")
-    @app.topic_route(topic=interactions, match_info="user_id")
-    async def recommendations(view: Any, request: Any, user_id: str) -> Any:
+    def user_list(view: Any, user_id: str) -> Any:
         served = backend.list_for(user_id)
         if served is None:
             return view.json(
-                {"error": f"no recommendations for user_id {user_id!r} yet: send an interaction"},
+                {
+                    "error": f"no recommendations for user_id {clip(user_id)!r} yet: "
+                    "send an interaction"
+                },
                 status=404,
             )
         return view.json(served)
 
-    @app.page("/api/items/{item_id}/")
-    async def item(view: Any, request: Any, item_id: str) -> Any:
+    def stored_item(view: Any, item_id: str) -> Any:
         found = backend.item(item_id)
         if found is None:
-            return view.json({"error": f"no item with item_id {item_id!r}"}, status=404)
+            return view.json({"error": f"no item with item_id {clip(item_id)!r}"}, status=404)
         return view.json(found)
+
+    @app.page(f"/api/users/{{user_id:{ANY_SEGMENT}}}/recommendations/")
+    @app.topic_route(topic=interactions, match_info="user_id")
+    async def recommendations(view: Any, request: Any, user_id: str) -> Any:
+        return user_list(view, user_id)
+
+    @app.topic_route(topic=interactions, query_param="user_id")
+    async def routed_by_query(view: Any, request: Any) -> Any:
+        return user_list(view, request.query["user_id"])
+
+    @app.page("/api/recommendations/")
+    async def recommendations_by_query(view: Any, request: Any) -> Any:
+        # Checked before routing: Faust's route raises KeyError (a 500) without the key.
+        refused = id_refusal("user_id", request.query.get("user_id", ""))
+        if refused is not None:
+            return view.json({"error": refused}, status=400)
+        return await routed_by_query(view, request)
+
+    @app.page(f"/api/items/{{item_id:{ANY_SEGMENT}}}/")
+    async def item(view: Any, request: Any, item_id: str) -> Any:
+        return stored_item(view, item_id)
+
+    @app.page("/api/item/")
+    async def item_by_query(view: Any, request: Any) -> Any:
+        item_id = request.query.get("item_id", "")
+        refused = id_refusal("item_id", item_id)
+        if refused is not None:
+            return view.json({"error": refused}, status=400)
+        return stored_item(view, item_id)
 
     @app.page("/api/items/")
     async def items(view: Any, request: Any) -> Any:
