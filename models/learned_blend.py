@@ -180,8 +180,8 @@ class LearnedBlend:
         #: Whether an item is drawn as a negative in proportion to 1 + its count bucket
         #: (else uniformly). Drawn uniformly, negatives are mostly long-tail items, and
         #: the blend learns little beyond "popular beats unpopular", which buries the
-        #: items few have clicked: on MovieLens 100k, cold-item HitRate@10 0.038 against
-        #: 0.044 by count, with the same overall; on the planted stream zero-click
+        #: items few have clicked: on MovieLens 100k, cold-item HitRate@10 0.0386 against
+        #: 0.0442 by count, with the same overall; on the planted stream zero-click
         #: HitRate@10 0.15 against 0.27 (docs/evaluation.md, "The learned blend").
         self.draw_by_count = draw_by_count
         #: At most this many of the items served above the click are paired with it.
@@ -369,9 +369,10 @@ class LearnedBlend:
 
         Empty when the clicked item was not a candidate (seen before). ``seed`` (per
         event) and ``keys`` (per item, from its id; default: its index) draw the sampled
-        negatives, so the same event draws the same items in every process, whatever
-        order its catalog was built in. ``total``: what ``totals`` gives for these
-        arguments, when the caller has just ranked with them (a replay).
+        negatives, so the same event draws the same items in every process that holds
+        the same engagement counts, whatever order its catalog was built in. ``total``:
+        what ``totals`` gives for these arguments, when the caller has just ranked with
+        them (a replay).
         """
         if not candidates[clicked]:
             return {}

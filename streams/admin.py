@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -12,8 +13,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streams.bounds import CHANGELOG_MIN_MESSAGE_BYTES
 from streams.connection import BrokerConnectionError, check_connection
 from streams.settings import CHANGELOG_SUFFIX, Settings
+
+log = logging.getLogger(__name__)
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -161,11 +165,19 @@ def topic_configs_of(admin: KafkaAdminClient, topics: list[str]) -> dict[str, di
     answer = admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics], config_filter="all"
     )
-    return {
+    described = {
         name: {key: str(data.get("value")) for key, data in configs.items()}
         for by_name in answer.values()
         for name, configs in by_name.items()
     }
+    # kafka-python drops a resource's error (DescribeConfigs denied, say): nothing stated.
+    if unread := [name for name in topics if not described.get(name)]:
+        log.warning(
+            "the broker stated no configs for %s (is DescribeConfigs allowed?): their "
+            "retention and size limits are not checked",
+            ", ".join(unread),
+        )
+    return described
 
 
 def check_item_updates_kept(settings: Settings, configs: Mapping[str, Mapping[str, str]]) -> None:
@@ -205,8 +217,8 @@ def users_changelog(settings: Settings) -> str:
 
 def check_changelog_kept(settings: Settings, configs: Mapping[str, Mapping[str, str]]) -> None:
     """Raise ``TopicLayoutError`` if the users table's changelog (its described ``configs``)
-    may lose a user's latest entry: not compacted, or compacted and also deleted by age or
-    size.
+    may lose a user's latest entry: not compacted, compacted and also deleted by age or
+    size, or with a ``max.message.bytes`` under what an entry may take.
 
     A restarted worker, or one taking over a partition, recovers every user's entry from
     this topic; Faust creates it compacted and for ever, but one a team created beforehand
@@ -225,14 +237,20 @@ def check_changelog_kept(settings: Settings, configs: Mapping[str, Mapping[str, 
             for key in ("retention.ms", "retention.bytes")
             if key in described and not _keeps(key, described[key], "-1")
         )
+    # Smaller, and a user whose entry outgrew it would have every click refused.
+    with contextlib.suppress(KeyError, ValueError):
+        if int(described["max.message.bytes"]) < CHANGELOG_MIN_MESSAGE_BYTES:
+            losing["max.message.bytes"] = described["max.message.bytes"]
     if not losing:
         return
     found = ", ".join(f"{key}={value}" for key, value in losing.items())
+    wanted = f"cleanup.policy=compact,max.message.bytes={CHANGELOG_MIN_MESSAGE_BYTES}"
     raise TopicLayoutError(
-        f"{topic} may lose users' state ({found}): a restarted worker recovers each user's "
-        "entry from it. Set cleanup.policy=compact on it (kafka-configs.sh --alter "
-        f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=compact), "
-        "or delete it with the workers stopped and let a worker create it"
+        f"{topic} cannot keep users' state ({found}): a restarted worker recovers each "
+        "user's entry from it, and an entry may take up to the producer's 1 MB. Set "
+        f"{wanted} or more on it (kafka-configs.sh --alter --entity-type topics "
+        f"--entity-name {topic} --add-config {wanted}), or delete it with the workers "
+        "stopped and let a worker create it"
     )
 
 

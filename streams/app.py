@@ -27,7 +27,7 @@ from encoders.learned_fusion import LearnedFusion
 from encoders.multimodal import MultimodalEncoder
 from models.hybrid import CF, CONTENT, HybridRecommender
 from models.vector_store import IncompatibleStoreError, VectorStore, open_vector_store
-from streams.bounds import clip
+from streams.bounds import PRODUCER_MAX_REQUEST_BYTES, clip
 from streams.ease_refit import EaseRefitter
 from streams.events import Interaction
 from streams.fresh_lists import ReadTimeLists
@@ -142,6 +142,7 @@ class StreamrecApp:
             # One path style, and JSON for every error (streams/web.py).
             web_application_options={"middlewares": web_middlewares()},
             producer_acks=-1,
+            producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
             # The broker applies a topic's max.message.bytes to a whole batch and refuses
             # it, every record in it lost (aiokafka does not split it and retry, as the
             # Java producer does): no batch may pass the smallest limit of a topic written.

@@ -34,6 +34,13 @@ MAX_ERROR_CHARS = 2_000
 RECORD_OVERHEAD_BYTES = 4_096
 #: Room left under a topic's ``max.message.bytes`` for the batch a record travels in.
 BATCH_FRAMING_BYTES = 256
+#: Faust's ``producer_max_request_size``, which the worker keeps: the most a users-table
+#: entry may take, so the least its changelog's ``max.message.bytes`` may be (with the
+#: framing above; the broker's default, 1,048,588, is more).
+PRODUCER_MAX_REQUEST_BYTES = 1_000_000
+CHANGELOG_MIN_MESSAGE_BYTES = (
+    PRODUCER_MAX_REQUEST_BYTES - RECORD_OVERHEAD_BYTES + BATCH_FRAMING_BYTES
+)
 
 
 T = TypeVar("T")

@@ -66,7 +66,7 @@ class WorkerMetrics:
     def __init__(self, lag: LagReader) -> None:
         self.processed: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
-        #: Records the broker refused after they were sent, per topic (streams/outbox.py).
+        #: Records lost to a topic's limits, per topic (streams/outbox.py).
         self.sends_refused: Counter[str] = Counter()
         #: CF item vectors written to the vector store (streams/replica.py).
         self.cf_vectors_published = 0
@@ -139,7 +139,8 @@ class _CountsAndLag(Collector):
         yield dead
         refused = CounterMetricFamily(
             "streamrec_sends_refused",
-            "Records the broker refused after the worker sent them (lost), per topic",
+            "Records lost to a topic's limits, per topic: refused by the broker after the "
+            "worker sent them, or a dead letter too large to send even cut",
             labels=["topic"],
         )
         for topic, count in sorted(self.metrics.sends_refused.items()):

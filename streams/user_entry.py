@@ -15,7 +15,8 @@ the oldest ids go, as past the count: an old item may be recommended again, an o
 redelivery is ``undecidable-repeat``. Ids of up to 36 ASCII characters (UUIDs) never reach
 a share before the count; 256 ASCII characters keep about 1,500 items and 380 events;
 256 emoji about 130 items and 30 events. The whole entry is then measured as the codec
-writes it (one encoding, 0.3 ms for a typical entry, 2 ms at 10,000 items seen).
+writes it (one encoding but for the items seen, measured apart: about 0.2 ms a click
+for an entry of 300 items seen, 1.8 ms at 10,000).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ EVENT_IDS_SHARE = 100_000
 POSITIONS_SHARE = 110_000
 
 _CODEC = codecs.get_codec(NAME)
+#: What JSON escapes in ASCII text: control characters, the quote and the backslash.
+_ESCAPED = bytes(range(32)) + b'"\\'
 
 
 def written_size(value: Any) -> int:
@@ -51,6 +54,24 @@ def _size(value: Any) -> int:
     """``written_size`` of plain JSON values, without the codec's own encoder (for the
     parts: the same bytes)."""
     return len(json.dumps(value, separators=(",", ":")))
+
+
+def _ids_size(ids: list[Any]) -> int:
+    """``_size(ids)``, without encoding them when every id is printable ASCII holding no
+    quote or backslash, as ids nearly always are (each is then written as itself, in
+    quotes): 10,000 ids seen were 1.9 ms a click to encode.
+
+    >>> cases = [], ["a"], ["ab", "c-1"], ["a\\\\", "q\\"", "\\x7f"], [1]
+    >>> all(_ids_size(ids) == _size(ids) for ids in cases)
+    True
+    """
+    try:
+        joined = "".join(ids).encode("ascii")
+    except (TypeError, UnicodeEncodeError):  # not all text, or not all ASCII: as written
+        return _size(ids)
+    if len(joined.translate(None, _ESCAPED)) < len(joined):
+        return _size(ids)
+    return len(joined) + 3 * len(ids) + 1 if ids else 2
 
 
 def within_shares(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,14 +97,22 @@ def within_shares(entry: Mapping[str, Any]) -> dict[str, Any]:
 def entry_size(key: str, entry: Mapping[str, Any]) -> int:
     """The changelog record ``entry`` makes, key and value as written, counting its
     positions at their full share: an event refused later keeps this entry with one more
-    position (``InteractionHandler.handle``), and must still fit."""
+    position (``InteractionHandler.handle``), and must still fit. The items seen, most of
+    a long history's entry, are measured apart (``_ids_size``)."""
     positions = entry.get("positions")
     held = _size(positions) if isinstance(positions, dict) else 0
+    state = entry.get("state")
+    history = state.get("history") if isinstance(state, dict) else None
+    if isinstance(history, dict) and isinstance(history.get("seen"), list):
+        seen = history["seen"]
+        without = {**entry, "state": {**state, "history": {**history, "seen": []}}}
+        rest = written_size(without) - 2  # the empty list's "[]"
+        return written_size(key) + rest + _ids_size(seen) - held + POSITIONS_SHARE
     return written_size(key) + written_size(entry) - held + POSITIONS_SHARE
 
 
 def _newest(ids: list[Any], share: int) -> list[Any]:
-    size = _size(ids)
+    size = _ids_size(ids)
     first = 0
     while size > share and first < len(ids):
         size -= _size(ids[first]) + 1  # and its comma

@@ -117,7 +117,7 @@ def test_a_users_changelog_created_to_lose_state_is_refused_with_the_fix(
         with pytest.raises(TopicLayoutError) as refused:
             create_topics(settings)
         message = str(refused.value)
-        assert f"{topic} may lose users' state (cleanup.policy=delete" in message
+        assert f"{topic} cannot keep users' state (cleanup.policy=delete" in message
         assert "\n" not in message
         admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": "compact"})]

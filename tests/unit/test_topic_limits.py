@@ -21,13 +21,20 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from streams.admin import TopicLayoutError, check_changelog_kept, check_item_updates_kept
 from streams.app import PRODUCER_BATCH_BYTES, StreamrecApp
-from streams.bounds import BATCH_FRAMING_BYTES, OversizedOutput
+from streams.bounds import (
+    BATCH_FRAMING_BYTES,
+    CHANGELOG_MIN_MESSAGE_BYTES,
+    PRODUCER_MAX_REQUEST_BYTES,
+    OversizedOutput,
+    check_size,
+)
 from streams.encoding import build_item_encoder
 from streams.events import DeadLetter
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
 from streams.records import Rejected
 from streams.settings import CHANGELOG_SUFFIX, Settings
+from streams.user_entry import POSITIONS_SHARE
 from tests.unit.interaction_handler import Handler, SentTo
 
 
@@ -81,11 +88,13 @@ def test_an_event_whose_output_passes_its_topic_s_limit_is_refused_before_it_is_
         if topic == "changelog"
         else getattr(settings, topic)
     )
-    # Room for the list and the item changes each, not for the entry holding both.
-    handler.handler.outbox.topic_limits[name] = (
-        entry_bytes if topic == "changelog" else sizes[name] // 2
-    )
     before = dict(handler.users["ann"])
+    # Room for the list and the item changes each, and on the changelog for the room an
+    # entry keeps for its positions and 1 KB more, not for the entry holding both.
+    handler.handler.outbox.topic_limits[name] = (
+        POSITIONS_SHARE + 1_000 + BATCH_FRAMING_BYTES if topic == "changelog" else sizes[name] // 2
+    )
+    assert entry_bytes > 1_000
     with pytest.raises(Rejected) as refused:
         handler.deliver(1, "e-1", "item-2")
     assert refused.value.reason == "output-oversized"
@@ -193,6 +202,8 @@ def test_an_item_updates_that_may_lose_records_is_refused_naming_the_fix(
         ({"cleanup.policy": "compact, delete", "retention.bytes": "1000000"}, True),
         ({"cleanup.policy": "compact", "retention.ms": "604800000"}, False),  # as Faust makes it
         ({"cleanup.policy": "compact,delete", "retention.ms": "-1"}, False),
+        ({"cleanup.policy": "compact", "max.message.bytes": "100000"}, True),  # too small
+        ({"cleanup.policy": "compact", "max.message.bytes": "1048588"}, False),  # the default
         ({}, False),  # a broker that states nothing: what it states is kept
     ],
 )
@@ -208,5 +219,14 @@ def test_a_users_changelog_that_may_lose_users_state_is_refused_naming_the_fix(
     with pytest.raises(TopicLayoutError) as refused:
         check_changelog_kept(settings, described)
     message = str(refused.value)
-    assert message.startswith(f"{changelog} may lose users' state (") and "\n" not in message
-    assert f"--entity-name {changelog} --add-config cleanup.policy=compact" in message
+    assert message.startswith(f"{changelog} cannot keep users' state (") and "\n" not in message
+    wanted = f"cleanup.policy=compact,max.message.bytes={CHANGELOG_MIN_MESSAGE_BYTES}"
+    assert f"--entity-name {changelog} --add-config {wanted}" in message
+    # The least it asks for holds the largest entry the producer sends.
+    check_size(
+        None,
+        PRODUCER_MAX_REQUEST_BYTES - 4_096,
+        PRODUCER_MAX_REQUEST_BYTES,
+        "entry",
+        CHANGELOG_MIN_MESSAGE_BYTES,
+    )

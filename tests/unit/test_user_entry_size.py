@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.bounds import RECORD_OVERHEAD_BYTES
 from streams.delivery_book import MAX_POSITIONS
@@ -180,3 +182,17 @@ def test_within_shares_keeps_the_newest_and_leaves_a_small_entry_as_it_is() -> N
     # Positions count at their full share: one more refused event's position still fits.
     empty = {"positions": {}}
     assert entry_size("bot", empty) == 5 + written_size(empty) - 2 + POSITIONS_SHARE
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=12) | st.integers(), max_size=30))
+def test_ids_are_measured_as_written_without_encoding_them(ids: list) -> None:
+    """The fast measure of a list of ids is the encoder's, whatever the ids hold, and an
+    entry measured with its items seen apart is the entry as the codec writes it."""
+    from streams.user_entry import _ids_size, _size, written_size
+
+    assert _ids_size(ids) == _size(ids) == written_size(ids)
+    entry = {"state": {"history": {"seen": ids, "last": ids[:2]}, "x": "é"}, "positions": {}}
+    assert entry_size("ann", entry) == written_size("ann") + written_size(entry) - 2 + (
+        POSITIONS_SHARE
+    )
