@@ -15,7 +15,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from streams.bounds import CHANGELOG_MIN_MESSAGE_BYTES
 from streams.connection import BrokerConnectionError, check_connection
-from streams.settings import CHANGELOG_SUFFIX, Settings
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         present = [name for name in topic_names(settings) if name in existing]
         if present:
             check_partitions(settings, admin.describe_topics(present))
-        kept = [settings.topic_item_updates, users_changelog(settings)]
+        kept = [settings.topic_item_updates, settings.users_changelog]
         if present_kept := [name for name in kept if name in existing]:
             described = topic_configs_of(admin, present_kept)
             check_item_updates_kept(settings, described)
@@ -122,7 +122,7 @@ def written_topics(settings: Settings) -> list[str]:
         settings.topic_recommendations,
         settings.topic_item_updates,
         settings.topic_dead_letters,
-        users_changelog(settings),
+        settings.users_changelog,
     ]
 
 
@@ -210,11 +210,6 @@ def check_item_updates_kept(settings: Settings, configs: Mapping[str, Mapping[st
     )
 
 
-def users_changelog(settings: Settings) -> str:
-    """The users table's changelog topic (Faust names it after the consumer group)."""
-    return f"{settings.consumer_group}{CHANGELOG_SUFFIX}"
-
-
 def check_changelog_kept(settings: Settings, configs: Mapping[str, Mapping[str, str]]) -> None:
     """Raise ``TopicLayoutError`` if the users table's changelog (its described ``configs``)
     may lose a user's latest entry: not compacted, compacted and also deleted by age or
@@ -225,7 +220,7 @@ def check_changelog_kept(settings: Settings, configs: Mapping[str, Mapping[str, 
     with the broker's defaults (``cleanup.policy=delete``, a week's retention) would lose
     the state of every user who has not clicked for a week: their history, their lists
     and the event ids that tell a redelivery from a new event."""
-    topic = users_changelog(settings)
+    topic = settings.users_changelog
     described = configs.get(topic)
     if described is None:
         return

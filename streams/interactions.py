@@ -27,7 +27,7 @@ from streams.events import Interaction, ItemChanges, Recommendations
 from streams.metrics import WorkerMetrics, click_latency
 from streams.outbox import Outbox
 from streams.records import Record, Rejected, internal, parse, record_key
-from streams.settings import CHANGELOG_SUFFIX, Settings
+from streams.settings import Settings
 from streams.user_entry import entry_size, within_shares
 
 log = logging.getLogger(__name__)
@@ -267,8 +267,7 @@ class InteractionHandler:
             check(s.topic_item_updates, key, update_bytes, "the item changes")
             check(s.topic_recommendations, key, list_bytes, "the list")
             # The entry as the table writes it (its remembered ids cut to their shares).
-            changelog = f"{s.consumer_group}{CHANGELOG_SUFFIX}"
-            check(changelog, None, entry_size(user_id, stored), "the user's table entry")
+            check(s.users_changelog, None, entry_size(user_id, stored), "the user's table entry")
         except OversizedOutput as error:
             raise Rejected("output-oversized", str(error)) from None
         return stored, update_bytes, list_bytes

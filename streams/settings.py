@@ -348,7 +348,7 @@ class Settings(BaseSettings):
         every dead letter was read back as an interaction and dead-lettered again, forever;
         Faust's own topics are named after ``consumer_group``."""
         named: dict[str, str] = {}
-        internal = f"{self.consumer_group}{CHANGELOG_SUFFIX}"
+        internal = self.users_changelog
         for setting in TOPIC_SETTINGS:
             name = getattr(self, setting)
             if name in named:
@@ -378,6 +378,11 @@ class Settings(BaseSettings):
                 "loopback (STREAMREC_API_TOKEN): HTTP writes need it"
             )
         reserve_descriptors(self.web_max_connections)
+
+    @property
+    def users_changelog(self) -> str:
+        """The users table's changelog topic (Faust names it after the consumer group)."""
+        return f"{self.consumer_group}{CHANGELOG_SUFFIX}"
 
     @property
     def uses_local_broker(self) -> bool:

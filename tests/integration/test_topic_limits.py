@@ -23,7 +23,7 @@ from streams.admin import ITEM_UPDATES_CONFIG, create_topics, message_limits, pr
 from streams.broker import Broker
 from streams.demo import catalog_uploads
 from streams.process import WorkerProcess
-from streams.settings import CHANGELOG_SUFFIX, Settings
+from streams.settings import Settings
 from tests.conftest import TopicReader, settings_with_team_topics
 from tests.integration.helpers import click, recommendations_for
 
@@ -49,7 +49,7 @@ def test_message_limits_are_read_from_the_broker(broker: Broker, tmp_path: Path)
     for name, limit in LIMITS.items():
         assert limits[getattr(settings, name)] == limit
     # The changelog does not exist before the first start: the broker's default applies.
-    assert f"{settings.consumer_group}{CHANGELOG_SUFFIX}" not in limits
+    assert settings.users_changelog not in limits
 
 
 def test_outputs_fit_topics_with_a_small_max_message_bytes_and_none_is_lost(

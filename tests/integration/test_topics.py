@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
-from streams.admin import ITEM_UPDATES_CONFIG, TopicLayoutError, create_topics, users_changelog
+from streams.admin import ITEM_UPDATES_CONFIG, TopicLayoutError, create_topics
 from streams.broker import Broker
 from streams.cli import main
 from streams.process import WorkerProcess, settings_env
@@ -108,7 +108,7 @@ def test_a_users_changelog_created_to_lose_state_is_refused_with_the_fix(
     refuses it in one line with the fix, and starts once it is applied. A worker's own
     changelog (Faust creates it compacted) passes: a second start goes through."""
     settings = uncreated_settings(broker, tmp_path, encoders="hashing")
-    topic = users_changelog(settings)
+    topic = settings.users_changelog
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
     try:
         admin.create_topics(

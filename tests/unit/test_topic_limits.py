@@ -33,7 +33,7 @@ from streams.events import DeadLetter
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
 from streams.records import Rejected
-from streams.settings import CHANGELOG_SUFFIX, Settings
+from streams.settings import Settings
 from streams.user_entry import POSITIONS_SHARE
 from tests.unit.interaction_handler import Handler, SentTo
 
@@ -83,11 +83,7 @@ def test_an_event_whose_output_passes_its_topic_s_limit_is_refused_before_it_is_
     assert handler.deliver(0, "e-0", "item-1")  # its outputs fit the broker's default
     sizes = {name: len(value) for name, value in handler.sent}
     entry_bytes = sizes[settings.topic_recommendations] + sizes[settings.topic_item_updates]
-    name = (
-        f"{settings.consumer_group}{CHANGELOG_SUFFIX}"
-        if topic == "changelog"
-        else getattr(settings, topic)
-    )
+    name = settings.users_changelog if topic == "changelog" else getattr(settings, topic)
     before = dict(handler.users["ann"])
     # Room for the list and the item changes each, and on the changelog for the room an
     # entry keeps for its positions and 1 KB more, not for the entry holding both.
@@ -211,7 +207,7 @@ def test_a_users_changelog_that_may_lose_users_state_is_refused_naming_the_fix(
     configs: dict[str, str], losing: bool
 ) -> None:
     settings = Settings()
-    changelog = f"{settings.consumer_group}{CHANGELOG_SUFFIX}"
+    changelog = settings.users_changelog
     described = {changelog: configs, settings.topic_item_updates: {"cleanup.policy": "delete"}}
     if not losing:
         check_changelog_kept(settings, described)
