@@ -25,11 +25,12 @@ from pydantic import (
 )
 
 from models.signals import MAX_INTERACTION_VALUE
+from models.sources.changes import MAX_ID_CHARS
 
 if TYPE_CHECKING:
     from models.hybrid import Recommendation
 
-Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
 #: An event more than this far in the future is a producer's clock or unit error.
 MAX_CLOCK_SKEW = timedelta(days=1)

@@ -35,7 +35,13 @@ from faust.web import View
 from pydantic import BaseModel, ValidationError
 
 from streams.bounds import MAX_ERROR_CHARS, clip
-from streams.events import DeadLetter, Interaction, Recommendations, describe_validation_error
+from streams.events import (
+    MAX_ID_CHARS,
+    DeadLetter,
+    Interaction,
+    Recommendations,
+    describe_validation_error,
+)
 from streams.kafka_compat.web_server import configure_web_server
 from streams.metrics import CONTENT_TYPE
 
@@ -73,9 +79,6 @@ _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 #: A path parameter matching any one segment as sent, percent-escapes included: aiohttp's
 #: default (``[^{}/]+``) refuses ``{`` and ``}``, which ids may hold.
 ANY_SEGMENT = "[^/]+"
-
-#: The longest id a topic takes (``streams.events.Identifier``).
-MAX_ID_CHARS = 256
 
 
 def id_refusal(name: str, value: str) -> str | None:
