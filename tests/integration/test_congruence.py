@@ -117,13 +117,28 @@ def test_eases_background_refit_gives_the_in_process_lists(broker: LocalBroker, 
         worker.stop()
         reader.close()
     assert expected is not None and from_kafka is not None
-    assert [i.item_id for i in from_kafka.items] == [r.item_id for r in expected]
-    for sent, made in zip(from_kafka.items, expected, strict=True):
-        assert sent.score == pytest.approx(made.score, abs=1e-5)
-        assert [(r.source, r.because_of) for r in sent.reasons] == [
-            (r.source, r.because_of) for r in made.reasons
-        ]
+    assert [i.score for i in from_kafka.items] == pytest.approx(
+        [r.score for r in expected], abs=1e-5
+    )
+    # EASE's scores may tie exactly on this small log, and a tie goes to the lower catalog
+    # index: the worker's catalog is in the order its replica read item-updates' two
+    # partitions, which may interleave otherwise than the uploads did in process (a CI
+    # run listed two items in the other order at index 4 once).
+    assert in_score_ties(from_kafka.items) == in_score_ties(expected)
     assert any(r.source == "ease" for i in from_kafka.items for r in i.reasons)
+
+
+def in_score_ties(items: list) -> list[set]:
+    """A list as its groups of items with the same score (to 1e-9), best first, each
+    item with its reasons."""
+    groups: list[tuple[float, set]] = []
+    for item in items:
+        reasons = tuple((r.source, r.because_of) for r in item.reasons)
+        if groups and abs(groups[-1][0] - item.score) <= 1e-9:
+            groups[-1][1].add((item.item_id, reasons))
+        else:
+            groups.append((item.score, {(item.item_id, reasons)}))
+    return [group for _, group in groups]
 
 
 def test_a_log_evaluated_through_kafka_scores_as_in_process(broker: LocalBroker, tmp_path) -> None:
