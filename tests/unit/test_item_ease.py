@@ -180,9 +180,15 @@ def test_ease_without_item_item_is_refused_naming_the_fix() -> None:
 def test_the_inverse_is_exact_with_or_without_a_cholesky_factor() -> None:
     from models.sources.item_ease import _symmetric_inverse
 
+    rng = np.random.default_rng(7)
+    counts = rng.poisson(0.5, size=(600, 600)).astype(float)  # past a mirrored band of 256
+    large = counts + counts.T + np.diag(counts.sum(axis=1) + 50.0)
     definite = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
     indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])  # counts within a window can be this
-    for matrix in (definite, indefinite):
-        np.testing.assert_allclose(
-            _symmetric_inverse(matrix) @ matrix, np.eye(len(matrix)), atol=1e-12
-        )
+    for dtype, tolerance in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        for matrix in (definite, indefinite, large):
+            given = matrix.astype(dtype)
+            inverse = _symmetric_inverse(given)
+            assert inverse.dtype == dtype
+            np.testing.assert_allclose(inverse, inverse.T)
+            np.testing.assert_allclose(inverse @ matrix, np.eye(len(matrix)), atol=tolerance)
