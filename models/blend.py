@@ -132,8 +132,10 @@ class BlendSet:
     >>> blends.ranks(totals, item=2, k=2), blends.ranks(totals, item=3, k=2)
     ([None, 1], [None, None])
     >>> recommended = np.zeros((2, 4), dtype=bool)
-    >>> blends.mark_tops(totals, 2, recommended); recommended.astype(int).tolist()
+    >>> kth = blends.mark_tops(totals, 2, recommended); recommended.astype(int).tolist()
     [[1, 1, 0, 0], [1, 0, 1, 0]]
+    >>> blends.ranks(totals, item=2, k=2, kth=kth)
+    [None, 1]
     """
 
     def __init__(self, blends: Mapping[str, Blend], sources: Sequence[str]) -> None:
@@ -149,15 +151,21 @@ class BlendSet:
         stacked = np.stack([np.asarray(scores[name], dtype=np.float64) for name in self.sources])
         if not candidates.any():
             return np.zeros_like(stacked)
-        # The others set to the reduction's identity: about twice as fast as numpy's
-        # reductions with ``where=`` (which take no vectorised path).
-        low = np.where(candidates, stacked, np.inf).min(axis=1)
-        high = np.where(candidates, stacked, -np.inf).max(axis=1)
+        # The others (the user's seen items: few) set to the reduction's identity in this
+        # copy and put back: numpy's reductions with ``where=`` take no vectorised path,
+        # and ``np.where`` over the catalog copies it twice more.
+        others = np.flatnonzero(~candidates)
+        held = stacked[:, others]
+        stacked[:, others] = np.inf
+        low = stacked.min(axis=1)
+        stacked[:, others] = -np.inf
+        high = stacked.max(axis=1)
+        stacked[:, others] = held
         varied = high > low
-        span = np.where(varied, high - low, 1.0)
-        result = (stacked - np.where(varied, low, 0.0)[:, None]) / span[:, None]
-        result[~varied] = 0.0
-        return result
+        stacked -= np.where(varied, low, 0.0)[:, None]
+        stacked /= np.where(varied, high - low, 1.0)[:, None]
+        stacked[~varied] = 0.0
+        return stacked
 
     def totals(self, normalised_rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Every blend's score of every item (one row per blend); -inf off ``candidates``."""
@@ -168,22 +176,28 @@ class BlendSet:
         totals[:, ~candidates] = -np.inf
         return totals
 
-    def ranks(self, totals: np.ndarray, item: int, k: int) -> list[int | None]:
-        """``item``'s 0-based rank in each blend's top ``k``, or None when not in it."""
+    def ranks(
+        self, totals: np.ndarray, item: int, k: int, kth: np.ndarray | None = None
+    ) -> list[int | None]:
+        """``item``'s 0-based rank in each blend's top ``k``, or None when not in it.
+        ``kth``: what ``mark_tops`` returned for these totals; a blend whose ``item``
+        scores under it has ``k`` items above, so only the others are counted."""
         target = totals[:, item]
-        above = (totals > target[:, None]).sum(axis=1)
-        tied_before = (totals[:, :item] == target[:, None]).sum(axis=1)
-        rank = above + tied_before
-        return [
-            int(r) if r < k and np.isfinite(t) else None for r, t in zip(rank, target, strict=True)
-        ]
+        counted = np.isfinite(target) if kth is None else np.isfinite(target) & (target >= kth)
+        ranks: list[int | None] = [None] * len(target)
+        for row in np.flatnonzero(counted):
+            scores, value = totals[row], target[row]
+            rank = int(np.count_nonzero(scores > value) + np.count_nonzero(scores[:item] == value))
+            ranks[row] = rank if rank < k else None
+        return ranks
 
-    def mark_tops(self, totals: np.ndarray, k: int, recommended: np.ndarray) -> None:
-        """Set ``recommended[blend, item]`` for every item in each blend's top ``k``."""
+    def mark_tops(self, totals: np.ndarray, k: int, recommended: np.ndarray) -> np.ndarray:
+        """Set ``recommended[blend, item]`` for every item in each blend's top ``k``, and
+        return each blend's ``k``-th best total (-inf for all when nothing is a candidate)."""
         n_items = totals.shape[1]
         k = min(k, int(np.isfinite(totals[0]).sum()))
         if k <= 0:
-            return
+            return np.full(len(totals), -np.inf)
         kth = kth_largest(totals, k)
         above = totals > kth[:, None]
         recommended[:, :n_items] |= above
@@ -193,3 +207,4 @@ class BlendSet:
         recommended[fits, :n_items] |= ties[fits]
         for row in np.flatnonzero(~fits):  # more ties than room: the lowest indexes
             recommended[row, np.flatnonzero(ties[row])[: room[row]]] = True
+        return kth

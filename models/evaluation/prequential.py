@@ -232,8 +232,8 @@ def prequential(
                 recommended = grown(recommended, n_items, axes=(1,))
             ranks: list[int | None] = []
             if fixed:
-                blends.mark_tops(totals, k, recommended[: len(fixed)])
-                ranks = blends.ranks(totals, item, k)
+                kth = blends.mark_tops(totals, k, recommended[: len(fixed)])
+                ranks = blends.ranks(totals, item, k, kth)
             steps = []
             for row, blend in enumerate(learned.values(), start=len(fixed)):
                 ordered = rows_in_order(rows, blends.sources, blend.sources)

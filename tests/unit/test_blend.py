@@ -30,13 +30,16 @@ def test_blend_set_ranks_and_tops_are_blend_top(n_items: int, k: int, seed: int,
     scores = {name: rng.integers(0, distinct, n_items).astype(float) for name in SOURCES}
     candidates = rng.random(n_items) < 0.8
     blends = BlendSet(BLENDS, SOURCES)
-    totals = blends.totals(blends.normalise(scores, candidates), candidates)
-    recommended = np.zeros((len(BLENDS), n_items), dtype=bool)
-    blends.mark_tops(totals, k, recommended)
+    rows = blends.normalise(scores, candidates)
     normalised = normalise_all(scores, candidates)
+    np.testing.assert_array_equal(rows, np.stack([normalised[name] for name in SOURCES]))
+    totals = blends.totals(rows, candidates)
+    recommended = np.zeros((len(BLENDS), n_items), dtype=bool)
+    kth = blends.mark_tops(totals, k, recommended)
     for row, blend in enumerate(BLENDS.values()):
         top = blend.top(normalised, candidates, k)[0].tolist()
         assert sorted(top) == np.flatnonzero(recommended[row]).tolist()
         for item in range(n_items):
-            rank = blends.ranks(totals, item, k)[row]
-            assert rank == (top.index(item) if item in top else None)
+            expected = top.index(item) if item in top else None
+            assert blends.ranks(totals, item, k)[row] == expected
+            assert blends.ranks(totals, item, k, kth)[row] == expected
