@@ -199,12 +199,11 @@ class BlendSet:
         if k <= 0:
             return np.full(len(totals), -np.inf)
         kth = kth_largest(totals, k)
-        above = totals > kth[:, None]
-        recommended[:, :n_items] |= above
-        ties = totals == kth[:, None]
-        room = k - above.sum(axis=1)
-        fits = ties.sum(axis=1) <= room
-        recommended[fits, :n_items] |= ties[fits]
-        for row in np.flatnonzero(~fits):  # more ties than room: the lowest indexes
-            recommended[row, np.flatnonzero(ties[row])[: room[row]]] = True
+        top = totals >= kth[:, None]  # the top k, and every item tied with the k-th
+        for row in np.flatnonzero(np.count_nonzero(top, axis=1) > k):
+            # More ties than room: those above, then the ties of lowest index.
+            above = totals[row] > kth[row]
+            ties = np.flatnonzero(top[row] & ~above)
+            top[row, ties[k - np.count_nonzero(above) :]] = False
+        recommended[:, :n_items] |= top
         return kth
