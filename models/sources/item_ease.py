@@ -163,13 +163,13 @@ class ItemSideEASE(Source):
         # A neighbour past the counts was never engaged itself (only co-engaged).
         at = positions[np.minimum(neighbours, len(positions) - 1)]
         keep = (at >= 0) & (neighbours < len(positions))
-        values = np.concatenate([h[1] for h in held]) if held else np.zeros(0)
+        values = np.concatenate([h[1] for h in held]) if held else np.zeros(0, np.float32)
         return GramRows(
             items,
             counts[items].astype(np.float64),
             owners[keep],
             at[keep],
-            values[keep].astype(np.float64),
+            values[keep],
         )
 
     def fit(self, gram: GramRows) -> ItemEaseFit:
@@ -180,7 +180,7 @@ class ItemSideEASE(Source):
         # A full row's Space-Saving estimates make the counts slightly asymmetric: the
         # matrix holds the mean of (i, j) and (j, i), set in halves.
         matrix = np.zeros((n, n), dtype=np.float32)
-        half = (gram.values / 2).astype(np.float32)
+        half = gram.values * np.float32(0.5)  # float32, as item-item counts (exact halves)
         matrix[gram.rows, gram.columns] = half
         matrix[gram.columns, gram.rows] += half
         matrix[np.diag_indices(n)] = gram.counts + self.l2
