@@ -450,6 +450,27 @@ def test_a_store_whose_opening_would_exhaust_memory_is_reported_unreadable(
     assert not path.with_name("items.opening").exists()
 
 
+def test_a_file_the_engine_extended_does_not_lift_the_next_trial_s_bound(tmp_path: Path) -> None:
+    """Found by the property test above: noise in the deletion flags' status (a length
+    of 111 billion flags in a 20-point store) made the engine extend the flags file to
+    16 GB, sparse, in a trial opening that failed; the next start's trial, bounded by
+    four times the files' apparent sizes, took 22 GB of memory and the machine killed it.
+    Both starts report the store unreadable, the second as bounded as the first."""
+    path = tmp_path / "items"
+    unflushed_store(path)
+    (status,) = path.rglob("deleted/status.dat")
+    with status.open("r+b") as file:
+        file.seek(1)
+        file.write(b"\xa7\xa8\xf1\x19")
+    for _ in range(2):  # a start that did not get to move the store aside, then the next
+        store = EdgeVectorStore(path, {"content": 2}, open_timeout_s=60)
+        with pytest.raises(UnreadableStoreError, match="trial opening"):
+            store.start()
+        assert store._trial_bytes() < 3 * 2**30
+    (flags,) = path.rglob("deleted/flags_a.dat")
+    assert flags.stat().st_size > 2**33  # what the engine made of it: the case above
+
+
 def test_a_store_whose_opening_ended_the_process_is_not_opened_again(tmp_path: Path) -> None:
     """The marker left by a process that died opening the store (a SIGKILL stands in for
     the engine's abort) makes the next start report it unreadable, and a reset clears it."""
