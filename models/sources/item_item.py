@@ -215,9 +215,13 @@ class CoEngagements:
         """The rows in compressed sparse row form (what a checkpoint stores)."""
         sizes = self.sizes[: len(self)].astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        if len(self):
-            items = np.concatenate([self.row(i)[0] for i in range(len(self))])
-            counts = np.concatenate([self.row(i)[1] for i in range(len(self))])
+        # Taken on the worker's event loop for a checkpoint: only the rows that hold
+        # something are sliced (through ``row``, every row: 0.3 s at 100k items).
+        held = np.flatnonzero(sizes).tolist()
+        if held:
+            rows = list(zip(held, sizes[held].tolist(), strict=True))
+            items = np.concatenate([self._items[i][:n] for i, n in rows])
+            counts = np.concatenate([self._counts[i][:n] for i, n in rows])
         else:
             items, counts = _NO_ITEMS, _NO_COUNTS
         return {"offsets": offsets, "items": items.astype(np.int32), "counts": counts}

@@ -230,3 +230,21 @@ def test_the_arrays_a_checkpoint_stores_give_the_same_source() -> None:
     for item in range(30):  # both go on learning alike (rows full: eviction included)
         source.co.add(item, [(item + 1) % 30]), restored.co.add(item, [(item + 1) % 30])
     assert np.array_equal(restored.co.to_dense(30), source.co.to_dense(30))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=80))
+def test_the_stored_rows_are_each_row_whatever_rows_are_empty(pairs: list[tuple[int, int]]) -> None:
+    # Most rows of a large catalog are empty: a checkpoint slices only those that hold
+    # something, and the offsets must still place every row.
+    co = CoEngagements(max_neighbours=3)
+    for item, neighbour in pairs:
+        if item != neighbour:
+            co.add(item, [neighbour])
+    co._ensure(70)  # empty rows at the end too
+    arrays = co.to_arrays()
+    restored = CoEngagements.from_arrays(arrays, max_neighbours=3)
+    assert len(restored) == len(co) and arrays["offsets"][-1] == co.entries
+    for item in range(len(co)):
+        for got, expected in zip(restored.row(item), co.row(item), strict=True):
+            assert got.tolist() == expected.tolist()
