@@ -32,6 +32,7 @@ from streams.ease_refit import EaseRefitter
 from streams.events import Interaction
 from streams.fresh_lists import ReadTimeLists
 from streams.fusion_refit import FusionRefitter
+from streams.heap import CollectionPauses, freeze_long_lived
 from streams.ingestion import ItemIngestion
 from streams.interactions import InteractionHandler
 from streams.kafka_compat import install as install_kafka_compat
@@ -88,6 +89,7 @@ class StreamrecApp:
         )
         self.hybrid.use_store(self.store, s.dense_ranking_max_items, s.candidates_per_source)
         self.metrics = WorkerMetrics(lag=self._lag)
+        self.collection_pauses = CollectionPauses()
         self.app = self._create_faust_app()
         self.replica = ItemSideReplica(s, self.hybrid, self.store, self.metrics)
         self.app.add_dependency(self.replica)
@@ -107,6 +109,7 @@ class StreamrecApp:
             set_aside_unreadable(Path(self.app.conf.tabledir), USERS_TABLE)
 
     def stop(self) -> None:
+        self.collection_pauses.uninstall()
         self.store.stop()
 
     # -- wiring ------------------------------------------------------------------------
@@ -245,6 +248,7 @@ class StreamrecApp:
         if self.hybrid.ease is not None:
             self.ease_refit = EaseRefitter(self.hybrid.ease)
             app.timer(s.ease_refit_interval_s, name="refit-ease")(self.ease_refit.maybe_refit)
+        app.task(self._when_ready)
 
     # -- agents ------------------------------------------------------------------------
 
@@ -323,6 +327,18 @@ class StreamrecApp:
             )
         return records
 
+    async def _when_ready(self) -> None:
+        await self.replica.caught_up.wait()
+        if self.settings.freeze_heap_at_ready:
+            frozen, seconds = freeze_long_lived()
+            log.info(
+                "%d objects alive at ready kept out of garbage collections (%.2f s, "
+                "streams/heap.py)",
+                frozen,
+                seconds,
+            )
+        self.collection_pauses.install()  # what clicks may wait for from now on
+
     async def _push_new_items(self) -> None:
         await self.new_items.tick(self.replica.items_at_catch_up)
 
@@ -391,6 +407,7 @@ class StreamrecApp:
             "ease": self.ease_refit.stats() if self.ease_refit is not None else None,
             # Read from the log: steps of other sources than this worker's, unnamed.
             "blend_steps_unplaced": hybrid.learned.unplaced_steps if hybrid.learned else None,
+            "garbage_collection": self.collection_pauses.stats(),
         }
 
     def readiness(self) -> tuple[bool, str]:

@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     users_store: Literal["memory", "rocksdb"] = "memory"
     #: Events waiting for an agent, at most (back pressure on the fetcher).
     stream_buffer_max_events: int = Field(default=4096, ge=1)
+    #: Once the item side has caught up, every object alive is kept out of Python's
+    #: garbage collections, whose full passes over them stalled clicks for 0.2-0.4 s
+    #: (streams/heap.py); off only to measure what it saves.
+    freeze_heap_at_ready: bool = True
 
     # Storage.
     #: Embedded Qdrant shard, Faust's table data, item-side checkpoints, caches and logs.

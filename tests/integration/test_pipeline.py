@@ -142,3 +142,14 @@ def test_load_command_times_every_click(running, tmp_path) -> None:
     assert figures["events_sent"] == 20
     assert figures["recommendations_received"] == 20
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+
+
+def test_a_ready_worker_keeps_its_long_lived_objects_out_of_collections(running) -> None:
+    _, worker = running
+    # The task runs once the item side has caught up (streams/heap.py): the imports and
+    # the loaded catalog, hundreds of thousands of objects, no longer walked by the GC.
+    stats = worker.wait_until(
+        lambda s: s["garbage_collection"]["objects_kept_out"] > 0, 60, "the heap frozen"
+    )
+    assert stats["garbage_collection"]["objects_kept_out"] > 100_000
+    assert "kept out of garbage collections" in worker.log_path.read_text()
