@@ -8,7 +8,8 @@ handled meanwhile: the clicks queued behind one such pause were a worker's p99
 collection and ``gc.freeze()`` move every object alive then to the permanent generation,
 which collections no longer walk; what the worker makes afterwards is collected as
 before (an item or a user adds almost no tracked objects: their state is arrays and
-bytes).
+bytes). What is kept out is still freed when its last reference goes; only objects
+that refer to each other in a cycle and die after ready stay in memory.
 """
 
 from __future__ import annotations
