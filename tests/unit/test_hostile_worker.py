@@ -396,6 +396,13 @@ def unflushed_store(path: Path) -> None:
     store._shard = None
 
 
+def overwrite(file: Path, at: int, noise: bytes) -> None:
+    """Damage ``file``: ``noise`` written over its bytes from offset ``at``."""
+    with file.open("r+b") as handle:
+        handle.seek(at)
+        handle.write(noise)
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt(
@@ -408,9 +415,7 @@ def test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt(
     size = victim.stat().st_size
     at = data.draw(st.integers(0, min(size, 4096) - 1))
     noise = data.draw(st.binary(min_size=1, max_size=64))
-    with victim.open("r+b") as file:
-        file.seek(at)
-        file.write(noise)
+    overwrite(victim, at, noise)
     child = subprocess.run(
         [sys.executable, "-c", OPEN_IN_A_CHILD, str(path)],
         cwd=Path(__file__).parents[2],
@@ -442,9 +447,7 @@ def test_a_store_whose_opening_would_exhaust_memory_is_reported_unreadable(
     path = tmp_path / "items"
     unflushed_store(path)
     (victim,) = path.rglob("mutable_id_tracker.mappings")
-    with victim.open("r+b") as file:
-        file.seek(55)
-        file.write(b'=\xb4\xef7\xda\x91"\x1c')
+    overwrite(victim, 55, b'=\xb4\xef7\xda\x91"\x1c')
     with pytest.raises(UnreadableStoreError, match="trial opening"):
         EdgeVectorStore(path, {"content": 2}, open_timeout_s=30).start()
     assert not path.with_name("items.opening").exists()
@@ -459,9 +462,7 @@ def test_a_file_the_engine_extended_does_not_lift_the_next_trial_s_bound(tmp_pat
     path = tmp_path / "items"
     unflushed_store(path)
     (status,) = path.rglob("deleted/status.dat")
-    with status.open("r+b") as file:
-        file.seek(1)
-        file.write(b"\xa7\xa8\xf1\x19")
+    overwrite(status, 1, b"\xa7\xa8\xf1\x19")
     for _ in range(2):  # a start that did not get to move the store aside, then the next
         store = EdgeVectorStore(path, {"content": 2}, open_timeout_s=60)
         with pytest.raises(UnreadableStoreError, match="trial opening"):
