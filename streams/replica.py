@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ SNAPSHOT_LOGGED_STEPS = 1_000
 #: How often the vector store's upkeep runs (a look at a running index build, or whether
 #: one is due: a count of points).
 STORE_UPKEEP_INTERVAL_S = 5.0
+#: Between two steps of upkeep that has more to do (a built index catching up with the
+#: writes made during its build): clicks are handled between the steps.
+STORE_UPKEEP_STEP_S = 0.05
 
 
 def snapshot_path(settings: Settings) -> Path:
@@ -192,6 +196,18 @@ class ItemSideReplica(Service):
                 continue
             self._store_unstored()
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+            await self.fold_batches(batches)
+            for tp in self._consumer.assignment():
+                highwater = self._consumer.highwater(tp)
+                if highwater is not None:
+                    self.end_offsets[tp.partition] = highwater
+            if batches:
+                self._check_caught_up()
+
+    async def fold_batches(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        """Fold what one fetch read, partition by partition, and move ``positions`` past it;
+        after the snapshot being written, if one is (it reads the items' vectors in place)."""
+        async with self._checkpoint_lock:
             for tp, messages in batches.items():
                 self.fold([message.value for message in messages])
                 if messages:
@@ -199,12 +215,6 @@ class ItemSideReplica(Service):
                     if not self.caught_up.is_set() and self._target is not None:
                         end = self._target.get(tp.partition, 0)
                         self.read_at_start += sum(1 for m in messages if m.offset < end)
-            for tp in self._consumer.assignment():
-                highwater = self._consumer.highwater(tp)
-                if highwater is not None:
-                    self.end_offsets[tp.partition] = highwater
-            if batches:
-                self._check_caught_up()
 
     @Service.task
     async def _publish_cf_forever(self) -> None:
@@ -217,11 +227,13 @@ class ItemSideReplica(Service):
     @Service.task
     async def _maintain_store_forever(self) -> None:
         """The store's upkeep: the embedded one swaps in or starts an index build."""
+        more = False
         while not self.should_stop:
-            await self.sleep(STORE_UPKEEP_INTERVAL_S)
+            await self.sleep(STORE_UPKEEP_STEP_S if more else STORE_UPKEEP_INTERVAL_S)
             try:
-                self.store.maintain()
+                more = self.store.maintain()
             except Exception:  # the shard keeps serving unindexed; tried again next time
+                more = False
                 log.exception("vector store upkeep failed")
 
     @Service.task
@@ -247,9 +259,13 @@ class ItemSideReplica(Service):
             positions = dict(self.positions)
             copying = time.perf_counter()
             try:
-                # Copied in one go on the event loop, between two folds: the arrays, the
-                # offsets and the bookkeeping describe the same moment.
-                snapshot = item_snapshot.capture(self.hybrid, self._bookkeeping(positions))
+                # Taken in one go on the event loop, between two folds: the arrays, the
+                # offsets and the bookkeeping describe the same moment. The fold, the only
+                # writer of items, waits on the lock until the file is written, so the
+                # items' vectors are written in place; what clicks change is copied.
+                snapshot = item_snapshot.capture(
+                    self.hybrid, self._bookkeeping(positions), uploads_held=True
+                )
             except item_snapshot.SnapshotError as error:
                 log.warning("item side not checkpointed: %s", error)
                 return 0

@@ -280,6 +280,13 @@ class Source(ABC):
         without one raises NotImplementedError (its owner then rebuilds from the log)."""
         raise NotImplementedError(f"{type(self).__name__} has no item-side checkpoint")
 
+    def item_arrays_until_upload(self) -> dict[str, np.ndarray]:
+        """``item_arrays``, with the arrays that only items' uploads write (``set_vector``)
+        read in place rather than copied: valid until the next upload. What a checkpoint
+        writes while its caller holds uploads back, without copying the catalog's vectors
+        first. By default, ``item_arrays``."""
+        return self.item_arrays()
+
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """The inverse of ``item_arrays``, on a source that has learned nothing yet."""
         raise NotImplementedError(f"{type(self).__name__} has no item-side checkpoint")

@@ -186,7 +186,10 @@ class ContentSimilarity(Source):
         return profile, ts
 
     def item_arrays(self) -> dict[str, np.ndarray]:
-        return {"vectors": self.vectors[: self.n_vectors].copy()}
+        return {key: array.copy() for key, array in self.item_arrays_until_upload().items()}
+
+    def item_arrays_until_upload(self) -> dict[str, np.ndarray]:
+        return {"vectors": self.vectors[: self.n_vectors]}
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         vectors = np.asarray(arrays["vectors"], dtype=np.float32)

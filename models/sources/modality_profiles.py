@@ -165,11 +165,14 @@ class ModalityProfiles(Source):
         return profiles, ts
 
     def item_arrays(self) -> dict[str, np.ndarray]:
+        return {key: array.copy() for key, array in self.item_arrays_until_upload().items()}
+
+    def item_arrays_until_upload(self) -> dict[str, np.ndarray]:
         size = max(len(p) for p in self.present.values())
         arrays = {}
         for m in MODALITIES:
-            arrays[f"{m}_vectors"] = grown(self.vectors[m], size)[:size].copy()
-            arrays[f"{m}_present"] = grown(self.present[m], size)[:size].copy()
+            arrays[f"{m}_vectors"] = grown(self.vectors[m], size)[:size]
+            arrays[f"{m}_present"] = grown(self.present[m], size)[:size]
         return arrays
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:

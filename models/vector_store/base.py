@@ -162,9 +162,10 @@ class VectorStore(ABC):
         return True
 
     @abstractmethod
-    def maintain(self) -> None:
+    def maintain(self) -> bool:
         """Periodic upkeep, called by the worker (the embedded backend builds its HNSW
-        index here)."""
+        index here); whether it has more to do at once (call again after a short pause)."""
+        return False
 
     def __enter__(self) -> VectorStore:
         self.start()

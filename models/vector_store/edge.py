@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 #: its plain segment grow for good) and goes with the shard.
 INDEXED_MARKER = "streamrec-indexed.json"
 
+#: How long one ``maintain`` call applies journaled writes to a finished build's copy
+#: (it applies at least those journaled since the call before, and one more).
+CATCH_UP_STEP_S = 0.02
+
 
 class EdgeVectorStore(VectorStore):
     """A Qdrant Edge shard in a directory: HNSW, payload indexes, WAL; no server.
@@ -87,6 +91,14 @@ class EdgeVectorStore(VectorStore):
         #: The writes made since the running build's copy, to apply again to it.
         self._journal: list[qe.UpdateOperation] = []
         self._journaled_points = 0
+        #: A finished build's copy, open while the journal is applied to it, and how
+        #: much of the journal it holds.
+        self._built: qe.EdgeShard | None = None
+        self._journal_applied = self._journal_seen = 0
+        self.catch_up_step_s = CATCH_UP_STEP_S
+        self._built_flushed = False
+        #: Removes the shard a swap replaced, off the caller's thread (files only).
+        self._remover: threading.Thread | None = None
         # Points whose vectors changed since the last build's copy: the engine moves a
         # changed point out of its indexed segment into a plain one (a CF vector update
         # too), so they are outside the index as much as new points.
@@ -215,6 +227,7 @@ class EdgeVectorStore(VectorStore):
 
     def stop(self) -> None:
         self._cancel_build()
+        self._join_remover()
         if self._shard is not None:
             if self._changed:
                 self._write_marker(self.path, self._indexed, self._changed)
@@ -236,39 +249,47 @@ class EdgeVectorStore(VectorStore):
         count = self.count()
         return min(max(count - self._indexed, 0) + len(self._changed), count)
 
-    def maintain(self) -> None:
+    def maintain(self) -> bool:
         """Swap a finished build in, or start one once ``index_after`` points are outside
         the index. Called periodically by the worker; without a finished build, cheap.
+        Returns whether it has more to do at once (the caller calls again after a short
+        pause rather than its usual interval): a finished build's copy is catching up with
+        the writes made during the build, ``catch_up_step_s`` per call. The engine holds
+        the GIL while it writes, so the caller's loop stops for one step at a time.
 
         While a build runs, writes are journaled; past ``index_after`` new points the
         build is dropped (it would be out of date when done) and a later call starts
         again, so the journal holds at most that many new points.
         """
+        if self._built is None and self._shard is not None:  # not a catch-up step
+            with self._lock:
+                # The writes since the last call (5 to 20 ms for a few thousand points; the
+                # engine never flushes by itself), so the flush before a build's copy is as
+                # short (the writes since an upload of 100k items took 250 ms).
+                self.shard.flush()
         if self._build is not None:
             done = self._build.poll()
             if done is None:
                 if self._journaled_points <= self.index_after:
-                    return
+                    return False
                 log.info(
                     "vector index: %d points added during the build; restarting it",
                     self._journaled_points,
                 )
                 self._cancel_build()
             elif done:
-                self._swap_in(self._build)
-                return
+                return self._catch_up(self._build)
             else:
                 self._failed(f"the build {self._build.error}")
-                return
+                return False
         if (
             self.index_after <= 0
             or not self.vector_sizes
             or time.monotonic() < self._next_build
             or self.unindexed < self.index_after
         ):
-            return
-        with self._lock:
-            self.shard.flush()
+            return False
+        with self._lock:  # the shard was flushed above: the copy is of what it holds
             vectors = {n: (size, self.distances[n]) for n, size in self.vector_sizes.items()}
             # Named per build: a child outliving its worker writes nowhere a later build
             # reads; the pid says at start whether that worker still runs.
@@ -278,34 +299,68 @@ class EdgeVectorStore(VectorStore):
             needed = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
             if self.free_bytes() < needed + self.min_free_bytes:
                 self._failed(f"no room for a {needed / 2**20:.0f} MB copy of the shard")
-                return
+                return False
             try:
                 build = IndexBuild(self.path, target, vectors, self.count(), self.index_threads)
             except OSError as error:  # no room for the copy, no process to start
                 self._failed(f"could not start a build ({error})")
-                return
+                return False
             self._build = build
             self._changed_before_build, self._changed = self._changed, set()
         log.info("vector index: building over %d points in another process", build.points)
+        return False
+
+    def _catch_up(self, build: IndexBuild) -> bool:
+        """Apply journaled writes to the built copy for ``catch_up_step_s`` (it is opened
+        by the first call, flushed by the one that applies the last), or, once it holds
+        them all, swap it in; whether to call again."""
+        try:
+            if self._built is None:  # opening it is a step of its own
+                self._built = qe.EdgeShard.load(str(build.target), self._config())
+                self._journal_applied, self._built_flushed = 0, False
+                self._journal_seen = len(self._journal)
+                return True
+            # At least what was journaled since the last step, and one more: the backlog
+            # shrinks at every step however fast writes come (an upload's batches).
+            least = self._journal_applied + len(self._journal) - self._journal_seen + 1
+            self._journal_seen = len(self._journal)
+            ends = time.monotonic() + self.catch_up_step_s
+            while self._journal_applied < len(self._journal) and (
+                self._journal_applied < least or time.monotonic() < ends
+            ):
+                self._built.update(self._journal[self._journal_applied])
+                self._journal_applied += 1
+            if self._journal_applied < len(self._journal):
+                return True
+            if not self._built_flushed:  # so is its flush: the swap's writes what came after
+                self._built.flush()
+                self._built_flushed = True
+                return True
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt | SystemExit):
+                raise
+            self._failed(f"the built copy cannot be used ({str(error)[:300]})")
+            return False
+        self._swap_in(build, self._built)
+        return False
 
     def _failed(self, why: str) -> None:
         self._cancel_build()
         self._next_build = time.monotonic() + self.index_retry_s
         log.warning("vector index: %s; the next try in %.0f s", why, self.index_retry_s)
 
-    def _swap_in(self, build: IndexBuild) -> None:
-        """The indexed copy, with the journal applied to it and flushed, replaces the shard.
+    def _swap_in(self, build: IndexBuild, indexed: qe.EdgeShard) -> None:
+        """The indexed copy (open: ``indexed``), holding the whole journal, is flushed and
+        replaces the shard.
 
         A crash between the two renames leaves the old shard ``.replaced``; ``start``
         puts it back if the new one is not in place (``_recover_swap``)."""
         replaced = self.path.with_name(self.path.name + ".replaced")
         with self._lock:
             try:
-                indexed = qe.EdgeShard.load(str(build.target), self._config())
-                for operation in self._journal:
-                    indexed.update(operation)
                 indexed.flush()
                 indexed.close()
+                self._built = None
                 self._write_marker(build.target, build.points, ())
             except BaseException as error:
                 if isinstance(error, KeyboardInterrupt | SystemExit):
@@ -315,6 +370,7 @@ class EdgeVectorStore(VectorStore):
             self.shard.close()
             self._shard = None
             try:
+                self._join_remover()
                 shutil.rmtree(replaced, ignore_errors=True)
                 self.path.rename(replaced)
                 build.target.rename(self.path)
@@ -334,7 +390,10 @@ class EdgeVectorStore(VectorStore):
                 self._shard = qe.EdgeShard.load(str(self.path), self._config())
                 self._failed(f"the indexed shard did not open ({str(error)[:300]})")
                 return
-            shutil.rmtree(replaced, ignore_errors=True)
+            self._remover = threading.Thread(
+                target=shutil.rmtree, args=(replaced, True), name="remove-replaced-shard"
+            )
+            self._remover.start()
             build.discard()
             self._build, self._journal, self._journaled_points = None, [], 0
             self._indexed, self._changed_before_build = build.points, set()
@@ -343,7 +402,18 @@ class EdgeVectorStore(VectorStore):
             self._next_build = time.monotonic() + (time.monotonic() - build.started)
         log.info("vector index: %d points indexed, swapped in", build.points)
 
+    def _join_remover(self) -> None:
+        if self._remover is not None:
+            self._remover.join()
+            self._remover = None
+
     def _cancel_build(self) -> None:
+        if self._built is not None:
+            try:
+                self._built.close()
+            except Exception:  # the copy is removed next, closed or not
+                log.debug("the built copy did not close", exc_info=True)
+            self._built = None
         if self._build is not None:
             self._build.cancel()
         self._build, self._journal, self._journaled_points = None, [], 0

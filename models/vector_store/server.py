@@ -190,8 +190,9 @@ class QdrantServerStore(VectorStore):
         """0: a Qdrant server indexes by itself (searching what it has not indexed yet)."""
         return 0
 
-    def maintain(self) -> None:
+    def maintain(self) -> bool:
         """Nothing: a Qdrant server indexes by itself."""
+        return False
 
 
 def _excluding(item_ids: Collection[str]) -> qm.Filter | None:

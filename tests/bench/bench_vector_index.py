@@ -8,8 +8,9 @@ seen items excluded) on the unindexed shard, builds the index with ``maintain`` 
 CF vectors change (``--writes-per-s``, written once a second as the worker publishes
 them), and times the same queries on the indexed shard. Recall is the share of
 the exact 200 nearest (Qdrant's exact search on the same shard) the indexed query
-returns. The caller's waits are the calls to ``maintain`` that copied the shard and
-that swapped the built copy in. Prints one JSON line.
+returns. The caller's waits are the calls to ``maintain`` that copied the shard, that
+applied the writes made meanwhile to the built copy (a few per call, the first opening
+it), and that swapped it in. Prints one JSON line.
 
     python -m tests.bench.bench_vector_index --items 100000
 """
@@ -96,24 +97,30 @@ def main() -> None:
                 for n in range(start, stop)
             ]
         )
+        if stop % 5000 == 0 and stop < args.items:
+            store.maintain()  # as the worker's upkeep during an upload: each flushes
     queries = clustered(rng, args.queries, centres)
     brute = timed_queries(store, queries, args.limit)
 
     started = time.perf_counter()
-    store.maintain()  # copies the shard and starts the child
+    store.maintain()  # flushes the shard, copies it and starts the child
     copy_ms = (time.perf_counter() - started) * 1000
     assert store.indexing, "no build started"
-    writes, swap_ms, build_started = 0, 0.0, time.perf_counter()
+    writes, swap_ms, steps_ms, build_started = 0, 0.0, [], time.perf_counter()
     next_write = build_started
     while store.indexing:
-        time.sleep(0.05)
+        time.sleep(0.05)  # as the worker's upkeep between two steps
         if time.perf_counter() >= next_write:  # as the worker publishes CF vectors: 1/s
             batch = rng.integers(args.items, size=int(args.writes_per_s))
             store.set_vectors({f"i{i}": {CF: rng.standard_normal(SIZES[CF])} for i in batch})
             writes, next_write = writes + len(batch), next_write + 1.0
         started = time.perf_counter()
-        store.maintain()
-        swap_ms = max(swap_ms, (time.perf_counter() - started) * 1000)
+        more = store.maintain()
+        took_ms = (time.perf_counter() - started) * 1000
+        if more:  # a step of the built copy's catch-up with the writes made meanwhile
+            steps_ms.append(took_ms)
+        elif not store.indexing:
+            swap_ms = took_ms
     build_s = time.perf_counter() - build_started
     indexed = timed_queries(store, queries, args.limit)
     print(
@@ -135,6 +142,8 @@ def main() -> None:
                 "writes_during_build": writes,
                 "outside_index_after_swap": store.unindexed,
                 "caller_wait_copy_ms": round(copy_ms, 1),
+                "caller_wait_catch_up_steps": len(steps_ms),
+                "caller_wait_longest_catch_up_step_ms": round(max(steps_ms, default=0.0), 1),
                 "caller_wait_swap_ms": round(swap_ms, 1),
             }
         )

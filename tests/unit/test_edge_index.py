@@ -47,9 +47,15 @@ def _building(
     rng = np.random.default_rng(seed)
     store = _store(path, index_after, index_retry_s)
     store.upsert(_items(rng, range(points)))
-    store.maintain()
+    _upkeep(store)
     assert store.indexing
     return store, rng
+
+
+def _upkeep(store: EdgeVectorStore) -> None:
+    """``maintain`` as the worker's upkeep calls it: again while it has more to do."""
+    while store.maintain():
+        pass
 
 
 def _until_swapped(store: EdgeVectorStore, timeout_s: float = 60.0) -> None:
@@ -71,10 +77,10 @@ def test_a_build_swaps_in_an_indexed_shard_with_the_writes_made_meanwhile(tmp_pa
     rng = np.random.default_rng(0)
     store = _store(tmp_path / "items", index_after=300)
     store.upsert(_items(rng, range(299)))
-    store.maintain()
+    _upkeep(store)
     assert not store.indexing  # 299 points outside the index: not yet
     store.upsert(_items(rng, range(299, 400)))
-    store.maintain()
+    _upkeep(store)
     assert store.indexing and store.unindexed == 400
     # Written while the child builds: new items, and new vectors for indexed ones.
     store.upsert(_items(rng, range(400, 450)))
@@ -103,20 +109,76 @@ def test_a_build_swaps_in_an_indexed_shard_with_the_writes_made_meanwhile(tmp_pa
     again.stop()
 
 
+def test_a_finished_build_takes_the_writes_made_meanwhile_a_step_at_a_time(tmp_path):
+    """The engine holds the GIL while it writes: the journal is applied to the built copy
+    a step per call, the shard serving in between, then swapped in."""
+    store, rng = _building(tmp_path / "items", seed=7, points=100, index_after=100)
+    store.catch_up_step_s = 0.0  # the shortest steps: the writes since the last, and one
+    for n in range(10):
+        store.set_vectors({f"i{n}": {"cf": np.full(3, float(n))}})
+    store._build._child.wait()  # done, not yet swapped in
+    assert store.maintain() and store._built is not None  # opened: a step of its own
+    assert store.maintain() and store._journal_applied == 1
+    store.set_vectors({"i50": {"cf": np.full(3, 50.0)}})  # between two steps: applied too
+    assert len(store.nearest(rng.standard_normal(DIM), "content", limit=5)) == 5
+    assert store.maintain() and store._journal_applied == 3  # the one since, and one more
+    while store.maintain():
+        pass
+    assert not store.indexing and store.shard.info().indexed_vectors_count >= 2 * 100
+    stored = {item.item_id: item for item in store.scroll()}
+    for n in [*range(10), 50]:
+        np.testing.assert_array_equal(stored[f"i{n}"].vectors["cf"], np.full(3, float(n)))
+    assert store.unindexed == 11
+    store.stop()
+
+
+def test_a_built_copy_catches_up_however_fast_writes_come(tmp_path):
+    """An upload writes more batches between two steps than a step would apply: each
+    step applies those too, so the backlog shrinks and the copy is swapped in."""
+    store, _ = _building(tmp_path / "items", seed=9, points=100, index_after=100)
+    store.catch_up_step_s = 0.0
+    for n in range(20):
+        store.set_vectors({f"i{n}": {"cf": np.full(3, float(n))}})
+    store._build._child.wait()
+    calls = 0
+    while store.indexing:
+        assert calls < 40, "the copy never caught up"
+        store.maintain()
+        calls += 1
+        for n in range(12):  # written before the next step
+            store.set_vectors({f"i{n}": {"cf": np.full(3, -float(calls))}})
+    stored = {item.item_id: item for item in store.scroll()}
+    assert stored["i0"].vectors["cf"].tolist() == [-float(calls)] * 3  # the latest write
+    store.stop()
+
+
+def test_stopping_while_a_built_copy_catches_up_closes_and_removes_it(tmp_path):
+    store, _ = _building(tmp_path / "items", seed=8, points=100, index_after=100)
+    for n in range(10):
+        store.set_vectors({f"i{n}": {"cf": np.full(3, float(n))}})
+    store._build._child.wait()
+    assert store.maintain()  # the copy is open, part of the journal in it
+    store.stop()
+    assert not list(tmp_path.glob("items.*"))
+    again = _store(tmp_path / "items", index_after=100)
+    assert again.count() == 100 and again.get(["i9"])["i9"].vectors["cf"].tolist() == [9.0] * 3
+    again.stop()
+
+
 def test_changed_vectors_count_as_outside_the_index_and_start_a_build(tmp_path):
     """The engine moves a point whose vectors change out of its indexed segment (a CF
     vector published after clicks), so changes bring the next build as new points do."""
     rng = np.random.default_rng(5)
     store = _store(tmp_path / "items", index_after=100)
     store.upsert(_items(rng, range(100)))
-    store.maintain()
+    _upkeep(store)
     _until_swapped(store)
     assert store.unindexed == 0
     for n in range(99):
         store.set_vectors({f"i{n % 50}": {"cf": rng.standard_normal(3)}})
     assert store.unindexed == 50  # each point once however often it changed
     store.set_vectors({f"i{n}": {"cf": rng.standard_normal(3)} for n in range(50, 100)})
-    store.maintain()
+    _upkeep(store)
     # Not at once: after a build the store waits as long as the build took, so changes
     # made during builds cannot keep it building back to back.
     assert not store.indexing and store.unindexed == 100
@@ -137,7 +199,7 @@ def test_a_build_outdated_by_the_writes_meanwhile_is_dropped_and_started_again(t
     first = store._build
     os.kill(first._child.pid, signal.SIGSTOP)  # a slow build
     store.upsert(_items(rng, range(100, 201)))  # more new points than it is worth
-    store.maintain()  # dropped, and a new one started over all of them
+    _upkeep(store)  # dropped, and a new one started over all of them
     assert first._child.poll() is not None and not first.target.exists()
     assert store._build.points == 201 and len(list(tmp_path.glob("items.indexing-*"))) == 1
     _until_swapped(store)
@@ -149,14 +211,14 @@ def test_a_failed_build_leaves_the_shard_serving_and_is_tried_again(tmp_path, ca
     store, rng = _building(tmp_path / "items", 2, points=60, index_after=50, index_retry_s=3600)
     store._build._child.kill()  # the child dies (out of memory, a native abort)
     store._build._child.wait()
-    store.maintain()
+    _upkeep(store)
     assert not store.indexing and "the build ended with" in caplog.text
     assert store.count() == 60 and store.unindexed == 60
     assert len(store.nearest(rng.standard_normal(DIM), "content", limit=5)) == 5
-    store.maintain()
+    _upkeep(store)
     assert not store.indexing, "tried again before index_retry_s"
     store.index_retry_s, store._next_build = 0.0, 0.0
-    store.maintain()
+    _upkeep(store)
     _until_swapped(store)
     assert store.unindexed == 0
     store.stop()
@@ -209,7 +271,8 @@ rng = np.random.default_rng(0)
 store = EdgeVectorStore(sys.argv[1], {"content": 64}, index_after=10)
 store.start()
 store.upsert([StoredItem(f"i{n}", {"content": rng.standard_normal(64)}) for n in range(20000)])
-store.maintain()
+while store.maintain():  # as the worker's upkeep: each step at once
+    pass
 print(store._build._child.pid, flush=True)
 time.sleep(float(sys.argv[2]))
 os._exit(0)  # as a SIGKILL: no stop, no cleanup
@@ -261,11 +324,11 @@ def test_a_build_that_cannot_start_leaves_no_copy_and_waits_before_trying_again(
 
     replacement = half_a_copy if failing == "shutil.copytree" else no_process
     monkeypatch.setattr(f"models.vector_store.edge_index.{failing}", replacement)
-    store.maintain()
+    _upkeep(store)
     assert not store.indexing and "No space left on device" in caplog.text
     assert not list(tmp_path.glob("items.indexing-*"))
     monkeypatch.undo()
-    store.maintain()
+    _upkeep(store)
     assert not store.indexing
     store.upsert(_items(rng, range(60, 70)))
     assert len(store.nearest(rng.standard_normal(DIM), "content", limit=70)) == 70
