@@ -58,8 +58,8 @@ log = logging.getLogger(__name__)
 MAX_LOGGED_STEPS = 100_000
 #: Logged steps a snapshot keeps (the newest): a crash's redo window is seconds of events.
 SNAPSHOT_LOGGED_STEPS = 1_000
-#: How often the vector store's upkeep runs (a look at a running index build, or whether
-#: one is due: a count of points).
+#: How often the vector store's upkeep runs (a flush of the writes since, and a look at a
+#: running index build, or whether one is due: a count of points).
 STORE_UPKEEP_INTERVAL_S = 5.0
 #: Between two steps of upkeep that has more to do (a built index catching up with the
 #: writes made during its build): clicks are handled between the steps.

@@ -96,7 +96,7 @@ class EdgeVectorStore(VectorStore):
         self._built: qe.EdgeShard | None = None
         self._journal_applied = self._journal_seen = 0
         self.catch_up_step_s = CATCH_UP_STEP_S
-        self._built_flushed = False
+        self._built_flushed = self._flush_put_off = False
         #: Removes the shard a swap replaced, off the caller's thread (files only).
         self._remover: threading.Thread | None = None
         # Points whose vectors changed since the last build's copy: the engine moves a
@@ -137,6 +137,7 @@ class EdgeVectorStore(VectorStore):
         (``test_a_damaged_store_opens_or_is_reported_unreadable_and_rebuilt``)."""
         if self._shard is not None:
             return
+        self._join_remover()
         self._recover_swap()
         self._indexed, self._changed = self._read_marker()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -215,6 +216,7 @@ class EdgeVectorStore(VectorStore):
         """Move the shard aside (the last one moved aside is kept, for a post-mortem) and
         start an empty one."""
         self._cancel_build()
+        self._join_remover()
         if self._shard is not None:
             self._shard.close()
             self._shard = None
@@ -251,7 +253,8 @@ class EdgeVectorStore(VectorStore):
 
     def maintain(self) -> bool:
         """Swap a finished build in, or start one once ``index_after`` points are outside
-        the index. Called periodically by the worker; without a finished build, cheap.
+        the index. Called periodically by the worker; without a finished build, a flush of
+        what was written since the last call and a count.
         Returns whether it has more to do at once (the caller calls again after a short
         pause rather than its usual interval): a finished build's copy is catching up with
         the writes made during the build, ``catch_up_step_s`` per call. The engine holds
@@ -261,12 +264,15 @@ class EdgeVectorStore(VectorStore):
         build is dropped (it would be out of date when done) and a later call starts
         again, so the journal holds at most that many new points.
         """
+        with self._lock:  # no write between what is checked here and what is done
+            return self._maintain()
+
+    def _maintain(self) -> bool:
         if self._built is None and self._shard is not None:  # not a catch-up step
-            with self._lock:
-                # The writes since the last call (5 to 20 ms for a few thousand points; the
-                # engine never flushes by itself), so the flush before a build's copy is as
-                # short (the writes since an upload of 100k items took 250 ms).
-                self.shard.flush()
+            # The writes since the last call (5 to 20 ms for a few thousand points; the
+            # engine never flushes by itself), so the flush before a build's copy is as
+            # short (the writes since an upload of 100k items took 250 ms).
+            self.shard.flush()
         if self._build is not None:
             done = self._build.poll()
             if done is None:
@@ -289,7 +295,7 @@ class EdgeVectorStore(VectorStore):
             or self.unindexed < self.index_after
         ):
             return False
-        with self._lock:  # the shard was flushed above: the copy is of what it holds
+        with self._lock:  # flushed above: the copy is of what the shard holds
             vectors = {n: (size, self.distances[n]) for n, size in self.vector_sizes.items()}
             # Named per build: a child outliving its worker writes nowhere a later build
             # reads; the pid says at start whether that worker still runs.
@@ -317,12 +323,13 @@ class EdgeVectorStore(VectorStore):
         try:
             if self._built is None:  # opening it is a step of its own
                 self._built = qe.EdgeShard.load(str(build.target), self._config())
-                self._journal_applied, self._built_flushed = 0, False
-                self._journal_seen = len(self._journal)
+                self._journal_applied, self._journal_seen = 0, len(self._journal)
+                self._built_flushed = self._flush_put_off = False
                 return True
             # At least what was journaled since the last step, and one more: the backlog
             # shrinks at every step however fast writes come (an upload's batches).
-            least = self._journal_applied + len(self._journal) - self._journal_seen + 1
+            started = self._journal_applied
+            least = started + len(self._journal) - self._journal_seen + 1
             self._journal_seen = len(self._journal)
             ends = time.monotonic() + self.catch_up_step_s
             while self._journal_applied < len(self._journal) and (
@@ -332,7 +339,12 @@ class EdgeVectorStore(VectorStore):
                 self._journal_applied += 1
             if self._journal_applied < len(self._journal):
                 return True
-            if not self._built_flushed:  # so is its flush: the swap's writes what came after
+            if not self._built_flushed:
+                # Its flush in a call of its own (at most once put off for that: writes may
+                # come before every call), then the swap's is short.
+                if self._journal_applied > started and not self._flush_put_off:
+                    self._flush_put_off = True
+                    return True
                 self._built.flush()
                 self._built_flushed = True
                 return True
@@ -357,20 +369,20 @@ class EdgeVectorStore(VectorStore):
         puts it back if the new one is not in place (``_recover_swap``)."""
         replaced = self.path.with_name(self.path.name + ".replaced")
         with self._lock:
+            self._built = None  # closed here, or (failing) removed with the build
             try:
                 indexed.flush()
                 indexed.close()
-                self._built = None
                 self._write_marker(build.target, build.points, ())
             except BaseException as error:
                 if isinstance(error, KeyboardInterrupt | SystemExit):
                     raise
                 self._failed(f"the built copy cannot be used ({str(error)[:300]})")
                 return
+            self._join_remover()  # the last swap's: before the store has no shard open
             self.shard.close()
             self._shard = None
             try:
-                self._join_remover()
                 shutil.rmtree(replaced, ignore_errors=True)
                 self.path.rename(replaced)
                 build.target.rename(self.path)
@@ -408,12 +420,14 @@ class EdgeVectorStore(VectorStore):
             self._remover = None
 
     def _cancel_build(self) -> None:
-        if self._built is not None:
+        built, self._built = self._built, None
+        if built is not None:
             try:
-                self._built.close()
-            except Exception:  # the copy is removed next, closed or not
-                log.debug("the built copy did not close", exc_info=True)
-            self._built = None
+                built.close()
+            except BaseException as error:  # a native panic too: removed next, closed or not
+                if isinstance(error, KeyboardInterrupt | SystemExit):
+                    raise
+                log.warning("vector index: the built copy did not close (%s)", error)
         if self._build is not None:
             self._build.cancel()
         self._build, self._journal, self._journaled_points = None, [], 0
