@@ -295,31 +295,31 @@ class EdgeVectorStore(VectorStore):
             or self.unindexed < self.index_after
         ):
             return False
-        with self._lock:  # flushed above: the copy is of what the shard holds
-            vectors = {n: (size, self.distances[n]) for n, size in self.vector_sizes.items()}
-            # Named per build: a child outliving its worker writes nowhere a later build
-            # reads; the pid says at start whether that worker still runs.
-            name = f"{self.path.name}.indexing-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            target = self.path.with_name(name)
-            # The copy must leave the reserve free: a disk the copy fills kills the shard.
-            needed = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-            if self.free_bytes() < needed + self.min_free_bytes:
-                self._failed(f"no room for a {needed / 2**20:.0f} MB copy of the shard")
-                return False
-            try:
-                build = IndexBuild(self.path, target, vectors, self.count(), self.index_threads)
-            except OSError as error:  # no room for the copy, no process to start
-                self._failed(f"could not start a build ({error})")
-                return False
-            self._build = build
-            self._changed_before_build, self._changed = self._changed, set()
+        # Flushed above: the copy is of what the shard holds.
+        vectors = {n: (size, self.distances[n]) for n, size in self.vector_sizes.items()}
+        # Named per build: a child outliving its worker writes nowhere a later build
+        # reads; the pid says at start whether that worker still runs.
+        name = f"{self.path.name}.indexing-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        target = self.path.with_name(name)
+        # The copy must leave the reserve free: a disk the copy fills kills the shard.
+        needed = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        if self.free_bytes() < needed + self.min_free_bytes:
+            self._failed(f"no room for a {needed / 2**20:.0f} MB copy of the shard")
+            return False
+        try:
+            build = IndexBuild(self.path, target, vectors, self.count(), self.index_threads)
+        except OSError as error:  # no room for the copy, no process to start
+            self._failed(f"could not start a build ({error})")
+            return False
+        self._build = build
+        self._changed_before_build, self._changed = self._changed, set()
         log.info("vector index: building over %d points in another process", build.points)
         return False
 
     def _catch_up(self, build: IndexBuild) -> bool:
         """Apply journaled writes to the built copy for ``catch_up_step_s`` (it is opened
-        by the first call, flushed by the one that applies the last), or, once it holds
-        them all, swap it in; whether to call again."""
+        by the first call, and flushed in a call of its own once it holds them all), or
+        swap it in; whether to call again."""
         try:
             if self._built is None:  # opening it is a step of its own
                 self._built = qe.EdgeShard.load(str(build.target), self._config())
