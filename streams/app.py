@@ -39,6 +39,7 @@ from streams.kafka_compat import install as install_kafka_compat
 from streams.kafka_compat.delivery_watchdog import DeliveryWatchdog
 from streams.kafka_compat.offset_continuity import CatchUpReader, CaughtUp, OffsetContinuity
 from streams.kafka_compat.undecodable_batches import SKIPPED
+from streams.loop_stalls import LoopStalls
 from streams.metrics import WorkerMetrics
 from streams.new_items import NewItemPusher
 from streams.outbox import Outbox
@@ -90,6 +91,7 @@ class StreamrecApp:
         self.hybrid.use_store(self.store, s.dense_ranking_max_items, s.candidates_per_source)
         self.metrics = WorkerMetrics(lag=self._lag)
         self.collection_pauses = CollectionPauses()
+        self.loop_stalls = LoopStalls(self.metrics.event_loop_stall)
         self.app = self._create_faust_app()
         self.replica = ItemSideReplica(s, self.hybrid, self.store, self.metrics)
         self.app.add_dependency(self.replica)
@@ -338,6 +340,7 @@ class StreamrecApp:
                 seconds,
             )
         self.collection_pauses.install()  # what clicks may wait for from now on
+        await self.loop_stalls.watch()
 
     async def _push_new_items(self) -> None:
         await self.new_items.tick(self.replica.items_at_catch_up)
@@ -408,6 +411,7 @@ class StreamrecApp:
             # Read from the log: steps of other sources than this worker's, unnamed.
             "blend_steps_unplaced": hybrid.learned.unplaced_steps if hybrid.learned else None,
             "garbage_collection": self.collection_pauses.stats(),
+            "event_loop_stalls": self.loop_stalls.stats(),
         }
 
     def readiness(self) -> tuple[bool, str]:

@@ -89,6 +89,12 @@ class WorkerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.event_loop_stall = Histogram(
+            "streamrec_event_loop_stall_seconds",
+            "How late the event loop woke a task, after the worker was ready",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
         #: The latest click-to-recommendation times, for percentiles in the stats view.
         self.recent_latencies: deque[float] = deque(maxlen=1000)
         self.registry.register(_CountsAndLag(self, lag))

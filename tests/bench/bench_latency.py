@@ -285,7 +285,9 @@ def main() -> None:
         load = drive(settings, events, args.rate)
         full_speed = drive(settings, full_worker, None)
         worker_peak_mb = memory_mb(worker.pid) if worker.pid else float("nan")
-        worker_gc = (worker.stats() or {}).get("garbage_collection")
+        worker_stats = worker.stats() or {}
+        worker_gc = worker_stats.get("garbage_collection")
+        worker_loop = worker_stats.get("event_loop_stalls")
         worker.stop()
         echo_rate = interactions_from(2 * n_rate + args.full_speed_events, n_rate, 10, 10, 3)
         echo_full = interactions_from(
@@ -330,6 +332,7 @@ def main() -> None:
                 "worker_peak_rss_mb": round(worker_peak_mb, 1),
                 "worker_freeze_heap_at_ready": settings.freeze_heap_at_ready,
                 "worker_garbage_collection": worker_gc,
+                "worker_event_loop_stalls": worker_loop,
                 "catalog_ingest_items_per_s": round(len(catalog) / ingest_s, 1),
                 "vector_index_after": args.vector_index_after,
                 "vector_index_built_after_ingest_s": round(index_s, 1),

@@ -153,3 +153,8 @@ def test_a_ready_worker_keeps_its_long_lived_objects_out_of_collections(running)
     )
     assert stats["garbage_collection"]["objects_kept_out"] > 100_000
     assert "kept out of garbage collections" in worker.log_path.read_text()
+    # From then on it counts how late its loop wakes a task (streams/loop_stalls.py).
+    stalls = worker.wait_until(
+        lambda s: s["event_loop_stalls"]["wakes"] > 10, 60, "the loop watched"
+    )["event_loop_stalls"]
+    assert stalls["longest_ms"] >= 0 and stalls["over_250_ms"] <= stalls["over_100_ms"]
