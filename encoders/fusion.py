@@ -6,14 +6,21 @@ an item with text, image and audio both get a unit vector in the same common spa
 - ``AverageFusion``: project each modality to the common dimension, L2-normalise, average.
 - ``WeightedFusion``: the same with per-modality weights.
 - ``LearnedFusion`` (encoders/learned_fusion.py): a small network trained from interactions.
+  Its module imports torch, which alone makes 600 MB of a process resident, so only code
+  that builds one imports it; ``learned`` tells other code whether a fusion is one.
 """
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from encoders.learned_fusion import LearnedFusion
 
 #: Modality embeddings of one item, by modality name; absent modalities are absent keys.
 Embeddings = Mapping[str, np.ndarray]
@@ -83,6 +90,17 @@ class Fusion(ABC):
     @abstractmethod
     def fuse(self, items: Sequence[Embeddings]) -> np.ndarray:
         """(len(items), dim) unit vectors; an item with no embeddings is a ValueError."""
+
+
+def learned(fusion: Fusion) -> LearnedFusion | None:
+    """``fusion`` if it is a ``LearnedFusion``, without importing torch to find out: if its
+    module was never imported, no fusion can be one.
+
+    >>> learned(AverageFusion(ModalityProjection({"text": 2}, common_dim=2))) is None
+    True
+    """
+    module = sys.modules.get("encoders.learned_fusion")
+    return fusion if module is not None and isinstance(fusion, module.LearnedFusion) else None
 
 
 class WeightedFusion(Fusion):

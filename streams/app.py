@@ -23,7 +23,7 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
 
-from encoders.learned_fusion import LearnedFusion
+from encoders.fusion import learned
 from encoders.multimodal import MultimodalEncoder
 from models.hybrid import CF, CONTENT, HybridRecommender
 from models.vector_store import IncompatibleStoreError, VectorStore, open_vector_store
@@ -244,7 +244,7 @@ class StreamrecApp:
         app.add_dependency(self.watchdog)
         app.timer(1.0, name="dead-letter-skipped-batches")(self._dead_letter_skipped_batches)
 
-        if isinstance(self.encoder.fusion, LearnedFusion):
+        if learned(self.encoder.fusion) is not None:
             app.timer(1.0, name="refresh-fusion")(self.fusion.maybe_refit)
         self.ease_refit: EaseRefitter | None = None
         if self.hybrid.ease is not None:

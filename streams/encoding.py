@@ -11,7 +11,6 @@ from encoders.fusion import (
     ModalityProjection,
     WeightedFusion,
 )
-from encoders.learned_fusion import LearnedFusion
 from encoders.media import MediaFetcher, MediaPolicy
 from encoders.multimodal import EncodedItem, ItemContent, MediaSource, MultimodalEncoder
 from models.hybrid import CF, CONTENT
@@ -30,7 +29,7 @@ def build_item_encoder(settings: Settings) -> MultimodalEncoder:
     fusion: Fusion = {
         "average": lambda: AverageFusion(projection),
         "weighted": lambda: WeightedFusion(projection, s.fusion_weights),
-        "learned": lambda: LearnedFusion(projection),
+        "learned": lambda: _learned_fusion(projection),
     }[s.fusion]()
     policy = MediaPolicy(
         max_bytes=s.media_max_bytes,
@@ -48,6 +47,12 @@ def build_item_encoder(settings: Settings) -> MultimodalEncoder:
         read_timeout_s=s.media_read_timeout_s,
     )
     return MultimodalEncoder(text, fusion, MediaFetcher(policy), image=image, audio=audio)
+
+
+def _learned_fusion(projection: ModalityProjection) -> Fusion:
+    from encoders.learned_fusion import LearnedFusion  # imports torch: encoders/fusion.py
+
+    return LearnedFusion(projection)
 
 
 def _modality_encoders(settings: Settings) -> tuple[Encoder, Encoder, Encoder]:

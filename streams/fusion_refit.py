@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-from encoders.learned_fusion import FusionWeightsError, LearnedFusion
+from encoders.fusion import learned
 from encoders.multimodal import MultimodalEncoder
 from models.hybrid import CF, CONTENT
 from models.vector_store import StoredItem, VectorStore
@@ -76,9 +76,11 @@ class FusionRefitter:
         cannot be read, or holds no weights of this network (cut by a crash, other
         encoders, NaN), is moved aside to ``<name>.unreadable`` (the last one kept, for a
         post-mortem) with one warning, and the worker starts from the average fusion."""
-        fusion = self.encoder.fusion
-        if not isinstance(fusion, LearnedFusion) or not self.path.exists():
+        fusion = learned(self.encoder.fusion)
+        if fusion is None or not self.path.exists():
             return
+        from encoders.learned_fusion import FusionWeightsError  # imported with the fusion
+
         try:
             fusion.load(self.path)
         except FusionWeightsError as error:
@@ -113,8 +115,8 @@ class FusionRefitter:
 
     async def refit(self) -> dict[str, float]:
         """Fit the learned fusion to the co-engaged pairs, save it, re-fuse the catalog."""
-        live = self.encoder.fusion
-        assert isinstance(live, LearnedFusion)
+        live = learned(self.encoder.fusion)
+        assert live is not None
         pairs = list(self.coengaged)[-self.fit_max_pairs :]
         self.pairs_since_fit = 0
         self.last_fit = self.clock()

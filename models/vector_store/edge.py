@@ -363,55 +363,54 @@ class EdgeVectorStore(VectorStore):
 
     def _swap_in(self, build: IndexBuild, indexed: qe.EdgeShard) -> None:
         """The indexed copy (open: ``indexed``), holding the whole journal, is flushed and
-        replaces the shard.
+        replaces the shard; ``maintain`` holds the store's lock.
 
         A crash between the two renames leaves the old shard ``.replaced``; ``start``
         puts it back if the new one is not in place (``_recover_swap``)."""
         replaced = self.path.with_name(self.path.name + ".replaced")
-        with self._lock:
-            self._built = None  # closed here, or (failing) removed with the build
-            try:
-                indexed.flush()
-                indexed.close()
-                self._write_marker(build.target, build.points, ())
-            except BaseException as error:
-                if isinstance(error, KeyboardInterrupt | SystemExit):
-                    raise
-                self._failed(f"the built copy cannot be used ({str(error)[:300]})")
-                return
-            self._join_remover()  # the last swap's: before the store has no shard open
-            self.shard.close()
-            self._shard = None
-            try:
-                shutil.rmtree(replaced, ignore_errors=True)
-                self.path.rename(replaced)
-                build.target.rename(self.path)
-            except OSError as error:  # the old shard stays, or is put back
-                if replaced.exists() and not self.path.exists():
-                    replaced.rename(self.path)
-                self._shard = qe.EdgeShard.load(str(self.path), self._config())
-                self._failed(f"the built copy could not be moved in ({error})")
-                return
-            try:
-                self._shard = qe.EdgeShard.load(str(self.path), self._config())
-            except BaseException as error:
-                if isinstance(error, KeyboardInterrupt | SystemExit):
-                    raise
-                shutil.rmtree(self.path, ignore_errors=True)
+        self._built = None  # closed here, or (failing) removed with the build
+        try:
+            indexed.flush()
+            indexed.close()
+            self._write_marker(build.target, build.points, ())
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt | SystemExit):
+                raise
+            self._failed(f"the built copy cannot be used ({str(error)[:300]})")
+            return
+        self._join_remover()  # the last swap's: before the store has no shard open
+        self.shard.close()
+        self._shard = None
+        try:
+            shutil.rmtree(replaced, ignore_errors=True)
+            self.path.rename(replaced)
+            build.target.rename(self.path)
+        except OSError as error:  # the old shard stays, or is put back
+            if replaced.exists() and not self.path.exists():
                 replaced.rename(self.path)
-                self._shard = qe.EdgeShard.load(str(self.path), self._config())
-                self._failed(f"the indexed shard did not open ({str(error)[:300]})")
-                return
-            self._remover = threading.Thread(
-                target=shutil.rmtree, args=(replaced, True), name="remove-replaced-shard"
-            )
-            self._remover.start()
-            build.discard()
-            self._build, self._journal, self._journaled_points = None, [], 0
-            self._indexed, self._changed_before_build = build.points, set()
-            # At most half the time building: points that change during a build are
-            # outside the index after it, and enough of them would start the next at once.
-            self._next_build = time.monotonic() + (time.monotonic() - build.started)
+            self._shard = qe.EdgeShard.load(str(self.path), self._config())
+            self._failed(f"the built copy could not be moved in ({error})")
+            return
+        try:
+            self._shard = qe.EdgeShard.load(str(self.path), self._config())
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt | SystemExit):
+                raise
+            shutil.rmtree(self.path, ignore_errors=True)
+            replaced.rename(self.path)
+            self._shard = qe.EdgeShard.load(str(self.path), self._config())
+            self._failed(f"the indexed shard did not open ({str(error)[:300]})")
+            return
+        self._remover = threading.Thread(
+            target=shutil.rmtree, args=(replaced, True), name="remove-replaced-shard"
+        )
+        self._remover.start()
+        build.discard()
+        self._build, self._journal, self._journaled_points = None, [], 0
+        self._indexed, self._changed_before_build = build.points, set()
+        # At most half the time building: points that change during a build are
+        # outside the index after it, and enough of them would start the next at once.
+        self._next_build = time.monotonic() + (time.monotonic() - build.started)
         log.info("vector index: %d points indexed, swapped in", build.points)
 
     def _join_remover(self) -> None:

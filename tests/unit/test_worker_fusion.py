@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -128,3 +130,44 @@ def test_a_refit_is_due_on_new_pairs_or_once_the_interval_passed_with_any() -> N
     assert not refitter.due()  # the interval passed, but nothing new came in
     refitter.engaged("d", "e")
     assert refitter.due()  # the interval passed and a pair came in
+
+
+#: A worker with the offline encoders and a fixed fusion, built and started in a fresh
+#: interpreter; it prints the torch modules it imported.
+OFFLINE_WORKER = """
+import sys
+from streams.app import StreamrecApp
+from streams.encoding import build_item_encoder
+from streams.settings import Settings
+
+settings = Settings(data_dir=sys.argv[1], encoders="hashing", fusion=sys.argv[2])
+app = StreamrecApp(settings, build_item_encoder(settings))
+app.start()
+app.stop()
+print(sorted(m for m in sys.modules if m.split(".")[0] == "torch")[:3])
+"""
+
+
+@pytest.mark.parametrize("fusion", ["average", "weighted"])
+def test_a_worker_that_needs_no_network_never_imports_torch(tmp_path, fusion) -> None:
+    """torch makes 600 MB of a process resident; only a learned fusion or a model
+    encoder needs it."""
+    child = subprocess.run(
+        [sys.executable, "-c", OFFLINE_WORKER, str(tmp_path), fusion],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_check_sees_torch_once_a_learned_fusion_needs_it(tmp_path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", OFFLINE_WORKER, str(tmp_path), "learned"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert "torch" in child.stdout.strip().splitlines()[-1]
