@@ -330,6 +330,8 @@ class StreamrecApp:
         return records
 
     async def _when_ready(self) -> None:
+        """At ready, the heap is frozen and the collector's pauses are counted; then the
+        loop's stalls are, until the worker stops."""
         await self.replica.caught_up.wait()
         if self.settings.freeze_heap_at_ready:
             frozen, seconds = freeze_long_lived()
