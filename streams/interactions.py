@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from models.hybrid import HybridRecommender, UnknownItemError
 from models.packed import NonFiniteError
 from models.signals import signal_weight
+from models.sources.changes import InvalidChange
 from streams.bounds import OversizedOutput, clip, require_finite
 from streams.delivery_book import POSITION, DeliveryBook
 from streams.events import Interaction, ItemChanges, Recommendations
@@ -28,7 +29,7 @@ from streams.metrics import WorkerMetrics, click_latency
 from streams.outbox import Outbox
 from streams.records import Record, Rejected, internal, parse, record_key
 from streams.settings import Settings
-from streams.user_entry import entry_size, within_shares
+from streams.user_entry import fitted
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,16 @@ class LocalItemSide(Protocol):
     logged_steps: MutableMapping[tuple[int, int], dict[str, Any]]
 
     def apply_local(self, message: ItemChanges) -> None: ...
+
+
+class AppliedHere(Exception):
+    """An event refused after its item changes were applied to this worker's item side
+    (its list or entry too large, a failure while ranking): the changes are sent all the
+    same, so every replica folds what this one did."""
+
+    def __init__(self, refusal: Exception, update: bytes) -> None:
+        super().__init__(str(refusal))
+        self.refusal, self.update = refusal, update
 
 
 class InteractionHandler:
@@ -101,13 +112,16 @@ class InteractionHandler:
             return
         try:
             stored, update, recommendations = self._learn(interaction, record, entry, book)
-        except Exception:
+        except Exception as error:
             # Refused or failed before its state was written: its position is remembered
             # all the same, so a redelivery is this event again, not a reused offset.
-            self.users[user_id] = within_shares(
-                {**entry, **book.after(message.partition, offset, interaction.event_id)}
+            self.users[user_id], _ = fitted(
+                user_id, {**entry, **book.after(message.partition, offset, interaction.event_id)}
             )
-            raise
+            if not isinstance(error, AppliedHere):
+                raise
+            await self.outbox.send(self.settings.topic_item_updates, user_id, error.update)
+            raise error.refusal from None
         self.users[user_id] = stored
         s = self.settings
         sent = await self.outbox.send(s.topic_item_updates, user_id, update)
@@ -198,7 +212,8 @@ class InteractionHandler:
         """Learn a new interaction: the user's entry to store, and the item changes and the
         list to send, each within the producer's limit (checked before anything is stored:
         an oversized list sent after its state was written left the event both applied
-        and dead-lettered)."""
+        and dead-lettered). A refusal after the changes were applied here raises
+        ``AppliedHere``."""
         message, user_id = record.message, interaction.user_id
         partition, offset = str(message.partition), message.offset
         try:
@@ -240,36 +255,49 @@ class InteractionHandler:
             require_finite(stored_state, "the user state")
         except NonFiniteError as error:  # NonFiniteState, or a vector refused as it was packed
             raise Rejected("non-finite", str(error)) from None
-        self.item_side.apply_local(update)
-        if weight > 0 and previous is not None:
-            self.on_engaged(self.hybrid.catalog.ids[previous], interaction.item_id)
-        ranked = self.hybrid.recommend(user_id, state, self.settings.top_k, ts)
-        recommendations = Recommendations.of(
-            user_id, ranked, interaction.event_id, state.events_applied, self.settings.model_version
-        )
-        update_json = update.model_dump_json()
-        stored = within_shares(
-            {
-                "state": stored_state,
-                **book.after(message.partition, offset, interaction.event_id),
-                # Item changes not yet known durable, to re-send if this event is redelivered.
-                "pending": {
-                    **self.not_durable(entry.get("pending", {}), message.topic),
-                    f"{partition}:{offset}": update_json,
-                },
-                "latest": recommendations.model_dump(mode="json"),  # what the HTTP API serves
-                "latest_catalog": len(self.hybrid),  # whether it is still fresh: fresh_lists.py
-            }
-        )
+        try:  # as every replica checks it: one that refuses what this one applies differs
+            self.hybrid.check_changes(changes, update.user_steps, time.time())
+        except InvalidChange as error:
+            raise Rejected("invalid-changes", str(error)) from None
         key, s, check = user_id.encode(), self.settings, self.outbox.check
-        update_bytes, list_bytes = update_json.encode(), recommendations.to_bytes()
+        update_json = update.model_dump_json()
+        update_bytes = update_json.encode()
         try:
             check(s.topic_item_updates, key, update_bytes, "the item changes")
-            check(s.topic_recommendations, key, list_bytes, "the list")
-            # The entry as the table writes it (its remembered ids cut to their shares).
-            check(s.users_changelog, None, entry_size(user_id, stored), "the user's table entry")
         except OversizedOutput as error:
             raise Rejected("output-oversized", str(error)) from None
+        self.item_side.apply_local(update)
+        try:
+            if weight > 0 and previous is not None:
+                self.on_engaged(self.hybrid.catalog.ids[previous], interaction.item_id)
+            ranked = self.hybrid.recommend(user_id, state, s.top_k, ts)
+            recommendations = Recommendations.of(
+                user_id, ranked, interaction.event_id, state.events_applied, s.model_version
+            )
+            stored, size = fitted(
+                user_id,
+                {
+                    "state": stored_state,
+                    **book.after(message.partition, offset, interaction.event_id),
+                    # Item changes not yet known durable, to re-send if this event is
+                    # redelivered.
+                    "pending": {
+                        **self.not_durable(entry.get("pending", {}), message.topic),
+                        f"{partition}:{offset}": update_json,
+                    },
+                    "latest": recommendations.model_dump(mode="json"),  # the HTTP API's
+                    "latest_catalog": len(self.hybrid),  # still fresh? fresh_lists.py
+                },
+            )
+            list_bytes = recommendations.to_bytes()
+            try:
+                check(s.topic_recommendations, key, list_bytes, "the list")
+                # The entry as the table writes it (its remembered ids cut to their shares).
+                check(s.users_changelog, None, size, "the user's table entry")
+            except OversizedOutput as error:
+                raise Rejected("output-oversized", str(error)) from None
+        except Exception as refusal:
+            raise AppliedHere(refusal, update_bytes) from refusal
         return stored, update_bytes, list_bytes
 
     def _on_changes_sent(self, source: tuple[int, int], sent: asyncio.Future) -> None:

@@ -88,8 +88,11 @@ class ItemSideReplica(Service):
         self.store = store
         self.metrics = metrics
         self.caught_up = asyncio.Event()
-        #: Per user: the highest source offset whose changes were read from the log.
-        self.log_offsets: dict[str, int] = {}
+        #: Per user and source partition: the highest source offset whose changes were
+        #: read from the log. Per partition, as offsets are: a user's events can come from
+        #: two (keyless records, partitions added), and a later event's lower offset on the
+        #: other partition dropped its changes on every replica.
+        self.log_offsets: dict[tuple[str, int], int] = {}
         #: (source partition, offset) of changes applied locally, not yet read back.
         self.applied_locally: set[tuple[int, int]] = set()
         #: The user steps of the latest changes read from the log, by source (partition,
@@ -121,7 +124,7 @@ class ItemSideReplica(Service):
         unless the log already brought it (a change re-sent after a restart)."""
         key = (message.source_partition, message.source_offset)
         if key in self.applied_locally or message.source_offset <= self.log_offsets.get(
-            message.user_id, -1
+            (message.user_id, message.source_partition), -1
         ):
             return
         self.hybrid.apply(message.changes)
@@ -296,7 +299,7 @@ class ItemSideReplica(Service):
         return {
             "topic": self.settings.topic_item_updates,
             "positions": {str(p): offset for p, offset in positions.items()},
-            "log_offsets": dict(self.log_offsets),
+            "log_offsets": [[user, p, offset] for (user, p), offset in self.log_offsets.items()],
             "applied_locally": sorted(self.applied_locally),
             "logged_steps": [[p, o, step] for (p, o), step in steps],
         }
@@ -332,7 +335,9 @@ class ItemSideReplica(Service):
                 )
             # The bookkeeping is read before the restore: a bad key must not leave a
             # half-restored item side behind.
-            log_offsets = {str(u): int(o) for u, o in extra["log_offsets"].items()}
+            if not isinstance(extra["log_offsets"], list):  # by user alone: an earlier version
+                raise item_snapshot.SnapshotError("snapshot offsets not by source partition")
+            log_offsets = {(str(u), int(p)): int(o) for u, p, o in extra["log_offsets"]}
             applied_locally = {(int(p), int(o)) for p, o in extra["applied_locally"]}
             logged_steps = OrderedDict(
                 ((int(p), int(o)), step) for p, o, step in extra["logged_steps"]
@@ -430,12 +435,13 @@ class ItemSideReplica(Service):
 
     def _fold_changes(self, message: ItemChanges) -> None:
         key = (message.source_partition, message.source_offset)
-        if message.source_offset <= self.log_offsets.get(message.user_id, -1):
+        last = (message.user_id, message.source_partition)
+        if message.source_offset <= self.log_offsets.get(last, -1):
             return  # re-sent after a restart: already folded
         local = key in self.applied_locally  # this worker's own: checked as it was made
         if (not local or key in self._restored_locally) and not self._acceptable(message):
             return
-        self.log_offsets[message.user_id] = message.source_offset
+        self.log_offsets[last] = message.source_offset
         # Only the steps of sources this worker runs (the others are never checked, and
         # would go unchecked into its snapshots).
         steps = {n: step for n, step in message.user_steps.items() if n in self.hybrid.sources}

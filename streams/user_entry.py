@@ -16,7 +16,8 @@ redelivery is ``undecidable-repeat``. Ids of up to 36 ASCII characters (UUIDs) n
 a share before the count; 256 ASCII characters keep about 1,500 items and 380 events;
 256 emoji about 130 items and 30 events. The whole entry is then measured as the codec
 writes it (one encoding but for the items seen, measured apart: about 0.2 ms a click
-for an entry of 300 items seen, 1.8 ms at 10,000).
+for an entry of 300 items seen, 1.8 ms at 10,000). Where the rest of the entry leaves the
+lists less room than their shares, the shares shrink (``fitted``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from faust.serializers import codecs
 
+from streams.bounds import PRODUCER_MAX_REQUEST_BYTES, RECORD_OVERHEAD_BYTES
 from streams.users_table import NAME
 
 #: Bytes, as the users table writes them, of the items seen: 10,000 UUIDs fit.
@@ -35,6 +37,11 @@ SEEN_SHARE = 400_000
 #: UUIDs fit either.
 EVENT_IDS_SHARE = 100_000
 POSITIONS_SHARE = 110_000
+#: The bytes an entry's changelog record may take, key and value: the worker's producer
+#: limit less a record's framing (its changelog's ``max.message.bytes`` is checked at start
+#: to allow as much).
+ENTRY_ROOM = PRODUCER_MAX_REQUEST_BYTES - RECORD_OVERHEAD_BYTES
+SHARES = (SEEN_SHARE, EVENT_IDS_SHARE, POSITIONS_SHARE)
 
 _CODEC = codecs.get_codec(NAME)
 #: What JSON escapes in ASCII text: control characters (DEL, 0x7f, too: Python's encoder
@@ -75,27 +82,86 @@ def _ids_size(ids: list[Any]) -> int:
     return len(joined) + 3 * len(ids) + 1 if ids else 2
 
 
-def within_shares(entry: Mapping[str, Any]) -> dict[str, Any]:
+def fitted(key: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """``entry`` with its remembered lists cut to their shares (``within_shares``), and
+    the size of its record (``entry_size``). Where that passes ``ENTRY_ROOM`` because the
+    rest of the entry is large, the lists are cut again to shares shrunk in proportion
+    (``shares``): the rest (its latest list, the item changes not yet durable, the
+    user's recent items) is bounded by counts, not bytes, and with the longest ids and
+    titles took 480 kB, so such a user's every click was refused.
+
+    >>> entry = {"latest": {"items": ["x" * 900_000]}, "positions": {"0:1": "e" * 200_000}}
+    >>> entry_size("ann", within_shares(entry)) > ENTRY_ROOM
+    True
+    >>> kept, size = fitted("ann", entry)
+    >>> size <= ENTRY_ROOM, kept["positions"]
+    (True, {})
+    """
+    kept = within_shares(entry)
+    size = entry_size(key, kept)
+    if size <= ENTRY_ROOM:
+        return kept, size
+    reduced = shares(key, entry)
+    kept = within_shares(entry, reduced)
+    return kept, entry_size(key, kept, reduced[2])
+
+
+def shares(key: str, entry: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The bytes the items seen, the event ids and the positions may take in ``entry``:
+    their shares, cut in proportion where the rest of the record leaves them less of
+    ``ENTRY_ROOM``.
+
+    >>> shares("ann", {"latest": {}}) == SHARES
+    True
+    >>> shares("ann", {"latest": {"items": ["x" * 700_000]}})
+    (194015, 48503, 53354)
+    """
+    rest = written_size(key) + _size(_without_lists(entry))
+    scale = min(1.0, max(ENTRY_ROOM - rest, 0) / sum(SHARES))
+    seen, event_ids, positions = (int(share * scale) for share in SHARES)
+    return seen, event_ids, positions
+
+
+def within_shares(
+    entry: Mapping[str, Any], shares: tuple[int, int, int] = SHARES
+) -> dict[str, Any]:
     """``entry`` with each remembered list cut, oldest first, to its share (a new dict;
     ``entry`` is not changed). An entry within its shares is returned as it is."""
+    seen_share, event_ids_share, positions_share = shares
     kept = dict(entry)
     state = kept.get("state")
     if isinstance(state, dict):
         state = dict(state)
         history = state.get("history")
         if isinstance(history, dict) and isinstance(history.get("seen"), list):
-            history = dict(history, seen=_newest(history["seen"], SEEN_SHARE))
+            history = dict(history, seen=_newest(history["seen"], seen_share))
             state["history"] = history
         if isinstance(state.get("event_ids"), list):
-            state["event_ids"] = _newest(state["event_ids"], EVENT_IDS_SHARE)
+            state["event_ids"] = _newest(state["event_ids"], event_ids_share)
         kept["state"] = state
     positions = kept.get("positions")
     if isinstance(positions, dict):
-        kept["positions"] = _newest_positions(positions, POSITIONS_SHARE)
+        kept["positions"] = _newest_positions(positions, positions_share)
     return kept
 
 
-def entry_size(key: str, entry: Mapping[str, Any]) -> int:
+def _without_lists(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``entry`` with the three remembered lists empty."""
+    bare = dict(entry)
+    if isinstance(bare.get("positions"), dict):
+        bare["positions"] = {}
+    state = bare.get("state")
+    if isinstance(state, dict):
+        state = bare["state"] = dict(state)
+        if isinstance(state.get("event_ids"), list):
+            state["event_ids"] = []
+        history = state.get("history")
+        if isinstance(history, dict) and isinstance(history.get("seen"), list):
+            state["history"] = dict(history, seen=[])
+    return bare
+
+
+def entry_size(key: str, entry: Mapping[str, Any], positions_share: int = POSITIONS_SHARE) -> int:
     """The changelog record ``entry`` makes, key and value as written, counting its
     positions at their full share: an event refused later keeps this entry with one more
     position (``InteractionHandler.handle``), and must still fit. The items seen, most of
@@ -108,8 +174,8 @@ def entry_size(key: str, entry: Mapping[str, Any]) -> int:
         seen = history["seen"]
         without = {**entry, "state": {**state, "history": {**history, "seen": []}}}
         rest = written_size(without) - 2  # the empty list's "[]"
-        return written_size(key) + rest + _ids_size(seen) - held + POSITIONS_SHARE
-    return written_size(key) + written_size(entry) - held + POSITIONS_SHARE
+        return written_size(key) + rest + _ids_size(seen) - held + positions_share
+    return written_size(key) + written_size(entry) - held + positions_share
 
 
 def _newest(ids: list[Any], share: int) -> list[Any]:

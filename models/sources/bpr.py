@@ -27,7 +27,7 @@ from river.optim import SGD
 
 from models.packed import pack, unpack
 from models.sources.base import ItemDelta, Source, UserHistory, grown
-from models.sources.changes import moment, number, only, vector
+from models.sources.changes import moment, number, only, user_vector, vector
 
 _MIX = 1_000_003
 _MASK = (1 << 64) - 1
@@ -305,7 +305,4 @@ class OnlineBPR(Source):
         return pack(value, "the user's cf factor")
 
     def load_user(self, data: Any) -> Any:
-        factor = unpack(data, "the user's cf factor")
-        if factor.shape != (self.factors,):
-            raise ValueError(f"the user's cf factor has {factor.size} numbers, not {self.factors}")
-        return factor
+        return user_vector(data, "the user's cf factor", self.factors)

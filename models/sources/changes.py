@@ -84,6 +84,26 @@ def vector(change: Mapping[str, Any], key: str, size: int) -> np.ndarray:
     return values
 
 
+def user_vector(data: Any, what: str, size: int) -> np.ndarray:
+    """A user's stored vector (their state, or a step read from the log): ``size``
+    finite numbers, each at most ``MAX_DELTA``, as a change's; else a ValueError naming
+    ``what``. A finite 1e300 in a crafted step was adopted, its changes overflowed the
+    item side, and the lists ranked from it were empty.
+
+    >>> user_vector([1.0, -2.0], "a factor", 2)
+    array([ 1., -2.])
+    >>> user_vector([1e300, 0.0], "a factor", 2)
+    Traceback (most recent call last):
+    ValueError: a factor holds a number past 1e+06
+    """
+    values = unpack(data, what)
+    if values.shape != (size,):
+        raise ValueError(f"{what} has {values.size} numbers, not {size}")
+    if np.abs(values).max(initial=0.0) > MAX_DELTA:
+        raise ValueError(f"{what} holds a number past {MAX_DELTA:g}")
+    return values
+
+
 def ids(change: Mapping[str, Any], key: str) -> list[str]:
     value = change.get(key)
     one = type(value) is list and len(value) == 1 and type(value[0]) is str

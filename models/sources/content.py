@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from models.packed import pack, unpack
+from models.packed import pack
 from models.sources.base import ItemDelta, Source, UserHistory, grown
+from models.sources.changes import user_vector
 
 
 def _same(kept: np.ndarray, profile: np.ndarray) -> bool:
@@ -180,9 +181,10 @@ class ContentSimilarity(Source):
         return [pack(profile, "the user's content profile"), ts]
 
     def load_user(self, data: Any) -> Any:
-        profile, ts = unpack(data[0], "the user's content profile"), float(data[1])
-        if profile.shape != self.vectors.shape[1:] or not math.isfinite(ts):
-            raise ValueError(f"a content profile of {profile.size} numbers at {ts}")
+        profile = user_vector(data[0], "the user's content profile", self.vectors.shape[1])
+        ts = float(data[1])
+        if not math.isfinite(ts):
+            raise ValueError(f"a content profile at {ts}")
         return profile, ts
 
     def item_arrays(self) -> dict[str, np.ndarray]:

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from models.packed import pack, unpack
+from models.packed import pack
 from models.sources.base import ItemDelta, Source, UserHistory, grown
+from models.sources.changes import user_vector
 
 #: ``(modality, (n, dim) vectors) -> (n, common dim) unit rows``.
 Projection = Callable[[str, np.ndarray], np.ndarray]
@@ -158,10 +159,7 @@ class ModalityProfiles(Source):
         for modality, text in packed.items():
             if modality not in MODALITIES:
                 raise ValueError(f"a profile of an unknown modality {str(modality)[:20]!r}")
-            profile = unpack(text, f"the user's {modality} profile")
-            if profile.shape != (self.dim,):
-                raise ValueError(f"a {modality} profile of {profile.size} numbers")
-            profiles[modality] = profile
+            profiles[modality] = user_vector(text, f"the user's {modality} profile", self.dim)
         return profiles, ts
 
     def item_arrays(self) -> dict[str, np.ndarray]:

@@ -30,8 +30,10 @@ from models.user_state import UserState
 from models.vector_store import open_vector_store
 from streams.events import ItemChanges, ItemRecord
 from streams.metrics import WorkerMetrics
+from streams.records import Rejected
 from streams.replica import ItemSideReplica, snapshot_path
 from streams.settings import Settings
+from tests.unit.interaction_handler import Handler
 
 DIM = 8
 ITEMS = [f"i{n}" for n in range(6)]
@@ -195,6 +197,9 @@ def test_a_crafted_change_is_skipped_whole_and_the_records_around_it_applied(
         {"cf": [math.nan] * 32},
         {"cf": {"a": 1}},
         {"cf": [10**400] * 32},
+        # Finite, but adopted it overflowed the item side and every list from it was empty.
+        {"cf": pack(np.full(32, -1e300), "cf")},
+        {"content": [pack(np.full(DIM, 1e300), "content"), 1.7e9]},
     ],
 )
 def test_a_crafted_user_step_is_never_kept_for_a_redo(tmp_path: Path, user_steps) -> None:
@@ -377,7 +382,8 @@ def test_items_read_while_the_disk_is_under_the_reserve_are_stored_once_it_is_no
         {"positions": {"0": -7}},  # a seek to it raised at every start
         {"logged_steps": [[0, 3, {"cf": [math.nan] * 32}]]},  # adopted by a redone event
         {"logged_steps": [[0, 3, "not steps"]]},
-        {"log_offsets": {"u": "x"}},
+        {"log_offsets": {"u": "x"}},  # by user alone, as an earlier version wrote them
+        {"log_offsets": [["u", 0, "x"]]},
     ],
 )
 def test_a_snapshot_with_crafted_bookkeeping_is_ignored_and_the_log_read_whole(
@@ -395,3 +401,67 @@ def test_a_snapshot_with_crafted_bookkeeping_is_ignored_and_the_log_read_whole(
     )
     assert restarted._load_snapshot({0: 20}) is None
     assert len(restarted.hybrid) == 0 and not restarted.logged_steps
+
+
+def test_a_user_s_changes_from_two_partitions_are_each_folded_once(tmp_path: Path) -> None:
+    """Keyless records, or partitions added, put one user's events on two partitions: the
+    later event, at a lower offset of the other partition, was answered but its changes
+    dropped by every replica (the last offset was kept per user, not per partition)."""
+    worker = HybridRecommender(content_dim=DIM, learned=True)
+    for item in ITEMS:
+        worker.add_item(item, item, np.ones(DIM))
+    state, records = UserState(), []
+    for n, (partition, offset) in enumerate([(1, 500), (0, 10)]):
+        changes = worker.learn_one("ann", state, f"e{n}", ITEMS[n], 1.0, 1.7e9 + n)
+        worker.apply(changes)
+        message = ItemChanges(
+            event_id=f"e{n}",
+            user_id="ann",
+            source_partition=partition,
+            source_offset=offset,
+            changes=changes,
+            user_steps=worker.item_dependent_steps(state),
+        )
+        records.append(message.model_dump_json().encode())
+    side = replica(tmp_path)
+    side.fold(item_records())
+    expected = item_side(side.hybrid)
+    side.fold(records)
+    assert item_side(side.hybrid)["items"]["i1"] != expected["items"]["i1"], "e1 folded"
+    expected = item_side(side.hybrid)
+    side.fold(records)  # re-sent after a restart: folded once
+    assert item_side(side.hybrid) == expected
+
+    extra = side._bookkeeping({0: 11, 1: 501})
+    item_snapshot.write(item_snapshot.capture(side.hybrid, extra), snapshot_path(side.settings))
+    restarted = ItemSideReplica(
+        side.settings,
+        HybridRecommender(content_dim=DIM, learned=True),
+        side.store,
+        WorkerMetrics(lag=dict),
+    )
+    assert restarted._load_snapshot({0: 20, 1: 600}) == {0: 11, 1: 501}
+    restarted.fold(records)
+    assert item_side(restarted.hybrid) == expected
+
+
+def test_changes_a_replica_would_refuse_are_not_applied_where_they_are_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker applied its own changes unchecked while every replica checks them: one
+    past the bounds (from state no check had refused) left it differing from the rest."""
+    handler = Handler(tmp_path)
+    hybrid = handler.handler.hybrid
+    learn_one = hybrid.learn_one
+
+    def past_the_bounds(*args: Any) -> Any:
+        changes = learn_one(*args)
+        changes["item-2"]["cf"]["db"] = 1e7
+        return changes
+
+    monkeypatch.setattr(hybrid, "learn_one", past_the_bounds)
+    before = hybrid.item_state("item-2")
+    with pytest.raises(Rejected) as refused:
+        handler.deliver(0, "e-0", "item-2")
+    assert refused.value.reason == "invalid-changes" and "1e+06" in refused.value.error
+    assert hybrid.item_state("item-2") == before and handler.sent == []

@@ -16,9 +16,11 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
+from models.hybrid import HybridRecommender
 from streams.admin import TopicLayoutError, check_changelog_kept, check_item_updates_kept
 from streams.app import PRODUCER_BATCH_BYTES, StreamrecApp
 from streams.bounds import (
@@ -29,7 +31,7 @@ from streams.bounds import (
     check_size,
 )
 from streams.encoding import build_item_encoder
-from streams.events import DeadLetter
+from streams.events import DeadLetter, ItemChanges
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
 from streams.records import Rejected
@@ -96,7 +98,10 @@ def test_an_event_whose_output_passes_its_topic_s_limit_is_refused_before_it_is_
     assert refused.value.reason == "output-oversized"
     assert what in refused.value.error and "max.message.bytes" in refused.value.error
     assert handler.users["ann"]["state"] == before["state"]  # nothing of it stored
-    assert len(handler.sent) == 2  # nor sent
+    # Nor sent, but for the item changes once they were applied here (before the list and
+    # the entry could be measured): every replica must fold what this one did.
+    applied_here = [] if topic == "topic_item_updates" else [settings.topic_item_updates]
+    assert [name for name, _ in handler.sent[2:]] == applied_here
 
 
 def test_a_dead_letter_is_cut_to_fit_a_small_dead_letters_topic() -> None:
@@ -226,3 +231,28 @@ def test_a_users_changelog_that_may_lose_users_state_is_refused_naming_the_fix(
         "entry",
         CHANGELOG_MIN_MESSAGE_BYTES,
     )
+
+
+def test_an_event_refused_after_its_changes_were_applied_here_leaves_replicas_equal(
+    tmp_path: Path,
+) -> None:
+    """A list too large for its topic is found after the event's changes were applied to
+    this worker's item side: they were neither undone nor sent, so this replica differed
+    from every other one for good."""
+    handler = Handler(tmp_path)
+    settings = handler.settings
+    handler.deliver(0, "e-0", "item-1")
+    handler.handler.outbox.topic_limits[settings.topic_recommendations] = 300  # no list fits
+    with pytest.raises(Rejected, match="the list"):
+        handler.deliver(1, "e-1", "item-2")
+    peer = HybridRecommender(content_dim=8)
+    rng = np.random.default_rng(0)
+    for n in range(6):
+        peer.add_item(f"item-{n}", f"Item {n}", rng.normal(size=8))
+    for name, value in handler.sent:
+        if name == settings.topic_item_updates:
+            peer.apply(ItemChanges.model_validate_json(value).changes)
+    items = [f"item-{n}" for n in range(6)]
+    here = handler.handler.hybrid
+    assert [peer.item_state(i) for i in items] == [here.item_state(i) for i in items]
+    assert here.item_state("item-2")["engagements"] == 1

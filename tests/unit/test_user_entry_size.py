@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from streams.bounds import RECORD_OVERHEAD_BYTES
 from streams.delivery_book import MAX_POSITIONS
-from streams.events import DeadLetter, Recommendations
+from streams.events import MAX_TITLE_CHARS, DeadLetter, Recommendations
 from streams.user_entry import (
     EVENT_IDS_SHARE,
     POSITIONS_SHARE,
@@ -43,7 +43,7 @@ LIMIT = 1_000_000
 class Bot:
     """One user's clicks through the worker's interaction handler, dead letters kept."""
 
-    def __init__(self, data_dir: Path, items: list[str]) -> None:
+    def __init__(self, data_dir: Path, items: list[str], title: str = "t") -> None:
         self.h = Handler(data_dir)
         settings = self.h.settings
         self.h.handler.outbox.topics[settings.topic_dead_letters] = SentTo(
@@ -52,7 +52,7 @@ class Bot:
         self.h.handler.outbox.max_request_bytes = LIMIT
         rng = np.random.default_rng(3)
         for item in items:
-            self.h.handler.hybrid.add_item(item, "t", rng.normal(size=8))
+            self.h.handler.hybrid.add_item(item, title, rng.normal(size=8))
         self.offset = 0
 
     def click(self, event_id: str, item: str) -> list[tuple[str, bytes]]:
@@ -87,6 +87,25 @@ class Bot:
 def listed(sent: list[tuple[str, bytes]], topic: str) -> Recommendations:
     (value,) = [v for t, v in sent if t == topic]
     return Recommendations.model_validate_json(value)
+
+
+def test_the_longest_titles_and_ids_leave_the_lists_less_room_and_the_user_answered(
+    tmp_path: Path,
+) -> None:
+    """Titles and ids at their bounds, all emoji: the latest list, the pending changes and
+    the recent items took 480 kB beside the lists' shares, and from the 102nd click every
+    click of the user was refused, a plain one too. The shares now shrink instead."""
+    items = [EMOJI * 250 + f"{n:06d}" for n in range(200)]
+    bot = Bot(tmp_path, [*items, "plain"], title=EMOJI * MAX_TITLE_CHARS)
+    topic = bot.h.settings.topic_recommendations
+    largest = 0
+    for n, item in enumerate([*items, "plain"]):
+        sent = bot.click(EMOJI * 250 + f"{n:06d}", item)
+        assert listed(sent, topic).based_on_events == n + 1
+        largest = max(largest, bot.record_size())
+    assert largest <= LIMIT - RECORD_OVERHEAD_BYTES
+    assert not [v for t, v in bot.h.sent if t == bot.h.settings.topic_dead_letters]
+    assert bot.entry["state"]["history"]["seen"][-1] == "plain"
 
 
 @pytest.mark.parametrize(
