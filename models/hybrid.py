@@ -355,9 +355,7 @@ class HybridRecommender:
         assert self.learned is not None
         return np.stack([normalised_scores[name] for name in self.learned.sources])
 
-    def check_changes(
-        self, changes: ItemChanges, user_steps: Mapping[str, Any], now: float
-    ) -> None:
+    def check_changes(self, changes: ItemChanges, user_steps: Mapping[str, Any]) -> None:
         """Raise ``InvalidChange`` unless ``apply`` can take all of ``changes`` and
         ``adopt_steps`` all of ``user_steps``: what a record read from the log must pass
         before any of it is applied (``models/sources/changes.py``). Sources this
@@ -369,7 +367,7 @@ class HybridRecommender:
                 checked = self.learned if name == LearnedBlend.name else self.sources.get(name)
                 try:
                     if checked is not None:
-                        checked.check_change(change, now)
+                        checked.check_change(change)
                 except InvalidChange as error:
                     raise InvalidChange(f"item {item_id[:80]!r}, {name!r}: {error}") from None
         for name, value in user_steps.items():

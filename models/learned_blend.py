@@ -62,7 +62,15 @@ import numpy as np
 
 from models.packed import pack, unpack
 from models.sources.base import grown
-from models.sources.changes import InvalidChange, moment, number, only, vector
+from models.sources.changes import (
+    InvalidChange,
+    clipped,
+    learned_array,
+    moment,
+    number,
+    only,
+    vector,
+)
 from models.topk import kth_largest
 
 #: Bucket edges: a value v falls in bucket ``searchsorted(edges, v, side="right")``.
@@ -460,7 +468,7 @@ class LearnedBlend:
         weight = 1.0 + count[items] if self.draw_by_count else 1.0
         return -np.log(u) / weight
 
-    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+    def check_change(self, change: Mapping[str, Any]) -> None:
         """Raise ``InvalidChange`` unless ``apply`` and ``apply_item`` can take ``change``
         (read from the log: ``models/sources/changes.py``)."""
         only(change, {"step", "sources", "count", "at"})
@@ -491,9 +499,9 @@ class LearnedBlend:
                 raise InvalidChange(f"'step' holds {size} numbers, not whole sources' rows")
             vector(change, "step", size)
         if "count" in change:
-            if not number(change, "count", 0).is_integer():
+            if not number(change, "count", 0, 1).is_integer():  # one engagement a change
                 raise InvalidChange("'count' is not a whole number")
-            moment(change, "at", now)
+            moment(change, "at")
 
     def apply(self, change: Mapping[str, Any]) -> None:
         """The item side: add a ``step`` to the weights, each named source's row to that
@@ -512,6 +520,7 @@ class LearnedBlend:
             self.weights += step
         else:
             self.unplaced_steps += 1
+        clipped(self.weights)
 
     def engaged(self, ts: float) -> dict[str, Any]:
         """The change an engagement makes to its item's count and first engagement."""
@@ -527,7 +536,7 @@ class LearnedBlend:
         }
 
     def load_item_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        weights = np.asarray(arrays["weights"], dtype=np.float64)
+        weights = learned_array(np.asarray(arrays["weights"], dtype=np.float64), "blend weights")
         if weights.shape != self.weights.shape:
             raise ValueError(f"blend weights of shape {weights.shape}, not {self.weights.shape}")
         self.weights = weights.copy()

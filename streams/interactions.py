@@ -41,7 +41,7 @@ class LocalItemSide(Protocol):
     """What the handler needs of the item-side replica (``streams/replica.py``)."""
 
     #: The user steps of changes read from the log, by source (partition, offset).
-    logged_steps: MutableMapping[tuple[int, int], dict[str, Any]]
+    logged_steps: MutableMapping[tuple[int, int], tuple[str, dict[str, Any]]]
 
     def apply_local(self, message: ItemChanges) -> None: ...
 
@@ -191,7 +191,7 @@ class InteractionHandler:
                 or f"{changes.source_partition}:{changes.source_offset}" != at
             ):
                 raise ValueError(f"changes of another event ({changes.user_id!r})")
-            self.hybrid.check_changes(changes.changes, changes.user_steps, time.time())
+            self.hybrid.check_changes(changes.changes, changes.user_steps)
         except (ValueError, TypeError, LookupError, OverflowError) as error:
             log.error(
                 "user %s: stored changes at %s unreadable, not applied or re-sent: %s",
@@ -236,11 +236,11 @@ class InteractionHandler:
             raise Rejected(
                 "duplicate", f"event_id {interaction.event_id!r} was already applied; ignored"
             )
-        logged_step = self.item_side.logged_steps.pop((message.partition, offset), None)
-        if logged_step is not None:
+        logged = self.item_side.logged_steps.pop((message.partition, offset), None)
+        if logged is not None and logged[0] == user_id:
             # The event was processed before a crash that lost the user's new state but not
             # its item changes: those are applied; end where that step ended.
-            self.hybrid.adopt_steps(state, logged_step)
+            self.hybrid.adopt_steps(state, logged[1])
         try:  # the invariant at every state write: no NaN or infinity is ever stored
             update = ItemChanges(
                 event_id=interaction.event_id,
@@ -256,7 +256,7 @@ class InteractionHandler:
         except NonFiniteError as error:  # NonFiniteState, or a vector refused as it was packed
             raise Rejected("non-finite", str(error)) from None
         try:  # as every replica checks it: one that refuses what this one applies differs
-            self.hybrid.check_changes(changes, update.user_steps, time.time())
+            self.hybrid.check_changes(changes, update.user_steps)
         except InvalidChange as error:
             raise Rejected("invalid-changes", str(error)) from None
         key, s, check = user_id.encode(), self.settings, self.outbox.check

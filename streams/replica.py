@@ -94,10 +94,14 @@ class ItemSideReplica(Service):
         #: other partition dropped its changes on every replica.
         self.log_offsets: dict[tuple[str, int], int] = {}
         #: (source partition, offset) of changes applied locally, not yet read back.
-        self.applied_locally: set[tuple[int, int]] = set()
-        #: The user steps of the latest changes read from the log, by source (partition,
-        #: offset): a worker redoing one of those events after a crash adopts its step.
-        self.logged_steps: OrderedDict[tuple[int, int], dict[str, Any]] = OrderedDict()
+        #: With the user and event id they are of: another record at that position (a
+        #: crafted one, or a recreated topic's) is not taken for this worker's own.
+        self.applied_locally: dict[tuple[int, int], tuple[str, str]] = {}
+        #: The user and their steps of the latest changes read from the log, by source
+        #: (partition, offset): a worker redoing one of those events after a crash adopts
+        #: the step if the event is that user's (another one's, at an offset reused by a
+        #: recreated topic or named by a crafted record, must not take it).
+        self.logged_steps: OrderedDict[tuple[int, int], tuple[str, dict[str, Any]]] = OrderedDict()
         self.positions: dict[int, int] = {}
         self.end_offsets: dict[int, int] = {}
         #: Where the log ended when the worker started: caught up once read to there.
@@ -122,13 +126,12 @@ class ItemSideReplica(Service):
     def apply_local(self, message: ItemChanges) -> None:
         """Apply this worker's own interaction at once (the next ranking must see it),
         unless the log already brought it (a change re-sent after a restart)."""
-        key = (message.source_partition, message.source_offset)
-        if key in self.applied_locally or message.source_offset <= self.log_offsets.get(
-            (message.user_id, message.source_partition), -1
-        ):
+        key, mine = (message.source_partition, message.source_offset), _of(message)
+        folded = self.log_offsets.get((message.user_id, message.source_partition), -1)
+        if self.applied_locally.get(key) == mine or message.source_offset <= folded:
             return
         self.hybrid.apply(message.changes)
-        self.applied_locally.add(key)
+        self.applied_locally[key] = mine
 
     @property
     def behind(self) -> int:
@@ -300,8 +303,8 @@ class ItemSideReplica(Service):
             "topic": self.settings.topic_item_updates,
             "positions": {str(p): offset for p, offset in positions.items()},
             "log_offsets": [[user, p, offset] for (user, p), offset in self.log_offsets.items()],
-            "applied_locally": sorted(self.applied_locally),
-            "logged_steps": [[p, o, step] for (p, o), step in steps],
+            "applied_locally": [[p, o, *of] for (p, o), of in sorted(self.applied_locally.items())],
+            "logged_steps": [[p, o, user, step] for (p, o), (user, step) in steps],
         }
 
     def _load_snapshot(self, end_offsets: dict[int, int]) -> dict[int, int] | None:
@@ -338,12 +341,15 @@ class ItemSideReplica(Service):
             if not isinstance(extra["log_offsets"], list):  # by user alone: an earlier version
                 raise item_snapshot.SnapshotError("snapshot offsets not by source partition")
             log_offsets = {(str(u), int(p)): int(o) for u, p, o in extra["log_offsets"]}
-            applied_locally = {(int(p), int(o)) for p, o in extra["applied_locally"]}
+            applied_locally = {
+                (int(p), int(o)): (str(user), str(event))
+                for p, o, user, event in extra["applied_locally"]
+            }
             logged_steps = OrderedDict(
-                ((int(p), int(o)), step) for p, o, step in extra["logged_steps"]
+                ((int(p), int(o)), (str(u), step)) for p, o, u, step in extra["logged_steps"]
             )
-            for step in logged_steps.values():  # adopted as they are by a redone event
-                self.hybrid.check_changes({}, step, time.time())
+            for _, step in logged_steps.values():  # adopted as they are by a redone event
+                self.hybrid.check_changes({}, step)
             item_snapshot.restore(self.hybrid, snapshot)
         except Exception as error:  # any file this start cannot use: a rebuild, not a crash
             log.warning(
@@ -438,7 +444,8 @@ class ItemSideReplica(Service):
         last = (message.user_id, message.source_partition)
         if message.source_offset <= self.log_offsets.get(last, -1):
             return  # re-sent after a restart: already folded
-        local = key in self.applied_locally  # this worker's own: checked as it was made
+        # This worker's own: checked as it was made.
+        local = self.applied_locally.get(key) == _of(message)
         if (not local or key in self._restored_locally) and not self._acceptable(message):
             return
         self.log_offsets[last] = message.source_offset
@@ -446,14 +453,14 @@ class ItemSideReplica(Service):
         # would go unchecked into its snapshots).
         steps = {n: step for n, step in message.user_steps.items() if n in self.hybrid.sources}
         if local:
-            self.applied_locally.discard(key)
+            del self.applied_locally[key]
             if key in self._restored_locally:
                 # Applied before the snapshot by the previous run of this worker: a crash
                 # may make this one redo the event.
                 self._restored_locally.discard(key)
-                self.logged_steps[key] = steps
+                self.logged_steps[key] = (message.user_id, steps)
             return
-        self.logged_steps[key] = steps
+        self.logged_steps[key] = (message.user_id, steps)
         while len(self.logged_steps) > MAX_LOGGED_STEPS:
             self.logged_steps.popitem(last=False)
         self.hybrid.apply(message.changes)
@@ -463,7 +470,7 @@ class ItemSideReplica(Service):
         """Whether a record's changes can be applied whole; if not, it is skipped, said
         and counted, before it touches anything (``models/sources/changes.py``)."""
         try:
-            self.hybrid.check_changes(message.changes, message.user_steps, time.time())
+            self.hybrid.check_changes(message.changes, message.user_steps)
         except InvalidChange as error:
             self._skip(f"the changes of event {message.event_id!r}: {error}")
             return False
@@ -546,3 +553,8 @@ class ItemSideReplica(Service):
             )
             self.items_at_catch_up = len(self.hybrid)
             self.caught_up.set()
+
+
+def _of(message: ItemChanges) -> tuple[str, str]:
+    """Whose changes a record holds: its user and event."""
+    return message.user_id, message.event_id

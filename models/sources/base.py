@@ -224,9 +224,9 @@ class Source(ABC):
         for item, change in changes:
             self.apply(item, change)
 
-    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+    def check_change(self, change: Mapping[str, Any]) -> None:
         """Raise ``InvalidChange`` unless ``apply`` can take ``change`` whole (a change
-        read from the log: ``models/sources/changes.py``); ``now``: the reader's clock."""
+        read from the log: ``models/sources/changes.py``)."""
         raise InvalidChange(f"the {self.name!r} source makes no item changes")
 
     def dump_user(self, value: Any) -> Any:

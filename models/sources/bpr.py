@@ -27,7 +27,16 @@ from river.optim import SGD
 
 from models.packed import pack, unpack
 from models.sources.base import ItemDelta, Source, UserHistory, grown
-from models.sources.changes import moment, number, only, user_vector, vector
+from models.sources.changes import (
+    MAX_LEARNED,
+    clipped,
+    learned_array,
+    moment,
+    number,
+    only,
+    user_vector,
+    vector,
+)
 
 _MIX = 1_000_003
 _MASK = (1 << 64) - 1
@@ -128,6 +137,7 @@ class OnlineBPR(Source):
         for i in q:
             self.items[i] += q[i] - self.items[i]
             self.bias[i] += b[i] - float(self.bias[i])
+            self._clip(i)
         if weight > 0:
             self._count_positive(item, 1.0, (ts, zlib.crc32(user.encode())))
 
@@ -177,25 +187,30 @@ class OnlineBPR(Source):
                 b[item] -= rate * (-g + r * b[item])
                 b[other] -= rate * (g + r * b[other])
                 p = step(p, r * p - g * difference)
-        history.own[self.name] = p
+        history.own[self.name] = clipped(p)
         history.own[self._last_step] = max(ts, history.own.get(self._last_step, ts))
         return q, b
 
-    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+    def check_change(self, change: Mapping[str, Any]) -> None:
         only(change, {"dq", "db", "positive", "at", "by"})
         vector(change, "dq", self.factors)
         number(change, "db")
         if change.get("positive"):
-            number(change, "positive")
-            moment(change, "at", now)
+            number(change, "positive", 0, 1)  # a count: each positive event adds 1
+            moment(change, "at")
             number(change, "by", 0, 2**32 - 1)
 
     def apply(self, item: int, change: dict[str, Any]) -> None:
         self._ensure_item(item)
         self.items[item] += unpack(change["dq"], "a cf change's 'dq'")
         self.bias[item] += change["db"]
+        self._clip(item)
         if change.get("positive"):
             self._count_positive(item, change["positive"], (change["at"], change["by"]))
+
+    def _clip(self, item: int) -> None:
+        clipped(self.items[item])
+        self.bias[item] = min(max(float(self.bias[item]), -MAX_LEARNED), MAX_LEARNED)
 
     def _count_positive(self, item: int, positive: float, first: tuple[float, int]) -> None:
         known = item in self._first_positive
@@ -235,10 +250,11 @@ class OnlineBPR(Source):
         }
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        items = np.asarray(arrays["items"], dtype=np.float64)
+        items = learned_array(np.asarray(arrays["items"], dtype=np.float64), "CF factors")
         if items.shape[1:] != (self.factors,):
             raise ValueError(f"CF factors of {items.shape[1:]}, not ({self.factors},)")
-        self.items, self.bias = items.copy(), np.asarray(arrays["bias"], dtype=np.float64).copy()
+        bias = learned_array(np.asarray(arrays["bias"], dtype=np.float64), "CF biases")
+        self.items, self.bias = items.copy(), bias.copy()
         self._first_positive = {
             int(i): (float(ts), int(by))
             for i, ts, by in zip(

@@ -25,8 +25,18 @@ from models.packed import unpack
 
 #: The largest magnitude of a number added to item state by one change.
 MAX_DELTA = 1e6
-#: How far past ``now`` a change's time may be (the interactions' own clock-skew bound).
-MAX_FUTURE_S = 86_400.0
+#: The largest magnitude a learned number may reach where changes add up (CF factors
+#: and biases, a user's CF factor, the learned blend's weights); genuine ones stay within
+#: about 10. Each change is bounded, but their sums were not: 40 crafted records, each
+#: within bounds, took an item's CF factor to 4e7, and every click whose step read it
+#: made changes past ``MAX_DELTA``, so was refused. Sums are clipped where they are
+#: added, the same way on every replica and in the replay.
+MAX_LEARNED = 1e3
+#: The latest time a change may carry (2100-01-01). A bound relative to the reader's clock
+#: (a day ahead) made a record's fate depend on when it was read: refused by every replica
+#: of the day, applied by one that read the log days later, which then differed for good.
+#: An interaction's own time is held to a day ahead where it enters (``Interaction``).
+LATEST_MOMENT = 4_102_444_800.0
 #: The longest item id, and the most ids one change may name (a worker names at most
 #: the user's recent window).
 MAX_ID_CHARS = 256
@@ -66,9 +76,9 @@ def clip_number(value: float) -> str:
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
 
 
-def moment(change: Mapping[str, Any], key: str, now: float) -> float:
-    """A time in seconds since the epoch, at most ``MAX_FUTURE_S`` past ``now``."""
-    return number(change, key, 0.0, now + MAX_FUTURE_S)
+def moment(change: Mapping[str, Any], key: str) -> float:
+    """A time in seconds since the epoch, at most ``LATEST_MOMENT``."""
+    return number(change, key, 0.0, LATEST_MOMENT)
 
 
 def vector(change: Mapping[str, Any], key: str, size: int) -> np.ndarray:
@@ -81,6 +91,23 @@ def vector(change: Mapping[str, Any], key: str, size: int) -> np.ndarray:
         raise InvalidChange(f"{key!r} holds {values.size} numbers, not {size}")
     if np.abs(values).max(initial=0.0) > MAX_DELTA:
         raise InvalidChange(f"{key!r} holds a number past {MAX_DELTA:g}")
+    return values
+
+
+def clipped(values: np.ndarray) -> np.ndarray:
+    """``values`` clipped in place to ``MAX_LEARNED`` in magnitude.
+
+    >>> clipped(np.array([2e3, -5.0, -1e9]))
+    array([ 1000.,    -5., -1000.])
+    """
+    return np.clip(values, -MAX_LEARNED, MAX_LEARNED, out=values)
+
+
+def learned_array(values: np.ndarray, what: str) -> np.ndarray:
+    """``values`` read from a snapshot, if each is within ``MAX_LEARNED`` (as every sum is
+    kept); else a ValueError naming ``what``."""
+    if not np.all(np.abs(values) <= MAX_LEARNED):
+        raise ValueError(f"{what} holds a number past {MAX_LEARNED:g} or not finite")
     return values
 
 

@@ -232,7 +232,7 @@ class ItemSideEASE(Source):
         if self.events % self.refit_every == 0:
             self.refit()
 
-    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+    def check_change(self, change: Mapping[str, Any]) -> None:
         raise InvalidChange("the 'ease' source makes no item changes: it reads item-item's")
 
     # -- scoring -----------------------------------------------------------------------

@@ -320,7 +320,7 @@ class ItemItemCosine(Source):
             self._count(max(items), 0.0)  # the arrays cover every row, as ``apply`` grows them
             self.co.add_to_each(items, neighbour)
 
-    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+    def check_change(self, change: Mapping[str, Any]) -> None:
         only(change, {"count", "co"})
         if "count" in change:
             number(change, "count", 0.0)

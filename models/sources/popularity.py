@@ -42,7 +42,7 @@ class Popularity(Source):
         self.counts = grown(self.counts, item + 1)
         self.counts[item] += change["count"]
 
-    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+    def check_change(self, change: Mapping[str, Any]) -> None:
         only(change, {"count"})
         number(change, "count")
 
@@ -100,9 +100,9 @@ class DecayedPopularity(Source):
     ) -> list[ItemDelta]:
         return [(item, {"at": ts})]
 
-    def check_change(self, change: Mapping[str, Any], now: float) -> None:
+    def check_change(self, change: Mapping[str, Any]) -> None:
         only(change, {"at"})
-        moment(change, "at", now)
+        moment(change, "at")
 
     def apply(self, item: int, change: dict[str, Any]) -> None:
         if len(self.log_mass) <= item:

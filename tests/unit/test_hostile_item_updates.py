@@ -26,6 +26,7 @@ from models import item_snapshot
 from models.hybrid import HybridRecommender
 from models.learned_blend import PER_SOURCE
 from models.packed import FLOAT32, pack
+from models.sources.changes import MAX_LEARNED
 from models.user_state import UserState
 from models.vector_store import open_vector_store
 from streams.events import ItemChanges, ItemRecord
@@ -205,7 +206,8 @@ def test_a_crafted_change_is_skipped_whole_and_the_records_around_it_applied(
 def test_a_crafted_user_step_is_never_kept_for_a_redo(tmp_path: Path, user_steps) -> None:
     mixed, _ = fold_between(tmp_path, [crafted({}, user_steps)])
     assert mixed.metrics.dead_letters["item-update"] == 1
-    assert all(key[1] != 0 or steps != user_steps for key, steps in mixed.logged_steps.items())
+    kept = mixed.logged_steps.items()
+    assert all(key[1] != 0 or steps != user_steps for key, (_, steps) in kept)
 
 
 def _crafted(values: np.ndarray) -> str:
@@ -282,7 +284,7 @@ def test_arbitrary_changes_never_crash_the_fold_or_reach_the_item_side_unchecked
 def test_the_steps_of_a_source_this_worker_does_not_run_are_not_kept(tmp_path: Path) -> None:
     """Never checked (no such source here), they went as they were into the snapshot."""
     mixed, _ = fold_between(tmp_path, [crafted({}, {"bogus": [math.nan]})])
-    assert all("bogus" not in steps for steps in mixed.logged_steps.values())
+    assert all("bogus" not in steps for _, steps in mixed.logged_steps.values())
     mixed.caught_up.set()
     snapshot = item_snapshot.capture(mixed.hybrid, mixed._bookkeeping(mixed.positions))
     json.dumps(snapshot.header, allow_nan=False)
@@ -380,8 +382,9 @@ def test_items_read_while_the_disk_is_under_the_reserve_are_stored_once_it_is_no
     "bookkeeping",
     [
         {"positions": {"0": -7}},  # a seek to it raised at every start
-        {"logged_steps": [[0, 3, {"cf": [math.nan] * 32}]]},  # adopted by a redone event
-        {"logged_steps": [[0, 3, "not steps"]]},
+        {"logged_steps": [[0, 3, "ann", {"cf": [math.nan] * 32}]]},  # adopted by a redo
+        {"logged_steps": [[0, 3, "ann", "not steps"]]},
+        {"logged_steps": [[0, 3, {"cf": [0.0] * 32}]]},  # no user: an earlier version
         {"log_offsets": {"u": "x"}},  # by user alone, as an earlier version wrote them
         {"log_offsets": [["u", 0, "x"]]},
     ],
@@ -465,3 +468,98 @@ def test_changes_a_replica_would_refuse_are_not_applied_where_they_are_made(
         handler.deliver(0, "e-0", "item-2")
     assert refused.value.reason == "invalid-changes" and "1e+06" in refused.value.error
     assert hybrid.item_state("item-2") == before and handler.sent == []
+
+
+@pytest.mark.parametrize("logged_for, adopted", [("ann", True), ("bob", False)])
+def test_a_logged_step_is_adopted_by_a_redo_of_its_own_user_s_event_only(
+    tmp_path: Path, logged_for: str, adopted: bool
+) -> None:
+    """A step is found by its event's position: another user's event at that offset (a
+    recreated topic's, or one a crafted record names) took it as its own."""
+    handler = Handler(tmp_path)
+    step = {"cf": pack(np.full(32, 0.25), "cf")}
+    handler.handler.item_side.logged_steps[(0, 0)] = (logged_for, step)
+    handler.deliver(0, "e-0", "item-1")  # ann's event at (0, 0)
+    assert (handler.users["ann"]["state"]["history"]["own"]["cf"] == step["cf"]) is adopted
+    assert (0, 0) not in handler.handler.item_side.logged_steps
+
+
+def test_changes_each_within_bounds_never_add_up_past_them(tmp_path: Path) -> None:
+    """Each change is bounded, their sums were not: 40 crafted records took an item's CF
+    factor to 4e7 and the blend's weights to 1e11, and then every click whose step read
+    them made changes past the bound, so each was refused, for good."""
+    side = replica(tmp_path)
+    side.fold(item_records())
+    assert side.hybrid.learned is not None
+    sources = list(side.hybrid.learned.sources)
+    size = len(sources) * PER_SOURCE
+    huge = {
+        "i0": {
+            "cf": {"dq": pack(np.full(32, 1e6), "dq"), "db": 1e6},
+            "blend": {"step": pack(np.full(size, -1e6), "step"), "sources": sources},
+        }
+    }
+    side.fold([crafted(huge)] * 40)
+    assert side.metrics.dead_letters["item-update"] == 0, "each within bounds"
+    assert np.abs(side.hybrid.cf.items).max() <= MAX_LEARNED
+    assert np.abs(side.hybrid.cf.bias).max() <= MAX_LEARNED
+    assert np.abs(side.hybrid.learned.weights).max() <= MAX_LEARNED
+    state = UserState()
+    for n, item in enumerate(ITEMS):  # clicks that read the item: their changes are usable
+        changes = side.hybrid.learn_one("ann", state, f"e{n}", item, 1.0, 1.7e9 + n)
+        side.hybrid.check_changes(changes, side.hybrid.item_dependent_steps(state))
+        side.hybrid.apply(changes)
+    assert all_finite(side.hybrid)
+
+
+def test_a_cf_change_counts_one_positive_event_at_most(tmp_path: Path) -> None:
+    """A crafted count of 1e6 made one item the negative of nearly every click's step."""
+    mixed, clean = fold_between(
+        tmp_path,
+        [
+            crafted(
+                {"i0": {"cf": {"dq": [0.0] * 32, "db": 0.0, "positive": 1e6, "at": 1.7e9, "by": 1}}}
+            )
+        ],
+    )
+    assert mixed.metrics.dead_letters["item-update"] == 1
+    assert item_side(mixed.hybrid) == item_side(clean.hybrid)
+
+
+def test_a_record_at_a_position_of_this_worker_s_own_is_not_taken_for_it(tmp_path: Path) -> None:
+    """Changes applied where they were made are known by their position: a record of
+    another user at that position, read first, was skipped as this worker's own, and its
+    own applied a second time when it came back; every other replica applied each once."""
+    own, other = genuine_changes(2)
+    origin, peer = replica(tmp_path / "origin"), replica(tmp_path / "peer")
+    for side in (origin, peer):
+        side.fold(item_records())
+    origin.apply_local(ItemChanges.model_validate_json(own))
+    forged = ItemChanges.model_validate_json(other).model_copy(
+        update={"source_offset": 0, "event_id": "forged"}
+    )
+    assert ItemChanges.model_validate_json(own).source_offset == 0
+    for side in (origin, peer):
+        side.fold([forged.model_dump_json().encode(), own])
+    assert item_side(origin.hybrid) == item_side(peer.hybrid)
+    assert not origin.applied_locally
+
+
+def test_whether_a_change_is_applied_does_not_depend_on_when_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time was bounded to a day past the reader's clock: a record two days ahead was
+    refused by the replicas of the day and applied by one reading the log days later."""
+    import time
+
+    ahead = time.time() + 2 * 86_400
+    after_2100 = {**json.loads(crafted({"i1": {"trending": {"at": 4.2e9}}})), "source_offset": 1}
+    records = [crafted({"i0": {"trending": {"at": ahead}}}), json.dumps(after_2100).encode()]
+    sides = []
+    for days_later in (0, 3):
+        monkeypatch.setattr(time, "time", lambda d=days_later: ahead - 2 * 86_400 + d * 86_400)
+        side = replica(tmp_path / str(days_later))
+        side.fold([*item_records(), *records])
+        sides.append(side)
+    assert [side.metrics.dead_letters["item-update"] for side in sides] == [1, 1]
+    assert item_side(sides[0].hybrid) == item_side(sides[1].hybrid)

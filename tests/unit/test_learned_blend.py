@@ -164,7 +164,7 @@ def test_a_worker_blending_other_sources_keeps_every_change_of_the_log(weights) 
     other = HybridRecommender(weights, content_dim=4, learned=True)
     _catalog(other)
     for changes in sent:
-        other.check_changes(changes, {}, now=200.0)
+        other.check_changes(changes, {})
         other.apply(changes)
     assert learner.learned is not None and other.learned is not None
     np.testing.assert_array_equal(learner.learned.counts, other.learned.counts)
@@ -206,7 +206,7 @@ def test_a_step_that_names_no_sources_is_applied_where_it_fits_and_counted_where
     for hybrid in (same, fewer):
         _catalog(hybrid)
         for changes in unnamed:
-            hybrid.check_changes(changes, {}, now=200.0)
+            hybrid.check_changes(changes, {})
             hybrid.apply(changes)
     assert learner.learned is not None and same.learned is not None and fewer.learned is not None
     np.testing.assert_allclose(same.learned.weights, learner.learned.weights, atol=1e-12)
