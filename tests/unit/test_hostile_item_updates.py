@@ -378,6 +378,18 @@ def test_items_read_while_the_disk_is_under_the_reserve_are_stored_once_it_is_no
     assert sorted(side.store.get(ITEMS)) == ITEMS
 
 
+def snapshot_and_restart(side: ItemSideReplica, extra: dict[str, Any]) -> ItemSideReplica:
+    """A snapshot of ``side`` with ``extra`` as its bookkeeping, and a replica of a
+    restarted worker on the same store, its snapshot not yet loaded."""
+    item_snapshot.write(item_snapshot.capture(side.hybrid, extra), snapshot_path(side.settings))
+    return ItemSideReplica(
+        side.settings,
+        HybridRecommender(content_dim=DIM, learned=True),
+        side.store,
+        WorkerMetrics(lag=dict),
+    )
+
+
 @pytest.mark.parametrize(
     "bookkeeping",
     [
@@ -394,14 +406,7 @@ def test_a_snapshot_with_crafted_bookkeeping_is_ignored_and_the_log_read_whole(
 ) -> None:
     side = replica(tmp_path)
     side.fold([*item_records(), *genuine_changes(6)])
-    extra = {**side._bookkeeping({0: 12}), **bookkeeping}
-    item_snapshot.write(item_snapshot.capture(side.hybrid, extra), snapshot_path(side.settings))
-    restarted = ItemSideReplica(
-        side.settings,
-        HybridRecommender(content_dim=DIM, learned=True),
-        side.store,
-        WorkerMetrics(lag=dict),
-    )
+    restarted = snapshot_and_restart(side, {**side._bookkeeping({0: 12}), **bookkeeping})
     assert restarted._load_snapshot({0: 20}) is None
     assert len(restarted.hybrid) == 0 and not restarted.logged_steps
 
@@ -435,14 +440,7 @@ def test_a_user_s_changes_from_two_partitions_are_each_folded_once(tmp_path: Pat
     side.fold(records)  # re-sent after a restart: folded once
     assert item_side(side.hybrid) == expected
 
-    extra = side._bookkeeping({0: 11, 1: 501})
-    item_snapshot.write(item_snapshot.capture(side.hybrid, extra), snapshot_path(side.settings))
-    restarted = ItemSideReplica(
-        side.settings,
-        HybridRecommender(content_dim=DIM, learned=True),
-        side.store,
-        WorkerMetrics(lag=dict),
-    )
+    restarted = snapshot_and_restart(side, side._bookkeeping({0: 11, 1: 501}))
     assert restarted._load_snapshot({0: 20, 1: 600}) == {0: 11, 1: 501}
     restarted.fold(records)
     assert item_side(restarted.hybrid) == expected
