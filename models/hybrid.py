@@ -175,9 +175,11 @@ class HybridRecommender:
         self.candidates: CandidateStage | None = None
         #: Items whose CF vector changed since the last ``publish_cf``.
         self._cf_changed: set[int] = set()
-        #: Items given to ``add_item``, so held by the store (the others are only known
-        #: from engagements: their record is still on its way).
-        self._recorded: set[int] = set()
+        #: By index, whether the item was given to ``add_item`` (uploaded, so held by the
+        #: store). The others are known only from item changes, whose record is still on
+        #: its way or never comes (a crafted record named 95,000 such ids): they are
+        #: neither ranked nor clicked until uploaded.
+        self.uploaded = np.zeros(0, dtype=bool)
         self._item_keys = np.zeros(0, dtype=np.uint64)
 
     def use_store(
@@ -213,7 +215,7 @@ class HybridRecommender:
         if self.candidates is None or not self._cf_changed:
             return 0
         ids = self.catalog.ids
-        stored = self._cf_changed & self._recorded
+        stored = {i for i in self._cf_changed if self.uploaded[i]}
         self.candidates.store.set_vectors({ids[i]: {CF: self.cf.item_vector(i)} for i in stored})
         self._cf_changed -= stored
         return len(stored)
@@ -228,6 +230,7 @@ class HybridRecommender:
             # The learned blend draws negatives by item id, not by local index.
             self._item_keys = grown(self._item_keys, index + 1)
             self._item_keys[index] = zlib.crc32(item_id.encode())
+            self.uploaded = grown(self.uploaded, index + 1)
         return index
 
     def add_item(
@@ -240,7 +243,7 @@ class HybridRecommender:
         """Add an item, or replace its title, content vector and modality vectors (each
         modality's own embedding, as the encoders gave it)."""
         index = self._index(item_id)
-        self._recorded.add(index)
+        self.uploaded[index] = True
         self.titles[index] = title
         if vector is not None:
             self.content.set_vector(index, vector)
@@ -251,7 +254,9 @@ class HybridRecommender:
         """The recently active users whose content profile fits the item best (at most
         ``limit``): whom to send a refreshed list when the item is new."""
         index = self.catalog.index(item_id)
-        if CONTENT not in self.sources or index >= self.content.n_vectors:
+        if CONTENT not in self.sources or not self.uploaded[index]:
+            return []  # an item known only from item changes: no content to match
+        if index >= self.content.n_vectors:
             return []
         vector = self.content.vectors[index]
         return [user for user, _ in self.content.closest_users(vector, limit)]
@@ -269,6 +274,10 @@ class HybridRecommender:
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.catalog
+
+    def knows(self, item_id: str) -> bool:
+        """Whether the item was uploaded: what may be clicked and ranked."""
+        return item_id in self.catalog and bool(self.uploaded[self.catalog.index(item_id)])
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -301,7 +310,7 @@ class HybridRecommender:
 
         Raises UnknownItemError, leaving the state unchanged, when the item is unknown.
         """
-        if item_id not in self.catalog:
+        if not self.knows(item_id):
             raise UnknownItemError(item_id)
         if not state.remember_event(event_id):
             return None
@@ -333,7 +342,7 @@ class HybridRecommender:
         if self.candidates is not None and self.candidates.applies(n_items):
             # At scale, the candidates of the list the user had, and the clicked item.
             served = self.candidates.last_served(self.sources, self.catalog, user_id, history, ts)
-            items = np.union1d(served, [item]).astype(np.int64)
+            items = np.union1d(served[self.uploaded[served]], [item]).astype(np.int64)
             sources = self.sources.items()
             scores = {n: s.score_items(user_id, history, items, ts) for n, s in sources}
             candidates = np.ones(len(items), dtype=bool)
@@ -343,7 +352,7 @@ class HybridRecommender:
         else:
             items = np.arange(n_items)
             scores = {n: s.score(user_id, history, n_items, ts) for n, s in self.sources.items()}
-            candidates = unseen(n_items, history.seen)
+            candidates = unseen(n_items, history.seen) & self.uploaded[:n_items]
             clicked = item
             context = self.learned.catalog_context(history.events, n_items, ts)
         rows = self._rows(normalise_all(scores, candidates))
@@ -407,7 +416,7 @@ class HybridRecommender:
         if self.candidates is not None and self.candidates.applies(n_items):
             return self._recommend_candidates(user_id, state, k, now)
         scores = {name: s.score(user_id, history, n_items, now) for name, s in self.sources.items()}
-        candidates = unseen(n_items, history.seen)
+        candidates = unseen(n_items, history.seen) & self.uploaded[:n_items]
         normalised_scores = normalise_all(scores, candidates)
         if self.learned is not None:
             ranked = self._rank_learned(normalised_scores, candidates, None, history.events, now, k)
@@ -445,6 +454,7 @@ class HybridRecommender:
         assert self.candidates is not None
         history = state.history
         items = self.candidates.retrieve(self.sources, self.catalog, user_id, history, now)
+        items = items[self.uploaded[items]]
         scores = {n: s.score_items(user_id, history, items, now) for n, s in self.sources.items()}
         everyone = np.ones(len(items), dtype=bool)
         normalised_scores = normalise_all(scores, everyone)

@@ -71,7 +71,7 @@ def capture(
             arrays[f"learned/{key}"] = value
     # The hybrid's own item bookkeeping: which items the store holds, which CF vectors
     # are still to be published to it.
-    arrays["recorded"] = np.fromiter(hybrid._recorded, dtype=np.int64)
+    arrays["recorded"] = np.flatnonzero(hybrid.uploaded[: len(hybrid)]).astype(np.int64)
     arrays["cf_changed"] = np.fromiter(hybrid._cf_changed, dtype=np.int64)
     header = {
         "format": FORMAT_VERSION,
@@ -170,7 +170,7 @@ def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
         hybrid.learned.load_item_arrays(learned)
     for item_id, title in zip(ids, titles, strict=True):
         hybrid.titles[hybrid._index(item_id)] = title
-    hybrid._recorded.update(int(i) for i in arrays["recorded"])
+    hybrid.uploaded[arrays["recorded"]] = True
     hybrid._cf_changed.update(int(i) for i in arrays["cf_changed"])
 
 
@@ -210,6 +210,7 @@ def _try_out(fresh: HybridRecommender, ids: list[str]) -> None:
         fresh._index(item_id)
     if not ids:
         return
+    fresh.uploaded[: len(ids)] = True  # a throwaway copy: its extremes may be clicked
     now = time.time()
     state = UserState()
     fresh.recommend("snapshot-check", state, 10, now)

@@ -461,7 +461,7 @@ class StreamrecApp:
         return listed
 
     def knows_item(self, item_id: str) -> bool:
-        return item_id in self.hybrid
+        return self.hybrid.knows(item_id)
 
     async def submit(self, interaction: Interaction) -> None:
         await self.interactions_topic.send(
