@@ -15,6 +15,7 @@ none), never half of the new one, and the rename itself survives a power cut.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -42,3 +43,28 @@ def read_failure(error: BaseException) -> str:
     """What reading a damaged file raised, as one line of at most about 250 characters
     (numpy's and torch's messages run over several lines)."""
     return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+
+
+def set_aside(path: Path) -> Path:
+    """Move ``path``, a file or a directory, to ``<name>.unreadable`` (kept for a
+    post-mortem) and return that path. Whatever was set aside there before goes first,
+    file or directory alike: removing only a directory left a file in the way, and the
+    rename then failed at every start.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> (folder / "db").write_text("a file first")
+    12
+    >>> set_aside(folder / "db").name
+    'db.unreadable'
+    >>> (folder / "db").mkdir()
+    >>> set_aside(folder / "db").is_dir()
+    True
+    """
+    aside = path.with_name(path.name + ".unreadable")
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    elif aside.exists() or aside.is_symlink():
+        aside.unlink()
+    os.replace(path, aside)
+    return aside

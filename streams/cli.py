@@ -968,13 +968,14 @@ def load(
     settings = _kafka_settings()
     try:
         data = load_dataset(dataset)
+        # Checked before anything is sent: they are sent, or encoded for the reference.
+        uploads = _dataset_uploads(data, dataset) if upload_items or evaluate_served else []
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     if evaluate_served:
         writable_directory(out)  # before anything is sent, not after the run
     worker = WorkerProcess(settings, settings.data_dir / "load.log")
-    if upload_items and data.items:
-        uploads = _dataset_uploads(data)
+    if upload_items and uploads:
         send(
             settings,
             settings.topic_items,
@@ -1038,7 +1039,7 @@ def load(
     # No list came back (all dead-lettered): its latencies are null, not NaN.
     click.echo(report_json({"bench": "load", "dataset": data.name, **figures}, indent=None))
     if lists is not None:
-        _evaluate_served(settings, data, events, lists, out, stages)
+        _evaluate_served(settings, data, uploads, events, lists, out, stages)
     if figures["dead_lettered"]:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(figures["dead_letter_reasons"].items()))
         click.echo(
@@ -1076,17 +1077,35 @@ def _fusion_refits(
     )
 
 
-def _dataset_uploads(data: Any) -> list[ItemUpload]:
-    """The dataset's items as the uploads the worker is sent (and the reference encodes)."""
-    return [
-        ItemUpload(item_id=i.item_id, title=i.title, text=i.text, tags=list(i.tags))
-        for i in data.items
-    ]
+def _dataset_uploads(data: Any, dataset: Path) -> list[ItemUpload]:
+    """The dataset's items as the uploads the worker is sent (and the reference encodes);
+    a ``ValueError`` naming the first item that is no upload (a title past its bound)."""
+    from pydantic import ValidationError
+
+    from streams.events import describe_validation_error
+    from streams.inspection import printable
+
+    uploads = []
+    for item in data.items:
+        try:
+            uploads.append(
+                ItemUpload(
+                    item_id=item.item_id, title=item.title, text=item.text, tags=list(item.tags)
+                )
+            )
+        except ValidationError as error:
+            problems = describe_validation_error(error).replace("(value): ", "")
+            raise ValueError(
+                f"{dataset}: item {printable(item.item_id, 80)!r} cannot be uploaded "
+                f"({printable(problems, 300)}): fix the item in the dataset"
+            ) from None
+    return uploads
 
 
 def _evaluate_served(
     settings: Settings,
     data: Any,
+    dataset_uploads: list[ItemUpload],
     events: list[dict[str, Any]],
     lists: dict,
     out: Path,
@@ -1100,7 +1119,7 @@ def _evaluate_served(
     staged = {u.item_id for uploads in stages.values() for u in uploads}
     # A file of interactions only: the items are the ones on the items topic (those
     # uploaded in stages are added at the same events as they were to the worker).
-    uploads = _dataset_uploads(data) if data.items else read_uploads(settings)
+    uploads = dataset_uploads or read_uploads(settings)
     uploads = [u for u in uploads if u.item_id not in staged]
     uploads += [u for stage in stages.values() for u in stage]
     click.echo(f"encoding {len(uploads):,} items for the in-process run ...", err=True)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from encoders.fusion import learned
 from encoders.multimodal import MultimodalEncoder
+from models.atomic_file import set_aside
 from models.hybrid import CF, CONTENT
 from models.vector_store import StoredItem, VectorStore
 from streams.encoding import modality_embeddings
@@ -84,12 +83,8 @@ class FusionRefitter:
         try:
             fusion.load(self.path)
         except FusionWeightsError as error:
-            aside = self.path.with_name(self.path.name + ".unreadable")
             try:
-                if aside.is_dir() and not aside.is_symlink():
-                    shutil.rmtree(aside)
-                os.replace(self.path, aside)
-                where = f"moved aside to {aside}"
+                where = f"moved aside to {set_aside(self.path)}"
             except OSError as move:
                 where = f"could not be moved aside ({move})"
             log.warning("%s; %s, starting from the average fusion", error, where)

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from models.atomic_file import set_aside
+
 log = logging.getLogger(__name__)
 
 #: What Faust's RocksDB store is given per partition: a bounded cache and write buffers
@@ -33,9 +35,13 @@ ROCKSDB_OPTIONS = {
 }
 
 #: Open read-only, checksums checked, every entry read. A RocksDB iterator stops at damage
-#: without raising (``items()`` just ends early): its ``status()`` raises it.
+#: without raising (``items()`` just ends early): its ``status()`` raises it. A read-only
+#: open takes no lock, so the lock file is looked at first.
 _READ_WHOLE = """
-import sys, rocksdict
+import os, sys, rocksdict
+lock = os.path.join(sys.argv[1], "LOCK")
+if os.path.lexists(lock) and not os.path.isfile(lock):  # a read-only open takes no lock
+    sys.exit("its LOCK is not a file: a read-write open cannot lock it")
 options = rocksdict.Options(raw_mode=True)
 options.set_paranoid_checks(True)
 db = rocksdict.Rdict(sys.argv[1], options=options, access_type=rocksdict.AccessType.read_only())
@@ -85,9 +91,7 @@ def set_aside_unreadable(tabledir: Path, table: str, timeout_s: float = 300.0) -
         why = unreadable(database, timeout_s)
         if why is None:
             continue
-        aside = database.with_name(database.name + ".unreadable")
-        shutil.rmtree(aside, ignore_errors=True)
-        database.rename(aside)
+        aside = set_aside(database)
         moved.append(database)
         log.warning(
             "the users table's database %s cannot be read (%s): moved to %s; the partition "

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from models.atomic_file import set_aside
 from models.vector_store.base import (
     Distance,
     Hit,
@@ -221,9 +222,7 @@ class EdgeVectorStore(VectorStore):
             self._shard.close()
             self._shard = None
         if self.path.exists():
-            aside = self.path.with_name(self.path.name + ".unreadable")
-            shutil.rmtree(aside, ignore_errors=True)
-            self.path.rename(aside)
+            set_aside(self.path)
         self._opening.unlink(missing_ok=True)
         self.start()
 

@@ -361,7 +361,7 @@ def test_the_pid_file_of_this_directory_s_broker_stops_it(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "damage",
-    ["current", "manifest cut", "table file garbled"],
+    ["current", "manifest cut", "table file garbled", "lock a directory", "set aside before"],
 )
 def test_a_users_database_that_cannot_be_read_whole_is_set_aside(
     tmp_path: Path, damage: str
@@ -383,11 +383,21 @@ def test_a_users_database_that_cannot_be_read_whole_is_set_aside(
     elif damage == "manifest cut":
         (manifest,) = damaged.glob("MANIFEST-*")
         manifest.write_bytes(manifest.read_bytes()[:20])
-    else:
+    elif damage == "table file garbled":
         for table in damaged.glob("*.sst"):
             data = bytearray(table.read_bytes())
             data[len(data) // 3 : len(data) // 3 + 256] = bytes(256)
             table.write_bytes(bytes(data))
+    elif damage == "lock a directory":
+        # A read-only open takes no lock: it passed, and Faust's read-write open then
+        # failed on every assignment of the partition.
+        (damaged / "LOCK").unlink(missing_ok=True)
+        (damaged / "LOCK").mkdir()
+    else:
+        # A file set aside at an earlier start under the same name: only a directory was
+        # removed before the rename, which then failed at every start.
+        (damaged / "CURRENT").write_text("MANIFEST-999999\n")
+        (tables / "users-1.db.unreadable").write_text("an earlier database, a file")
     assert unreadable(healthy, timeout_s=60) is None
     assert unreadable(damaged, timeout_s=60)
     assert set_aside_unreadable(tables, "users", timeout_s=60) == [damaged]
