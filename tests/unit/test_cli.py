@@ -276,3 +276,28 @@ def test_options_out_of_range_are_usage_errors_naming_the_option(
     assert result.exit_code == 2, result.output
     assert "Invalid value for" in result.output and option in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("movies", "says"),
+    [
+        ("1," + "T" * 1001 + ",Drama", "title: String should have at most 1000 characters"),
+        ("1,,", "empty item"),
+    ],
+    ids=["title-too-long", "no-title-no-genres"],
+)
+def test_load_refuses_a_dataset_item_that_is_no_upload_before_sending_anything(
+    tmp_path: Path, sent: Sent, movies: str, says: str
+) -> None:
+    """``load --upload-items`` built each upload unchecked: pydantic's traceback."""
+    (tmp_path / "movies.csv").write_text(f"movieId,title,genres\n{movies}\n2,Fine,Drama\n")
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n1,1,4,881250949\n")
+    result = CliRunner().invoke(
+        main,
+        ["load", str(ratings), "--upload-items", "--limit", "1"],
+        env={"STREAMREC_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert result.exit_code == 1 and sent == [], result.output
+    assert result.output.startswith(f"Error: {ratings}: item '1' cannot be uploaded (")
+    assert says in result.output and result.output.count("\n") == 1

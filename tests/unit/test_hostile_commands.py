@@ -153,47 +153,6 @@ def test_a_bad_line_of_an_items_file_is_one_line_naming_the_file_and_line(
     assert says in result.output and result.output.count("\n") == 1
 
 
-@pytest.mark.parametrize(
-    ("movies", "says"),
-    [
-        ("1," + "T" * 1001 + ",Drama", "title: String should have at most 1000 characters"),
-        ("1,,", "empty item"),
-    ],
-    ids=["title-too-long", "no-title-no-genres"],
-)
-def test_a_dataset_item_that_is_no_upload_is_one_line_before_anything_is_sent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, movies: str, says: str
-) -> None:
-    """``load --upload-items`` built each upload unchecked: pydantic's traceback."""
-    import streams.admin
-    import streams.cli
-    from streams.settings import Settings
-
-    sent: list[str] = []
-
-    class Producer:
-        def send(self, topic: str, **kwargs: object) -> None:
-            sent.append(topic)
-
-        def flush(self) -> None: ...
-
-        def close(self) -> None: ...
-
-    monkeypatch.setattr(streams.admin, "producer", lambda settings: Producer())
-    monkeypatch.setattr(streams.cli, "_kafka_settings", Settings)
-    (tmp_path / "movies.csv").write_text(f"movieId,title,genres\n{movies}\n2,Fine,Drama\n")
-    ratings = tmp_path / "ratings.csv"
-    ratings.write_text("userId,movieId,rating,timestamp\n1,1,4,881250949\n")
-    result = CliRunner().invoke(
-        main,
-        ["load", str(ratings), "--upload-items", "--limit", "1"],
-        env={"STREAMREC_DATA_DIR": str(tmp_path / "data")},
-    )
-    assert result.exit_code == 1 and not sent, result.output
-    assert result.output.startswith(f"Error: {ratings}: item '1' cannot be uploaded (")
-    assert says in result.output and result.output.count("\n") == 1
-
-
 def test_an_items_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
     items = tmp_path / "items.jsonl"
     items.write_bytes(b'\xef\xbb\xbf{"item_id": "a", "title": "A"}\r\n\r\n')
