@@ -254,8 +254,9 @@ class HybridRecommender:
         """The recently active users whose content profile fits the item best (at most
         ``limit``): whom to send a refreshed list when the item is new."""
         index = self.catalog.index(item_id)
+        # An item known only from item changes has no content to match.
         if CONTENT not in self.sources or not self.uploaded[index]:
-            return []  # an item known only from item changes: no content to match
+            return []
         if index >= self.content.n_vectors:
             return []
         vector = self.content.vectors[index]

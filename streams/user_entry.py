@@ -116,18 +116,18 @@ def shares(key: str, entry: Mapping[str, Any]) -> tuple[int, int, int]:
     >>> shares("ann", {"latest": {"items": ["x" * 700_000]}})
     (194015, 48503, 53354)
     """
-    rest = written_size(key) + _size(_without_lists(entry))
+    rest = written_size(key) + _size(within_shares(entry, (0, 0, 0)))  # the lists empty
     scale = min(1.0, max(ENTRY_ROOM - rest, 0) / sum(SHARES))
     seen, event_ids, positions = (int(share * scale) for share in SHARES)
     return seen, event_ids, positions
 
 
 def within_shares(
-    entry: Mapping[str, Any], shares: tuple[int, int, int] = SHARES
+    entry: Mapping[str, Any], share_bytes: tuple[int, int, int] = SHARES
 ) -> dict[str, Any]:
     """``entry`` with each remembered list cut, oldest first, to its share (a new dict;
     ``entry`` is not changed). An entry within its shares is returned as it is."""
-    seen_share, event_ids_share, positions_share = shares
+    seen_share, event_ids_share, positions_share = share_bytes
     kept = dict(entry)
     state = kept.get("state")
     if isinstance(state, dict):
@@ -143,22 +143,6 @@ def within_shares(
     if isinstance(positions, dict):
         kept["positions"] = _newest_positions(positions, positions_share)
     return kept
-
-
-def _without_lists(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """``entry`` with the three remembered lists empty."""
-    bare = dict(entry)
-    if isinstance(bare.get("positions"), dict):
-        bare["positions"] = {}
-    state = bare.get("state")
-    if isinstance(state, dict):
-        state = bare["state"] = dict(state)
-        if isinstance(state.get("event_ids"), list):
-            state["event_ids"] = []
-        history = state.get("history")
-        if isinstance(history, dict) and isinstance(history.get("seen"), list):
-            state["history"] = dict(history, seen=[])
-    return bare
 
 
 def entry_size(key: str, entry: Mapping[str, Any], positions_share: int = POSITIONS_SHARE) -> int:
