@@ -15,6 +15,7 @@ set of sources or dimensions) raises ``SnapshotError``; the caller rebuilds inst
 from __future__ import annotations
 
 import json
+import re
 import time
 import zipfile
 from dataclasses import dataclass
@@ -25,12 +26,20 @@ import numpy as np
 
 from models.atomic_file import write_atomically
 from models.hybrid import HybridRecommender
-from models.sources.changes import MAX_ID_CHARS
+from models.sources.changes import MAX_ID_CHARS, MAX_TITLE_CHARS
 from models.user_state import UserState
 
 #: Bumped whenever what a snapshot holds or means changes: older files are then ignored.
 FORMAT_VERSION = 1
 _HEADER = "header"
+#: The archive's members: the header, the hybrid's marks, each source's and the learned
+#: blend's arrays.
+_MEMBER = re.compile(
+    r"(header|recorded|cf_changed|source/[\w-]{1,64}/\w{1,64}|learned/\w{1,64})\.npy"
+)
+#: The largest magnitude any array may hold: each is loaded as float32 where its source
+#: keeps float32 (1e39 in a float64 file became infinity there).
+_LARGEST = float(np.finfo(np.float32).max)
 
 
 class SnapshotError(Exception):
@@ -97,6 +106,7 @@ def read(path: Path) -> ItemSideSnapshot:
     if not path.exists():
         raise SnapshotError(f"no snapshot at {path}")
     try:
+        _check_members(path)
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         header = json.loads(arrays.pop(_HEADER).tobytes().decode())
@@ -116,6 +126,16 @@ def read(path: Path) -> ItemSideSnapshot:
         found = header.get("format") if isinstance(header, dict) else None
         raise SnapshotError(f"snapshot {path} has format {found!r}, not {FORMAT_VERSION}")
     return ItemSideSnapshot(arrays, header)
+
+
+def _check_members(path: Path) -> None:
+    """Raise SnapshotError unless every member of the archive is one ``write`` makes:
+    stored, not compressed (a crafted 1.1 MB file inflated to 1.1 GB as it was read, so
+    a 25 MB one would have killed every start), and named as an array of ours."""
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            if member.compress_type != zipfile.ZIP_STORED or not _MEMBER.fullmatch(member.filename):
+                raise SnapshotError(f"snapshot member {member.filename[:80]!r}: not one we write")
 
 
 def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
@@ -159,6 +179,12 @@ def restore(hybrid: HybridRecommender, snapshot: ItemSideSnapshot) -> None:
             source.load_item_arrays(by_source[name])
         if fresh.learned is not None:
             fresh.learned.load_item_arrays(learned)
+        held = {name: source.items_held() for name, source in fresh.sources.items()}
+        if fresh.learned is not None:
+            held["learned blend"] = fresh.learned.items_held()
+        beyond = {name: n for name, n in held.items() if n > len(ids)}
+        if beyond:
+            raise ValueError(f"items past the catalog's {len(ids)} in {beyond}")
         _try_out(fresh, ids)
     except Exception as error:  # whatever arrays that do not fit together raise
         raise SnapshotError(
@@ -184,16 +210,16 @@ def _check_contents(ids: Any, titles: Any, arrays: dict[str, np.ndarray]) -> Non
         raise SnapshotError("snapshot ids: not all item ids")
     if len(set(ids)) != len(ids):
         raise SnapshotError("snapshot ids: an id named twice")
-    if not all(isinstance(title, str) for title in titles):
-        raise SnapshotError("snapshot titles: not all text")
+    if not all(isinstance(title, str) and len(title) <= MAX_TITLE_CHARS for title in titles):
+        raise SnapshotError(f"snapshot titles: not all text of at most {MAX_TITLE_CHARS} chars")
     for key, array in arrays.items():
         if array.dtype.kind not in "biuf":
             raise SnapshotError(f"snapshot array {key!r} holds {array.dtype}, not numbers")
         if array.dtype.kind == "f":
             # -inf is trending's "no mass yet"; nothing else holds a non-finite number.
             allowed = np.isneginf(array) if key.endswith("/log_mass") else False
-            if not (np.isfinite(array) | allowed).all():
-                raise SnapshotError(f"snapshot array {key!r} holds a non-finite number")
+            if not ((np.abs(array) <= _LARGEST) | allowed).all():
+                raise SnapshotError(f"snapshot array {key!r} holds a non-finite or huge number")
     for key in ("recorded", "cf_changed"):
         marks = arrays.get(key)
         if marks is None or marks.dtype.kind not in "iu" or marks.ndim != 1:

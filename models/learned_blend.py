@@ -61,8 +61,9 @@ from typing import Any
 import numpy as np
 
 from models.packed import pack, unpack
-from models.sources.base import grown
+from models.sources.base import grown, held_up_to
 from models.sources.changes import (
+    LATEST_MOMENT,
     InvalidChange,
     clipped,
     learned_array,
@@ -539,12 +540,27 @@ class LearnedBlend:
         weights = learned_array(np.asarray(arrays["weights"], dtype=np.float64), "blend weights")
         if weights.shape != self.weights.shape:
             raise ValueError(f"blend weights of shape {weights.shape}, not {self.weights.shape}")
+        counts = np.asarray(arrays["counts"], dtype=np.int64)
+        first_ts = np.asarray(arrays["first_ts"], dtype=np.float64)
+        total = int(np.asarray(arrays["total"])[0])
+        # What engagements make: one count and first time per item (an item past the
+        # counts failed every ranking bucketing it), times up to 2100.
+        if not (
+            counts.ndim == 1
+            and counts.shape == first_ts.shape
+            and (counts >= 0).all()
+            and ((first_ts >= 0) & (first_ts <= LATEST_MOMENT)).all()
+            and total >= 0
+        ):
+            raise ValueError("the learned blend's item counts and first times: not engagements")
         self.weights = weights.copy()
-        self.counts = np.asarray(arrays["counts"], dtype=np.int64).copy()
-        self.first_ts = np.asarray(arrays["first_ts"], dtype=np.float64).copy()
-        self.total = int(np.asarray(arrays["total"])[0])
+        self.counts, self.first_ts, self.total = counts.copy(), first_ts.copy(), total
         self._catalog_buckets = None
         self._engaged_since.clear()
+
+    def items_held(self) -> int:
+        """One past the largest item index the blend's item side holds (0: none)."""
+        return held_up_to(self.counts)
 
     def apply_item(self, item: int, change: Mapping[str, Any]) -> None:
         if "count" not in change:

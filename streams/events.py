@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from models.signals import MAX_INTERACTION_VALUE
-from models.sources.changes import MAX_ID_CHARS
+from models.sources.changes import MAX_ID_CHARS, MAX_TITLE_CHARS
 
 if TYPE_CHECKING:
     from models.hybrid import Recommendation
@@ -40,10 +40,9 @@ MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 16_384
 #: A media URI longer than this is refused (browsers stop near 2,000).
 MAX_URI_CHARS = 4_096
-#: An item's title; its stored payload as JSON (an upload's title, tags and metadata at
-#: their bounds take about 60 kB of UTF-8, its thumbnail a few more); the named vectors of
-#: a record (content and one per modality).
-MAX_TITLE_CHARS = 1_000
+#: An item's stored payload as JSON (an upload's title, tags and metadata at their bounds
+#: take about 60 kB of UTF-8, its thumbnail a few more); the named vectors of a record
+#: (content and one per modality).
 MAX_PAYLOAD_BYTES = 131_072
 MAX_RECORD_VECTORS = 16
 #: A stored item's thumbnail (``encoders/image.py: thumbnail_data_uri``).
@@ -73,6 +72,24 @@ def json_depth(value: Any, limit: int) -> int:
                 (child, depth) for child in (item.values() if isinstance(item, dict) else item)
             )
     return deepest
+
+
+def wide_integer(value: Any) -> int | None:
+    """The first integer in ``value`` (parsed JSON) outside 64 bits, or None: the
+    vector store keeps integers in 64 bits, so an upload with 10**400 in its metadata was
+    published and then refused by every worker's store, with no dead letter.
+
+    >>> wide_integer({"a": [1, 2**63]}), wide_integer({"a": -(2**63), "b": 1e300})
+    (9223372036854775808, None)
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict | list):
+            stack.extend(item.values() if isinstance(item, dict) else item)
+        elif isinstance(item, int) and not -(2**63) <= item < 2**63:
+            return item
+    return None
 
 
 class Event(BaseModel):
@@ -119,6 +136,11 @@ class ItemUpload(Event):
             raise ValueError(
                 f"metadata of {size:,} bytes of JSON exceeds {MAX_METADATA_BYTES:,}: "
                 "keep large data elsewhere and link to it"
+            )
+        wide = wide_integer(metadata)
+        if wide is not None:
+            raise ValueError(
+                f"metadata holds the integer {str(wide)[:20]}... past 64 bits: send it as a string"
             )
         return metadata
 
@@ -263,6 +285,8 @@ class ItemRecord(Event):
         size = len(json.dumps(payload, ensure_ascii=False, allow_nan=False).encode())
         if size > MAX_PAYLOAD_BYTES:
             raise ValueError(f"payload of {size:,} bytes of JSON exceeds {MAX_PAYLOAD_BYTES:,}")
+        if wide_integer(payload) is not None:
+            raise ValueError("payload holds an integer past 64 bits")
         title = payload.get("title", "")
         if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
             raise ValueError(f"payload title: not a string of at most {MAX_TITLE_CHARS} characters")

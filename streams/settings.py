@@ -33,6 +33,14 @@ TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 #: The topics Faust names after the consumer group: the users table's changelog, and its
 #: assignor's (``{consumer_group}-__assignor-__leader``, the longest).
 CHANGELOG_SUFFIX = "-users-changelog"
+#: Upper bounds of the numeric settings: every one has one, far past any deployment's
+#: need, because a finite 1e300 passed and failed later, as each use overflowed (a
+#: media timeout raised for every fetch; a weight of 1e300 refused every click).
+DAY_S, WEEK_S, INT32_MAX = 86_400.0, 604_800.0, 2**31 - 1
+#: A source's or a modality's weight: only their ratios matter.
+MAX_WEIGHT = 1_000.0
+#: A Qdrant collection, also a directory under ``data_dir`` for the embedded store.
+COLLECTION_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 LONGEST_INTERNAL_SUFFIX = "-__assignor-__leader"
 TOPIC_SETTINGS = (
     "topic_items",
@@ -110,9 +118,9 @@ class Settings(BaseSettings):
     #: Partitions of the topics the worker creates; interactions, item-updates and the
     #: users table must agree, so choose it up front (at most this many workers share
     #: the users).
-    partitions: int = Field(default=2, ge=1)
+    partitions: int = Field(default=2, ge=1, le=100_000)
     #: Replication factor of the topics ``streamrec topics`` creates.
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1, le=100)
     #: The Faust app id: the consumer group and the prefix of its internal topics.
     consumer_group: str = "streamrec"
     #: Pause after a fetch that brought nothing, on noida-db only
@@ -130,24 +138,24 @@ class Settings(BaseSettings):
     #: A source partition with records past its committed offset and none delivered for
     #: this long (ready, not rebalancing) is read again from there, and so is a changelog
     #: partition a table recovery still needs (streams/kafka_compat/delivery_watchdog.py).
-    delivery_stalled_after_s: float = Field(default=10.0, gt=0)
+    delivery_stalled_after_s: float = Field(default=10.0, gt=0, le=DAY_S)
     #: Largest fetch per partition: items with inline media are large messages.
-    consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    consumer_max_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=INT32_MAX)
     #: Most records one poll hands to the agents. Bounded so that a poll's records are
     #: processed well within ``consumer_max_poll_interval_s`` even under a backlog.
-    consumer_max_poll_records: int = Field(default=500, ge=1)
+    consumer_max_poll_records: int = Field(default=500, ge=1, le=1_000_000)
     #: A worker that does not poll for this long is taken for stuck and leaves the group.
-    consumer_max_poll_interval_s: float = Field(default=300.0, gt=0)
+    consumer_max_poll_interval_s: float = Field(default=300.0, gt=0, le=DAY_S)
     #: Workers that keep a standby copy of each users-table partition, for a fast
     #: takeover when its worker goes away.
-    standby_replicas: int = Field(default=1, ge=0)
+    standby_replicas: int = Field(default=1, ge=0, le=100)
     #: Where a worker keeps the users table: ``memory`` holds every user's entry in RAM
     #: (about 21 KB a user) and reads the table's whole changelog at each start;
     #: ``rocksdb`` keeps them on disk under data_dir (RocksDB, bounded cache) and at a start
     #: reads only the changelog records written since (streams/users_store.py).
     users_store: Literal["memory", "rocksdb"] = "memory"
     #: Events waiting for an agent, at most (back pressure on the fetcher).
-    stream_buffer_max_events: int = Field(default=4096, ge=1)
+    stream_buffer_max_events: int = Field(default=4096, ge=1, le=10_000_000)
     #: Once the item side has caught up, every object alive is kept out of Python's
     #: garbage collections, whose full passes over them stalled clicks for 0.2-0.4 s
     #: (streams/heap.py); off only to measure what it saves.
@@ -167,7 +175,7 @@ class Settings(BaseSettings):
     #: Items per list.
     top_k: int = Field(default=10, ge=1, le=1000)
     #: Written into every Recommendations message.
-    model_version: str = "hybrid-2"
+    model_version: str = Field(default="hybrid-2", min_length=1, max_length=100)
     #: The hybrid's sources and weights (a source at 0 or absent is not computed;
     #: models/hybrid.py, measured in docs/evaluation.md). Beside the default four:
     #: "ease" and "modalities" (content compared modality by modality). A change of the
@@ -181,42 +189,42 @@ class Settings(BaseSettings):
     hybrid_blend: Literal["fixed", "learned"] = "learned"
     #: The "ease" source (EASE fitted from item-item's co-engagement counts; blended only
     #: when ``hybrid_weights`` gives it a weight, with item-item's): its lambda...
-    ease_l2: float = Field(default=500.0, gt=0)
+    ease_l2: float = Field(default=500.0, gt=0, le=1e9)
     #: ...the most engaged items it covers (its fit inverts a square of this side)...
-    ease_max_items: int = Field(default=3_000, ge=1)
+    ease_max_items: int = Field(default=3_000, ge=1, le=100_000)
     #: ...and how often it is refitted in the background when new engagements came in
     #: (models/sources/item_ease.py, streams/ease_refit.py).
-    ease_refit_interval_s: float = Field(default=60.0, gt=0)
+    ease_refit_interval_s: float = Field(default=60.0, gt=0, le=WEEK_S)
     #: A new item's refreshed lists go to at most this many users whose content profile
     #: fits it best, without their click (0: none; streams/new_items.py).
-    new_item_push_users: int = Field(default=20, ge=0)
+    new_item_push_users: int = Field(default=20, ge=0, le=100_000)
     #: How often the worker looks for newly stored items to push.
-    new_item_push_interval_s: float = Field(default=1.0, gt=0)
+    new_item_push_interval_s: float = Field(default=1.0, gt=0, le=DAY_S)
     #: At most this long of each look goes to pushes (the newest items first); items a
     #: bulk upload stores beyond it are not pushed.
-    new_item_push_budget_s: float = Field(default=0.1, ge=0)
+    new_item_push_budget_s: float = Field(default=0.1, ge=0, le=60)
     #: A list read over HTTP older than this, or ranked before an item was stored since,
     #: is ranked again at read time (0: always; streams/fresh_lists.py).
-    http_list_max_age_s: float = Field(default=60.0, ge=0)
+    http_list_max_age_s: float = Field(default=60.0, ge=0, le=WEEK_S)
     #: Up to this many items every list ranks the whole catalog; above, it ranks the
     #: candidates retrieved per source (models/candidates.py): Qdrant queries on the
     #: user's content profile and CF factor, co-engaged and trending items.
-    dense_ranking_max_items: int = Field(default=20_000, ge=0)
+    dense_ranking_max_items: int = Field(default=20_000, ge=0, le=100_000_000)
     #: Candidates each source retrieves above ``dense_ranking_max_items``.
-    candidates_per_source: int = Field(default=200, ge=1)
+    candidates_per_source: int = Field(default=200, ge=1, le=100_000)
     #: How often changed CF item vectors are written to Qdrant (the "cf" named vector).
-    cf_publish_interval_s: float = Field(default=1.0, gt=0)
+    cf_publish_interval_s: float = Field(default=1.0, gt=0, le=DAY_S)
     #: The embedded Qdrant builds its HNSW index in another process once this many items
     #: are outside it, and swaps it in (0: never; a Qdrant server indexes by itself).
     #: Until then candidate queries read every vector (models/vector_store/edge_index.py).
-    vector_index_after: int = Field(default=20_000, ge=0)
+    vector_index_after: int = Field(default=20_000, ge=0, le=1_000_000_000)
     #: Free space on data_dir's disk below which the embedded Qdrant takes no writes: the
     #: item side waits (lists are still served) and says so, instead of the engine being
     #: killed by SIGBUS on a full disk (its files are memory-mapped). 0: no reserve.
-    min_free_disk_mb: int = Field(default=256, ge=0)
+    min_free_disk_mb: int = Field(default=256, ge=0, le=1_000_000_000)
     #: How often the item side is checkpointed (and at stop), so a restart reads only
     #: the tail of item-updates; 0: no checkpoints, every start reads it all.
-    item_checkpoint_interval_s: float = Field(default=300.0, ge=0)
+    item_checkpoint_interval_s: float = Field(default=300.0, ge=0, le=WEEK_S)
 
     # Item ingestion and encoders.
     #: The item encoders: "pretrained" (MiniLM, EfficientNet-Lite0, log-mel; the product)
@@ -224,14 +232,14 @@ class Settings(BaseSettings):
     #: Kafka semantics and quick demos, not for real recommendations).
     encoders: Literal["pretrained", "hashing"] = "pretrained"
     #: Uploads encoded together, at most.
-    encode_batch_size: int = Field(default=32, ge=1)
+    encode_batch_size: int = Field(default=32, ge=1, le=100_000)
     #: How long a batch waits to fill.
-    encode_batch_window_s: float = Field(default=0.1, gt=0)
+    encode_batch_window_s: float = Field(default=0.1, gt=0, le=60)
     #: Intra-op threads of every encoder; 0 keeps torch's default.
-    torch_threads: int = Field(default=0, ge=0)
+    torch_threads: int = Field(default=0, ge=0, le=1024)
     #: A batch not encoded within this is encoded again one item at a time, and an item
     #: not encoded alone within it is dead-lettered (encode-timeout).
-    encode_timeout_s: float = Field(default=120.0, gt=0)
+    encode_timeout_s: float = Field(default=120.0, gt=0, le=DAY_S)
 
     # Fusion of an item's modality vectors into its "content" vector.
     #: "average", "weighted" (``fusion_weights``) or "learned" (trained from co-engaged
@@ -243,30 +251,30 @@ class Settings(BaseSettings):
     )
     #: Learned fusion: refit once this many new co-engaged item pairs came in (checked
     #: every second; streams/fusion_refit.py).
-    fusion_refresh_pairs: int = Field(default=500, ge=1)
+    fusion_refresh_pairs: int = Field(default=500, ge=1, le=100_000_000)
     #: Learned fusion: also refit when this long has passed since the last refit and any
     #: new pair came in.
-    fusion_refresh_interval_s: float = Field(default=300.0, gt=0)
+    fusion_refresh_interval_s: float = Field(default=300.0, gt=0, le=WEEK_S)
     #: Learned fusion: a refit trains on at most this many of the latest pairs...
-    fusion_fit_max_pairs: int = Field(default=4096, ge=1)
+    fusion_fit_max_pairs: int = Field(default=4096, ge=1, le=100_000_000)
     #: ...for this many passes, continuing from the current weights.
-    fusion_fit_epochs: int = Field(default=5, ge=1)
+    fusion_fit_epochs: int = Field(default=5, ge=1, le=10_000)
 
     # Media: what a worker may fetch for an item, and how much.
     #: Largest media file, inline or fetched.
-    media_max_bytes: int = Field(default=20_000_000, ge=1)
+    media_max_bytes: int = Field(default=20_000_000, ge=1, le=INT32_MAX)
     #: Largest image, in pixels (checked from the header before decoding).
-    media_max_image_pixels: int = Field(default=40_000_000, ge=1)
+    media_max_image_pixels: int = Field(default=40_000_000, ge=1, le=1_000_000_000)
     #: Longest audio clip (checked from the header before decoding).
-    media_max_audio_seconds: float = Field(default=600.0, gt=0)
+    media_max_audio_seconds: float = Field(default=600.0, gt=0, le=DAY_S)
     #: Longest image side (header field checked before decoding).
-    media_max_image_side: int = Field(default=20_000, ge=1)
+    media_max_image_side: int = Field(default=20_000, ge=1, le=1_000_000)
     #: Lowest audio sample rate accepted (header field checked before decoding).
-    media_min_audio_sample_rate: int = Field(default=1_000, ge=1)
+    media_min_audio_sample_rate: int = Field(default=1_000, ge=1, le=10_000_000)
     #: Highest audio sample rate accepted: the resampler's work grows with it.
-    media_max_audio_sample_rate: int = Field(default=192_000, ge=1)
+    media_max_audio_sample_rate: int = Field(default=192_000, ge=1, le=10_000_000)
     #: Most audio channels accepted.
-    media_max_audio_channels: int = Field(default=16, ge=1)
+    media_max_audio_channels: int = Field(default=16, ge=1, le=1024)
     #: Which media references are accepted.
     media_allowed_schemes: list[Literal["data", "file", "http", "https"]] = Field(
         default_factory=lambda: ["data", "file", "http", "https"]
@@ -280,10 +288,10 @@ class Settings(BaseSettings):
     #: address checked, never to a second resolution of the name (DNS rebinding).
     media_allow_private_hosts: bool = False
     #: http(s) connect timeout.
-    media_connect_timeout_s: float = Field(default=3.0, gt=0)
+    media_connect_timeout_s: float = Field(default=3.0, gt=0, le=3600)
     #: How long an http(s) media body may take to arrive, whole (one read may overrun it
     #: by as much again); also bounds reading a ``file://``.
-    media_read_timeout_s: float = Field(default=10.0, gt=0)
+    media_read_timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
     # Worker web server: the HTTP API, the dashboard, health and metrics.
     #: Address the web server listens on; beyond loopback it needs ``api_token``.
@@ -306,8 +314,12 @@ class Settings(BaseSettings):
     @field_validator("fusion_weights", "hybrid_weights")
     @classmethod
     def _some_weight(cls, weights: dict[str, float], info: ValidationInfo) -> dict[str, float]:
-        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
-            raise ValueError(f"{info.field_name} must be >= 0 with at least one > 0")
+        if any(not 0 <= w <= MAX_WEIGHT for w in weights.values()) or not any(
+            w > 0 for w in weights.values()
+        ):
+            raise ValueError(
+                f"{info.field_name} must be from 0 to {MAX_WEIGHT:,.0f} with at least one > 0"
+            )
         ease = info.field_name == "hybrid_weights" and weights.get("ease", 0) > 0
         if ease and not weights.get("item-item", 0) > 0:
             raise ValueError(
@@ -324,6 +336,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{info.field_name}={name[:100]!r} is no name Kafka accepts: use 1 to {longest} "
                 "ASCII letters, digits, '.', '_' or '-'"
+            )
+        return name
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, name: str) -> str:
+        # A directory of data_dir for the embedded store: ".." put its files beside the
+        # users database, and the start's reset of a damaged store could never succeed.
+        if not COLLECTION_NAME.fullmatch(name):
+            raise ValueError(
+                f"collection={name[:100]!r}: use 1 to 100 ASCII letters, digits, '.', '_' "
+                "or '-', not starting with '.'"
             )
         return name
 

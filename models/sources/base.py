@@ -288,5 +288,18 @@ class Source(ABC):
         return self.item_arrays()
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """The inverse of ``item_arrays``, on a source that has learned nothing yet."""
+        """The inverse of ``item_arrays``, on a source that has learned nothing yet;
+        ``ValueError`` for arrays its learning could not have made."""
         raise NotImplementedError(f"{type(self).__name__} has no item-side checkpoint")
+
+    def items_held(self) -> int:
+        """One past the largest item index the item side holds something for or names
+        (0: none; arrays grown ahead of the catalog hold nothing there): a restored
+        checkpoint must hold nothing for items its catalog lacks."""
+        return 0
+
+
+def held_up_to(*marks: np.ndarray) -> int:
+    """One past the last index any of ``marks`` (1-d, truthy where something is held)
+    marks (0: none)."""
+    return max((int(np.flatnonzero(m)[-1]) + 1 for m in marks if np.any(m)), default=0)

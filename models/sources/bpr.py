@@ -26,8 +26,9 @@ import numpy as np
 from river.optim import SGD
 
 from models.packed import pack, unpack
-from models.sources.base import ItemDelta, Source, UserHistory, grown
+from models.sources.base import ItemDelta, Source, UserHistory, grown, held_up_to
 from models.sources.changes import (
+    LATEST_MOMENT,
     MAX_LEARNED,
     clipped,
     learned_array,
@@ -254,6 +255,15 @@ class OnlineBPR(Source):
         if items.shape[1:] != (self.factors,):
             raise ValueError(f"CF factors of {items.shape[1:]}, not ({self.factors},)")
         bias = learned_array(np.asarray(arrays["bias"], dtype=np.float64), "CF biases")
+        if len(bias) != len(items):
+            raise ValueError(f"{len(items)} CF factors and {len(bias)} biases")
+        indexes = [np.asarray(arrays[key]) for key in ("first_item", "first_by", "positive_item")]
+        first_ts = np.asarray(arrays["first_ts"], dtype=np.float64)
+        if (
+            any(len(a) and a.min() < 0 for a in indexes)
+            or not ((first_ts >= 0) & (first_ts <= LATEST_MOMENT)).all()
+        ):
+            raise ValueError("CF first engagements with negative indexes or times past 2100")
         self.items, self.bias = items.copy(), bias.copy()
         self._first_positive = {
             int(i): (float(ts), int(by))
@@ -266,6 +276,10 @@ class OnlineBPR(Source):
             for i, c in zip(arrays["positive_item"], arrays["positive_count"], strict=True)
         }
         self._order = None
+
+    def items_held(self) -> int:
+        named = max([*self._first_positive, *self._positives], default=-1) + 1
+        return max(held_up_to(self.items.any(axis=1), self.bias), named)
 
     def _drawable(self) -> tuple[list[int], np.ndarray]:
         """The items a negative can be, in their canonical order, and cumulative weights."""

@@ -41,6 +41,8 @@ LATEST_MOMENT = 4_102_444_800.0
 #: the user's recent window).
 MAX_ID_CHARS = 256
 MAX_IDS = 1_000
+#: An item's title.
+MAX_TITLE_CHARS = 1_000
 
 
 class InvalidChange(ValueError):

@@ -204,6 +204,9 @@ class ContentSimilarity(Source):
         self._rows.clear()
         self._scores.clear()
 
+    def items_held(self) -> int:
+        return self.n_vectors
+
     def because_of(self, user: str, history: UserHistory, item: int) -> int | None:
         return self.because_of_each(user, history, [item])[0]
 

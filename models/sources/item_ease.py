@@ -297,3 +297,6 @@ class ItemSideEASE(Source):
         if len(items) and (items.min() < 0 or np.any(np.diff(items) <= 0)):
             raise ValueError("EASE items are not sorted catalog indexes")
         self.install(ItemEaseFit(items, weights.copy()), float(arrays["engagements"][0]))
+
+    def items_held(self) -> int:
+        return int(self.fit_.items[-1]) + 1 if len(self.fit_.items) else 0

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from models.sources.base import ItemDelta, Source, UserHistory, grown
+from models.sources.base import ItemDelta, Source, UserHistory, grown, held_up_to
 from models.sources.changes import ids, number, only
 
 #: The default bound of a row. On MovieLens 100k (1,682 items) 63 rows reach it and
@@ -69,6 +69,11 @@ class CoEngagements:
     def __len__(self) -> int:
         """Rows held (items 0..len-1; the others have no neighbours)."""
         return len(self._items)
+
+    def neighbours_held(self) -> int:
+        """One past the largest neighbour index in any row (0: none)."""
+        rows = zip(self._items, self.sizes[: len(self)], strict=True)
+        return max((int(items[:size].max()) for items, size in rows if size), default=-1) + 1
 
     @property
     def entries(self) -> int:
@@ -232,6 +237,18 @@ class CoEngagements:
     ) -> CoEngagements:
         co = cls(max_neighbours)
         offsets, items, counts = arrays["offsets"], arrays["items"], arrays["counts"]
+        sizes = np.diff(offsets)
+        # What ``to_arrays`` writes: a negative neighbour failed every score reading its row.
+        if not (
+            offsets.ndim == items.ndim == counts.ndim == 1
+            and len(offsets)
+            and offsets[0] == 0
+            and offsets[-1] == len(items) == len(counts)
+            and ((sizes >= 0) & (sizes <= max_neighbours)).all()
+            and (not len(items) or 0 <= items.min() <= items.max() <= np.iinfo(np.int32).max)
+            and (counts >= 0).all()
+        ):
+            raise ValueError("co-engagement rows: not what a checkpoint writes")
         rows = len(offsets) - 1
         co.sizes = np.zeros(max(rows, 0), dtype=np.int32)
         for row in range(rows):
@@ -396,9 +413,16 @@ class ItemItemCosine(Source):
         return {"counts": self.counts.copy(), "inverse": self._inverse.copy(), **rows}
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.counts = np.asarray(arrays["counts"], dtype=np.float32).copy()
-        self._inverse = np.asarray(arrays["inverse"], dtype=np.float32).copy()
+        counts = np.asarray(arrays["counts"], dtype=np.float32)
+        inverse = np.asarray(arrays["inverse"], dtype=np.float32)
+        if counts.ndim != 1 or inverse.ndim != 1 or (counts < 0).any() or (inverse < 0).any():
+            raise ValueError("item-item engagement counts: not counts")
+        self.counts, self._inverse = counts.copy(), inverse.copy()
         rows = {
             key[len("rows_") :]: value for key, value in arrays.items() if key.startswith("rows_")
         }
         self.co = CoEngagements.from_arrays(rows, self.co.max_neighbours)
+
+    def items_held(self) -> int:
+        rows = self.co.sizes[: len(self.co)]
+        return max(held_up_to(self.counts, self._inverse, rows), self.co.neighbours_held())

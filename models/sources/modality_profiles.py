@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from models.packed import pack
-from models.sources.base import ItemDelta, Source, UserHistory, grown
+from models.sources.base import ItemDelta, Source, UserHistory, grown, held_up_to
 from models.sources.changes import user_vector
 
 #: ``(modality, (n, dim) vectors) -> (n, common dim) unit rows``.
@@ -185,3 +185,6 @@ class ModalityProfiles(Source):
             loaded[m] = (vectors.copy(), present.copy())
         for m, (vectors, present) in loaded.items():
             self.vectors[m], self.present[m] = vectors, present
+
+    def items_held(self) -> int:
+        return held_up_to(*self.present.values())

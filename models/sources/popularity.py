@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from models.sources.base import ItemDelta, Source, UserHistory, grown
-from models.sources.changes import moment, number, only
+from models.sources.base import ItemDelta, Source, UserHistory, grown, held_up_to
+from models.sources.changes import LATEST_MOMENT, moment, number, only
 
 #: ``exp`` of anything smaller is 0.0 in float64: a score of 0, not a pick.
 _LOG_SMALLEST = math.log(np.finfo(np.float64).smallest_subnormal)
@@ -54,6 +54,9 @@ class Popularity(Source):
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.counts = np.asarray(arrays["counts"], dtype=np.float64).copy()
+
+    def items_held(self) -> int:
+        return held_up_to(self.counts)
 
 
 class DecayedPopularity(Source):
@@ -172,8 +175,16 @@ class DecayedPopularity(Source):
         return {"log_mass": self.log_mass.copy()}
 
     def load_item_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.log_mass = np.asarray(arrays["log_mass"], dtype=np.float64).copy()
+        log_mass = np.asarray(arrays["log_mass"], dtype=np.float64)
+        # Changes are no later than LATEST_MOMENT: a mass past e**64 events then (1e27)
+        # was made by no log, and a finite 1e6 moved every click to the year 29,600.
+        if log_mass.ndim != 1 or (log_mass > self.rate * LATEST_MOMENT + 64.0).any():
+            raise ValueError("trending masses past what events up to 2100 can add")
+        self.log_mass = log_mass.copy()
         self._leaders = None
+
+    def items_held(self) -> int:
+        return held_up_to(self.log_mass > -np.inf)
 
 
 class RandomScores(Source):

@@ -217,7 +217,46 @@ CRAFTED = {
     "fewer titles than ids": _header("titles", lambda titles: titles[:-1]),
     "a recorded index past the catalog": _array("recorded", lambda a: a + 10_000),
     "text where numbers go": _array("recorded", lambda a: np.array(["x"])),
+    # Values the fold never makes, found by a fourth probe; each failed clicks for good.
+    "a trending mass no events up to 2100 make": _array(
+        "source/trending/log_mass", lambda a: np.where(np.isfinite(a), 1e6, a)
+    ),
+    "a title past the bound": _header("titles", lambda titles: ["x" * 1_001, *titles[1:]]),
+    "1e39 in float64 content vectors": _array(
+        "source/content/vectors", lambda a: _with_first(a.astype(np.float64), 1e39)
+    ),
+    "1e39 in float64 engagement counts": _array(
+        "source/item-item/counts", lambda a: _with_first(a.astype(np.float64), 1e39)
+    ),
+    "the blend's counts shorter than its first times": _array("learned/counts", lambda a: a[:3]),
+    "a negative co-engaged index": _array(
+        "source/item-item/rows_items", lambda a: _with_middle(a, -7)
+    ),
+    "a co-engaged index past the catalog": _array(
+        "source/item-item/rows_items", lambda a: a + 10_000
+    ),
+    "co-engagement rows that end before they start": _array(
+        "source/item-item/rows_offsets", lambda a: a[::-1].copy()
+    ),
+    "engagement counts past the catalog": _array(
+        "source/item-item/counts", lambda a: np.concatenate([a, np.zeros(99), [5.0]])
+    ),
+    "a CF first engagement of a negative index": _array(
+        "source/cf/first_item", lambda a: a - 10_000
+    ),
 }
+
+
+def _with_first(array: np.ndarray, value: float) -> np.ndarray:
+    array.flat[0] = value
+    return array
+
+
+def _with_middle(array: np.ndarray, value: int) -> np.ndarray:
+    """``value`` in the middle of ``array``: a row the restore's trial clicks never read."""
+    array = array.copy()
+    array[len(array) // 2] = value
+    return array
 
 
 @pytest.mark.parametrize("name", CRAFTED)
@@ -235,6 +274,24 @@ def test_a_crafted_snapshot_is_refused_and_leaves_the_hybrid_empty(
     assert target.learned is not None and np.array_equal(
         target.learned.weights, target.learned.prior
     )
+
+
+@pytest.mark.parametrize("member", ["compressed", "unknown"])
+def test_a_snapshot_member_no_write_makes_is_refused_before_it_is_inflated(
+    tmp_path: Path, member: str
+) -> None:
+    """Members were read whole whatever they were: a 1.1 MB file of one deflated member
+    took 1.1 GB as it was read."""
+    snapshot = item_snapshot.capture(trained(n_events=100)[0], {})
+    path = tmp_path / "snapshot.npz"
+    item_snapshot.write(snapshot, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        if member == "compressed":
+            archive.writestr("source/cf/zz.npy", b"\0" * 10_000, zipfile.ZIP_DEFLATED)
+        else:
+            archive.writestr("../elsewhere.npy", b"")
+    with pytest.raises(item_snapshot.SnapshotError, match="not one we write"):
+        item_snapshot.read(path)
 
 
 def test_a_snapshot_whose_reading_would_exhaust_the_parser_or_memory_is_refused(

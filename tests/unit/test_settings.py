@@ -52,6 +52,16 @@ def test_every_setting_is_documented_in_the_generated_reference() -> None:
         ("consumer_session_timeout_s", "100"),
         ("web_port", "70000"),
         ("local_broker_port", "-1"),
+        # Finite but past any use, each accepted and failing later: every media fetch
+        # overflowed, every click refused (weights 1e300), every list past the
+        # producer's limit (a 1.1 MB model_version), the store's reset failing at start
+        # ("..": the store's files beside the users database).
+        ("media_connect_timeout_s", "1e300"),
+        ("hybrid_weights", '{"item-item": 1e300, "trending": 1}'),
+        ("fusion_weights", '{"text": 1e308}'),
+        ("model_version", "v" * 1_100_000),
+        ("collection", ".."),
+        ("collection", "/elsewhere"),
     ],
 )
 def test_a_setting_no_worker_can_run_with_is_refused_naming_it(
@@ -60,6 +70,22 @@ def test_a_setting_no_worker_can_run_with_is_refused_naming_it(
     monkeypatch.setenv(f"STREAMREC_{setting.upper()}", value)
     with pytest.raises(ValueError, match=setting):
         Settings()
+
+
+def test_a_collection_name_with_a_nul_from_a_config_file_is_refused() -> None:
+    with pytest.raises(ValueError, match="collection"):
+        Settings(collection="items\x00")
+
+
+def test_every_numeric_setting_has_an_upper_bound() -> None:
+    """A finite 1e300 passed and failed later, as each use of it overflowed."""
+    unbounded = [
+        name
+        for name, field in Settings.model_fields.items()
+        if field.annotation in (int, float)
+        and not any(getattr(m, "le", None) is not None for m in field.metadata)
+    ]
+    assert not unbounded, f"give these an upper bound (le=): {unbounded}"
 
 
 @pytest.mark.parametrize(
