@@ -57,18 +57,16 @@ def item_records() -> list[bytes]:
     ]
 
 
-def genuine_changes(n: int) -> list[bytes]:
-    """What workers write for ``n`` clicks of three users."""
+def worker_changes(clicks: list[tuple[str, str, float]]) -> list[bytes]:
+    """What a worker writes for ``clicks`` (user, item, time), at offsets 0, 1, ..."""
     worker = HybridRecommender(content_dim=DIM, learned=True)
     for item in ITEMS:
         worker.add_item(item, item, np.ones(DIM))
-    states = {user: UserState() for user in ("ann", "bob", "cy")}
+    states: dict[str, UserState] = {}
     records = []
-    for offset in range(n):
-        user = list(states)[offset % 3]
-        changes = worker.learn_one(
-            user, states[user], f"e{offset}", ITEMS[offset * 7 % 6], 1.0, 1.7e9 + offset
-        )
+    for offset, (user, item, ts) in enumerate(clicks):
+        state = states.setdefault(user, UserState())
+        changes = worker.learn_one(user, state, f"e{offset}", item, 1.0, ts)
         worker.apply(changes)
         message = ItemChanges(
             event_id=f"e{offset}",
@@ -76,10 +74,16 @@ def genuine_changes(n: int) -> list[bytes]:
             source_partition=0,
             source_offset=offset,
             changes=changes,
-            user_steps=worker.item_dependent_steps(states[user]),
+            user_steps=worker.item_dependent_steps(state),
         )
         records.append(message.model_dump_json().encode())
     return records
+
+
+def genuine_changes(n: int) -> list[bytes]:
+    """What workers write for ``n`` clicks of three users."""
+    users = ("ann", "bob", "cy")
+    return worker_changes([(users[o % 3], ITEMS[o * 7 % 6], 1.7e9 + o) for o in range(n)])
 
 
 def crafted(changes: dict[str, Any], user_steps: dict[str, Any] | None = None) -> bytes:
@@ -454,24 +458,7 @@ def test_a_user_s_changes_from_two_partitions_are_each_folded_once(tmp_path: Pat
 
 def changes_of_users(users: int) -> list[bytes]:
     """What a worker writes for one click of each of ``users`` users."""
-    worker = HybridRecommender(content_dim=DIM, learned=True)
-    for item in ITEMS:
-        worker.add_item(item, item, np.ones(DIM))
-    records = []
-    for offset in range(users):
-        user, state = f"user-{offset}", UserState()
-        changes = worker.learn_one(user, state, f"e{offset}", ITEMS[offset % 6], 1.0, 1.7e9)
-        worker.apply(changes)
-        message = ItemChanges(
-            event_id=f"e{offset}",
-            user_id=user,
-            source_partition=0,
-            source_offset=offset,
-            changes=changes,
-            user_steps=worker.item_dependent_steps(state),
-        )
-        records.append(message.model_dump_json().encode())
-    return records
+    return worker_changes([(f"user-{o}", ITEMS[o % 6], 1.7e9) for o in range(users)])
 
 
 def test_what_recognises_re_sent_changes_does_not_grow_with_users(tmp_path: Path) -> None:
