@@ -55,6 +55,8 @@ CATALOG = "catalog"
 
 #: item id -> source name -> that source's change to the item, JSON-ready.
 ItemChanges = dict[str, dict[str, dict[str, Any]]]
+#: What ``load_state`` raises for a stored state it cannot read.
+UNREADABLE_STATE = (TypeError, ValueError, LookupError, AttributeError)
 
 
 class UnknownItemError(LookupError):
@@ -529,7 +531,8 @@ class HybridRecommender:
 
     def load_state(self, data: dict[str, Any]) -> UserState:
         """A user's state as ``dump_state`` stored it, or as the former content-and-trending
-        ranker did (a worker upgraded in place keeps its users' histories)."""
+        ranker did (a worker upgraded in place keeps its users' histories); one of
+        ``UNREADABLE_STATE`` for a state it cannot read (a crafted changelog record)."""
         state = UserState()
         if not data:
             return state

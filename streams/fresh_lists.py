@@ -18,6 +18,7 @@ only from its agents, and the next click stores a new list anyway.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -25,8 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from models.hybrid import HybridRecommender
+from models.hybrid import UNREADABLE_STATE, HybridRecommender
+from streams.bounds import clip
 from streams.events import Recommendations
+
+log = logging.getLogger(__name__)
 
 #: The trigger event id of a list ranked at read time, before the trigger it refreshes.
 TRIGGER_PREFIX = "refreshed:"
@@ -78,7 +82,17 @@ class ReadTimeLists:
         ):
             self._ranked.move_to_end(user_id)
             return kept.message
-        state = self.hybrid.load_state(entry["state"])
+        try:
+            state = self.hybrid.load_state(entry["state"])
+        except UNREADABLE_STATE as error:
+            # The stored list as it is rather than a 500: the user's next event starts
+            # them afresh (streams/interactions.py).
+            log.warning(
+                "user %s: stored state unreadable, list served as stored: %s",
+                clip(user_id),
+                clip(error),
+            )
+            return dict(latest)
         catalog = len(self.hybrid)
         ranked = self.hybrid.recommend(user_id, state, self.top_k, now)
         message = Recommendations.of(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from functools import partial
 from typing import Any, Protocol
 
-from models.hybrid import HybridRecommender, UnknownItemError
+from models.hybrid import UNREADABLE_STATE, HybridRecommender, UnknownItemError
 from models.packed import NonFiniteError
 from models.signals import signal_weight
 from models.sources.changes import InvalidChange
@@ -220,7 +220,7 @@ class InteractionHandler:
         partition, offset = str(message.partition), message.offset
         try:
             state = self.hybrid.load_state(entry.get("state", {}))
-        except (TypeError, ValueError, LookupError, AttributeError) as error:
+        except UNREADABLE_STATE as error:
             self._unreadable(user_id, "state", error)
             state = self.hybrid.load_state({})
         previous = state.history.recent[-1][0] if state.history.recent else None

@@ -31,7 +31,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from models.hybrid import HybridRecommender
+from models.hybrid import UNREADABLE_STATE, HybridRecommender
+from streams.bounds import clip
 from streams.events import Recommendations
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,15 @@ class NewItemPusher:
             entry = self.users.get(user_id)
             if not entry:
                 continue  # not this worker's user (any more)
-            state = self.hybrid.load_state(entry.get("state", {}))
+            try:
+                state = self.hybrid.load_state(entry.get("state", {}))
+            except UNREADABLE_STATE as error:
+                # One user's state this version cannot read costs that user's list only,
+                # not the item's other users (their next event starts them afresh).
+                log.warning(
+                    "new item %s: user %s not pushed: %s", item_id, clip(user_id), clip(error)
+                )
+                continue
             ranked = self.hybrid.recommend(user_id, state, self.top_k, now)
             message = Recommendations.of(
                 user_id,

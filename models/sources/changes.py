@@ -25,6 +25,9 @@ from models.packed import unpack
 
 #: The largest magnitude of a number added to item state by one change.
 MAX_DELTA = 1e6
+#: The largest number a user's profile keeps (``bounded_profile``): a tenth of what a
+#: stored vector may hold when read back, which rounding never reaches.
+MAX_PROFILE = MAX_DELTA / 10
 #: The largest magnitude a learned number may reach where changes add up (CF factors
 #: and biases, a user's CF factor, the learned blend's weights); genuine ones stay within
 #: about 10. Each change is bounded, but their sums were not: 40 crafted records, each
@@ -103,6 +106,22 @@ def clipped(values: np.ndarray) -> np.ndarray:
     array([ 1000.,    -5., -1000.])
     """
     return np.clip(values, -MAX_LEARNED, MAX_LEARNED, out=values)
+
+
+def bounded_profile(values: np.ndarray) -> bool:
+    """Scale ``values`` (a user's profile, a sum that grows with their events) down in
+    place, direction kept, where a number passes ``MAX_PROFILE``; whether it did. One
+    user's 100,001 ratings of one item summed past what ``user_vector`` reads back, and
+    their next event found their state unreadable and started them afresh.
+
+    >>> profile = np.array([3e5, -1e5]); bounded_profile(profile), profile.round().tolist()
+    (True, [100000.0, -33333.0])
+    """
+    largest = float(np.abs(values).max(initial=0.0))
+    if largest <= MAX_PROFILE:
+        return False
+    values *= MAX_PROFILE / largest
+    return True
 
 
 def learned_array(values: np.ndarray, what: str) -> np.ndarray:

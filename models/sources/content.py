@@ -11,7 +11,7 @@ import numpy as np
 
 from models.packed import pack
 from models.sources.base import ItemDelta, Source, UserHistory, grown
-from models.sources.changes import user_vector
+from models.sources.changes import bounded_profile, user_vector
 
 
 def _same(kept: np.ndarray, profile: np.ndarray) -> bool:
@@ -112,10 +112,11 @@ class ContentSimilarity(Source):
         profile, last = history.own.get(self.name, (np.zeros(self.vectors.shape[1]), ts))
         decay = math.exp(-self.rate * max(ts - last, 0.0))
         updated = profile * decay + weight * self.vectors[item]
+        scaled = bounded_profile(updated)
         history.own[self.name] = (updated, ts)
         self._remember_profile(user, updated)
         cached = self._scores.pop(user, None)
-        if cached is not None and _same(cached[0], profile):  # scored whole before: keep it so
+        if cached is not None and _same(cached[0], profile) and not scaled:  # scored whole
             self._cache(user, updated, cached[1] * decay + weight * self._row(item))
         return []
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from models.packed import pack
 from models.sources.base import ItemDelta, Source, UserHistory, grown, held_up_to
-from models.sources.changes import user_vector
+from models.sources.changes import bounded_profile, user_vector
 
 #: ``(modality, (n, dim) vectors) -> (n, common dim) unit rows``.
 Projection = Callable[[str, np.ndarray], np.ndarray]
@@ -96,6 +96,7 @@ class ModalityProfiles(Source):
         for modality in found:
             vector = self.vectors[modality][item].astype(np.float64)
             updated[modality] = updated.get(modality, np.zeros(self.dim)) + weight * vector
+            bounded_profile(updated[modality])
         history.own[self.name] = (updated, ts)
         return []
 

@@ -82,3 +82,17 @@ def test_an_entry_without_its_catalog_size_is_ranked_and_the_kept_lists_are_boun
         del entry["latest_catalog"]  # written before the size was stored: not known fresh
         assert ids(lists.serve(user, entry)) == ["b"]
     assert lists.rankings == 3 and list(lists._ranked) == ["u2", "u3"]
+
+
+def test_a_stale_list_whose_state_cannot_be_read_is_served_as_stored() -> None:
+    """A state this version cannot read (a profile past what it reads back) answered 500
+    to every read of the user's list until their next event."""
+    now = 1.8e9
+    hybrid = HybridRecommender(content_dim=2)
+    hybrid.add_item("jazz-1", "jazz-1", np.array([1.0, 0.0]))
+    state = UserState()
+    hybrid.apply(hybrid.learn_one("ann", state, "e1", "jazz-1", 1.0, now) or {})
+    entry = stored_entry(hybrid, state, now)
+    entry["state"]["history"]["own"]["content"][0] = [1e300, 0.0]
+    lists = ReadTimeLists(hybrid, top_k=3, model_version="t", max_age_s=60, clock=Clock(now + 61))
+    assert lists.serve("ann", entry) == entry["latest"] and lists.rankings == 0

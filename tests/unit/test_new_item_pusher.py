@@ -61,3 +61,26 @@ def test_a_bulk_upload_pushes_its_newest_items_within_the_budget_and_skips_the_r
     assert sent == [f"{TRIGGER_PREFIX}new-9"] * 2
     assert pusher.skipped == 9
     assert asyncio.run(pusher.tick(caught_up_with)) == 0  # skipped items are not retried
+
+
+def test_a_user_whose_state_cannot_be_read_costs_only_their_own_push() -> None:
+    """A state this version cannot read (a profile past what it reads back) ended the
+    item's push: the users after that one got no list, and the tick counted none sent."""
+    hybrid = HybridRecommender(content_dim=2)
+    hybrid.add_item("old", "Old", np.array([1.0, 0.0]))
+    users = {}
+    for user in ("ann", "bob", "cy"):
+        state = UserState()
+        hybrid.apply(hybrid.learn_one(user, state, f"{user}-e", "old", 1.0, 0.0) or {})
+        users[user] = {"state": hybrid.dump_state(state)}
+    users["ann"]["state"]["history"]["own"]["content"][0] = [1e300, 0.0]
+    sent: list[str] = []
+
+    async def send(key: str, value: bytes) -> None:
+        sent.append(key)
+
+    pusher = NewItemPusher(hybrid, users, send, max_users=5, top_k=3, model_version="t")
+    caught_up_with = len(hybrid)
+    hybrid.add_item("new", "New", np.array([1.0, 0.1]))
+    assert asyncio.run(pusher.tick(caught_up_with)) == 2
+    assert sorted(sent) == ["bob", "cy"]
