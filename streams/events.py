@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from models.signals import MAX_INTERACTION_VALUE
-from models.sources.changes import MAX_ID_CHARS, MAX_TITLE_CHARS
+from models.sources.changes import LATEST_MOMENT, MAX_ID_CHARS, MAX_TITLE_CHARS
 
 if TYPE_CHECKING:
     from models.hybrid import Recommendation
@@ -198,6 +198,8 @@ class Interaction(Event):
             raise ValueError("ts is before 1970: send an ISO-8601 time or epoch seconds")
         if ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError("ts is more than a day in the future: check the producer's clock/unit")
+        if ts.timestamp() > LATEST_MOMENT:  # what the item changes it makes may carry
+            raise ValueError("ts is after 2100: send an ISO-8601 time or epoch seconds")
         return ts
 
     @model_validator(mode="after")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 from pydantic import ValidationError
 
+from streams import events
 from streams.events import Interaction, ItemUpload, MediaRef, describe_validation_error
 
 NOW = datetime.now(UTC)
@@ -48,6 +49,22 @@ def test_valid_interaction_round_trips() -> None:
 )
 def test_invalid_interactions_name_the_field(overrides: dict, field: str) -> None:
     assert error_for(Interaction, interaction(**overrides)).startswith(field)
+
+
+def test_an_interaction_after_2100_is_refused_whatever_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interactions were held to a day past the clock, the item changes they make to
+    2100: within a day of it, every click was dead-lettered `invalid-changes`."""
+
+    class LastDayOf2099(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> datetime:
+            return datetime(2099, 12, 31, 12, tzinfo=UTC)
+
+    monkeypatch.setattr(events, "datetime", LastDayOf2099)
+    assert error_for(Interaction, interaction(ts="2100-01-01T06:00:00Z")).startswith("ts")
+    Interaction.model_validate(interaction(ts="2099-12-31T23:00:00Z"))
 
 
 def test_rating_needs_a_value() -> None:
