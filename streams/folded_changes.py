@@ -51,7 +51,9 @@ _ROW = "[partition, offset, user, event]"
 class FoldedChanges:
     """The latest folded changes of each source partition, by (offset, user, event)."""
 
-    def __init__(self, per_partition: int = PER_PARTITION, max_partitions: int = MAX_PARTITIONS):
+    def __init__(
+        self, per_partition: int = PER_PARTITION, max_partitions: int = MAX_PARTITIONS
+    ) -> None:
         self.per_partition = per_partition
         self.max_partitions = max_partitions
         #: Per partition, its positions oldest first; partitions folded least lately first.

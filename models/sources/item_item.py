@@ -250,16 +250,12 @@ class CoEngagements:
         ):
             raise ValueError("co-engagement rows: not what a checkpoint writes")
         rows = len(offsets) - 1
-        co.sizes = np.zeros(max(rows, 0), dtype=np.int32)
-        for row in range(rows):
+        co.sizes = sizes.astype(np.int32)
+        co._items, co._counts = [_NO_ITEMS] * rows, [_NO_COUNTS] * rows
+        for row in np.flatnonzero(sizes).tolist():  # empty rows share the empty arrays
             start, end = int(offsets[row]), int(offsets[row + 1])
-            if end > start:
-                co._items.append(items[start:end].astype(np.int32))  # a copy: rows grow
-                co._counts.append(counts[start:end].astype(np.float32))
-            else:
-                co._items.append(_NO_ITEMS)
-                co._counts.append(_NO_COUNTS)
-            co.sizes[row] = end - start
+            co._items[row] = items[start:end].astype(np.int32)  # a copy: rows grow
+            co._counts[row] = counts[start:end].astype(np.float32)
         return co
 
 
@@ -426,5 +422,6 @@ class ItemItemCosine(Source):
         self.co = CoEngagements.from_arrays(rows, self.co.max_neighbours)
 
     def items_held(self) -> int:
-        rows = self.co.sizes[: len(self.co)]
-        return max(held_up_to(self.counts, self._inverse, rows), self.co.neighbours_held())
+        # A row, even empty, is made only for an engaged item: none past the catalog.
+        held = held_up_to(self.counts, self._inverse)
+        return max(held, len(self.co), self.co.neighbours_held())

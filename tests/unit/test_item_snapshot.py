@@ -238,6 +238,9 @@ CRAFTED = {
     "co-engagement rows that end before they start": _array(
         "source/item-item/rows_offsets", lambda a: a[::-1].copy()
     ),
+    "empty co-engagement rows past the catalog": _array(
+        "source/item-item/rows_offsets", lambda a: np.concatenate([a, np.full(10_000, a[-1])])
+    ),
     "engagement counts past the catalog": _array(
         "source/item-item/counts", lambda a: np.concatenate([a, np.zeros(99), [5.0]])
     ),
