@@ -168,9 +168,7 @@ class InteractionHandler:
         user_id = interaction.user_id
         pending = entry.get("pending", {}).get(applied_at)
         changes = None if pending is None else self._readable_pending(user_id, applied_at, pending)
-        if changes is not None and not self.item_side.folded.passed(
-            changes.source_partition, changes.source_offset
-        ):
+        if changes is not None:
             # Applied here at once unless the log already brought it, so the events after
             # it are ranked on the same item side as before the crash.
             self.item_side.apply_local(changes)

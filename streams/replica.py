@@ -10,14 +10,14 @@ number of workers: an item's factor is the same sum over the same log on every w
 
 A worker applies its own interactions' changes at once (``apply_local``) and skips them
 when they come back from the log; a change re-sent after a restart is recognised by its
-source position, user and event among the latest folded (``streams/folded_changes.py``). The
+source offset (a user's changes are keyed by user, so they reach the log in order). The
 user steps logged with recent changes let a worker that redoes an event after a crash
 end where the original step ended (``logged_steps``).
 
 Restarts read only the tail: every ``item_checkpoint_interval_s`` and at stop, the
 replica writes a snapshot of the item side (``models/item_snapshot.py``) with the
 item-updates offsets it reflects and the bookkeeping above (changes applied locally and
-not yet read back, the latest folded changes' positions, recent logged steps). A start loads it,
+not yet read back, per-user source offsets, recent logged steps). A start loads it,
 seeks each partition to its offset and reads from there. A snapshot that cannot be used
 (unreadable, another format, other sources, a vector store that lost items, another
 partition count) is ignored with a warning: the replica reads from the beginning.
@@ -48,7 +48,6 @@ from streams.admin import partition_ids
 from streams.bounds import clip
 from streams.encoding import modality_embeddings
 from streams.events import ItemChanges, ItemRecord, ItemUpdate
-from streams.folded_changes import FoldedChanges
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
@@ -89,8 +88,11 @@ class ItemSideReplica(Service):
         self.store = store
         self.metrics = metrics
         self.caught_up = asyncio.Event()
-        #: The latest changes read from the log, by source position, user and event.
-        self.folded = FoldedChanges()
+        #: Per user and source partition: the highest source offset whose changes were
+        #: read from the log. Per partition, as offsets are: a user's events can come from
+        #: two (keyless records, partitions added), and a later event's lower offset on the
+        #: other partition dropped its changes on every replica.
+        self.log_offsets: dict[tuple[str, int], int] = {}
         #: (source partition, offset) of changes applied locally, not yet read back.
         #: With the user and event id they are of: another record at that position (a
         #: crafted one, or a recreated topic's) is not taken for this worker's own.
@@ -125,7 +127,8 @@ class ItemSideReplica(Service):
         """Apply this worker's own interaction at once (the next ranking must see it),
         unless the log already brought it (a change re-sent after a restart)."""
         key, mine = (message.source_partition, message.source_offset), _of(message)
-        if self.applied_locally.get(key) == mine or self.folded.holds(*key, *mine):
+        folded = self.log_offsets.get((message.user_id, message.source_partition), -1)
+        if self.applied_locally.get(key) == mine or message.source_offset <= folded:
             return
         self.hybrid.apply(message.changes)
         self.applied_locally[key] = mine
@@ -299,7 +302,7 @@ class ItemSideReplica(Service):
         return {
             "topic": self.settings.topic_item_updates,
             "positions": {str(p): offset for p, offset in positions.items()},
-            "folded": self.folded.rows(),
+            "log_offsets": [[user, p, offset] for (user, p), offset in self.log_offsets.items()],
             "applied_locally": [[p, o, *of] for (p, o), of in sorted(self.applied_locally.items())],
             "logged_steps": [[p, o, user, step] for (p, o), (user, step) in steps],
         }
@@ -335,8 +338,9 @@ class ItemSideReplica(Service):
                 )
             # The bookkeeping is read before the restore: a bad key must not leave a
             # half-restored item side behind.
-            # Without it: an earlier version's (offsets by user), read whole once.
-            folded = FoldedChanges.from_rows(extra["folded"])
+            if not isinstance(extra["log_offsets"], list):  # by user alone: an earlier version
+                raise item_snapshot.SnapshotError("snapshot offsets not by source partition")
+            log_offsets = {(str(u), int(p)): int(o) for u, p, o in extra["log_offsets"]}
             applied_locally = {
                 (int(p), int(o)): (str(user), str(event))
                 for p, o, user, event in extra["applied_locally"]
@@ -353,7 +357,7 @@ class ItemSideReplica(Service):
                 clip(error),
             )
             return None
-        self.folded = folded
+        self.log_offsets = log_offsets
         self.applied_locally = applied_locally
         self._restored_locally = set(applied_locally)
         self.logged_steps = logged_steps
@@ -436,14 +440,15 @@ class ItemSideReplica(Service):
             return None
 
     def _fold_changes(self, message: ItemChanges) -> None:
-        key, of = (message.source_partition, message.source_offset), _of(message)
-        if self.folded.holds(*key, *of):
+        key = (message.source_partition, message.source_offset)
+        last = (message.user_id, message.source_partition)
+        if message.source_offset <= self.log_offsets.get(last, -1):
             return  # re-sent after a restart: already folded
         # This worker's own: checked as it was made.
-        local = self.applied_locally.get(key) == of
+        local = self.applied_locally.get(key) == _of(message)
         if (not local or key in self._restored_locally) and not self._acceptable(message):
             return
-        self.folded.add(*key, *of)
+        self.log_offsets[last] = message.source_offset
         # Only the steps of sources this worker runs (the others are never checked, and
         # would go unchecked into its snapshots).
         steps = {n: step for n, step in message.user_steps.items() if n in self.hybrid.sources}

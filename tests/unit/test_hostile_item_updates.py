@@ -30,7 +30,6 @@ from models.sources.changes import MAX_LEARNED
 from models.user_state import UserState
 from models.vector_store import open_vector_store
 from streams.events import ItemChanges, ItemRecord
-from streams.folded_changes import FoldedChanges
 from streams.metrics import WorkerMetrics
 from streams.records import Rejected
 from streams.replica import ItemSideReplica, snapshot_path
@@ -57,16 +56,18 @@ def item_records() -> list[bytes]:
     ]
 
 
-def worker_changes(clicks: list[tuple[str, str, float]]) -> list[bytes]:
-    """What a worker writes for ``clicks`` (user, item, time), at offsets 0, 1, ..."""
+def genuine_changes(n: int) -> list[bytes]:
+    """What workers write for ``n`` clicks of three users."""
     worker = HybridRecommender(content_dim=DIM, learned=True)
     for item in ITEMS:
         worker.add_item(item, item, np.ones(DIM))
-    states: dict[str, UserState] = {}
+    states = {user: UserState() for user in ("ann", "bob", "cy")}
     records = []
-    for offset, (user, item, ts) in enumerate(clicks):
-        state = states.setdefault(user, UserState())
-        changes = worker.learn_one(user, state, f"e{offset}", item, 1.0, ts)
+    for offset in range(n):
+        user = list(states)[offset % 3]
+        changes = worker.learn_one(
+            user, states[user], f"e{offset}", ITEMS[offset * 7 % 6], 1.0, 1.7e9 + offset
+        )
         worker.apply(changes)
         message = ItemChanges(
             event_id=f"e{offset}",
@@ -74,16 +75,10 @@ def worker_changes(clicks: list[tuple[str, str, float]]) -> list[bytes]:
             source_partition=0,
             source_offset=offset,
             changes=changes,
-            user_steps=worker.item_dependent_steps(state),
+            user_steps=worker.item_dependent_steps(states[user]),
         )
         records.append(message.model_dump_json().encode())
     return records
-
-
-def genuine_changes(n: int) -> list[bytes]:
-    """What workers write for ``n`` clicks of three users."""
-    users = ("ann", "bob", "cy")
-    return worker_changes([(users[o % 3], ITEMS[o * 7 % 6], 1.7e9 + o) for o in range(n)])
 
 
 def crafted(changes: dict[str, Any], user_steps: dict[str, Any] | None = None) -> bytes:
@@ -404,11 +399,8 @@ def snapshot_and_restart(side: ItemSideReplica, extra: dict[str, Any]) -> ItemSi
         {"logged_steps": [[0, 3, "ann", {"cf": [math.nan] * 32}]]},  # adopted by a redo
         {"logged_steps": [[0, 3, "ann", "not steps"]]},
         {"logged_steps": [[0, 3, {"cf": [0.0] * 32}]]},  # no user: an earlier version
-        {"folded": {"u": "x"}},
-        {"folded": [["u", 0, "x"]]},  # offsets by user, as an earlier version kept them
-        {"folded": [[0, -1, "ann", "e-1"]]},
-        {"folded": [[0, 1.5, "ann", "e-1"]]},
-        {"folded": None},  # an earlier version's snapshot has none
+        {"log_offsets": {"u": "x"}},  # by user alone, as an earlier version wrote them
+        {"log_offsets": [["u", 0, "x"]]},
     ],
 )
 def test_a_snapshot_with_crafted_bookkeeping_is_ignored_and_the_log_read_whole(
@@ -454,48 +446,6 @@ def test_a_user_s_changes_from_two_partitions_are_each_folded_once(tmp_path: Pat
     assert restarted._load_snapshot({0: 20, 1: 600}) == {0: 11, 1: 501}
     restarted.fold(records)
     assert item_side(restarted.hybrid) == expected
-
-
-def changes_of_users(users: int) -> list[bytes]:
-    """What a worker writes for one click of each of ``users`` users."""
-    return worker_changes([(f"user-{o}", ITEMS[o % 6], 1.7e9) for o in range(users)])
-
-
-def test_what_recognises_re_sent_changes_does_not_grow_with_users(tmp_path: Path) -> None:
-    """The highest source offset folded was kept per user: about 240 bytes for every user
-    a deployment ever saw, on every worker and in every snapshot."""
-    side = replica(tmp_path)
-    side.folded = FoldedChanges(per_partition=100)
-    side.fold(item_records())
-    records = changes_of_users(300)
-
-    def kept(positions: dict[int, int]) -> int:  # the logged steps have bounds of their own
-        bookkeeping = side._bookkeeping(positions)
-        return len(json.dumps({k: v for k, v in bookkeeping.items() if k != "logged_steps"}))
-
-    side.fold(records[:150])
-    after_150 = kept({0: 156})
-    side.fold(records[150:])
-    assert kept({0: 306}) <= after_150 * 1.1  # ids one digit longer, not twice the users
-    expected = item_side(side.hybrid)
-    side.fold(records[-100:])  # re-sent after a restart: each of the latest folded once
-    assert item_side(side.hybrid) == expected
-
-
-def test_a_crafted_offset_far_ahead_does_not_silence_a_user_s_later_changes(
-    tmp_path: Path,
-) -> None:
-    """A record of ann's at an offset no interaction has yet made every replica skip her
-    later changes as re-sent ones, for good (the highest offset was kept per user)."""
-    records = genuine_changes(6)  # ann's are 0 and 3
-    forged = ItemChanges.model_validate_json(records[0]).model_copy(
-        update={"source_offset": 10**15, "event_id": "forged"}
-    )
-    side = replica(tmp_path)
-    side.fold([*item_records(), forged.model_dump_json().encode()])
-    before = item_side(side.hybrid)
-    side.fold([records[3]])
-    assert item_side(side.hybrid) != before, "ann's later change folded"
 
 
 def test_changes_a_replica_would_refuse_are_not_applied_where_they_are_made(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 
 from streams.events import ItemChanges, Recommendations
-from streams.folded_changes import FoldedChanges
 from streams.records import Rejected
 from streams.settings import Settings
 from tests.unit.interaction_handler import Handler
@@ -37,21 +36,6 @@ def test_a_redelivered_latest_event_gets_its_list_again_and_nothing_is_applied_t
     changes = [v for t, v in again if t == Settings().topic_item_updates]
     assert [ItemChanges.model_validate_json(v).event_id for v in changes] == ["e-1"]
     assert handler.users["ann"]["state"] == state, "not applied twice"
-
-
-def test_an_event_redelivered_far_behind_what_was_folded_sends_no_item_changes_again(
-    tmp_path,
-) -> None:
-    """A rewind of the group's offsets redelivers events whose changes reached the log
-    long before the changes the replicas still recognise: sent again, they were folded
-    a second time."""
-    handler = Handler(tmp_path)
-    handler.deliver(3, "e-1", "item-1")
-    handler.handler.item_side.folded = FoldedChanges(per_partition=2)
-    for offset in (40, 41):  # what the replica folded since, of partition 0
-        handler.handler.item_side.folded.add(0, offset, "bob", f"b-{offset}")
-    again = handler.deliver(3, "e-1", "item-1")
-    assert [t for t, _ in again] == [Settings().topic_recommendations]
 
 
 def test_a_redelivered_event_with_a_newer_list_sends_no_stale_list(tmp_path) -> None:
