@@ -350,6 +350,7 @@ class ItemSideReplica(Service):
             )
             for _, step in logged_steps.values():  # adopted as they are by a redone event
                 self.hybrid.check_changes({}, step)
+            stored = self._stored_unrecorded(snapshot)
             item_snapshot.restore(self.hybrid, snapshot)
         except Exception as error:  # any file this start cannot use: a rebuild, not a crash
             log.warning(
@@ -357,6 +358,8 @@ class ItemSideReplica(Service):
                 clip(error),
             )
             return None
+        for item_id in stored:
+            self.hybrid.uploaded[self.hybrid.catalog.index(item_id)] = True
         self.log_offsets = log_offsets
         self.applied_locally = applied_locally
         self._restored_locally = set(applied_locally)
@@ -368,6 +371,17 @@ class ItemSideReplica(Service):
             time.perf_counter() - started,
         )
         return positions
+
+    def _stored_unrecorded(self, snapshot: item_snapshot.ItemSideSnapshot) -> list[str]:
+        """The ids of the snapshot's catalog it does not mark uploaded that the store holds.
+        The store holds an item only once its upload was folded (CF vectors are written to
+        uploaded items only), so they were uploaded: a snapshot marking fewer (a crafted
+        one) had every click on them refused ``unknown-item`` until each was uploaded
+        again. A genuine snapshot leaves few unmarked: items known only from changes."""
+        ids = snapshot.header["ids"]
+        marked = {int(i) for i in snapshot.arrays["recorded"]}
+        unmarked = [str(item_id) for n, item_id in enumerate(ids) if n not in marked]
+        return list(self.store.get(unmarked, with_vectors=False)) if unmarked else []
 
     def publish_cf(self) -> None:
         if not self._store_has_room():

@@ -590,3 +590,23 @@ def test_items_known_only_from_changes_are_neither_ranked_nor_clicked_until_uplo
     restarted = snapshot_and_restart(side, side._bookkeeping({0: 3}))
     assert restarted._load_snapshot({0: 3}) == {0: 3}
     assert restarted.hybrid.knows("p1") and not restarted.hybrid.knows("p2")
+
+
+def test_a_snapshot_marking_fewer_items_uploaded_than_the_store_holds_marks_them_all(
+    tmp_path: Path,
+) -> None:
+    """A snapshot whose marks of uploaded items were cut (a crafted one) restored as
+    valid: every click on the unmarked items was refused `unknown-item` until each was
+    uploaded again, though the store held them all."""
+    side = replica(tmp_path)
+    side.fold(item_records())
+    side.fold([crafted({"p1": {"item-item": {"co": ["i0"]}}})])  # known, never uploaded
+    snapshot = item_snapshot.capture(side.hybrid, side._bookkeeping({0: 7}))
+    snapshot.arrays["recorded"] = snapshot.arrays["recorded"][:1]
+    item_snapshot.write(snapshot, snapshot_path(side.settings))
+    restarted = ItemSideReplica(
+        side.settings, HybridRecommender(content_dim=DIM, learned=True), side.store, side.metrics
+    )
+    assert restarted._load_snapshot({0: 7}) == {0: 7}
+    assert all(restarted.hybrid.knows(item) for item in ITEMS)
+    assert not restarted.hybrid.knows("p1")
