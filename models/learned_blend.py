@@ -63,11 +63,11 @@ import numpy as np
 from models.packed import pack, unpack
 from models.sources.base import grown, held_up_to
 from models.sources.changes import (
-    LATEST_MOMENT,
     InvalidChange,
     clipped,
     learned_array,
     moment,
+    moments_array,
     number,
     only,
     vector,
@@ -541,17 +541,13 @@ class LearnedBlend:
         if weights.shape != self.weights.shape:
             raise ValueError(f"blend weights of shape {weights.shape}, not {self.weights.shape}")
         counts = np.asarray(arrays["counts"], dtype=np.int64)
-        first_ts = np.asarray(arrays["first_ts"], dtype=np.float64)
+        first_ts = moments_array(
+            np.asarray(arrays["first_ts"], dtype=np.float64), "the learned blend's first times"
+        )
         total = int(np.asarray(arrays["total"])[0])
         # What engagements make: one count and first time per item (an item past the
-        # counts failed every ranking bucketing it), times up to 2100.
-        if not (
-            counts.ndim == 1
-            and counts.shape == first_ts.shape
-            and (counts >= 0).all()
-            and ((first_ts >= 0) & (first_ts <= LATEST_MOMENT)).all()
-            and total >= 0
-        ):
+        # counts failed every ranking bucketing it).
+        if counts.shape != first_ts.shape or counts.ndim != 1 or (counts < 0).any() or total < 0:
             raise ValueError("the learned blend's item counts and first times: not engagements")
         self.weights = weights.copy()
         self.counts, self.first_ts, self.total = counts.copy(), first_ts.copy(), total

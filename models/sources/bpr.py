@@ -28,11 +28,11 @@ from river.optim import SGD
 from models.packed import pack, unpack
 from models.sources.base import ItemDelta, Source, UserHistory, grown, held_up_to
 from models.sources.changes import (
-    LATEST_MOMENT,
     MAX_LEARNED,
     clipped,
     learned_array,
     moment,
+    moments_array,
     number,
     only,
     user_vector,
@@ -258,12 +258,9 @@ class OnlineBPR(Source):
         if len(bias) != len(items):
             raise ValueError(f"{len(items)} CF factors and {len(bias)} biases")
         indexes = [np.asarray(arrays[key]) for key in ("first_item", "first_by", "positive_item")]
-        first_ts = np.asarray(arrays["first_ts"], dtype=np.float64)
-        if (
-            any(len(a) and a.min() < 0 for a in indexes)
-            or not ((first_ts >= 0) & (first_ts <= LATEST_MOMENT)).all()
-        ):
-            raise ValueError("CF first engagements with negative indexes or times past 2100")
+        if any(len(a) and a.min() < 0 for a in indexes):
+            raise ValueError("CF first engagements with negative indexes")
+        moments_array(np.asarray(arrays["first_ts"], dtype=np.float64), "CF first engagement times")
         self.items, self.bias = items.copy(), bias.copy()
         self._first_positive = {
             int(i): (float(ts), int(by))

@@ -132,6 +132,14 @@ def learned_array(values: np.ndarray, what: str) -> np.ndarray:
     return values
 
 
+def moments_array(values: np.ndarray, what: str) -> np.ndarray:
+    """``values`` read from a snapshot, if each is a time a change may carry (``moment``);
+    else a ValueError naming ``what``."""
+    if not np.all((values >= 0) & (values <= LATEST_MOMENT)):
+        raise ValueError(f"{what} holds a time before 1970 or after 2100, or not finite")
+    return values
+
+
 def user_vector(data: Any, what: str, size: int) -> np.ndarray:
     """A user's stored vector (their state, or a step read from the log): ``size``
     finite numbers, each at most ``MAX_DELTA``, as a change's; else a ValueError naming
